@@ -1,0 +1,37 @@
+"""The project's user-error type: a mistake the user can fix, shown as one line, exit status 2.
+
+Bugs stay ordinary exceptions (and tracebacks); only problems in the user's config, data,
+credentials or network are raised as :class:`OdeonError`.
+"""
+
+from __future__ import annotations
+
+
+class OdeonError(Exception):
+    """A user's mistake: the message is one line naming the field, CSV row, file or URL."""
+
+
+class ConfigError(OdeonError):
+    """The configuration is invalid or asks for something this version cannot do."""
+
+
+class DataError(OdeonError):
+    """A CSV row or raster cannot be used as the configuration says."""
+
+
+class StorageError(OdeonError):
+    """A file or URL cannot be read or written."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message to show a user for ``error``: one line per problem.
+
+    A DataLoader worker re-raises its exception in the main process with the worker's whole
+    traceback as the message; the user's message is then its last line, after the class name.
+    """
+    text = str(error).strip()
+    if "Traceback (most recent call last)" not in text:
+        return text
+    last = text.splitlines()[-1]
+    prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last

@@ -1,0 +1,178 @@
+"""Every path the job touches goes through here: a local path is a URL without a scheme.
+
+Built on fsspec, so ``s3://``, ``gs://``, ``az://`` and ``https://`` work wherever a local path
+does. Rasters are not read through fsspec file objects (rasterio would read whole objects into
+memory): :func:`gdal_path` turns a URL into the GDAL virtual path that streams byte ranges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from odeon_job.errors import StorageError
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+# fsspec protocol -> GDAL virtual file system prefix (the bucket or container follows).
+_GDAL_PREFIXES = {
+    "s3": "/vsis3/",
+    "s3a": "/vsis3/",
+    "gs": "/vsigs/",
+    "gcs": "/vsigs/",
+    "az": "/vsiaz/",
+    "abfs": "/vsiaz/",
+}
+
+
+def scheme(url: str) -> str:
+    """The URL's scheme in lower case, ``""`` for a plain local path."""
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else ""
+
+
+def is_local(url: str) -> bool:
+    return scheme(url) in ("", "file")
+
+
+def _local_path(url: str) -> str:
+    return url[len("file://"):] if scheme(url) == "file" else url
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path components below ``base``, keeping its scheme."""
+    if is_local(base):
+        return os.path.join(_local_path(base), *parts)
+    return posixpath.join(base, *parts)
+
+
+def parent(url: str) -> str:
+    """The folder holding ``url`` (``""`` for a bare local file name: the working directory)."""
+    if is_local(url):
+        return os.path.dirname(_local_path(url))
+    prefix = _SCHEME.match(url).group(0)  # type: ignore[union-attr]
+    return prefix + posixpath.dirname(url[len(prefix):].rstrip("/"))
+
+
+def resolve(path: str, base_dir: str) -> str:
+    """``path`` as written in a file of ``base_dir``: relative paths are relative to that folder."""
+    if scheme(path) or os.path.isabs(path):
+        return _local_path(path) if scheme(path) == "file" else path
+    if is_local(base_dir):
+        return os.path.normpath(os.path.join(_local_path(base_dir), path)) if base_dir else path
+    prefix = _SCHEME.match(base_dir).group(0)  # type: ignore[union-attr]
+    return prefix + posixpath.normpath(posixpath.join(base_dir[len(prefix):], path))
+
+
+def gdal_path(url: str) -> str:
+    """The path GDAL (and rasterio) should open for ``url``, streaming only the bytes it needs."""
+    kind = scheme(url)
+    if kind in ("", "file"):
+        return _local_path(url)
+    if kind in ("http", "https"):
+        return "/vsicurl/" + url
+    if kind in _GDAL_PREFIXES:
+        return _GDAL_PREFIXES[kind] + url[len(kind) + 3:]
+    raise StorageError(f"{url}: rasters cannot be read from '{kind}://' URLs "
+                       f"(supported: local paths, file, s3, gs, az, http, https)")
+
+
+@contextlib.contextmanager
+def _reporting(url: str, action: str) -> Iterator[None]:
+    """Turn the ways a read or write can fail into one-line :class:`StorageError`s naming ``url``."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError as error:
+        raise StorageError(f"{url}: not found") from error
+    except IsADirectoryError as error:
+        raise StorageError(f"{url}: is a folder, not a file") from error
+    except PermissionError as error:
+        raise StorageError(f"{url}: permission denied ({action})") from error
+    except ImportError as error:
+        raise StorageError(f"{url}: cannot {action}: {error}") from error
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise StorageError(f"{url}: cannot {action}: {reason}") from error
+
+
+def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem serving ``url`` and the path to use with it."""
+    from fsspec.core import url_to_fs
+
+    with _reporting(url, "open"):
+        return url_to_fs(url)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    with _reporting(url, "check"):
+        return bool(fs.exists(path))
+
+
+def is_nonempty_folder(url: str) -> bool:
+    fs, path = filesystem(url)
+    with _reporting(url, "list"):
+        return bool(fs.isdir(path) and fs.ls(path))
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    with _reporting(url, "read"):
+        return fs.cat_file(path)
+
+
+def read_text(url: str) -> str:
+    data = read_bytes(url)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise StorageError(f"{url}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+
+
+def makedirs(url: str) -> None:
+    """Create the folder ``url`` (a no-op on object stores, which have no folders)."""
+    fs, path = filesystem(url)
+    with _reporting(url, "create folder"):
+        fs.makedirs(path, exist_ok=True)
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write ``data`` so that ``url`` holds either the old content or the whole new one, never a part.
+
+    Locally: a temporary file in the same folder, then an atomic rename. Object stores make a PUT
+    visible only once it is complete.
+    """
+    if is_local(url):
+        path = _local_path(url)
+        folder = os.path.dirname(path) or "."
+        with _reporting(url, "write"):
+            os.makedirs(folder, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.replace(temporary, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+        return
+    fs, path = filesystem(url)
+    with _reporting(url, "write"):
+        fs.pipe_file(path, data)
+
+
+def write_text(url: str, text: str) -> None:
+    write_bytes(url, text.encode("utf-8"))

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from odeon_job import storage
+from odeon_job.errors import StorageError
+
+
+@pytest.mark.parametrize(("path", "base", "expected"), [
+    ("img/a.tif", "s3://bucket/ds", "s3://bucket/ds/img/a.tif"),
+    ("../img/a.tif", "s3://bucket/ds/csv", "s3://bucket/ds/img/a.tif"),
+    ("img/a.tif", "/data/ds", "/data/ds/img/a.tif"),
+    ("../img/a.tif", "/data/ds/csv", "/data/ds/img/a.tif"),
+    ("img/a.tif", "", "img/a.tif"),
+    ("/abs/a.tif", "s3://bucket/ds", "/abs/a.tif"),
+    ("s3://other/a.tif", "/data", "s3://other/a.tif"),
+    ("file:///abs/a.tif", "/data", "/abs/a.tif"),
+    ("https://host/a.tif", "s3://bucket", "https://host/a.tif"),
+])
+def test_resolve_keeps_urls_and_resolves_relative_paths_against_the_folder(path: str, base: str,
+                                                                            expected: str) -> None:
+    assert storage.resolve(path, base) == expected
+
+
+@pytest.mark.parametrize(("url", "folder"), [
+    ("s3://bucket/ds/train.csv", "s3://bucket/ds"),
+    ("s3://bucket/train.csv", "s3://bucket"),
+    ("/data/ds/train.csv", "/data/ds"),
+    ("train.csv", ""),
+    ("file:///data/train.csv", "/data"),
+])
+def test_parent(url: str, folder: str) -> None:
+    assert storage.parent(url) == folder
+
+
+def test_join_keeps_the_scheme() -> None:
+    assert storage.join("s3://bucket/out/", "exp", "v1") == "s3://bucket/out/exp/v1"
+    assert storage.join("/out", "exp", "v1") == os.path.join("/out", "exp", "v1")
+
+
+@pytest.mark.parametrize(("url", "path"), [
+    ("/data/a.tif", "/data/a.tif"),
+    ("file:///data/a.tif", "/data/a.tif"),
+    ("s3://bucket/k/a.tif", "/vsis3/bucket/k/a.tif"),
+    ("gs://bucket/a.tif", "/vsigs/bucket/a.tif"),
+    ("az://container/a.tif", "/vsiaz/container/a.tif"),
+    ("https://host/a.tif", "/vsicurl/https://host/a.tif"),
+])
+def test_gdal_path_streams_remote_rasters(url: str, path: str) -> None:
+    assert storage.gdal_path(url) == path
+
+
+def test_gdal_path_refuses_unknown_schemes() -> None:
+    with pytest.raises(StorageError, match="ftp://host/a.tif: rasters cannot be read from 'ftp://' URLs"):
+        storage.gdal_path("ftp://host/a.tif")
+
+
+def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "history.json"
+    storage.write_text(str(target), "one")
+    storage.write_text(str(target), "two")
+    assert target.read_text() == "two"
+    assert os.listdir(target.parent) == ["history.json"]
+
+
+def test_a_failed_write_keeps_the_previous_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "history.json"
+    storage.write_text(str(target), "complete")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(StorageError, match="history.json: cannot write: No space left on device"):
+        storage.write_text(str(target), "partial")
+    assert target.read_text() == "complete"
+    assert os.listdir(tmp_path) == ["history.json"]
+
+
+def test_read_errors_name_the_url(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=f"^{tmp_path}/missing.csv: not found$"):
+        storage.read_text(str(tmp_path / "missing.csv"))
+    with pytest.raises(StorageError, match="is a folder, not a file"):
+        storage.read_text(str(tmp_path))
+    (tmp_path / "latin1.csv").write_bytes("é,à\n".encode("latin-1"))
+    with pytest.raises(StorageError, match="latin1.csv: not UTF-8 text"):
+        storage.read_text(str(tmp_path / "latin1.csv"))
+
+
+def test_unknown_protocol_is_a_storage_error() -> None:
+    with pytest.raises(StorageError, match="nosuch://x/y.csv: cannot open"):
+        storage.read_text("nosuch://x/y.csv")
+
+
+def test_nonempty_folder(tmp_path: Path) -> None:
+    assert not storage.is_nonempty_folder(str(tmp_path / "absent"))
+    assert not storage.is_nonempty_folder(str(tmp_path))
+    (tmp_path / "f").write_text("x")
+    assert storage.is_nonempty_folder(str(tmp_path))
