@@ -1,0 +1,480 @@
+"""The job's configuration: the four sections of the specification's JSON, validated by pydantic.
+
+Every key and default is the specification's (``../shared/spec/odeon-train.rst``); the few keys we
+add are marked "extension" in their description and listed in the README. Unknown keys are errors,
+so a misspelt key never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from odeon_job import storage
+from odeon_job.errors import ConfigError
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[str, ...] = typing.get_args(Split)
+Augmentation = Literal["rotation90", "rotation", "radiometry"]
+ModelName = Literal["unet", "lightunet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "deeplab"]
+LossName = Literal["ce", "bce", "focal", "combo"]
+OptimizerName = Literal["adam", "radam", "adamax", "sgd", "rmsprop", "adamw"]
+SchedulerName = Literal["reducelronplateau", "cycliclr", "cosineannealinglr", "cosineannealingwarmrestarts"]
+Monitor = Literal["val_loss", "val_miou"]
+
+#: The specification's default learning-rate scheduler (also the defaults of its keys when named).
+REDUCE_LR_ON_PLATEAU_DEFAULTS: dict[str, Any] = {
+    "mode": "min", "factor": 0.5, "patience": 10, "min_lr": 1e-7, "cooldown": 4,
+}
+
+
+def _error(message: str, field: str | None = None) -> PydanticCustomError:
+    """A validation error with a message of our own; ``field`` names the key below the failing model."""
+    return PydanticCustomError("odeon", message, {"field": field} if field else None)
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _model_name(value: Any) -> Any:
+    value = _lower(value)
+    if value == "resnet150":
+        raise _error("'resnet150' is a slip in the specification: the ResNet with 152 layers is 'resnet152'")
+    return value
+
+
+def _band_index(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        raise _error(f"band indices are 1-based, as in GDAL: {value} is not a band")
+    return value
+
+
+def _no_duplicates(values: list[Any] | None) -> list[Any] | None:
+    if values is not None:
+        seen = [v for i, v in enumerate(values) if v in values[:i]]
+        if seen:
+            raise _error(f"{seen[0]!r} is listed twice")
+    return values
+
+
+def _one_or_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _device(value: Any) -> Any:
+    """``device``: a count (int), one id or comma-separated ids (str), or a list of ids."""
+    if value is None:
+        return value
+    if isinstance(value, bool):
+        raise _error(f"expected a number of devices, a device id like \"0\" or a list of ids, got {value}")
+    if isinstance(value, int):
+        if value < -1:
+            raise _error(f"a device count must be -1 (all), 0 (CPU) or positive, got {value}")
+        return value
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*", value):
+            raise _error(f"{value!r} is not a device id (\"0\") or list of ids (\"0,1\")")
+        return value
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise _error(f"a list of devices must hold device ids (integers >= 0), got {value}")
+        _no_duplicates(value)
+        return value
+    raise _error(f"expected a number of devices, a device id like \"0\" or a list of ids, got {value!r}")
+
+
+def _val_check_interval(value: Any) -> Any:
+    """A float fraction of the epoch in (0, 1], or an int number of training batches (>= 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _error("expected a fraction of an epoch (0 < float <= 1.0) or a number of batches (int >= 1), "
+                     f"got {value!r}")
+    if isinstance(value, int) and value < 1:
+        raise _error(f"a number of batches must be >= 1, got {value}")
+    if isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise _error(f"a fraction of an epoch must be in (0, 1], got {value}")
+    return value
+
+
+def _resolution(value: Any) -> Any:
+    """A pixel size (x = y), an ``[x, y]`` pair, or a dict of either per split."""
+    def one(v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return float(v)
+        if (isinstance(v, list) and len(v) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
+            return [float(x) for x in v]
+        raise _error(f"a resolution is a positive pixel size or an [x, y] pair of them, got {v!r}")
+
+    if value is None:
+        return value
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(SPLITS))
+        if unknown:
+            raise _error(f"{unknown[0]!r} is not a split (train, val, test)")
+        return {split: one(v) for split, v in value.items()}
+    return one(value)
+
+
+BandList = Annotated[list[Annotated[int, BeforeValidator(_band_index)]], Field(min_length=1)]
+PixelSize = float | list[float]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NormalizationStats(_Section):
+    """Mean and standard deviation of each selected image band, in the 0-1 range."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> NormalizationStats:
+        if len(self.mean) != len(self.std):
+            raise _error(f"{len(self.std)} values but mean has {len(self.mean)}", field="std")
+        return self
+
+
+class DataSource(_Section):
+    """Where the tiles are and how to read them."""
+
+    train_file: str = Field(description="CSV of image,mask pairs for the train split.")
+    val_file: str | None = Field(None, description="CSV for the validation split; without it, "
+                                 "percentage_val of the train CSV is held out.")
+    test_file: str | None = Field(None, description="CSV for the test split, evaluated after training.")
+    percentage_val: float = Field(0.3, gt=0, lt=1, description="Fraction of train_file held out for "
+                                  "validation when val_file is absent.")
+    image_bands: BandList | None = Field(None, description="1-based image bands to use; all bands when absent.")
+    mask_bands: BandList | None = Field(None, description="1-based mask bands, one per class; all bands when "
+                                        "absent. A single band is read as class indices 0..n-1.")
+    class_labels: list[str] | None = Field(None, description="One label per class; 'class 1'...'class n' "
+                                           "when absent.")
+    resolution: Annotated[PixelSize | dict[Split, PixelSize] | None, BeforeValidator(_resolution)] = Field(
+        None, description="Pixel size to read the tiles at (resampled when it differs from the files'), "
+        "for the whole dataset or per split; the files' own when absent.")
+    normalization_weights: dict[Split, NormalizationStats] | None = Field(
+        None, description="Per split mean/std (0-1 range) for (x - mean) / std; scaling to 0-1 only when absent.")
+    data_augmentation: dict[Split, Annotated[list[Augmentation], BeforeValidator(_one_or_list)]] | None = Field(
+        None, description="Augmentations per split (train only): rotation90, rotation, radiometry.")
+    image_max_value: float | None = Field(
+        None, gt=0, description="Extension: the raw value that scales to 1.0. Defaults to 255 for uint8 "
+        "images and is required for any other data type (e.g. 10000 for Sentinel-2 L2A).")
+
+    @field_validator("image_bands", "mask_bands", "class_labels")
+    @classmethod
+    def _unique(cls, values: list[Any] | None) -> list[Any] | None:
+        return _no_duplicates(values)
+
+    @field_validator("data_augmentation")
+    @classmethod
+    def _train_only(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for split in ("val", "test"):
+            if value and value.get(split):
+                raise _error(f"augmentations apply to the train split only, got {value[split]}", field=split)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSource:
+        if self.mask_bands is not None and self.class_labels is not None:
+            if len(self.mask_bands) >= 2 and len(self.class_labels) != len(self.mask_bands):
+                raise _error(f"{len(self.class_labels)} labels but mask_bands selects {len(self.mask_bands)} "
+                             "bands (one band per class)", field="class_labels")
+        if self.mask_bands is not None and len(self.mask_bands) == 1:
+            if self.class_labels is None or len(self.class_labels) < 2:
+                raise _error("a single mask band is read as class indices 0..n-1: class_labels must name "
+                             "the n classes (at least 2)", field="class_labels")
+        if self.normalization_weights and self.image_bands is not None:
+            for split, stats in self.normalization_weights.items():
+                if len(stats.mean) != len(self.image_bands):
+                    raise _error(f"{len(stats.mean)} values but image_bands selects {len(self.image_bands)} "
+                                 "bands", field=f"normalization_weights.{split}.mean")
+        return self
+
+    @property
+    def configured_class_count(self) -> int | None:
+        """The number of classes when the config alone tells it (else the first mask file does)."""
+        if self.mask_bands is None:
+            return None
+        if len(self.mask_bands) == 1:
+            return len(self.class_labels or ())
+        return len(self.mask_bands)
+
+
+class OptimizerConfig(BaseModel):
+    """``optimizer`` names the optimizer; every other key is passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow")
+
+    optimizer: Annotated[OptimizerName, BeforeValidator(_lower)] = Field(
+        "adam", description="adam, radam, adamax, sgd, rmsprop or adamw; other keys are its arguments.")
+
+    @model_validator(mode="after")
+    def _no_lr(self) -> OptimizerConfig:
+        if "lr" in (self.model_extra or {}):
+            raise _error("set the learning rate with train_setup.lr, not here", field="lr")
+        return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SchedulerConfig(BaseModel):
+    """``scheduler`` names the learning-rate scheduler; every other key is passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow")
+
+    scheduler: Annotated[SchedulerName, BeforeValidator(_lower)] = Field(
+        "reducelronplateau", description="reducelronplateau, cycliclr, cosineannealinglr or "
+        "cosineannealingwarmrestarts; other keys are its arguments.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plateau_defaults(cls, data: Any) -> Any:
+        """Keys of ReduceLROnPlateau that the user leaves out take the specification's defaults."""
+        if isinstance(data, dict) and _lower(data.get("scheduler", "reducelronplateau")) == "reducelronplateau":
+            return {**REDUCE_LR_ON_PLATEAU_DEFAULTS, **data}
+        return data
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class EarlyStopping(_Section):
+    """Stop when the monitored validation metric has not improved for ``patience`` validations."""
+
+    monitor: Monitor = Field("val_loss", description="val_loss (minimised) or val_miou (maximised).")
+    patience: int = Field(30, ge=1, description="Validations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class TrainSetup(_Section):
+    """The model and how to train it."""
+
+    model_name: Annotated[ModelName, BeforeValidator(_model_name)] = Field(
+        description="unet, lightunet, resnet18, resnet34, resnet50, resnet101, resnet152 or deeplab.")
+    epochs: int = Field(1000, ge=1, description="Number of training epochs.")
+    batch_size: int = Field(3, ge=1, description="Samples per mini-batch (per process).")
+    lr: float = Field(0.001, gt=0, description="Starting learning rate.")
+    loss: Annotated[LossName, BeforeValidator(_lower)] = Field("ce", description="ce, bce, focal or combo.")
+    class_imbalance: list[Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="One weight per class for the loss (ce only).")
+    optimizer_config: OptimizerConfig | None = Field(None, description="Optimizer and its arguments; "
+                                                     "Adam when absent.")
+    scheduler_config: SchedulerConfig | None = Field(
+        None, description="Scheduler and its arguments; ReduceLROnPlateau(mode=min, factor=0.5, "
+        "patience=10, min_lr=1e-7, cooldown=4) on val_loss when absent.")
+    early_stopping: EarlyStopping | None = Field(None, description="Early stopping; none when absent.")
+    continue_training: bool = Field(False, description="Resume from the last checkpoint of the version folder.")
+    export_checkpoint: Annotated[list[Literal[".pth"]] | None, BeforeValidator(_one_or_list)] = Field(
+        None, description="Extra formats to export saved checkpoints to (\".pth\").")
+    val_check_interval: Annotated[int | float, BeforeValidator(_val_check_interval)] = Field(
+        1.0, description="Validate after this fraction of an epoch (float) or this many batches (int).")
+    deterministic: bool = Field(False, description="Use deterministic algorithms where PyTorch has them.")
+    random_seed: int = Field(42, description="Seed of every random number generator (and of the val split).")
+    testing: bool = Field(False, description="Smoke run: a few batches per epoch and split.")
+
+    @field_validator("export_checkpoint", mode="before")
+    @classmethod
+    def _dot_pth(cls, value: Any) -> Any:
+        values = _one_or_list(value)
+        return [v if not isinstance(v, str) or v.startswith(".") else "." + v for v in values] if values else values
+
+    @model_validator(mode="after")
+    def _imbalance_needs_ce(self) -> TrainSetup:
+        if self.class_imbalance is not None and self.loss != "ce":
+            raise _error(f"weights the ce loss only, but loss is {self.loss!r}", field="class_imbalance")
+        return self
+
+
+class OutputSetup(_Section):
+    """Where and what the job writes."""
+
+    output_folder: str = Field(description="Folder (or URL) under which the run folder is created.")
+    model_filename: str | None = Field(None, description="Base name of saved models; the model name when absent.")
+    model_out_ext: Literal[".ckpt", ".pth"] | None = Field(
+        None, description="\".ckpt\" (Lightning checkpoints) or \".pth\"; from model_filename's extension, "
+        "else \".ckpt\", when absent.")
+    name_exp_log: str | None = Field(None, description="Experiment folder; the start date (YYYY-MM-DD) "
+                                     "when absent.")
+    version_name: str | None = Field(None, description="Version folder inside the experiment; the start "
+                                     "time (HH-MM-SS) when absent.")
+    get_prediction: bool = Field(False, description="Write a GeoTIFF prediction for each test tile.")
+    prediction_output_type: Literal["bit", "uint8", "float32"] = Field("uint8", description="bit, uint8 "
+                                                                       "or float32.")
+    use_tensorboard: bool = Field(True, description="Log to TensorBoard.")
+    use_wandb: bool = Field(False, description="Log to Weights & Biases.")
+    log_learning_rate: bool = Field(False, description="Log the learning rate (and momentum).")
+    save_history: bool = Field(True, description="Write the per-epoch validation metrics as JSON.")
+    save_top_k: int = Field(3, ge=1, description="Checkpoints kept per monitored metric (val_loss, val_miou).")
+    progress: int = Field(1, ge=0, description="Progress bar refresh rate in batches; 0 hides the bars.")
+
+    @field_validator("model_out_ext", mode="before")
+    @classmethod
+    def _leading_dot(cls, value: Any) -> Any:
+        return "." + value if isinstance(value, str) and not value.startswith(".") else value
+
+    @field_validator("name_exp_log", "version_name")
+    @classmethod
+    def _one_folder(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "/" in value or "\\" in value or value in (".", "..")):
+            raise _error(f"must be a single folder name, got {value!r}")
+        return value
+
+
+class DeviceSetup(_Section):
+    """Which devices and how many processes."""
+
+    accelerator: Annotated[Literal["auto", "cpu", "gpu", "cuda", "tpu", "ipu", "hpu", "mps"] | None,
+                           BeforeValidator(_lower)] = Field(
+        None, description="cpu, gpu, tpu, ipu, hpu, mps or auto; auto (a GPU when one is visible) when absent.")
+    device: Annotated[int | str | list[int] | None, BeforeValidator(_device)] = Field(
+        None, description="Number of devices (int; 0 means CPU, -1 all), an id (\"0\") or ids ([0, 1]); "
+        "one device when absent.")
+    num_nodes: int = Field(1, ge=1, description="Number of machines (pods) for distributed training.")
+    num_workers: int = Field(4, ge=0, description="DataLoader worker processes; 0 reads in the main process.")
+    num_processes: int = Field(1, ge=1, description="Processes for distributed training with accelerator cpu.")
+    strategy: str | None = Field(None, description="Lightning strategy (ddp, ...); chosen by Lightning "
+                                 "when absent.")
+
+
+class JobConfig(_Section):
+    """A training job: the JSON given to ``odeon train -c``."""
+
+    data_source: DataSource
+    train_setup: TrainSetup
+    output_setup: OutputSetup
+    device_setup: DeviceSetup = Field(default_factory=DeviceSetup)
+
+    @model_validator(mode="after")
+    def _imbalance_per_class(self) -> JobConfig:
+        weights, classes = self.train_setup.class_imbalance, self.data_source.configured_class_count
+        if weights is not None and classes is not None and len(weights) != classes:
+            raise _error(f"{len(weights)} weights but there are {classes} classes",
+                         field="train_setup.class_imbalance")
+        return self
+
+    @property
+    def class_labels(self) -> list[str] | None:
+        return self.data_source.class_labels
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration, for editors and CI checks."""
+    schema = JobConfig.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def load_config(source: str) -> JobConfig:
+    """Read, parse and validate the configuration at ``source`` (a path or URL)."""
+    return parse_config(storage.read_text(source), source)
+
+
+def parse_config(text: str, source: str = "config") -> JobConfig:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: "
+                          f"{error.msg}") from error
+    return config_from_dict(data, source)
+
+
+def config_from_dict(data: Any, source: str = "config") -> JobConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a JSON object, got {type(data).__name__}")
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in describe_errors(error))) from error
+
+
+def resolve_run_names(config: JobConfig, now: _dt.datetime | None = None) -> JobConfig:
+    """Fill ``name_exp_log`` and ``version_name`` with the start date and time when absent."""
+    now = now or _dt.datetime.now()
+    output = config.output_setup
+    names = {"name_exp_log": output.name_exp_log or now.strftime("%Y-%m-%d"),
+             "version_name": output.version_name or now.strftime("%H-%M-%S")}
+    return config.model_copy(update={"output_setup": output.model_copy(update=names)})
+
+
+# --- error messages -------------------------------------------------------------------------------
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem: the JSON path, what is wrong, and a suggestion when one is close."""
+    return [_describe(detail) for detail in error.errors(include_url=False)]
+
+
+def _json_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad dict key: the key itself precedes it
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _describe(detail: Any) -> str:
+    loc, kind, message = tuple(detail["loc"]), detail["type"], detail["msg"]
+    path = _json_path(loc)
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key{_did_you_mean(str(loc[-1]), _keys_beside(loc))}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", detail["ctx"]["expected"])
+        return (f"{path}: {detail['input']!r} is not one of {', '.join(expected)}"
+                f"{_did_you_mean(str(detail['input']), expected)}")
+    if kind == "odeon":
+        field = (detail.get("ctx") or {}).get("field")
+        if field:
+            path = field if path == "(top level)" else f"{path}.{field}"
+        return f"{path}: {message}"
+    message = message.removeprefix("Value error, ")
+    return f"{path}: {message}, got {_short(detail.get('input'))}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word.lower().replace(" ", "_"), choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _keys_beside(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed where the unknown key ``loc[-1]`` was found."""
+    model: type[BaseModel] | None = JobConfig
+    for part in loc[:-1]:
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
