@@ -1,0 +1,1 @@
+"""From CSV rows to batches: samples, raster reads, transforms, datasets and the datamodule."""

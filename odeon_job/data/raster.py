@@ -1,0 +1,104 @@
+"""Opening and reading GeoTIFFs with rasterio, by URL, so remote files stream only the bytes needed.
+
+Each process (and thread) reads inside one long-lived ``rasterio.Env``: building a GDAL
+environment per open is what makes naive remote reading slow. Datasets are opened where they are
+read (inside DataLoader workers), never before a fork, and never shared between threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+
+from odeon_job import storage
+from odeon_job.errors import DataError
+
+#: GDAL options for reading tiles; an environment variable of the same name overrides each.
+GDAL_DEFAULTS: dict[str, str | int] = {
+    # Do not list a remote "folder" to look for sidecar files on every open.
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # Only these extensions are fetched through /vsicurl/-style paths.
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.vrt,.jp2",
+    # Block cache per process, in MB (GDAL reads values below 100000 as MB); bounded, since every
+    # DataLoader worker has its own. rasterio wants an int here.
+    "GDAL_CACHEMAX": 256,
+}
+
+_thread = threading.local()
+
+
+def gdal_options() -> dict[str, str | int]:
+    return {key: value for key, value in GDAL_DEFAULTS.items() if key not in os.environ}
+
+
+def ensure_gdal_env() -> None:
+    """Enter, once per process and thread, the ``rasterio.Env`` that all of its reads share."""
+    if getattr(_thread, "pid", None) != os.getpid():  # a forked worker inherits the parent's marker
+        env = rasterio.Env(**gdal_options())
+        env.__enter__()
+        _thread.env, _thread.pid = env, os.getpid()
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What ``odeon validate`` and the first-sample check need to know about a raster."""
+
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None
+    transform: tuple[float, ...]
+    res: tuple[float, float]
+
+
+def open_raster(url: str, origin: str) -> rasterio.io.DatasetReader:
+    """Open ``url`` for reading; a failure names the CSV row (``origin``) and the file."""
+    ensure_gdal_env()
+    try:
+        return rasterio.open(storage.gdal_path(url))
+    except RasterioError as error:
+        reason = str(error).replace(storage.gdal_path(url), "").strip(" :") or type(error).__name__
+        if not storage.is_local(url) or os.path.exists(url):
+            raise DataError(f"{origin}: cannot open {url}: {reason}") from error
+        raise DataError(f"{origin}: {url} not found") from error
+
+
+def raster_info(url: str, origin: str) -> RasterInfo:
+    with open_raster(url, origin) as src:
+        return RasterInfo(width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
+                          crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
+                          res=(float(src.res[0]), float(src.res[1])))
+
+
+def check_bands(bands: Sequence[int], count: int, url: str, origin: str, key: str) -> None:
+    """Fail with the configuration key to fix when a selected band is not in the file."""
+    missing = [band for band in bands if band > count]
+    if missing:
+        raise DataError(f"{origin}: {url} has {count} band(s); data_source.{key} asks for band {missing[0]}")
+
+
+def shape_at(src: rasterio.io.DatasetReader, resolution: tuple[float, float] | None) -> tuple[int, int]:
+    """(height, width) of ``src`` once resampled to ``resolution`` (its own when None)."""
+    if resolution is None:
+        return src.height, src.width
+    return (max(1, round(src.height * abs(src.res[1]) / resolution[1])),
+            max(1, round(src.width * abs(src.res[0]) / resolution[0])))
+
+
+def read_bands(src: rasterio.io.DatasetReader, bands: Sequence[int], origin: str,
+               out_shape: tuple[int, int] | None = None,
+               resampling: Resampling = Resampling.nearest) -> np.ndarray:
+    """Read ``bands`` (1-based) as a (bands, height, width) array, resampled to ``out_shape`` if given."""
+    shape = None if out_shape is None or out_shape == (src.height, src.width) else (len(bands), *out_shape)
+    try:
+        return src.read(list(bands), out_shape=shape, resampling=resampling)
+    except RasterioError as error:
+        raise DataError(f"{origin}: cannot read {src.name}: {error}") from error

@@ -1,0 +1,90 @@
+"""What the pipeline knows about the tiles: bands, classes, how masks encode them, pixel scale.
+
+Settled once, in the main process, from the configuration and, only where the configuration leaves
+it open (bands not listed), from the first training sample. It travels inside checkpoints, so a
+checkpoint can rebuild its model without the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from odeon_job.config import SPLITS, DataSource
+from odeon_job.data.raster import check_bands, raster_info
+from odeon_job.data.samples import Sample
+from odeon_job.errors import DataError
+
+MaskEncoding = Literal["one_hot", "class_index"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    image_bands: tuple[int, ...]
+    mask_bands: tuple[int, ...]
+    class_labels: tuple[str, ...]
+    #: one_hot: one mask band per class, the class is the argmax; class_index: one band of 0..n-1.
+    mask_encoding: MaskEncoding
+    #: The raw value that scales to 1.0; None: 255 for uint8 images, an error for other types.
+    image_max_value: float | None
+    #: Pixel size (x, y) each split is read at; None keeps the files' own.
+    resolution: dict[str, tuple[float, float] | None]
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.image_bands)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataSpec:
+        resolution = {k: tuple(v) if v is not None else None for k, v in data["resolution"].items()}
+        return cls(image_bands=tuple(data["image_bands"]), mask_bands=tuple(data["mask_bands"]),
+                   class_labels=tuple(data["class_labels"]), mask_encoding=data["mask_encoding"],
+                   image_max_value=data["image_max_value"], resolution=resolution)  # type: ignore[arg-type]
+
+
+def _resolutions(source: DataSource) -> dict[str, tuple[float, float] | None]:
+    def pair(value: float | list[float] | None) -> tuple[float, float] | None:
+        if value is None:
+            return None
+        return (float(value), float(value)) if isinstance(value, (int, float)) else (value[0], value[1])
+
+    if isinstance(source.resolution, dict):
+        return {split: pair(source.resolution.get(split)) for split in SPLITS}
+    return {split: pair(source.resolution) for split in SPLITS}
+
+
+def describe_data(source: DataSource, first: Sample) -> DataSpec:
+    """The :class:`DataSpec` of ``source``; ``first`` (a training sample) fills in unlisted bands."""
+    image_count = raster_info(first.image, first.origin).count
+    mask_count = raster_info(first.mask, first.origin).count
+    image_bands = source.image_bands or list(range(1, image_count + 1))
+    mask_bands = source.mask_bands or list(range(1, mask_count + 1))
+    check_bands(image_bands, image_count, first.image, first.origin, "image_bands")
+    check_bands(mask_bands, mask_count, first.mask, first.origin, "mask_bands")
+
+    encoding: MaskEncoding = "class_index" if len(mask_bands) == 1 else "one_hot"
+    labels = source.class_labels
+    if encoding == "class_index" and (labels is None or len(labels) < 2):
+        raise DataError(f"{first.origin}: {first.mask} has a single band, read as class indices 0..n-1: "
+                        "data_source.class_labels must name the n classes")
+    if encoding == "one_hot":
+        if labels is not None and len(labels) != len(mask_bands):
+            raise DataError(f"{first.origin}: data_source.class_labels has {len(labels)} labels but "
+                            f"{first.mask} has {len(mask_bands)} bands (one per class)")
+        labels = labels or [f"class {i}" for i in range(1, len(mask_bands) + 1)]
+
+    for split, stats in (source.normalization_weights or {}).items():
+        if len(stats.mean) != len(image_bands):
+            raise DataError(f"{first.origin}: data_source.normalization_weights.{split} has {len(stats.mean)} "
+                            f"values but the images have {len(image_bands)} bands")
+
+    return DataSpec(image_bands=tuple(image_bands), mask_bands=tuple(mask_bands), class_labels=tuple(labels),
+                    mask_encoding=encoding, image_max_value=source.image_max_value,
+                    resolution=_resolutions(source))

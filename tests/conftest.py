@@ -1,0 +1,101 @@
+"""Fixtures: real GeoTIFFs (CRS and transform) written with rasterio into tmp_path, and configs for them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+CRS = "EPSG:2154"
+ORIGIN = (651_000.0, 6_862_000.0)
+PIXEL = 0.2
+#: Class colours of the tiny datasets: a network can learn them in a few steps.
+COLOURS = np.array([(200, 180, 120), (180, 60, 50), (40, 70, 140), (60, 150, 50), (90, 90, 90)], np.uint8)
+
+
+def write_tif(path: Path, data: np.ndarray, *, crs: str | None = CRS, origin: tuple[float, float] = ORIGIN,
+              pixel: float = PIXEL) -> str:
+    """Write a (bands, H, W) array as a GeoTIFF; returns its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile: dict[str, Any] = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+                               "count": data.shape[0], "dtype": data.dtype}
+    if crs is not None:
+        profile.update(crs=crs, transform=from_origin(origin[0], origin[1], pixel, pixel))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def class_map(rng: np.random.Generator, size: int, n_classes: int) -> np.ndarray:
+    """A (size, size) map of class indices: rectangles of random classes on class 0."""
+    classes = np.zeros((size, size), np.uint8)
+    for _ in range(4):
+        y, x = rng.integers(0, size, 2)
+        h, w = rng.integers(size // 6, size // 2, 2)
+        classes[y:y + h, x:x + w] = rng.integers(1, n_classes)
+    return classes
+
+
+def onehot(classes: np.ndarray, n_classes: int, on: int = 1) -> np.ndarray:
+    return ((classes[None] == np.arange(n_classes)[:, None, None]) * on).astype(np.uint8)
+
+
+def paint(classes: np.ndarray, rng: np.random.Generator, bands: int = 3) -> np.ndarray:
+    """A uint8 image whose colour tells the class, plus noise; extra bands repeat the first three."""
+    image = COLOURS[classes].transpose(2, 0, 1).astype(np.int16)
+    image = np.concatenate([image] * (bands // 3 + 1))[:bands]
+    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class TinyDataset:
+    folder: Path
+    csv: str
+    classes: list[np.ndarray]  # the class map of each row
+    images: list[str]
+    masks: list[str]
+
+
+@pytest.fixture
+def make_dataset(tmp_path: Path) -> Callable[..., TinyDataset]:
+    """``make_dataset(n=8, size=32, bands=3, n_classes=3, encoding="one_hot", name="ds")``."""
+
+    def make(n: int = 8, size: int = 32, bands: int = 3, n_classes: int = 3, encoding: str = "one_hot",
+             name: str = "ds", seed: int = 0) -> TinyDataset:
+        rng = np.random.default_rng(seed)
+        folder = tmp_path / name
+        rows, maps, images, masks = [], [], [], []
+        for i in range(n):
+            classes = class_map(rng, size, n_classes)
+            mask = onehot(classes, n_classes) if encoding == "one_hot" else classes[None]
+            origin = (ORIGIN[0] + i * size * PIXEL, ORIGIN[1])
+            images.append(write_tif(folder / "img" / f"{i}.tif", paint(classes, rng, bands), origin=origin))
+            masks.append(write_tif(folder / "msk" / f"{i}.tif", mask, origin=origin))
+            rows.append(f"img/{i}.tif,msk/{i}.tif")
+            maps.append(classes)
+        csv = folder / "samples.csv"
+        csv.write_text("\n".join(rows) + "\n")
+        return TinyDataset(folder, str(csv), maps, images, masks)
+
+    return make
+
+
+def make_config(train_csv: str, output: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A small, fast configuration dict; ``sections`` entries update the named sections."""
+    config: dict[str, Any] = {
+        "data_source": {"train_file": train_csv, "percentage_val": 0.25},
+        "train_setup": {"model_name": "lightunet", "epochs": 1, "batch_size": 2, "lr": 0.01},
+        "output_setup": {"output_folder": output, "name_exp_log": "exp", "version_name": "v", "progress": 0},
+        "device_setup": {"accelerator": "cpu", "num_workers": 0},
+    }
+    config = copy.deepcopy(config)
+    for section, values in sections.items():
+        config[section].update(values)
+    return config

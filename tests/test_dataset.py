@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from odeon_job.config import DataSource, config_from_dict
+from odeon_job.data.dataset import SegmentationDataset
+from odeon_job.data.samples import Sample
+from odeon_job.data.spec import describe_data
+from odeon_job.data.transforms import build_transform
+from odeon_job.errors import DataError
+
+from conftest import make_config, onehot, write_tif
+
+
+def _source(**values: Any) -> DataSource:
+    return config_from_dict(make_config("unused.csv", "out", data_source=values)).data_source
+
+
+def _pair(tmp_path: Path, image: np.ndarray, mask: np.ndarray, name: str = "a", **mask_options: Any) -> Sample:
+    return Sample(write_tif(tmp_path / f"{name}_img.tif", image),
+                  write_tif(tmp_path / f"{name}_msk.tif", mask, **mask_options), "train.csv row 1")
+
+
+def _item(sample: Sample, split: str = "train", **source: Any) -> dict[str, torch.Tensor]:
+    data_source = _source(**source)
+    spec = describe_data(data_source, sample)
+    return SegmentationDataset([sample], spec, split, build_transform(split, data_source))[0]
+
+
+@pytest.fixture
+def bands5(tmp_path: Path) -> Sample:
+    """A 5-band image whose band b holds the value 10*b everywhere, and a 4-class one-hot mask."""
+    image = np.stack([np.full((8, 8), 10 * b, np.uint8) for b in range(1, 6)])
+    classes = np.arange(64).reshape(8, 8) % 4
+    return _pair(tmp_path, image, onehot(classes, 4))
+
+
+def test_band_selection_is_one_based_and_ordered_as_listed(bands5: Sample) -> None:
+    item = _item(bands5, image_bands=[5, 1, 3])
+    assert item["image"].shape == (3, 8, 8)
+    assert item["image"][:, 0, 0].tolist() == pytest.approx([50 / 255, 10 / 255, 30 / 255])
+    assert _item(bands5)["image"].shape == (5, 8, 8)  # all bands when none are listed
+
+
+def test_one_hot_mask_gives_the_argmax_of_the_selected_bands(bands5: Sample) -> None:
+    expected = torch.from_numpy(np.arange(64).reshape(8, 8) % 4)
+    item = _item(bands5)
+    assert item["mask"].dtype == torch.int64
+    assert torch.equal(item["mask"], expected)
+    # Bands 2 and 4 only: class 1 becomes 0, class 3 becomes 1; pixels of classes 0 and 2 have no band on.
+    subset = _item(bands5, mask_bands=[2, 4])["mask"]
+    assert torch.equal(subset[expected == 1], torch.zeros_like(subset[expected == 1]))
+    assert torch.equal(subset[expected == 3], torch.ones_like(subset[expected == 3]))
+
+
+def test_one_hot_masks_of_0_255_work_like_0_1(tmp_path: Path) -> None:
+    classes = np.arange(36).reshape(6, 6) % 3
+    sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), onehot(classes, 3, on=255))
+    assert torch.equal(_item(sample)["mask"], torch.from_numpy(classes.astype(np.int64)))
+
+
+def test_single_band_mask_holds_class_indices(tmp_path: Path) -> None:
+    classes = (np.arange(36).reshape(6, 6) % 3).astype(np.uint8)
+    sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), classes[None])
+    item = _item(sample, class_labels=["a", "b", "c"])
+    assert torch.equal(item["mask"], torch.from_numpy(classes.astype(np.int64)))
+
+
+def test_class_index_outside_the_labels_is_named(tmp_path: Path) -> None:
+    classes = np.full((1, 6, 6), 7, np.uint8)
+    sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), classes)
+    with pytest.raises(DataError, match=r"row 1: .*a_msk.tif holds class index 7, outside 0..2"):
+        _item(sample, class_labels=["a", "b", "c"])
+
+
+def test_single_band_mask_without_labels_is_refused(tmp_path: Path) -> None:
+    sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), np.zeros((1, 6, 6), np.uint8))
+    with pytest.raises(DataError, match="has a single band, read as class indices 0..n-1: data_source.class_labels"):
+        _item(sample)
+
+
+def test_normalization_uses_the_split_weights_else_train_s(bands5: Sample) -> None:
+    weights = {"train": {"mean": [0.1], "std": [0.5]}, "val": {"mean": [0.2], "std": [0.25]}}
+    value = 10 / 255  # band 1
+    train = _item(bands5, "train", image_bands=[1], normalization_weights=weights)["image"]
+    val = _item(bands5, "val", image_bands=[1], normalization_weights=weights)["image"]
+    test = _item(bands5, "test", image_bands=[1], normalization_weights=weights)["image"]
+    assert train[0, 0, 0].item() == pytest.approx((value - 0.1) / 0.5)
+    assert val[0, 0, 0].item() == pytest.approx((value - 0.2) / 0.25)
+    assert test[0, 0, 0].item() == pytest.approx((value - 0.1) / 0.5)  # no test weights: train's
+
+
+def test_without_weights_images_are_scaled_to_0_1(tmp_path: Path) -> None:
+    image = np.array([0, 51, 255], np.uint8).reshape(1, 1, 3).repeat(3, 0)
+    sample = _pair(tmp_path, image, onehot(np.zeros((1, 3), np.uint8), 2))
+    assert _item(sample)["image"][0, 0].tolist() == pytest.approx([0.0, 0.2, 1.0])
+
+
+def test_uint16_images_need_image_max_value(tmp_path: Path) -> None:
+    image = np.full((4, 6, 6), 5000, np.uint16)
+    sample = _pair(tmp_path, image, onehot(np.zeros((6, 6), np.uint8), 2))
+    with pytest.raises(DataError, match=r"row 1: .*a_img.tif is uint16, .*set data_source.image_max_value"):
+        _item(sample)
+    assert _item(sample, image_max_value=10000)["image"].max().item() == pytest.approx(0.5)
+
+
+def test_band_outside_the_file_is_named(bands5: Sample) -> None:
+    with pytest.raises(DataError, match=r"row 1: .*a_img.tif has 5 band\(s\); data_source.image_bands asks for "
+                                        "band 6"):
+        _item(bands5, image_bands=[1, 6])
+    with pytest.raises(DataError, match=r"a_msk.tif has 4 band\(s\); data_source.mask_bands asks for band 9"):
+        _item(bands5, mask_bands=[1, 9])
+
+
+def test_image_and_mask_of_different_sizes_are_refused(tmp_path: Path) -> None:
+    sample = _pair(tmp_path, np.zeros((3, 8, 8), np.uint8), onehot(np.zeros((6, 8), np.uint8), 2))
+    with pytest.raises(DataError, match=r"row 1: image .*a_img.tif is 8x8 pixels but mask .*a_msk.tif is 8x6"):
+        _item(sample)
+
+
+def test_missing_and_unreadable_files_are_named(tmp_path: Path) -> None:
+    sample = Sample(str(tmp_path / "nope.tif"), str(tmp_path / "nope_m.tif"), "train.csv row 4")
+    with pytest.raises(DataError, match=r"^train.csv row 4: .*nope.tif not found$"):
+        _item(sample)
+    (tmp_path / "junk.tif").write_text("not a tiff")
+    junk = Sample(str(tmp_path / "junk.tif"), str(tmp_path / "junk.tif"), "train.csv row 5")
+    with pytest.raises(DataError, match=r"^train.csv row 5: cannot open .*junk.tif"):
+        _item(junk)
+
+
+def test_resolution_resamples_image_and_mask_together(tmp_path: Path) -> None:
+    classes = np.zeros((8, 8), np.uint8)
+    classes[:, 4:] = 1
+    sample = _pair(tmp_path, np.zeros((3, 8, 8), np.uint8), onehot(classes, 2))  # 0.2 m pixels
+    item = _item(sample, resolution={"train": 0.4})
+    assert item["image"].shape == (3, 4, 4) and item["mask"].shape == (4, 4)
+    assert item["mask"][:, :2].eq(0).all() and item["mask"][:, 2:].eq(1).all()
+    assert _item(sample, "val", resolution={"train": 0.4})["mask"].shape == (8, 8)  # val: native

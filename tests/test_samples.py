@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from odeon_job.config import config_from_dict
+from odeon_job.data.samples import Sample, load_splits, read_samples, split_train_val
+from odeon_job.errors import DataError
+
+
+def _csv(tmp_path: Path, text: str, name: str = "train.csv") -> str:
+    path = tmp_path / "ds" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_rows_resolve_relative_paths_against_the_csv_folder(tmp_path: Path) -> None:
+    csv = _csv(tmp_path, "img/a.tif,msk/a.tif\n/abs/b.tif,/abs/mb.tif\n")
+    samples = read_samples(csv)
+    folder = tmp_path / "ds"
+    assert samples == [
+        Sample(str(folder / "img/a.tif"), str(folder / "msk/a.tif"), f"{csv} row 1"),
+        Sample("/abs/b.tif", "/abs/mb.tif", f"{csv} row 2"),
+    ]
+
+
+def test_a_header_row_and_blank_lines_are_tolerated(tmp_path: Path) -> None:
+    csv = _csv(tmp_path, "image,mask\n\nimg/a.tif,msk/a.tif\n   \nimg/b.tif , msk/b.tif\n\n")
+    samples = read_samples(csv)
+    assert [Path(s.image).name for s in samples] == ["a.tif", "b.tif"]
+    assert [s.origin.rsplit(" ", 1)[1] for s in samples] == ["3", "5"]  # rows as the file numbers its lines
+
+
+def test_a_windows_style_crlf_file_with_bom_reads_the_same(tmp_path: Path) -> None:
+    csv = tmp_path / "w.csv"
+    csv.write_bytes("\ufeffimg/a.tif,msk/a.tif\r\nimg/b.tif,msk/b.tif\r\n".encode("utf-8"))
+    assert [Path(s.mask).name for s in read_samples(str(csv))] == ["a.tif", "b.tif"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("img/a.tif,msk/a.tif\nimg/b.tif\n", r"train.csv row 2: expected 'image,mask', got 1 field\(s\): 'img/b.tif'"),
+    ("img/a.tif,msk/a.tif,extra.tif\n", r"train.csv row 1: expected 'image,mask', got 3 field\(s\)"),
+    ("img/a.tif,\n", r"train.csv row 1: expected 'image,mask'"),
+    ("\n\n", r"train.csv: no samples"),
+    ("image,mask\n", r"train.csv: no samples"),
+])
+def test_bad_rows_are_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_samples(_csv(tmp_path, text))
+
+
+def _samples(n: int) -> list[Sample]:
+    return [Sample(f"i{k}.tif", f"m{k}.tif", f"row {k}") for k in range(n)]
+
+
+def test_split_is_reproducible_disjoint_and_sized_by_percentage() -> None:
+    samples = _samples(20)
+    train, val = split_train_val(samples, 0.3, seed=42)
+    assert (len(train), len(val)) == (14, 6)
+    assert sorted(train + val, key=lambda s: s.image) == sorted(samples, key=lambda s: s.image)
+    assert split_train_val(samples, 0.3, seed=42) == (train, val)
+    assert split_train_val(samples, 0.3, seed=7)[1] != val
+    assert train == [s for s in samples if s in train]  # CSV order kept
+
+
+def test_split_keeps_at_least_one_sample_on_each_side() -> None:
+    assert [len(part) for part in split_train_val(_samples(2), 0.01, seed=0)] == [1, 1]
+    assert [len(part) for part in split_train_val(_samples(3), 0.99, seed=0)] == [1, 2]
+    with pytest.raises(DataError, match="cannot split a single sample"):
+        split_train_val(_samples(1), 0.3, seed=0)
+
+
+def test_load_splits_uses_val_file_or_percentage_val(tmp_path: Path) -> None:
+    rows = "".join(f"img/{k}.tif,msk/{k}.tif\n" for k in range(10))
+    train_csv = _csv(tmp_path, rows)
+    source = config_from_dict({"data_source": {"train_file": train_csv, "percentage_val": 0.2},
+                               "train_setup": {"model_name": "unet"}, "output_setup": {"output_folder": "o"}})
+    splits = load_splits(source.data_source, seed=42)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 2, 0)
+
+    val_csv = _csv(tmp_path, "v.tif,vm.tif\n", "val.csv")
+    test_csv = _csv(tmp_path, "t.tif,tm.tif\n", "test.csv")
+    source = config_from_dict({"data_source": {"train_file": train_csv, "val_file": val_csv, "test_file": test_csv},
+                               "train_setup": {"model_name": "unet"}, "output_setup": {"output_folder": "o"}})
+    splits = load_splits(source.data_source, seed=42)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 1, 1)
