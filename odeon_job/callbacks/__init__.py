@@ -1,0 +1,1 @@
+"""Cross-cutting concerns of a training, as Lightning callbacks."""

@@ -1,0 +1,41 @@
+"""One line per validation run on the console: losses, mIoU, learning rate and time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from odeon_job.callbacks.history import validation_entry
+
+log = logging.getLogger("odeon")
+
+
+class ValidationReport(pl.Callback):
+    def __init__(self) -> None:
+        self._loss_sum: torch.Tensor | None = None  # on the loss's device: no sync per batch
+        self._batches = 0
+        self._started = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._loss_sum, self._batches, self._started = None, 0, time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            loss = loss.detach().float()
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            self._batches += 1
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        entry = validation_entry(trainer)
+        train_loss = f"{float(self._loss_sum) / self._batches:.4f}" if self._loss_sum is not None else "-"
+        log.info("epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %.3g  (%.1f s)",
+                 trainer.current_epoch + 1, trainer.max_epochs, train_loss, entry["loss"], entry["Average/IoU"],
+                 entry["learning rate"], time.monotonic() - self._started)
