@@ -1,0 +1,5 @@
+"""``python -m odeon_job`` runs the ``odeon`` command."""
+
+from odeon_job.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The ``odeon`` command: argument parsing and error reporting only.
+
+A user's mistake (:class:`~odeon_job.errors.OdeonError`) prints ``odeon: error: ...``, one line per
+problem, and exits 2; ``-v`` adds the traceback and debug logs. Heavy packages (torch, Lightning)
+are imported only by the commands that train, so ``--help`` and ``schema`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+log = logging.getLogger("odeon")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _config_source(args: argparse.Namespace) -> str:
+    from odeon_job.errors import ConfigError
+
+    source = args.config or os.environ.get("ODEON_CONFIG")
+    if not source:
+        raise ConfigError("no configuration: give -c CONFIG (a path or URL) or set ODEON_CONFIG")
+    return source
+
+
+def _train(args: argparse.Namespace) -> int:
+    from odeon_job.config import load_config
+    from odeon_job.run import train
+
+    result = train(load_config(_config_source(args)))
+    _report(result)
+    return 0
+
+
+def _report(result) -> None:  # type: ignore[no-untyped-def]
+    final = result.final
+    log.info("final validation: loss %.4f, mIoU %.4f", final["loss"], final["Average/IoU"])
+    if result.test:
+        log.info("test (best val_loss checkpoint): loss %.4f, mIoU %.4f", result.test["test_loss"],
+                 result.test["test_miou"])
+    log.info("best val_loss checkpoint: %s", result.best_checkpoint)
+    log.info("run folder: %s", result.run_folder)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from odeon_job.config import load_config
+    from odeon_job.validate import format_summary, validate
+
+    source = _config_source(args)
+    summary = validate(load_config(source))
+    print(f"config: {source}: valid")
+    for line in format_summary(summary):
+        print(line)
+    for warning in summary.warnings[:20]:
+        log.warning("warning: %s", warning)
+    if summary.problems:
+        for problem in summary.problems[:20]:
+            print(f"odeon: error: {problem}", file=sys.stderr)
+        more = len(summary.problems) - 20
+        if more > 0:
+            print(f"odeon: error: ... and {more} more", file=sys.stderr)
+        print(f"{len(summary.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(f"OK: {sum(summary.counts.values())} samples checked")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from odeon_job.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from odeon_job.config import load_config
+    from odeon_job.demo import write_demo
+    from odeon_job.run import train
+
+    log.info("writing the demo dataset under %s", os.path.join(args.output, "data"))
+    dataset, config_path = write_demo(args.output)
+    log.info("training with %s", config_path)
+    result = train(load_config(config_path))
+    _report(result)
+    log.info("final validation mIoU %.3f (predicting the majority class everywhere gives %.3f)",
+             result.final["Average/IoU"], dataset.majority_miou)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logs, and tracebacks with errors")
+    with_config = argparse.ArgumentParser(add_help=False, parents=[common])
+    with_config.add_argument("-c", "--config", help="the JSON configuration: a path or URL "
+                             "(default: $ODEON_CONFIG)")
+
+    parser = argparse.ArgumentParser(prog="odeon", description="Train semantic-segmentation models on "
+                                     "GeoTIFF tiles (ODEON's train tool as a batch job).", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("train", parents=[with_config], help="train a model as the configuration says"
+                        ).set_defaults(handler=_train)
+    commands.add_parser("validate", parents=[with_config], help="check the configuration and every CSV row "
+                        "without training").set_defaults(handler=_validate)
+    commands.add_parser("schema", parents=[common], help="print the configuration's JSON Schema"
+                        ).set_defaults(handler=_schema)
+    demo = commands.add_parser("demo", parents=[common], help="write a small dataset and train on it (CPU, a "
+                               "few minutes)")
+    demo.add_argument("--output", default="odeon-demo", help="folder for the dataset and the run "
+                      "(default: %(default)s)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    from odeon_job.errors import OdeonError, one_line
+
+    try:
+        return args.handler(args)
+    except OdeonError as error:
+        if args.verbose:
+            traceback.print_exc()
+        for line in one_line(error).splitlines():
+            print(f"odeon: error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("odeon: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

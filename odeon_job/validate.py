@@ -1,0 +1,132 @@
+"""``odeon validate``: the configuration and every CSV row, checked without training (and without torch).
+
+Each row's image and mask must exist and open, hold the selected bands, have the same size (at the
+configured resolution) and, when both are georeferenced, the same CRS and transform.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from odeon_job.config import JobConfig
+from odeon_job.data.raster import RasterInfo, raster_info
+from odeon_job.data.samples import Sample, load_splits
+from odeon_job.data.spec import DataSpec, describe_data
+from odeon_job.errors import OdeonError
+
+log = logging.getLogger("odeon")
+
+#: Files are checked this many at a time: opening is I/O bound, most of all on object storage.
+PARALLEL_OPENS = 8
+
+
+@dataclass
+class SampleCheck:
+    image: RasterInfo | None = None
+    mask: RasterInfo | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValidationSummary:
+    spec: DataSpec
+    counts: dict[str, int]
+    sizes: Counter = field(default_factory=Counter)
+    dtypes: Counter = field(default_factory=Counter)
+    crs: Counter = field(default_factory=Counter)
+    resolutions: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _size_at(info: RasterInfo, resolution: tuple[float, float] | None) -> tuple[int, int]:
+    if resolution is None:
+        return info.width, info.height
+    return (max(1, round(info.width * abs(info.res[0]) / resolution[0])),
+            max(1, round(info.height * abs(info.res[1]) / resolution[1])))
+
+
+def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
+    """Every check of one row; problems are collected, not raised, so one scan reports them all."""
+    check = SampleCheck()
+    where = sample.origin
+    try:
+        check.image = raster_info(sample.image, where)
+        check.mask = raster_info(sample.mask, where)
+    except OdeonError as error:
+        check.problems.append(str(error))
+        return check
+    image, mask = check.image, check.mask
+    for bands, info, url, key in ((spec.image_bands, image, sample.image, "image_bands"),
+                                  (spec.mask_bands, mask, sample.mask, "mask_bands")):
+        if max(bands) > info.count:
+            check.problems.append(f"{where}: {url} has {info.count} band(s); data_source.{key} asks for band "
+                                  f"{max(bands)}")
+    if spec.image_max_value is None and image.dtype != "uint8":
+        check.problems.append(f"{where}: {sample.image} is {image.dtype}: set data_source.image_max_value "
+                              "(the 0-255 scaling fits uint8 only)")
+    resolution = spec.resolution.get(split)
+    if _size_at(image, resolution) != _size_at(mask, resolution):
+        check.problems.append(f"{where}: image is {image.width}x{image.height} pixels but mask is "
+                              f"{mask.width}x{mask.height}")
+    elif image.crs and mask.crs:
+        if image.crs != mask.crs:
+            check.problems.append(f"{where}: image CRS {image.crs} differs from mask CRS {mask.crs}")
+        elif any(abs(a - b) > 1e-6 * max(1.0, abs(a)) for a, b in zip(image.transform, mask.transform, strict=True)):
+            check.problems.append(f"{where}: image and mask are not on the same grid (their transforms differ)")
+    elif image.crs and not mask.crs:
+        check.warnings.append(f"{where}: mask {sample.mask} is not georeferenced; alignment cannot be checked")
+    return check
+
+
+def _with_progress(results: Iterable[SampleCheck], total: int) -> Iterable[SampleCheck]:
+    last = time.monotonic()
+    for done, result in enumerate(results, 1):
+        if time.monotonic() - last > 5:
+            log.info("checked %d/%d samples", done, total)
+            last = time.monotonic()
+        yield result
+
+
+def validate(config: JobConfig) -> ValidationSummary:
+    """Scan every row of every split; raises only for problems that stop the scan itself."""
+    source = config.data_source
+    splits = load_splits(source, config.train_setup.random_seed)
+    spec = describe_data(source, splits.train[0])
+    summary = ValidationSummary(spec=spec, counts={split: len(samples) for split, samples in splits.items()})
+    jobs = [(sample, split) for split, samples in splits.items() for sample in samples]
+    with ThreadPoolExecutor(max_workers=PARALLEL_OPENS) as pool:
+        checks = pool.map(lambda job: check_sample(job[0], spec, job[1]), jobs)
+        for check in _with_progress(checks, len(jobs)):
+            summary.problems.extend(check.problems)
+            summary.warnings.extend(check.warnings)
+            if check.image is not None:
+                summary.sizes[(check.image.width, check.image.height)] += 1
+                summary.dtypes[check.image.dtype] += 1
+                summary.crs[check.image.crs or "none"] += 1
+                summary.resolutions[tuple(round(r, 6) for r in check.image.res)] += 1
+    return summary
+
+
+def format_summary(summary: ValidationSummary) -> list[str]:
+    """The lines ``odeon validate`` prints."""
+    spec = summary.spec
+
+    def most(counter: Counter, show=str) -> str:
+        return ", ".join(f"{show(key)} ({count})" for key, count in counter.most_common(4)) or "-"
+
+    encoding = "one band per class" if spec.mask_encoding == "one_hot" else "class indices in one band"
+    return [
+        "samples: " + ", ".join(f"{split} {count}" for split, count in summary.counts.items()),
+        "tile size: " + most(summary.sizes, lambda s: f"{s[0]}x{s[1]}"),
+        f"image bands: {list(spec.image_bands)}, data type: {most(summary.dtypes)}",
+        f"mask bands: {list(spec.mask_bands)} ({encoding})",
+        f"classes: {spec.n_classes} ({', '.join(spec.class_labels)})",
+        "CRS: " + most(summary.crs) + "; pixel size: " + most(summary.resolutions, lambda r: f"{r[0]:g} x {r[1]:g}"),
+    ]
