@@ -13,6 +13,10 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from odeon_job.run import TrainResult
 
 log = logging.getLogger("odeon")
 
@@ -46,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(result) -> None:  # type: ignore[no-untyped-def]
+def _report(result: TrainResult) -> None:
     final = result.final
     log.info("final validation: loss %.4f, mIoU %.4f", final["loss"], final["Average/IoU"])
     if result.test:

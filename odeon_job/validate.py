@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from odeon_job.config import JobConfig
-from odeon_job.data.raster import RasterInfo, raster_info
+from odeon_job.data.raster import RasterInfo, check_bands, check_same_size, raster_info, shape_at
 from odeon_job.data.samples import Sample, load_splits
-from odeon_job.data.spec import DataSpec, describe_data
-from odeon_job.errors import OdeonError
+from odeon_job.data.spec import DataSpec, describe_data, image_scale
+from odeon_job.errors import DataError, OdeonError
 
 log = logging.getLogger("odeon")
 
@@ -45,13 +45,6 @@ class ValidationSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-def _size_at(info: RasterInfo, resolution: tuple[float, float] | None) -> tuple[int, int]:
-    if resolution is None:
-        return info.width, info.height
-    return (max(1, round(info.width * abs(info.res[0]) / resolution[0])),
-            max(1, round(info.height * abs(info.res[1]) / resolution[1])))
-
-
 def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
     """Every check of one row; problems are collected, not raised, so one scan reports them all."""
     check = SampleCheck()
@@ -63,19 +56,21 @@ def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
         check.problems.append(str(error))
         return check
     image, mask = check.image, check.mask
-    for bands, info, url, key in ((spec.image_bands, image, sample.image, "image_bands"),
-                                  (spec.mask_bands, mask, sample.mask, "mask_bands")):
-        if max(bands) > info.count:
-            check.problems.append(f"{where}: {url} has {info.count} band(s); data_source.{key} asks for band "
-                                  f"{max(bands)}")
-    if spec.image_max_value is None and image.dtype != "uint8":
-        check.problems.append(f"{where}: {sample.image} is {image.dtype}: set data_source.image_max_value "
-                              "(the 0-255 scaling fits uint8 only)")
     resolution = spec.resolution.get(split)
-    if _size_at(image, resolution) != _size_at(mask, resolution):
-        check.problems.append(f"{where}: image is {image.width}x{image.height} pixels but mask is "
-                              f"{mask.width}x{mask.height}")
-    elif image.crs and mask.crs:
+    checks = [
+        lambda: check_bands(spec.image_bands, image.count, sample.image, where, "image_bands"),
+        lambda: check_bands(spec.mask_bands, mask.count, sample.mask, where, "mask_bands"),
+        lambda: image_scale(image.dtype, spec.image_max_value, sample),
+        lambda: check_same_size(shape_at(image.height, image.width, image.res, resolution),
+                                shape_at(mask.height, mask.width, mask.res, resolution), sample.image,
+                                sample.mask, where),
+    ]
+    for run_check in checks:
+        try:
+            run_check()
+        except DataError as error:
+            check.problems.append(str(error))
+    if image.crs and mask.crs and (image.width, image.height) == (mask.width, mask.height):
         if image.crs != mask.crs:
             check.problems.append(f"{where}: image CRS {image.crs} differs from mask CRS {mask.crs}")
         elif any(abs(a - b) > 1e-6 * max(1.0, abs(a)) for a, b in zip(image.transform, mask.transform, strict=True)):

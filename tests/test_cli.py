@@ -141,7 +141,7 @@ def test_validate_reports_every_bad_row(make_dataset: Callable[..., TinyDataset]
     assert sorted(errors) == sorted([
         f"odeon: error: {csv} row 2: {data.images[1]} not found",
         f"odeon: error: {csv} row 3: {data.images[2]} has 2 band(s); data_source.image_bands asks for band 3",
-        f"odeon: error: {csv} row 4: image is 32x32 pixels but mask is 30x32",
+        f"odeon: error: {csv} row 4: image {data.images[3]} is 32x32 pixels but mask {data.masks[3]} is 30x32",
         f"odeon: error: {csv} row 5: image and mask are not on the same grid (their transforms differ)",
         f"odeon: error: {csv} row 6: image CRS EPSG:2154 differs from mask CRS EPSG:4326",
     ])

@@ -9,22 +9,11 @@ import torch
 from rasterio.enums import Resampling
 from torch.utils.data import Dataset
 
-from odeon_job.data.raster import check_bands, open_raster, read_bands, shape_at
+from odeon_job.data.raster import check_bands, check_same_size, open_raster, read_bands, shape_at
 from odeon_job.data.samples import Sample
-from odeon_job.data.spec import DataSpec
+from odeon_job.data.spec import DataSpec, image_scale
 from odeon_job.data.transforms import Compose
 from odeon_job.errors import DataError
-
-
-def image_scale(dtype: str, configured: float | None, sample: Sample) -> float:
-    """The raw value that maps to 1.0: the configured one, else 255 for uint8; never a silent guess."""
-    if configured is not None:
-        return configured
-    if dtype == "uint8":
-        return 255.0
-    raise DataError(f"{sample.origin}: {sample.image} is {dtype}, and the 0-255 scaling of the specification "
-                    "fits uint8 only: set data_source.image_max_value to the value that means 1.0 "
-                    "(e.g. 10000 for Sentinel-2 L2A, 4095 for 12-bit imagery)")
 
 
 def class_indices(raw: np.ndarray, spec: DataSpec, sample: Sample) -> np.ndarray:
@@ -58,14 +47,12 @@ class SegmentationDataset(Dataset):
         with open_raster(sample.image, sample.origin) as src:
             check_bands(spec.image_bands, src.count, sample.image, sample.origin, "image_bands")
             scale = image_scale(src.dtypes[0], spec.image_max_value, sample)
-            shape = shape_at(src, self.resolution)
+            shape = shape_at(src.height, src.width, src.res, self.resolution)
             image = read_bands(src, spec.image_bands, sample.origin, shape, Resampling.bilinear)
         with open_raster(sample.mask, sample.origin) as src:
             check_bands(spec.mask_bands, src.count, sample.mask, sample.origin, "mask_bands")
-            mask_shape = shape_at(src, self.resolution)
-            if mask_shape != shape:
-                raise DataError(f"{sample.origin}: image {sample.image} is {shape[1]}x{shape[0]} pixels but mask "
-                                f"{sample.mask} is {mask_shape[1]}x{mask_shape[0]}")
+            check_same_size(shape, shape_at(src.height, src.width, src.res, self.resolution), sample.image,
+                            sample.mask, sample.origin)
             raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
         return image.astype(np.float32) / np.float32(scale), class_indices(raw, spec, sample)
 

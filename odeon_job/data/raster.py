@@ -85,12 +85,20 @@ def check_bands(bands: Sequence[int], count: int, url: str, origin: str, key: st
         raise DataError(f"{origin}: {url} has {count} band(s); data_source.{key} asks for band {missing[0]}")
 
 
-def shape_at(src: rasterio.io.DatasetReader, resolution: tuple[float, float] | None) -> tuple[int, int]:
-    """(height, width) of ``src`` once resampled to ``resolution`` (its own when None)."""
+def shape_at(height: int, width: int, res: tuple[float, float],
+             resolution: tuple[float, float] | None) -> tuple[int, int]:
+    """(height, width) of a raster of pixel size ``res`` once resampled to ``resolution`` (None: as is)."""
     if resolution is None:
-        return src.height, src.width
-    return (max(1, round(src.height * abs(src.res[1]) / resolution[1])),
-            max(1, round(src.width * abs(src.res[0]) / resolution[0])))
+        return height, width
+    return max(1, round(height * abs(res[1]) / resolution[1])), max(1, round(width * abs(res[0]) / resolution[0]))
+
+
+def check_same_size(image_shape: tuple[int, int], mask_shape: tuple[int, int], image: str, mask: str,
+                    origin: str) -> None:
+    """Image and mask must cover the same pixels; shapes are (height, width)."""
+    if image_shape != mask_shape:
+        raise DataError(f"{origin}: image {image} is {image_shape[1]}x{image_shape[0]} pixels but mask {mask} is "
+                        f"{mask_shape[1]}x{mask_shape[0]}")
 
 
 def read_bands(src: rasterio.io.DatasetReader, bands: Sequence[int], origin: str,

@@ -49,6 +49,17 @@ class DataSpec:
                    image_max_value=data["image_max_value"], resolution=resolution)  # type: ignore[arg-type]
 
 
+def image_scale(dtype: str, configured: float | None, sample: Sample) -> float:
+    """The raw value that maps to 1.0: the configured one, else 255 for uint8; never a silent guess."""
+    if configured is not None:
+        return configured
+    if dtype == "uint8":
+        return 255.0
+    raise DataError(f"{sample.origin}: {sample.image} is {dtype}, and the 0-255 scaling of the specification "
+                    "fits uint8 only: set data_source.image_max_value to the value that means 1.0 "
+                    "(e.g. 10000 for Sentinel-2 L2A, 4095 for 12-bit imagery)")
+
+
 def _resolutions(source: DataSource) -> dict[str, tuple[float, float] | None]:
     def pair(value: float | list[float] | None) -> tuple[float, float] | None:
         if value is None:
