@@ -45,6 +45,15 @@ class ValidationSummary:
     warnings: list[str] = field(default_factory=list)
 
 
+def same_grid(first: tuple[float, ...], second: tuple[float, ...]) -> bool:
+    """Affine transforms (a, b, c, d, e, f) with the same pixel size and rotation (to 1e-6 relative) and
+    origins less than 1 % of a pixel apart."""
+    a, b, c, d, e, f = first
+    size_ok = all(abs(x - y) <= 1e-6 * max(abs(x), abs(y), 1e-12)
+                  for x, y in zip((a, b, d, e), (second[0], second[1], second[3], second[4]), strict=True))
+    return size_ok and abs(c - second[2]) <= 0.01 * abs(a) and abs(f - second[5]) <= 0.01 * abs(e)
+
+
 def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
     """Every check of one row; problems are collected, not raised, so one scan reports them all."""
     check = SampleCheck()
@@ -73,7 +82,7 @@ def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
     if image.crs and mask.crs and (image.width, image.height) == (mask.width, mask.height):
         if image.crs != mask.crs:
             check.problems.append(f"{where}: image CRS {image.crs} differs from mask CRS {mask.crs}")
-        elif any(abs(a - b) > 1e-6 * max(1.0, abs(a)) for a, b in zip(image.transform, mask.transform, strict=True)):
+        elif not same_grid(image.transform, mask.transform):
             check.problems.append(f"{where}: image and mask are not on the same grid (their transforms differ)")
     elif image.crs and not mask.crs:
         check.warnings.append(f"{where}: mask {sample.mask} is not georeferenced; alignment cannot be checked")

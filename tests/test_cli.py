@@ -151,3 +151,15 @@ def test_validate_reports_every_bad_row(make_dataset: Callable[..., TinyDataset]
 def test_python_dash_m_runs_the_cli() -> None:
     result = odeon("--help")
     assert result.returncode == 0 and "train" in result.stdout and "validate" in result.stdout
+
+
+def test_same_grid_is_judged_in_pixels_not_in_map_units() -> None:
+    from odeon_job.validate import same_grid
+
+    lambert = (0.2, 0.0, 651_000.0, 0.0, -0.2, 6_862_000.0)
+    assert same_grid(lambert, lambert)
+    assert same_grid(lambert, (0.2, 0.0, 651_000.001, 0.0, -0.2, 6_862_000.0))  # 0.5 % of a pixel
+    assert not same_grid(lambert, (0.2, 0.0, 651_000.2, 0.0, -0.2, 6_862_000.0))  # one pixel east
+    assert not same_grid(lambert, (0.25, 0.0, 651_000.0, 0.0, -0.25, 6_862_000.0))
+    degrees = (1e-5, 0.0, 2.35, 0.0, -1e-5, 48.85)
+    assert not same_grid(degrees, (1e-5, 0.0, 2.35001, 0.0, -1e-5, 48.85))  # one pixel in degrees
