@@ -8,7 +8,6 @@ so a misspelt key never silently falls back to a default.
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import json
 import re
 import typing
@@ -26,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from odeon_job import storage
-from odeon_job.errors import ConfigError
+from odeon_job.errors import ConfigError, did_you_mean
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = typing.get_args(Split)
@@ -266,15 +265,56 @@ class EarlyStopping(_Section):
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
 
+class ModelParams(_Section):
+    """Architecture options: ``upsampling`` for the U-Nets, ``output_stride`` for deeplab."""
+
+    upsampling: Literal["bilinear", "transposed"] = Field(
+        "bilinear", description="U-Net decoders (unet, lightunet, resnet*): bilinear x2 upsampling or a "
+        "transposed convolution of stride 2.")
+    output_stride: Literal[8, 16] = Field(8, description="deeplab: the backbone's output stride (8 or 16).")
+
+
+class LossParams(_Section):
+    """Loss options: ``gamma`` and ``alpha`` for focal, the two weights for combo."""
+
+    gamma: float = Field(2.0, ge=0, description="focal: the focusing parameter.")
+    alpha: Annotated[float, Field(gt=0)] | list[Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="focal: a weight for every pixel (float) or one per class (list); none when absent.")
+    bce_weight: float = Field(0.75, ge=0, description="combo: weight of the binary cross-entropy.")
+    jaccard_weight: float = Field(0.25, ge=0, description="combo: weight of the soft-Jaccard loss.")
+
+
+def _changed(section: BaseModel) -> list[str]:
+    """The keys of ``section`` whose value differs from their default."""
+    return [name for name, field in type(section).model_fields.items() if getattr(section, name) != field.default]
+
+
+#: Which keys of model_params / loss_params apply to which model or loss.
+_MODEL_PARAM_USERS = {"upsampling": ("unet", "lightunet", "resnet18", "resnet34", "resnet50", "resnet101",
+                                     "resnet152"), "output_stride": ("deeplab",)}
+_LOSS_PARAM_USERS = {"gamma": ("focal",), "alpha": ("focal",), "bce_weight": ("combo",),
+                     "jaccard_weight": ("combo",)}
+#: Models whose encoder accepts torchvision ImageNet-style weights (encoder_weights).
+PRETRAINABLE_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "deeplab")
+
+
 class TrainSetup(_Section):
     """The model and how to train it."""
 
     model_name: Annotated[ModelName, BeforeValidator(_model_name)] = Field(
         description="unet, lightunet, resnet18, resnet34, resnet50, resnet101, resnet152 or deeplab.")
+    model_params: ModelParams = Field(default_factory=ModelParams, description="Extension: architecture "
+                                      "options (upsampling, output_stride).")
+    init_weights: str | None = Field(None, description="Extension: path or URL of weights for the whole "
+                                     "model (a state dict or one of our checkpoints).")
+    encoder_weights: str | None = Field(None, description="Extension: path or URL of a torchvision "
+                                        "ImageNet-style state dict for a resnet or deeplab encoder.")
     epochs: int = Field(1000, ge=1, description="Number of training epochs.")
     batch_size: int = Field(3, ge=1, description="Samples per mini-batch (per process).")
     lr: float = Field(0.001, gt=0, description="Starting learning rate.")
     loss: Annotated[LossName, BeforeValidator(_lower)] = Field("ce", description="ce, bce, focal or combo.")
+    loss_params: LossParams = Field(default_factory=LossParams, description="Extension: loss options "
+                                    "(gamma, alpha, bce_weight, jaccard_weight).")
     class_imbalance: list[Annotated[float, Field(ge=0)]] | None = Field(
         None, description="One weight per class for the loss (ce only).")
     optimizer_config: OptimizerConfig | None = Field(None, description="Optimizer and its arguments; "
@@ -299,9 +339,25 @@ class TrainSetup(_Section):
         return [v if not isinstance(v, str) or v.startswith(".") else "." + v for v in values] if values else values
 
     @model_validator(mode="after")
-    def _imbalance_needs_ce(self) -> TrainSetup:
+    def _options_fit_model_and_loss(self) -> TrainSetup:
         if self.class_imbalance is not None and self.loss != "ce":
             raise _error(f"weights the ce loss only, but loss is {self.loss!r}", field="class_imbalance")
+        # A value other than the default for a model or loss that does not use it is a mistake (a default
+        # is fine: resolved configs, such as the saved config.json, carry every key).
+        for key in _changed(self.model_params):
+            if self.model_name not in _MODEL_PARAM_USERS[key]:
+                raise _error(f"applies to {', '.join(_MODEL_PARAM_USERS[key])}, not {self.model_name}",
+                             field=f"model_params.{key}")
+        for key in _changed(self.loss_params):
+            if self.loss not in _LOSS_PARAM_USERS[key]:
+                raise _error(f"applies to the {_LOSS_PARAM_USERS[key][0]} loss, not {self.loss}",
+                             field=f"loss_params.{key}")
+        if self.model_name == "deeplab" and self.batch_size < 2:
+            raise _error("deeplab needs at least 2 samples per batch (the image-pooling branch of its ASPP "
+                         "has batch norm)", field="batch_size")
+        if self.encoder_weights is not None and self.model_name not in PRETRAINABLE_ENCODERS:
+            raise _error(f"{self.model_name} has no pretrainable encoder (resnet* and deeplab do); use "
+                         "init_weights for weights of the whole model", field="encoder_weights")
         return self
 
 
@@ -365,11 +421,13 @@ class JobConfig(_Section):
     device_setup: DeviceSetup = Field(default_factory=DeviceSetup)
 
     @model_validator(mode="after")
-    def _imbalance_per_class(self) -> JobConfig:
-        weights, classes = self.train_setup.class_imbalance, self.data_source.configured_class_count
-        if weights is not None and classes is not None and len(weights) != classes:
-            raise _error(f"{len(weights)} weights but there are {classes} classes",
-                         field="train_setup.class_imbalance")
+    def _one_weight_per_class(self) -> JobConfig:
+        classes = self.data_source.configured_class_count
+        alpha = self.train_setup.loss_params.alpha
+        for field, weights in (("train_setup.class_imbalance", self.train_setup.class_imbalance),
+                               ("train_setup.loss_params.alpha", alpha if isinstance(alpha, list) else None)):
+            if weights is not None and classes is not None and len(weights) != classes:
+                raise _error(f"{len(weights)} weights but there are {classes} classes", field=field)
         return self
 
     @property
@@ -435,13 +493,13 @@ def _describe(detail: Any) -> str:
     loc, kind, message = tuple(detail["loc"]), detail["type"], detail["msg"]
     path = _json_path(loc)
     if kind == "extra_forbidden":
-        return f"{path}: unknown key{_did_you_mean(str(loc[-1]), _keys_beside(loc))}"
+        return f"{path}: unknown key{did_you_mean(str(loc[-1]), _keys_beside(loc))}"
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "literal_error":
-        expected = re.findall(r"'([^']*)'", detail["ctx"]["expected"])
+        expected = [choice.strip("'") for choice in re.split(r", | or ", detail["ctx"]["expected"])]
         return (f"{path}: {detail['input']!r} is not one of {', '.join(expected)}"
-                f"{_did_you_mean(str(detail['input']), expected)}")
+                f"{did_you_mean(str(detail['input']), expected)}")
     if kind == "odeon":
         field = (detail.get("ctx") or {}).get("field")
         if field:
@@ -454,11 +512,6 @@ def _describe(detail: Any) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word.lower().replace(" ", "_"), choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _keys_beside(loc: tuple[Any, ...]) -> list[str]:

@@ -6,6 +6,9 @@ credentials or network are raised as :class:`OdeonError`.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class OdeonError(Exception):
     """A user's mistake: the message is one line naming the field, CSV row, file or URL."""
@@ -35,3 +38,9 @@ def one_line(error: BaseException) -> str:
     last = text.splitlines()[-1]
     prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
     return last[len(prefix):] if last.startswith(prefix) else last
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word.lower().replace(" ", "_"), list(choices), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,9 @@ def test_every_default_is_the_specification_s() -> None:
         "normalization_weights": None, "data_augmentation": None, "image_max_value": None,
     }
     assert setup.model_dump() == {
-        "model_name": "unet", "epochs": 1000, "batch_size": 3, "lr": 0.001, "loss": "ce",
+        "model_name": "unet", "model_params": {"upsampling": "bilinear", "output_stride": 8},
+        "init_weights": None, "encoder_weights": None, "epochs": 1000, "batch_size": 3, "lr": 0.001,
+        "loss": "ce", "loss_params": {"gamma": 2.0, "alpha": None, "bce_weight": 0.75, "jaccard_weight": 0.25},
         "class_imbalance": None, "optimizer_config": None, "scheduler_config": None, "early_stopping": None,
         "continue_training": False, "export_checkpoint": None, "val_check_interval": 1.0,
         "deterministic": False, "random_seed": 42, "testing": False,
@@ -226,6 +229,44 @@ def test_invalid_config_names_the_json_path(path: tuple[str, ...], value: Any, m
     text = str(caught.value)
     assert text.startswith("config.json: " + message), text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize("model", ["unet", "lightunet", "resnet18", "resnet152", "deeplab"])
+@pytest.mark.parametrize("loss", ["ce", "bce", "focal", "combo"])
+def test_a_resolved_config_loads_again(model: str, loss: str) -> None:
+    """config.json holds every key with its value: loading it again must give the same config."""
+    config = resolve_run_names(config_from_dict(_with(_with(ONE_HOT, ("train_setup", "model_name"), model),
+                                                      ("train_setup", "loss"), loss)))
+    assert config_from_dict(json.loads(config.model_dump_json())) == config
+
+
+@pytest.mark.parametrize(("train_setup", "message"), [
+    ({"model_name": "unet", "model_params": {"output_stride": 16}},
+     "train_setup.model_params.output_stride: applies to deeplab, not unet"),
+    ({"model_name": "deeplab", "model_params": {"upsampling": "transposed"}},
+     "train_setup.model_params.upsampling: applies to unet, lightunet, resnet18"),
+    ({"model_name": "unet", "loss": "ce", "loss_params": {"gamma": 1.0}},
+     "train_setup.loss_params.gamma: applies to the focal loss, not ce"),
+    ({"model_name": "unet", "loss": "focal", "loss_params": {"jaccard_weight": 0.5}},
+     "train_setup.loss_params.jaccard_weight: applies to the combo loss, not focal"),
+    ({"model_name": "unet", "loss": "focal", "loss_params": {"alpha": [1, 2]}},
+     "train_setup.loss_params.alpha: 2 weights but there are 4 classes"),
+    ({"model_name": "lightunet", "encoder_weights": "w.pth"},
+     "train_setup.encoder_weights: lightunet has no pretrainable encoder"),
+    ({"model_name": "deeplab", "batch_size": 1}, "train_setup.batch_size: deeplab needs at least 2 samples"),
+    ({"model_name": "deeplab", "model_params": {"output_stride": 12}},
+     "train_setup.model_params.output_stride: 12 is not one of 8, 16"),
+])
+def test_model_and_loss_options_must_fit_the_model_and_loss(train_setup: dict[str, Any], message: str) -> None:
+    data = copy.deepcopy(ONE_HOT)
+    data["train_setup"] = train_setup
+    with pytest.raises(ConfigError, match="^config: " + re.escape(message)):
+        config_from_dict(data)
+
+
+def test_default_options_of_another_model_are_harmless() -> None:
+    data = _with(ONE_HOT, ("train_setup", "model_params"), {"output_stride": 8, "upsampling": "transposed"})
+    assert config_from_dict(data).train_setup.model_params.upsampling == "transposed"
 
 
 def test_class_imbalance_only_weights_ce() -> None:
