@@ -26,8 +26,9 @@ class SegmentationModule(pl.LightningModule):
         self.save_hyperparameters()
         self.train_setup = TrainSetup.model_validate(config["train_setup"])
         self.spec = DataSpec.from_dict(data_spec)
-        self.model = build_model(self.train_setup.model_name, self.spec.in_channels, self.spec.n_classes)
-        self.criterion = build_loss(self.train_setup.loss, self.train_setup.class_imbalance)
+        setup = self.train_setup
+        self.model = build_model(setup.model_name, self.spec.in_channels, self.spec.n_classes, setup.model_params)
+        self.criterion = build_loss(setup.loss, setup.class_imbalance, setup.loss_params)
         # One confusion matrix per evaluated split, summed over batches and (under DDP) processes.
         self.confusion = torch.nn.ModuleDict({
             split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes) for split in ("val", "test")
@@ -67,4 +68,4 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.parameters(), self.train_setup.optimizer_config, self.train_setup.lr)
-        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.train_setup.scheduler_config)}
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.train_setup)}

@@ -1,12 +1,11 @@
 """Optimizers and learning-rate schedulers from ``optimizer_config`` / ``scheduler_config``.
 
-Every key other than the name is passed to the torch constructor; an argument the constructor
-does not take is an error naming the valid ones.
+Every key other than the name is passed to the torch constructor; an argument the constructor does
+not take, or a required one left out, is an error naming the key and the valid arguments.
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -14,33 +13,45 @@ from typing import Any
 import torch
 from torch.optim import Optimizer, lr_scheduler
 
-from odeon_job.config import OptimizerConfig, SchedulerConfig
-from odeon_job.errors import ConfigError
+from odeon_job.config import OptimizerConfig, SchedulerConfig, TrainSetup
+from odeon_job.errors import ConfigError, did_you_mean
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "radam": torch.optim.RAdam,
+    "adamax": torch.optim.Adamax,
     "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
 }
 
 SCHEDULERS: dict[str, type] = {
     "reducelronplateau": lr_scheduler.ReduceLROnPlateau,
+    "cycliclr": lr_scheduler.CyclicLR,
+    "cosineannealinglr": lr_scheduler.CosineAnnealingLR,
+    "cosineannealingwarmrestarts": lr_scheduler.CosineAnnealingWarmRestarts,
 }
 
-#: What each scheduler is stepped by, for Lightning: per epoch (on val_loss for plateaus) or per batch.
-_STEPPING: dict[str, dict[str, Any]] = {
+#: How Lightning steps each scheduler: per epoch (plateaus on val_loss) or per training batch.
+STEPPING: dict[str, dict[str, Any]] = {
     "reducelronplateau": {"interval": "epoch", "monitor": "val_loss"},
+    "cycliclr": {"interval": "step"},
+    "cosineannealinglr": {"interval": "epoch"},
+    "cosineannealingwarmrestarts": {"interval": "epoch"},
 }
 
 
 def _construct(cls: type, key: str, name: str, first: Any, arguments: dict[str, Any]) -> Any:
-    """``cls(first, **arguments)``, with an unknown or invalid argument reported against ``key``."""
-    accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "params", "optimizer")]
+    """``cls(first, **arguments)``; unknown, missing or invalid arguments are reported against ``key``."""
+    parameters = list(inspect.signature(cls).parameters.values())[1:]  # after params / optimizer
+    accepted = [p.name for p in parameters]
     for argument in arguments:
         if argument not in accepted:
-            close = difflib.get_close_matches(argument, accepted, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key}.{argument}: {name} has no argument {argument!r}{hint}; "
-                              f"its arguments: {', '.join(accepted)}")
+            raise ConfigError(f"{key}.{argument}: {name} has no argument {argument!r}"
+                              f"{did_you_mean(argument, accepted)}; its arguments: {', '.join(accepted)}")
+    for parameter in parameters:
+        if parameter.default is inspect.Parameter.empty and parameter.name not in arguments:
+            raise ConfigError(f"{key}.{parameter.name}: {name} needs this argument")
     try:
         return cls(first, **arguments)
     except (TypeError, ValueError) as error:
@@ -51,19 +62,19 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimizerC
                     lr: float) -> Optimizer:
     """The optimizer of ``config`` (Adam when None) at learning rate ``lr``."""
     config = config or OptimizerConfig()
-    if config.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train_setup.optimizer_config.optimizer: {config.optimizer!r} is not supported yet "
-                          f"by this version (available: {', '.join(OPTIMIZERS)})")
     return _construct(OPTIMIZERS[config.optimizer], "train_setup.optimizer_config", config.optimizer,
                       parameters, {**config.arguments, "lr": lr})
 
 
-def build_scheduler(optimizer: Optimizer, config: SchedulerConfig | None) -> dict[str, Any]:
-    """Lightning's scheduler configuration for ``config`` (the specification's plateau when None)."""
-    config = config or SchedulerConfig()
-    if config.scheduler not in SCHEDULERS:
-        raise ConfigError(f"train_setup.scheduler_config.scheduler: {config.scheduler!r} is not supported yet "
-                          f"by this version (available: {', '.join(SCHEDULERS)})")
+def build_scheduler(optimizer: Optimizer, setup: TrainSetup) -> dict[str, Any]:
+    """Lightning's scheduler configuration for ``setup.scheduler_config`` (the specification's plateau
+    when None). CyclicLR's ``base_lr`` defaults to ``lr`` and CosineAnnealingLR's ``T_max`` to ``epochs``."""
+    config = setup.scheduler_config or SchedulerConfig()
+    arguments = config.arguments
+    if config.scheduler == "cycliclr":
+        arguments.setdefault("base_lr", setup.lr)
+    if config.scheduler == "cosineannealinglr":
+        arguments.setdefault("T_max", setup.epochs)
     scheduler = _construct(SCHEDULERS[config.scheduler], "train_setup.scheduler_config", config.scheduler,
-                           optimizer, config.arguments)
-    return {"scheduler": scheduler, **_STEPPING[config.scheduler]}
+                           optimizer, arguments)
+    return {"scheduler": scheduler, **STEPPING[config.scheduler]}

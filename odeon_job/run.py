@@ -153,6 +153,7 @@ def train(config: JobConfig) -> TrainResult:
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
     from odeon_job.launch import trainer_devices
+    from odeon_job.models.weights import load_encoder_weights, load_init_weights
     from odeon_job.module import SegmentationModule
 
     _quiet_lightning()
@@ -166,9 +167,12 @@ def train(config: JobConfig) -> TrainResult:
 
     splits = load_splits(config.data_source, setup.random_seed)
     spec = describe_data(config.data_source, splits.train[0])
-    if setup.class_imbalance is not None and len(setup.class_imbalance) != spec.n_classes:
-        raise ConfigError(f"train_setup.class_imbalance: {len(setup.class_imbalance)} weights but the masks "
-                          f"have {spec.n_classes} classes")
+    alpha = setup.loss_params.alpha
+    for key, weights in (("class_imbalance", setup.class_imbalance),
+                         ("loss_params.alpha", alpha if isinstance(alpha, list) else None)):
+        if weights is not None and len(weights) != spec.n_classes:
+            raise ConfigError(f"train_setup.{key}: {len(weights)} weights but the masks have {spec.n_classes} "
+                              "classes")
     devices = trainer_devices(device_setup)
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
@@ -178,6 +182,10 @@ def train(config: JobConfig) -> TrainResult:
                                         device_setup.num_workers, pin_memory=devices["accelerator"] == "gpu")
     datamodule.check_first_samples()
     module = SegmentationModule(config.model_dump(mode="json"), spec.to_dict())
+    if setup.encoder_weights:
+        load_encoder_weights(module.model, setup.encoder_weights)
+    if setup.init_weights:
+        load_init_weights(module.model, setup.init_weights)
     module.configure_optimizers()  # a bad optimizer or scheduler argument fails now, not after start-up
 
     history = ValidationHistory(storage.join(folder, HISTORY_FILE) if out.save_history else None)

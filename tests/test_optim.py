@@ -60,7 +60,7 @@ def test_invalid_argument_value_is_a_config_error() -> None:
 def test_default_scheduler_is_the_specification_plateau_on_val_loss() -> None:
     setup = _setup()
     optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
-    config = build_scheduler(optimizer, setup.scheduler_config)
+    config = build_scheduler(optimizer, setup)
     scheduler = config["scheduler"]
     assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert (scheduler.mode, scheduler.factor, scheduler.patience, scheduler.min_lrs, scheduler.cooldown) == (
@@ -72,28 +72,75 @@ def test_the_specification_plateau_example_steps_and_reduces_the_lr() -> None:
     setup = _setup(scheduler_config={"scheduler": "reducelronplateau", "patience": 1, "cooldown": 0,
                                      "factor": 0.5, "min_lr": 1e-7}, lr=0.01)
     optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
-    scheduler = build_scheduler(optimizer, setup.scheduler_config)["scheduler"]
+    scheduler = build_scheduler(optimizer, setup)["scheduler"]
     for _ in range(3):
         scheduler.step(1.0)  # no improvement
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
 
 
-def test_scheduler_unknown_argument() -> None:
-    setup = _setup(scheduler_config={"scheduler": "reducelronplateau", "patiance": 3})
-    optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
-    with pytest.raises(ConfigError, match=r"train_setup.scheduler_config.patiance: reducelronplateau has no "
-                                          r"argument 'patiance' \(did you mean 'patience'\?\)"):
-        build_scheduler(optimizer, setup.scheduler_config)
-
-
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("optimizer_config", {"optimizer": "rmsprop"}, r"train_setup.optimizer_config.optimizer: 'rmsprop' is not "
-                                                   r"supported yet by this version \(available: adam, sgd\)"),
-    ("scheduler_config", {"scheduler": "cycliclr"}, r"train_setup.scheduler_config.scheduler: 'cycliclr' is not "
-                                                    r"supported yet by this version \(available: reducelronplateau\)"),
+@pytest.mark.parametrize(("name", "arguments", "cls"), [
+    ("adam", {"betas": [0.8, 0.95]}, torch.optim.Adam),
+    ("adamw", {"weight_decay": 0.05}, torch.optim.AdamW),
+    ("radam", {"eps": 1e-6}, torch.optim.RAdam),
+    ("adamax", {"betas": [0.9, 0.99]}, torch.optim.Adamax),
+    ("sgd", {"momentum": 0.5, "nesterov": True}, torch.optim.SGD),
+    ("rmsprop", {"alpha": 0.9, "momentum": 0.1}, torch.optim.RMSprop),
 ])
-def test_names_not_available_yet_are_refused(key: str, value: dict[str, Any], message: str) -> None:
-    setup = _setup(**{key: value})
+def test_every_optimizer_takes_its_arguments_and_steps(name: str, arguments: dict[str, Any], cls: type) -> None:
+    setup = _setup(optimizer_config={"optimizer": name, **arguments}, lr=0.1)
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = build_optimizer([parameter], setup.optimizer_config, setup.lr)
+    assert type(optimizer) is cls and optimizer.param_groups[0]["lr"] == 0.1
+    for key, value in arguments.items():
+        got = optimizer.param_groups[0][key]
+        assert (list(got) if isinstance(value, list) else got) == value
+    (parameter ** 2).sum().backward()
+    optimizer.step()
+    assert (parameter < 1).all()
+
+
+@pytest.mark.parametrize(("config", "cls", "interval"), [
+    ({"scheduler": "cycliclr", "max_lr": 0.1, "step_size_up": 2}, torch.optim.lr_scheduler.CyclicLR, "step"),
+    ({"scheduler": "cosineannealinglr", "eta_min": 1e-5}, torch.optim.lr_scheduler.CosineAnnealingLR, "epoch"),
+    ({"scheduler": "cosineannealingwarmrestarts", "T_0": 2},
+     torch.optim.lr_scheduler.CosineAnnealingWarmRestarts, "epoch"),
+])
+def test_every_scheduler_steps(config: dict[str, Any], cls: type, interval: str) -> None:
+    setup = _setup(scheduler_config=config, lr=0.01, epochs=4,
+                   optimizer_config={"optimizer": "sgd", "momentum": 0.9})
+    optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
+    built = build_scheduler(optimizer, setup)
+    assert type(built["scheduler"]) is cls and built["interval"] == interval
+    rates = []
+    for _ in range(4):
+        optimizer.step()
+        built["scheduler"].step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert len(set(rates)) > 1  # the learning rate moves
+
+
+def test_scheduler_defaults_follow_train_setup() -> None:
+    setup = _setup(scheduler_config={"scheduler": "cycliclr", "max_lr": 0.1}, lr=0.003,
+                   optimizer_config={"optimizer": "sgd", "momentum": 0.9})
+    scheduler = build_scheduler(build_optimizer(_parameters(), setup.optimizer_config, setup.lr), setup)["scheduler"]
+    assert scheduler.base_lrs == [0.003]
+    setup = _setup(scheduler_config={"scheduler": "cosineannealinglr"}, epochs=17)
+    scheduler = build_scheduler(build_optimizer(_parameters(), setup.optimizer_config, setup.lr), setup)["scheduler"]
+    assert scheduler.T_max == 17
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"scheduler": "reducelronplateau", "patiance": 3},
+     r"train_setup.scheduler_config.patiance: reducelronplateau has no argument 'patiance' "
+     r"\(did you mean 'patience'\?\)"),
+    ({"scheduler": "cosineannealingwarmrestarts"},
+     r"^train_setup.scheduler_config.T_0: cosineannealingwarmrestarts needs this argument$"),
+    ({"scheduler": "cycliclr"}, r"^train_setup.scheduler_config.max_lr: cycliclr needs this argument$"),
+    ({"scheduler": "cycliclr", "max_lr": 0.1, "mode": "sideways"},
+     r"^train_setup.scheduler_config: invalid arguments for cycliclr: mode is invalid"),
+])
+def test_scheduler_argument_errors(config: dict[str, Any], message: str) -> None:
+    setup = _setup(scheduler_config=config)
+    optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
     with pytest.raises(ConfigError, match=message):
-        optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
-        build_scheduler(optimizer, setup.scheduler_config)
+        build_scheduler(optimizer, setup)

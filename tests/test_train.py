@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from odeon_job import demo
 from odeon_job.config import config_from_dict
 from odeon_job.errors import ConfigError, DataError, OdeonError, one_line
 from odeon_job.module import SegmentationModule
@@ -102,9 +103,11 @@ def test_an_existing_run_folder_is_not_overwritten(make_dataset: Callable[..., T
     ("output_setup", {"model_filename": "model.pth"}, "output_setup.model_out_ext"),
     ("train_setup", {"export_checkpoint": ".pth"}, "train_setup.export_checkpoint"),
     ("train_setup", {"continue_training": True}, "train_setup.continue_training"),
-    ("train_setup", {"model_name": "resnet18"}, "train_setup.model_name: 'resnet18' is not supported yet"),
-    ("train_setup", {"loss": "focal"}, "train_setup.loss: 'focal' is not supported yet"),
-    ("train_setup", {"optimizer_config": {"optimizer": "radam"}}, "train_setup.optimizer_config.optimizer"),
+    ("train_setup", {"scheduler_config": {"scheduler": "cosineannealingwarmrestarts"}},
+     "train_setup.scheduler_config.T_0: cosineannealingwarmrestarts needs this argument"),
+    ("train_setup", {"loss": "focal", "loss_params": {"alpha": [1, 2]}},
+     "train_setup.loss_params.alpha: 2 weights but the masks have 3 classes"),
+    ("train_setup", {"init_weights": "/nonexistent/w.pth"}, "/nonexistent/w.pth: not found"),
     ("train_setup", {"optimizer_config": {"optimizer": "adam", "momentum": 0.9}},
      "train_setup.optimizer_config.momentum: adam has no argument 'momentum'"),
     ("data_source", {"image_bands": [1, 2, 7]}, "data_source.image_bands asks for band 7"),
@@ -123,6 +126,40 @@ def test_mistakes_are_refused_before_anything_is_written(make_dataset: Callable[
     with pytest.raises(OdeonError, match=key.replace(".", r"\.").replace("(", r"\(")):
         train(config)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def demo_tiles(tmp_path_factory: pytest.TempPathFactory) -> demo.DemoDataset:
+    """The demo dataset, small: 8 training and 4 validation tiles of 64 x 64 pixels."""
+    return demo.write_dataset(str(tmp_path_factory.mktemp("demo")), n_train=8, n_val=4, n_test=0, size=64)
+
+
+# Every model, and with them every loss, optimizer and scheduler of the specification, trains a few steps.
+ZOO = [
+    ("unet", "ce", {"optimizer": "adam"}, None),
+    ("lightunet", "bce", {"optimizer": "sgd", "momentum": 0.9}, {"scheduler": "cycliclr", "max_lr": 0.05}),
+    ("resnet18", "focal", {"optimizer": "radam"}, {"scheduler": "cosineannealinglr"}),
+    ("resnet34", "combo", {"optimizer": "adamax"}, {"scheduler": "cosineannealingwarmrestarts", "T_0": 1}),
+    ("resnet50", "ce", {"optimizer": "rmsprop"}, {"scheduler": "reducelronplateau", "patience": 0}),
+    ("resnet101", "bce", {"optimizer": "adamw"}, None),
+    ("resnet152", "focal", {"optimizer": "adam"}, None),
+    ("deeplab", "combo", {"optimizer": "sgd", "momentum": 0.9}, None),
+]
+
+
+@pytest.mark.parametrize(("model", "loss", "optimizer", "scheduler"), ZOO)
+def test_every_model_trains_on_the_demo_dataset(demo_tiles: demo.DemoDataset, tmp_path: Path, model: str,
+                                                loss: str, optimizer: dict[str, Any],
+                                                scheduler: dict[str, Any] | None) -> None:
+    config = demo.demo_config(demo_tiles, str(tmp_path), epochs=1)
+    config["data_source"]["test_file"] = None
+    config["train_setup"].update(model_name=model, loss=loss, optimizer_config=optimizer, scheduler_config=scheduler,
+                                 testing=True, deterministic=True, batch_size=2, lr=0.001)
+    config["output_setup"].update(save_top_k=1, use_tensorboard=False)  # resnet152 checkpoints are 0.8 GB
+    config["device_setup"]["num_workers"] = 0
+    result = train(config_from_dict(config))
+    assert len(result.history) == 1
+    assert all(np.isfinite(entry["loss"]) and np.isfinite(entry["Average/IoU"]) for entry in result.history.values())
 
 
 def test_train_options_reach_the_trainer() -> None:

@@ -6,6 +6,8 @@ every epoch.
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
@@ -33,13 +35,21 @@ class SegmentationDataModule(pl.LightningDataModule):
         for dataset in self.datasets.values():
             dataset[0]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=self.pin_memory)
+                          pin_memory=self.pin_memory, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, drop_last=self.last_batch_is_single())
+
+    def last_batch_is_single(self) -> bool:
+        """Whether an epoch's last training batch (per process) would hold one sample: batch norm cannot
+        train on one sample where a feature map is 1x1, so that batch is dropped (a different sample
+        each epoch, since the order is shuffled)."""
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        per_process = math.ceil(len(self.datasets["train"]) / world_size)  # DistributedSampler pads
+        return per_process > self.batch_size and per_process % self.batch_size == 1
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

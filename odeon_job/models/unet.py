@@ -8,23 +8,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from odeon_job.config import ModelParams
+from odeon_job.models.blocks import AnySize, DoubleConv, upsampler
+
 Upsampling = Literal["bilinear", "transposed"]
-
-
-class DoubleConv(nn.Sequential):
-    """(3x3 convolution → [batch norm] → ReLU) twice."""
-
-    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool) -> None:
-        layers: list[nn.Module] = []
-        for channels in (in_channels, out_channels):
-            layers.append(nn.Conv2d(channels, out_channels, kernel_size=3, padding=1))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(out_channels))
-            layers.append(nn.ReLU(inplace=True))
-        super().__init__(*layers)
 
 
 class InputConv(DoubleConv):
@@ -48,10 +37,8 @@ class DecoderConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, batch_norm: bool, upsampling: Upsampling) -> None:
         super().__init__()
         if upsampling == "bilinear":
-            self.up: nn.Module = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                nn.Conv2d(in_channels, in_channels // 2, kernel_size=1),
-            )
+            self.up: nn.Module = nn.Sequential(upsampler(in_channels, "bilinear"),
+                                               nn.Conv2d(in_channels, in_channels // 2, kernel_size=1))
         else:
             self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
         self.conv = DoubleConv(in_channels // 2 + out_channels, out_channels, batch_norm)
@@ -67,12 +54,8 @@ class OutputConv(nn.Conv2d):
         super().__init__(in_channels, n_classes, kernel_size=1)
 
 
-class UNet(nn.Module):
-    """A U-Net with ``features`` channels at its five levels.
-
-    Inputs of any size work: they are padded (edge pixels repeated) up to a multiple of 16, the
-    network's stride, and the output is cropped back to the input's size.
-    """
+class UNet(AnySize):
+    """A U-Net with ``features`` channels at its five levels; any input size (see :class:`AnySize`)."""
 
     stride = 16
 
@@ -98,25 +81,21 @@ class UNet(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % self.stride, -width % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
         x = skips.pop()
         for up in self.ups:
             x = up(x, skips.pop())
-        return self.outc(x)[..., :height, :width]
+        return self.outc(x)
 
 
-def unet(in_channels: int, n_classes: int) -> UNet:
+def unet(in_channels: int, n_classes: int, params: ModelParams) -> UNet:
     """The specification's ``unet``: 64 to 1024 features, batch norm."""
-    return UNet(in_channels, n_classes, (64, 128, 256, 512, 1024), batch_norm=True)
+    return UNet(in_channels, n_classes, (64, 128, 256, 512, 1024), batch_norm=True, upsampling=params.upsampling)
 
 
-def lightunet(in_channels: int, n_classes: int) -> UNet:
+def lightunet(in_channels: int, n_classes: int, params: ModelParams) -> UNet:
     """The specification's ``lightunet``: 8 to 128 features, no batch norm (as its code shows)."""
-    return UNet(in_channels, n_classes, (8, 16, 32, 64, 128), batch_norm=False)
+    return UNet(in_channels, n_classes, (8, 16, 32, 64, 128), batch_norm=False, upsampling=params.upsampling)
