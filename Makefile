@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/odeon demo --output $(DEMO_OUTPUT)
 
 test: $(STAMP)
-	$(BIN)/ruff check odeon_job tests
+	$(BIN)/ruff check odeon_job tests bench
 	$(BIN)/python -m pytest
 
 # Regenerate the lock from the current environment (after changing pyproject.toml ranges).
