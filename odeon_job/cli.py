@@ -53,9 +53,9 @@ def _train(args: argparse.Namespace) -> int:
 def _report(result: TrainResult) -> None:
     final = result.final
     log.info("final validation: loss %.4f, mIoU %.4f", final["loss"], final["Average/IoU"])
-    if result.test:
-        log.info("test (best val_loss checkpoint): loss %.4f, mIoU %.4f", result.test["test_loss"],
-                 result.test["test_miou"])
+    if result.test_entry:
+        log.info("test (best val_loss checkpoint): loss %.4f, mIoU %.4f", result.test_entry["loss"],
+                 result.test_entry["Average/IoU"])
     log.info("best val_loss checkpoint: %s", result.best_checkpoint)
     log.info("run folder: %s", result.run_folder)
 

@@ -421,6 +421,13 @@ class JobConfig(_Section):
     device_setup: DeviceSetup = Field(default_factory=DeviceSetup)
 
     @model_validator(mode="after")
+    def _predictions_need_a_test_set(self) -> JobConfig:
+        if self.output_setup.get_prediction and not self.data_source.test_file:
+            raise _error("predictions are made for the test set: give data_source.test_file",
+                         field="output_setup.get_prediction")
+        return self
+
+    @model_validator(mode="after")
     def _one_weight_per_class(self) -> JobConfig:
         classes = self.data_source.configured_class_count
         alpha = self.train_setup.loss_params.alpha

@@ -1,24 +1,80 @@
-"""Figures derived from a confusion matrix (rows = truth, columns = prediction, pixel counts).
+"""Every figure of a validation or test run, derived from one confusion matrix.
 
-A class absent from both truth and prediction has no IoU (NaN) and is left out of the mean, so a
-class that never occurs in a validation set neither helps nor hurts its mIoU.
+The matrix holds pixel counts, rows = truth, columns = prediction, summed over all batches (and,
+under DDP, all processes). For class c, one-vs-rest: TP, FP (predicted c, truth not c), FN (truth c,
+predicted not c), TN (the rest). Then, per class and as ``Average`` (the mean over classes, macro):
+
+- Accuracy = (TP + TN) / N, Precision = TP / (TP + FP), Recall = TP / (TP + FN),
+  Specificity = TN / (TN + FP), F1-Score = 2 TP / (2 TP + FP + FN), IoU = TP / (TP + FP + FN);
+
+and ``Overall`` (micro) pools the counts of all classes first, as torchmetrics' micro averages do:
+Accuracy = Precision = Recall = F1-Score = ΣTP / N (the pixel accuracy, "overall accuracy"),
+Specificity = ΣTN / (ΣTN + ΣFP), IoU = ΣTP / (ΣTP + ΣFP + ΣFN).
+
+A class absent from both truth and prediction has no figures (None, ``null`` in JSON) and is left
+out of every Average; a ratio 0/0 of a class that is present (e.g. the precision of a class never
+predicted) counts as 0, so missing a class lowers the averages. Values are fractions in [0, 1].
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
+NAMES = ("Accuracy", "Precision", "Recall", "Specificity", "F1-Score", "IoU")
 
-def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
-    """TP / (TP + FP + FN) per class; NaN for a class absent from both truth and prediction."""
-    confusion = confusion.double()
-    true_positives = confusion.diagonal()
-    union = confusion.sum(0) + confusion.sum(1) - true_positives
-    return torch.where(union > 0, true_positives / union.clamp(min=1), torch.full_like(union, float("nan")))
+Figures = dict[str, float | None]
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=1e-300), torch.zeros_like(numerator))
+
+
+def _figures(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, tn: torch.Tensor,
+             total: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "Accuracy": _ratio(tp + tn, total.expand_as(tp)),
+        "Precision": _ratio(tp, tp + fp),
+        "Recall": _ratio(tp, tp + fn),
+        "Specificity": _ratio(tn, tn + fp),
+        "F1-Score": _ratio(2 * tp, 2 * tp + fp + fn),
+        "IoU": _ratio(tp, tp + fp + fn),
+    }
+
+
+def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Figures:
+    """``{"Overall/Accuracy": …, "Average/IoU": …, "<label>/F1-Score": …}`` for every figure."""
+    cm = confusion.to(torch.float64).cpu()
+    tp = cm.diagonal()
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    total = cm.sum()
+    tn = total - tp - fp - fn
+    present = (tp + fp + fn) > 0
+    per_class = _figures(tp, fp, fn, tn, total)
+    overall_accuracy = _ratio(tp.sum(), total)
+    overall = {
+        "Accuracy": overall_accuracy, "Precision": overall_accuracy, "Recall": overall_accuracy,
+        "F1-Score": overall_accuracy,
+        "Specificity": _ratio(tn.sum(), tn.sum() + fp.sum()),
+        "IoU": _ratio(tp.sum(), tp.sum() + fp.sum() + fn.sum()),
+    }
+    result: Figures = {}
+    for name in NAMES:
+        result[f"Overall/{name}"] = float(overall[name])
+        result[f"Average/{name}"] = float(per_class[name][present].mean()) if present.any() else None
+        for index, label in enumerate(labels):
+            result[f"{label}/{name}"] = float(per_class[name][index]) if present[index] else None
+    return result
 
 
 def mean_iou(confusion: torch.Tensor) -> float:
-    """The mean IoU of the classes present in truth or prediction (0 when there are none)."""
-    iou = iou_per_class(confusion)
-    present = iou[~iou.isnan()]
-    return float(present.mean()) if present.numel() else 0.0
+    """``Average/IoU``: the mean IoU of the classes present in truth or prediction (0 when none is)."""
+    value = confusion_metrics(confusion, [str(i) for i in range(confusion.shape[0])])["Average/IoU"]
+    return value if value is not None else 0.0
+
+
+def row_normalised(confusion: torch.Tensor) -> list[list[float]]:
+    """Each row divided by its sum (the fraction of a true class predicted as each class); empty rows 0."""
+    cm = confusion.to(torch.float64).cpu()
+    return _ratio(cm, cm.sum(1, keepdim=True).expand_as(cm)).tolist()

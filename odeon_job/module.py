@@ -1,58 +1,100 @@
-"""The LightningModule: a segmentation network, its loss, optimizer and validation figures.
+"""The LightningModule: a segmentation network, its loss, optimizer and evaluation figures.
 
 Its hyperparameters are the resolved configuration and the data spec, so a checkpoint rebuilds the
 model by itself (``SegmentationModule.load_from_checkpoint(path)``).
+
+Each validation or test run ends with an :class:`Evaluation` in ``module.evaluation[split]``: the mean
+loss, the confusion matrix and every figure of ``metrics.py``, all synchronised across processes.
+Callbacks (history, TensorBoard, checkpoints) read it there; the figures are also logged, so any
+Lightning logger records them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from odeon_job.config import TrainSetup
 from odeon_job.data.spec import DataSpec
 from odeon_job.losses import build_loss
-from odeon_job.metrics import mean_iou
+from odeon_job.metrics import Figures, confusion_metrics, row_normalised
 from odeon_job.models import build_model
 from odeon_job.optim import build_optimizer, build_scheduler
+
+#: Losses whose classes compete (softmax); the others score each class on its own (sigmoid).
+SOFTMAX_LOSSES = ("ce", "focal")
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    confusion: torch.Tensor  # pixel counts, rows = truth, columns = prediction (CPU, int64)
+    metrics: Figures
+
+    @property
+    def miou(self) -> float:
+        value = self.metrics["Average/IoU"]
+        return value if value is not None else 0.0
+
+    def entry(self, learning_rate: float | None = None) -> dict[str, Any]:
+        """The history entry: every figure, both confusion matrices, the loss (and learning rate)."""
+        entry: dict[str, Any] = {**self.metrics, "cm_micro": self.confusion.tolist(),
+                                 "cm_macro": row_normalised(self.confusion), "loss": self.loss}
+        if learning_rate is not None:
+            entry["learning rate"] = learning_rate
+        return entry
 
 
 class SegmentationModule(pl.LightningModule):
     def __init__(self, config: dict[str, Any], data_spec: dict[str, Any]) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.train_setup = TrainSetup.model_validate(config["train_setup"])
+        self.train_setup = setup = TrainSetup.model_validate(config["train_setup"])
         self.spec = DataSpec.from_dict(data_spec)
-        setup = self.train_setup
         self.model = build_model(setup.model_name, self.spec.in_channels, self.spec.n_classes, setup.model_params)
         self.criterion = build_loss(setup.loss, setup.class_imbalance, setup.loss_params)
-        # One confusion matrix per evaluated split, summed over batches and (under DDP) processes.
+        # Per evaluated split, summed over batches and (under DDP) processes.
         self.confusion = torch.nn.ModuleDict({
-            split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes) for split in ("val", "test")
-        })
+            split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes) for split in ("val", "test")})
+        self.mean_loss = torch.nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+        self.evaluation: dict[str, Evaluation] = {}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-class probabilities: softmax for ce and focal, a sigmoid per class for bce and combo."""
+        return logits.softmax(dim=1) if self.train_setup.loss in SOFTMAX_LOSSES else logits.sigmoid()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.criterion(self(batch["image"]), batch["mask"])
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]),
+                 sync_dist=True)
         return loss
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], split: str) -> None:
+    def _evaluate(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["image"])
-        loss = self.criterion(logits, batch["mask"])
-        self.log(f"{split}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
-                 batch_size=len(batch["image"]))
+        self.mean_loss[split].update(self.criterion(logits, batch["mask"]), weight=len(batch["image"]))
         self.confusion[split].update(logits.argmax(dim=1), batch["mask"])
+        return logits
 
     def _close_evaluation(self, split: str) -> None:
-        confusion = self.confusion[split].compute()
-        self.log(f"{split}_miou", mean_iou(confusion), prog_bar=True)
+        confusion = self.confusion[split].compute().cpu()
+        evaluation = Evaluation(loss=float(self.mean_loss[split].compute()), confusion=confusion,
+                                metrics=confusion_metrics(confusion, self.spec.class_labels))
         self.confusion[split].reset()
+        self.mean_loss[split].reset()
+        self.evaluation[split] = evaluation
+        # Already synchronised: sync_dist only keeps Lightning from warning (a mean of equal values).
+        self.log(f"{split}_loss", evaluation.loss, prog_bar=True, sync_dist=True)
+        self.log(f"{split}_miou", evaluation.miou, prog_bar=True, sync_dist=True)
+        self.log_dict({f"{split}/{name}": value for name, value in evaluation.metrics.items() if value is not None},
+                      sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -60,8 +102,8 @@ class SegmentationModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._close_evaluation("val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"logits": self._evaluate(batch, "test")}
 
     def on_test_epoch_end(self) -> None:
         self._close_evaluation("test")

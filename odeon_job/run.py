@@ -1,12 +1,14 @@
 """``train(config)``: the one place that wires the pieces of a run together.
 
-Everything a user can get wrong (features not available yet, CSVs, bands, the first sample of each
-split, the optimizer's arguments, the devices) is checked before the run folder is created, so a
-mistake never leaves an empty or partial run behind.
+Everything a user can get wrong (CSVs, bands, the first sample of each split, weights files, the
+optimizer's arguments, the devices, what there is to resume) is checked before anything is written,
+so a mistake never leaves an empty or partial run behind.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.util
 import logging
 import math
 import os
@@ -20,7 +22,8 @@ from odeon_job.errors import ConfigError
 
 if TYPE_CHECKING:
     from pytorch_lightning import Callback
-    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from odeon_job.callbacks.checkpoints import ExportingCheckpoint
 
 log = logging.getLogger("odeon")
 
@@ -28,38 +31,48 @@ log = logging.getLogger("odeon")
 TESTING_BATCHES = 4
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history_val.json"
+TEST_HISTORY_FILE = "history_test.json"
 VAL_LOSS_CKPT_FOLDER = "odeon_val_loss_ckpt"
 VAL_MIOU_CKPT_FOLDER = "odeon_val_miou_ckpt"
+LAST_CHECKPOINT = "last.ckpt"
 TENSORBOARD_FOLDER = "tensorboard"
+PREDICTIONS_FOLDER = "predictions"
+#: Set by the first process for the processes Lightning starts for DDP: the run folder's names.
+RUN_NAMES_VARIABLE = "ODEON_RUN_NAMES"
 
 
 @dataclass
 class TrainResult:
     run_folder: str
     best_checkpoint: str
-    history: dict[str, dict[str, float]]
-    test: dict[str, float] = field(default_factory=dict)
+    history: dict[str, dict[str, Any]]
+    test: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
-    def final(self) -> dict[str, float]:
+    def final(self) -> dict[str, Any]:
         """The last validation entry."""
         return next(reversed(self.history.values()))
 
+    @property
+    def test_entry(self) -> dict[str, Any] | None:
+        return next(iter(self.test.values()), None)
 
-def check_supported(config: JobConfig) -> None:
-    """Refuse, with the key to change, what the specification names but this version cannot do yet."""
-    out, setup = config.output_setup, config.train_setup
-    extension = out.model_out_ext or (os.path.splitext(out.model_filename or "")[1] or ".ckpt")
-    unsupported = {
-        "output_setup.use_wandb": out.use_wandb,
-        "output_setup.get_prediction": out.get_prediction,
-        "output_setup.model_out_ext (.pth model files)": extension == ".pth",
-        "train_setup.export_checkpoint": bool(setup.export_checkpoint),
-        "train_setup.continue_training": setup.continue_training,
-    }
-    for key, asked in unsupported.items():
-        if asked:
-            raise ConfigError(f"{key}: not supported yet by this version; leave it at its default")
+
+def is_first_process() -> bool:
+    """False in the other processes of a distributed run (started by Lightning, torchrun or a PyTorchJob)."""
+    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def model_file_extension(config: JobConfig) -> str:
+    """``model_out_ext``, else ``model_filename``'s extension when it is .pth or .ckpt, else .ckpt."""
+    out = config.output_setup
+    extension = os.path.splitext(out.model_filename or "")[1]
+    return out.model_out_ext or (extension if extension in (".pth", ".ckpt") else ".ckpt")
+
+
+def model_basename(config: JobConfig) -> str:
+    name = config.output_setup.model_filename
+    return os.path.splitext(os.path.basename(name))[0] if name else config.train_setup.model_name
 
 
 def run_folder(config: JobConfig) -> str:
@@ -69,9 +82,28 @@ def run_folder(config: JobConfig) -> str:
     return storage.join(out.output_folder, out.name_exp_log, out.version_name)
 
 
-def _model_basename(config: JobConfig) -> str:
-    name = config.output_setup.model_filename
-    return os.path.splitext(os.path.basename(name))[0] if name else config.train_setup.model_name
+def _resolve_names(config: JobConfig) -> JobConfig:
+    """Names from the first process when Lightning started this one, else from the start time."""
+    inherited = os.environ.get(RUN_NAMES_VARIABLE)
+    if inherited and not is_first_process():
+        experiment, version = inherited.split("/", 1)
+        names = {"name_exp_log": experiment, "version_name": version}
+        return config.model_copy(update={"output_setup": config.output_setup.model_copy(update=names)})
+    return resolve_run_names(config)
+
+
+def resume_checkpoint(config: JobConfig, folder: str) -> str | None:
+    """The checkpoint to resume from (``continue_training``), after checking the run folder."""
+    last = storage.join(folder, VAL_LOSS_CKPT_FOLDER, LAST_CHECKPOINT)
+    if config.train_setup.continue_training:
+        if not storage.exists(last):
+            raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist (set "
+                              "output_setup.name_exp_log and version_name to those of the run to continue)")
+        return last
+    if is_first_process() and storage.is_nonempty_folder(folder):
+        raise ConfigError(f"output_setup.version_name: the run folder {folder} already exists and is not empty; "
+                          "choose another version_name, or set train_setup.continue_training to resume it")
+    return None
 
 
 def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
@@ -87,6 +119,7 @@ def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
         "limit_val_batches": limit,
         "limit_test_batches": limit,
         "log_every_n_steps": max(1, min(50, math.ceil(n_train_samples / setup.batch_size))),
+        "use_distributed_sampler": False,  # our samplers shard the data themselves
     }
 
 
@@ -101,18 +134,23 @@ def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size
                           f"only {batches}; use a fraction of the epoch (a float) or a smaller number")
 
 
-def checkpoint_callbacks(config: JobConfig, folder: str) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """Top-k lowest ``val_loss`` (plus ``last.ckpt``) and top-k highest ``val_miou`` checkpoints."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
+def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckpoint]:
+    """``.ckpt`` mode: the top-k lowest ``val_loss`` (plus ``last.ckpt``) and top-k highest ``val_miou``.
+    ``.pth`` mode: ``last.ckpt`` only, for resuming. ``export_checkpoint`` adds .pth exports."""
+    from odeon_job.callbacks.checkpoints import ExportingCheckpoint
 
-    base, top_k = _model_basename(config), config.output_setup.save_top_k
-    best_loss = ModelCheckpoint(dirpath=storage.join(folder, VAL_LOSS_CKPT_FOLDER),
-                                filename=f"{base}-{{epoch}}-{{val_loss:.4f}}", monitor="val_loss", mode="min",
-                                save_top_k=top_k, save_last=True)
-    best_miou = ModelCheckpoint(dirpath=storage.join(folder, VAL_MIOU_CKPT_FOLDER),
-                                filename=f"{base}-{{epoch}}-{{val_miou:.4f}}", monitor="val_miou", mode="max",
-                                save_top_k=top_k)
-    return best_loss, best_miou
+    base, top_k = model_basename(config), config.output_setup.save_top_k
+    export = ".pth" in (config.train_setup.export_checkpoint or [])
+    loss_folder = storage.join(folder, VAL_LOSS_CKPT_FOLDER)
+    if model_file_extension(config) == ".pth":
+        return [ExportingCheckpoint(dirpath=loss_folder, save_top_k=0, save_last=True, export_pth=export)]
+    return [
+        ExportingCheckpoint(dirpath=loss_folder, filename=f"{base}-{{epoch}}-{{val_loss:.4f}}", monitor="val_loss",
+                            mode="min", save_top_k=top_k, save_last=True, export_pth=export),
+        ExportingCheckpoint(dirpath=storage.join(folder, VAL_MIOU_CKPT_FOLDER),
+                            filename=f"{base}-{{epoch}}-{{val_miou:.4f}}", monitor="val_miou", mode="max",
+                            save_top_k=top_k, export_pth=export),
+    ]
 
 
 def optional_callbacks(config: JobConfig) -> list[Callback]:
@@ -129,6 +167,18 @@ def optional_callbacks(config: JobConfig) -> list[Callback]:
     return callbacks
 
 
+def wandb_logger(config: JobConfig, folder: str) -> Any:
+    """A Weights & Biases logger, offline unless an API key is set (``WANDB_API_KEY``)."""
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("output_setup.use_wandb: the wandb package is not installed (pip install wandb), or "
+                          "set use_wandb to false")
+    from pytorch_lightning.loggers import WandbLogger
+
+    out = config.output_setup
+    offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
+    return WandbLogger(project=out.name_exp_log, name=out.version_name, save_dir=folder, offline=offline)
+
+
 class _NoTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "Tip:" not in str(record.msg)
@@ -141,29 +191,29 @@ def _quiet_lightning() -> None:
         if not any(isinstance(f, _NoTips) for f in handler.filters):
             handler.addFilter(_NoTips())
 
+
 def train(config: JobConfig) -> TrainResult:
     """Train as ``config`` says; returns where the run went and its figures."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor
-    from pytorch_lightning.loggers import TensorBoardLogger
 
-    from odeon_job.callbacks.history import ValidationHistory
+    from odeon_job.callbacks.checkpoints import BestPthFiles
+    from odeon_job.callbacks.epoch_order import EpochOrder
+    from odeon_job.callbacks.history import History
+    from odeon_job.callbacks.predictions import PredictionWriter
     from odeon_job.callbacks.report import ValidationReport
+    from odeon_job.callbacks.tensorboard import TensorBoard
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
     from odeon_job.launch import trainer_devices
-    from odeon_job.models.weights import load_encoder_weights, load_init_weights
+    from odeon_job.models.weights import load_encoder_weights, load_init_weights, read_state_dict
     from odeon_job.module import SegmentationModule
 
     _quiet_lightning()
-    check_supported(config)
-    config = resolve_run_names(config)
+    config = _resolve_names(config)
     setup, out, device_setup = config.train_setup, config.output_setup, config.device_setup
     folder = run_folder(config)
-    if storage.is_nonempty_folder(folder):
-        raise ConfigError(f"output_setup.version_name: the run folder {folder} already exists and is not empty; "
-                          "choose another version_name (or name_exp_log)")
+    resume_from = resume_checkpoint(config, folder)
 
     splits = load_splits(config.data_source, setup.random_seed)
     spec = describe_data(config.data_source, splits.train[0])
@@ -174,27 +224,33 @@ def train(config: JobConfig) -> TrainResult:
             raise ConfigError(f"train_setup.{key}: {len(weights)} weights but the masks have {spec.n_classes} "
                               "classes")
     devices = trainer_devices(device_setup)
+    logger = wandb_logger(config, folder) if out.use_wandb else False
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
 
     pl.seed_everything(setup.random_seed, workers=True, verbose=False)
-    datamodule = SegmentationDataModule(splits, spec, config.data_source, setup.batch_size,
-                                        device_setup.num_workers, pin_memory=devices["accelerator"] == "gpu")
+    datamodule = SegmentationDataModule(splits, spec, config.data_source, setup.batch_size, device_setup.num_workers,
+                                        pin_memory=devices["accelerator"] == "gpu", seed=setup.random_seed)
     datamodule.check_first_samples()
     module = SegmentationModule(config.model_dump(mode="json"), spec.to_dict())
-    if setup.encoder_weights:
+    if setup.encoder_weights and not resume_from:
         load_encoder_weights(module.model, setup.encoder_weights)
-    if setup.init_weights:
+    if setup.init_weights and not resume_from:
         load_init_weights(module.model, setup.init_weights)
     module.configure_optimizers()  # a bad optimizer or scheduler argument fails now, not after start-up
 
-    history = ValidationHistory(storage.join(folder, HISTORY_FILE) if out.save_history else None)
-    best_loss, best_miou = checkpoint_callbacks(config, folder)
-    callbacks: list[pl.Callback] = [history, ValidationReport(), best_loss, best_miou, *optional_callbacks(config)]
-    logger = (TensorBoardLogger(save_dir=folder, name=TENSORBOARD_FOLDER, version="", default_hp_metric=False)
-              if out.use_tensorboard else False)
-    if logger and out.log_learning_rate:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch", log_momentum=True))
+    has_test = datamodule.has_test
+    history = History(storage.join(folder, HISTORY_FILE) if out.save_history else None,
+                      storage.join(folder, TEST_HISTORY_FILE) if out.save_history and has_test else None)
+    checkpoints = checkpoint_callbacks(config, folder)
+    pth_files = BestPthFiles(folder, model_basename(config)) if model_file_extension(config) == ".pth" else None
+    tensorboard = TensorBoard(storage.join(folder, TENSORBOARD_FOLDER), out.log_learning_rate) \
+        if out.use_tensorboard else None
+    callbacks = [EpochOrder(), history, ValidationReport(), *checkpoints, *optional_callbacks(config),
+                 *(c for c in (pth_files, tensorboard) if c is not None)]
+    if out.get_prediction:
+        callbacks.append(PredictionWriter(storage.join(folder, PREDICTIONS_FOLDER), out.prediction_output_type,
+                                          datamodule.datasets["test"]))
     if setup.deterministic:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
                  "without one runs as usual and PyTorch warns about it once")
@@ -205,13 +261,26 @@ def train(config: JobConfig) -> TrainResult:
         raise ConfigError(f"device_setup: {error}") from error
     check_val_check_interval(config, len(splits.train), trainer.world_size)
 
-    storage.makedirs(folder)
-    storage.write_text(storage.join(folder, CONFIG_FILE), config.model_dump_json(indent=2) + "\n")
-    log.info("run folder: %s", folder)
-    trainer.fit(module, datamodule=datamodule)
-
-    result = TrainResult(run_folder=folder, best_checkpoint=best_loss.best_model_path, history=history.entries)
-    if datamodule.has_test and result.best_checkpoint:
-        metrics = trainer.test(module, datamodule=datamodule, ckpt_path=result.best_checkpoint, verbose=False)
-        result.test = {key: float(value) for key, value in metrics[0].items()}
+    if resume_from:  # the checkpoint folders of the run being resumed are expected to hold files
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    if is_first_process():
+        os.environ[RUN_NAMES_VARIABLE] = f"{out.name_exp_log}/{out.version_name}"  # for the DDP processes
+        storage.makedirs(folder)
+        config_file = CONFIG_FILE if not resume_from else f"config_resumed_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+        storage.write_text(storage.join(folder, config_file), config.model_dump_json(indent=2) + "\n")
+        log.info("run folder: %s%s", folder, f" (resuming from {resume_from})" if resume_from else "")
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        best = pth_files.model_path if pth_files else checkpoints[0].best_model_path
+        result = TrainResult(run_folder=folder, best_checkpoint=best, history=history.entries)
+        if has_test and best:
+            if pth_files:  # .pth mode: the best weights are in {name}.pth
+                module.model.load_state_dict(read_state_dict(best, "model_out_ext"))
+                trainer.test(module, datamodule=datamodule, verbose=False)
+            else:
+                trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            result.test = history.test_entry
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
     return result

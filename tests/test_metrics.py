@@ -1,3 +1,5 @@
+"""Every figure against an independent NumPy computation from pixel labels (not from the matrix)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -5,35 +7,76 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from odeon_job.metrics import iou_per_class, mean_iou
+from odeon_job.metrics import NAMES, confusion_metrics, mean_iou, row_normalised
+
+LABELS = ("batiment", "eau", "foret", "route", "champ", "neige")
 
 
-def _numpy_miou(truth: np.ndarray, prediction: np.ndarray, n: int) -> float:
-    ious = []
+def _numpy_figures(truth: np.ndarray, prediction: np.ndarray, n: int) -> dict[str, float | None]:
+    """The documented definitions, straight from the labels of every pixel."""
+    def safe(a: float, b: float) -> float:
+        return a / b if b else 0.0
+
+    total = truth.size
+    per_class: dict[str, list[float | None]] = {name: [] for name in NAMES}
+    tp_all = fp_all = fn_all = tn_all = 0
     for c in range(n):
-        intersection = np.sum((truth == c) & (prediction == c))
-        union = np.sum((truth == c) | (prediction == c))
-        if union:
-            ious.append(intersection / union)
-    return float(np.mean(ious))
+        t, p = truth == c, prediction == c
+        tp, fp, fn = np.sum(t & p), np.sum(~t & p), np.sum(t & ~p)
+        tn = np.sum(~t & ~p)
+        tp_all, fp_all, fn_all, tn_all = tp_all + tp, fp_all + fp, fn_all + fn, tn_all + tn
+        present = bool(t.any() or p.any())
+        values = {"Accuracy": safe(tp + tn, total), "Precision": safe(tp, tp + fp), "Recall": safe(tp, tp + fn),
+                  "Specificity": safe(tn, tn + fp), "F1-Score": safe(2 * tp, 2 * tp + fp + fn),
+                  "IoU": safe(tp, tp + fp + fn)}
+        for name in NAMES:
+            per_class[name].append(values[name] if present else None)
+    pixel_accuracy = float(np.mean(truth == prediction))
+    figures: dict[str, float | None] = {
+        "Overall/Accuracy": pixel_accuracy, "Overall/Precision": pixel_accuracy, "Overall/Recall": pixel_accuracy,
+        "Overall/F1-Score": pixel_accuracy, "Overall/Specificity": safe(tn_all, tn_all + fp_all),
+        "Overall/IoU": safe(tp_all, tp_all + fp_all + fn_all),
+    }
+    for name in NAMES:
+        present = [v for v in per_class[name] if v is not None]
+        figures[f"Average/{name}"] = float(np.mean(present))
+        for label, value in zip(LABELS[:n], per_class[name], strict=True):
+            figures[f"{label}/{name}"] = value
+    return figures
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_mean_iou_matches_numpy_with_absent_classes(seed: int) -> None:
+@pytest.mark.parametrize("seed", range(6))
+def test_every_figure_matches_numpy_with_absent_and_missed_classes(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = 6
-    truth = rng.choice([0, 1, 2, 4], size=(3, 16, 16))  # classes 3 and 5 never occur in the truth...
-    prediction = np.where(rng.random((3, 16, 16)) < 0.7, truth, rng.choice([0, 1, 3], size=(3, 16, 16)))
+    truth = rng.choice([0, 1, 2, 4], size=(3, 20, 20))           # 3 and 5 never in the truth
+    noise = rng.choice([0, 1, 3], size=truth.shape)              # 3 predicted (wrongly), 4 and 5 never
+    prediction = np.where(rng.random(truth.shape) < 0.6, truth, noise)
+    prediction = np.where(prediction == 4, 2, prediction)        # class 4 is in the truth but never predicted
     confusion = MulticlassConfusionMatrix(num_classes=n)
     confusion.update(torch.from_numpy(prediction), torch.from_numpy(truth))
-    cm = confusion.compute()
-    assert mean_iou(cm) == pytest.approx(_numpy_miou(truth, prediction, n))
-    iou = iou_per_class(cm)
-    assert iou[5].isnan() and not iou[3].isnan()  # ... 3 is predicted (IoU 0), 5 is nowhere (no IoU)
-    assert iou[3].item() == 0.0
+    figures = confusion_metrics(confusion.compute(), LABELS)
+    expected = _numpy_figures(truth, prediction, n)
+    assert figures.keys() == expected.keys()
+    for key, value in expected.items():
+        assert figures[key] == pytest.approx(value), key
+    assert figures["neige/IoU"] is None and figures["neige/Accuracy"] is None  # absent from both: no figures
+    assert figures["route/IoU"] == 0.0 and figures["champ/Precision"] == 0.0   # predicted only / missed: 0
+    assert len(figures) == 6 * (2 + n)
+
+
+def test_figures_of_a_perfect_prediction() -> None:
+    cm = torch.tensor([[5, 0, 0], [0, 3, 0], [0, 0, 0]])
+    figures = confusion_metrics(cm, ("a", "b", "c"))
+    assert all(figures[f"Average/{name}"] == 1.0 for name in NAMES)
+    assert figures["Overall/IoU"] == 1.0 and figures["c/IoU"] is None
 
 
 def test_rows_are_truth_and_columns_prediction() -> None:
-    cm = torch.tensor([[3, 1], [0, 0]])  # 3 pixels of class 0 right, 1 predicted as class 1
-    assert iou_per_class(cm).tolist() == pytest.approx([0.75, 0.0])
-    assert mean_iou(torch.zeros(3, 3)) == 0.0
+    cm = torch.tensor([[3, 1], [0, 0]])  # 4 pixels of class 0: 3 right, 1 predicted as class 1
+    figures = confusion_metrics(cm, ("a", "b"))
+    assert (figures["a/Recall"], figures["a/Precision"], figures["b/Precision"]) == (0.75, 1.0, 0.0)
+    assert figures["a/IoU"] == 0.75 and figures["b/IoU"] == 0.0
+    assert mean_iou(cm) == pytest.approx(0.375)
+    assert row_normalised(cm) == [[0.75, 0.25], [0.0, 0.0]]
+    assert mean_iou(torch.zeros(3, 3, dtype=torch.int64)) == 0.0

@@ -8,11 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 
 from odeon_job import demo
+from odeon_job.callbacks.predictions import prediction_names
 from odeon_job.config import config_from_dict
 from odeon_job.errors import ConfigError, DataError, OdeonError, one_line
+from odeon_job.metrics import NAMES
+from odeon_job.models import build_model
 from odeon_job.module import SegmentationModule
 from odeon_job.run import TESTING_BATCHES, check_val_check_interval, train, trainer_options
 
@@ -26,31 +30,193 @@ def test_two_epochs_write_the_run_folder(make_dataset: Callable[..., TinyDataset
     test = make_dataset(n=2, name="test", seed=1)
     out = tmp_path / "out"
     config = config_from_dict(make_config(data.csv, str(out), data_source={"test_file": test.csv},
-                                          train_setup={"epochs": 2}, output_setup={"save_top_k": 1}))
+                                          train_setup={"epochs": 2},
+                                          output_setup={"save_top_k": 1, "log_learning_rate": True}))
     result = train(config)
 
     folder = out / "exp" / "v"
     assert result.run_folder == str(folder)
-    saved = json.loads((folder / "config.json").read_text())
-    assert saved == config.model_dump(mode="json")
+    assert json.loads((folder / "config.json").read_text()) == config.model_dump(mode="json")
+
     history = json.loads((folder / "history_val.json").read_text())
     assert list(history) == ["0", "1"] and history == result.history
+    labels = ["Overall", "Average", "class 1", "class 2", "class 3"]
+    figures = {f"{label}/{name}" for label in labels for name in NAMES}
+    val_pixels = 2 * 32 * 32  # 2 validation tiles of 32 x 32
     for entry in history.values():
-        assert set(entry) == {"loss", "Average/IoU", "learning rate"}
-        assert entry["loss"] > 0 and 0 <= entry["Average/IoU"] <= 1 and entry["learning rate"] == 0.01
+        assert set(entry) == figures | {"cm_micro", "cm_macro", "loss", "learning rate"}
+        assert np.array(entry["cm_micro"]).shape == (3, 3) and np.sum(entry["cm_micro"]) == val_pixels
+        assert all(sum(row) == pytest.approx(1.0) or sum(row) == 0 for row in entry["cm_macro"])
+        assert entry["loss"] > 0 and entry["learning rate"] == 0.01
+        assert all(value is None or 0 <= value <= 1 for key, value in entry.items() if key in figures)
+    test_history = json.loads((folder / "history_test.json").read_text())
+    assert list(test_history) == [min(history, key=lambda k: history[k]["loss"])]  # the tested checkpoint's
+    assert set(next(iter(test_history.values()))) == figures | {"cm_micro", "cm_macro", "loss"}
+    assert result.test == test_history
+
     loss_ckpts = set(os.listdir(folder / "odeon_val_loss_ckpt"))
     best = os.path.basename(result.best_checkpoint)
     assert loss_ckpts == {"last.ckpt", best}  # save_top_k 1, plus the last one for resuming
     assert best.startswith("lightunet-epoch=") and "-val_loss=" in best
     assert len(os.listdir(folder / "odeon_val_miou_ckpt")) == 1
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(folder / "tensorboard"))
-    assert set(result.test) == {"test_loss", "test_miou"}
+    assert sorted(os.listdir(folder / "tensorboard")) == ["test", "train", "val"]
 
-    # A checkpoint rebuilds its model by itself and predicts as the trained one.
+    # A checkpoint holds the model, optimizer, scheduler and config, and rebuilds the model by itself.
+    checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
     module = SegmentationModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu").eval()
     assert module.hparams["config"]["train_setup"]["model_name"] == "lightunet"
     assert module.spec.class_labels == ("class 1", "class 2", "class 3")
     assert module(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def _scalars(folder: Path, tag: str) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "histograms": 0}).Reload()
+    return [event.value for event in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def test_tensorboard_runs_hold_figures_images_and_histograms(make_dataset: Callable[..., TinyDataset],
+                                                             tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = make_dataset(n=8)
+    config = make_config(data.csv, str(tmp_path / "out"), data_source={"test_file": data.csv},
+                         train_setup={"epochs": 2, "optimizer_config": {"optimizer": "sgd", "momentum": 0.9}},
+                         output_setup={"log_learning_rate": True})
+    result = train(config_from_dict(config))
+    board = Path(result.run_folder) / "tensorboard"
+    assert _scalars(board / "train", "learning rate") == [pytest.approx(0.01)] * 2
+    assert _scalars(board / "train", "momentum") == [pytest.approx(0.9)] * 2
+    assert len(_scalars(board / "train", "loss")) == 2
+    assert _scalars(board / "val", "Average/IoU") == [pytest.approx(e["Average/IoU"]) for e in result.history.values()]
+    assert _scalars(board / "val", "class 2/F1-Score") and _scalars(board / "test", "Overall/Accuracy")
+    val = EventAccumulator(str(board / "val"), size_guidance={"images": 0}).Reload()
+    assert {"samples/0", "samples/1", "confusion matrix"} <= set(val.Tags()["images"])
+    train_run = EventAccumulator(str(board / "train"), size_guidance={"histograms": 0}).Reload()
+    assert "inc.0.weight" in train_run.Tags()["histograms"] and train_run.Tags()["graph"]
+
+
+def test_pth_mode_writes_three_files_and_tests_the_best(make_dataset: Callable[..., TinyDataset],
+                                                        tmp_path: Path) -> None:
+    data = make_dataset(n=8)
+    config = make_config(data.csv, str(tmp_path / "out"), data_source={"test_file": data.csv},
+                         train_setup={"epochs": 2}, output_setup={"model_filename": "ocsge.pth",
+                                                                  "use_tensorboard": False})
+    result = train(config_from_dict(config))
+    folder = Path(result.run_folder)
+    assert {"ocsge.pth", "optimizer_ocsge.pth", "train_ocsge.pth"} <= set(os.listdir(folder))
+    assert os.listdir(folder / "odeon_val_loss_ckpt") == ["last.ckpt"] and not (folder / "odeon_val_miou_ckpt").exists()
+    weights = torch.load(folder / "ocsge.pth", weights_only=True)
+    assert set(weights) == set(build_model("lightunet", 3, 3).state_dict())
+    training = torch.load(folder / "train_ocsge.pth", weights_only=True)
+    best = min(result.history, key=lambda k: result.history[k]["loss"])
+    assert training["epoch"] == int(best) and training["metrics"]["loss"] == result.history[best]["loss"]
+    assert training["config"]["output_setup"]["model_filename"] == "ocsge.pth"
+    assert "state" in torch.load(folder / "optimizer_ocsge.pth", weights_only=True)
+    assert result.best_checkpoint == str(folder / "ocsge.pth") and result.test
+
+
+def test_exports_follow_the_checkpoints_they_belong_to(make_dataset: Callable[..., TinyDataset],
+                                                       tmp_path: Path) -> None:
+    data = make_dataset(n=8)
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 3, "export_checkpoint": ".pth"},
+                         output_setup={"save_top_k": 1, "use_tensorboard": False})
+    folder = Path(train(config_from_dict(config)).run_folder)
+    for sub in ("odeon_val_loss_ckpt", "odeon_val_miou_ckpt"):
+        names = sorted(os.listdir(folder / sub))
+        checkpoints = [n for n in names if n.endswith(".ckpt")]
+        assert sorted(n[:-5] + ".pth" for n in checkpoints) == [n for n in names if n.endswith(".pth")]
+    exported = next(p for p in (folder / "odeon_val_loss_ckpt").iterdir() if p.suffix == ".pth" and p.stem != "last")
+    state = torch.load(exported, weights_only=True)
+    checkpoint = torch.load(exported.with_suffix(".ckpt"), weights_only=True)["state_dict"]
+    assert all(torch.equal(value, checkpoint[f"model.{key}"]) for key, value in state.items())
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(make_dataset: Callable[..., TinyDataset],
+                                                          tmp_path: Path) -> None:
+    data = make_dataset(n=10)
+
+    def config(epochs: int, version: str, workers: int, resume: bool = False) -> Any:
+        return config_from_dict(make_config(
+            data.csv, str(tmp_path / "out"),
+            data_source={"data_augmentation": {"train": ["rotation90", "radiometry"]}},
+            train_setup={"epochs": epochs, "deterministic": True, "continue_training": resume,
+                         "scheduler_config": {"scheduler": "cosineannealinglr", "T_max": 4}},
+            output_setup={"version_name": version, "use_tensorboard": False},
+            device_setup={"num_workers": workers}))
+
+    straight = train(config(4, "straight", workers=0))
+    train(config(2, "split", workers=2))
+    resumed = train(config(4, "split", workers=2, resume=True))
+    assert list(resumed.history) == ["0", "1", "2", "3"]
+    losses = [e["loss"] for e in straight.history.values()]
+    assert [e["loss"] for e in resumed.history.values()] == pytest.approx(losses)
+    final_straight = torch.load(Path(straight.run_folder) / "odeon_val_loss_ckpt" / "last.ckpt", weights_only=True)
+    final_resumed = torch.load(Path(resumed.run_folder) / "odeon_val_loss_ckpt" / "last.ckpt", weights_only=True)
+    assert final_resumed["global_step"] == final_straight["global_step"] and final_resumed["epoch"] == 3
+    for key, value in final_straight["state_dict"].items():
+        assert torch.equal(value, final_resumed["state_dict"][key]), key
+    assert any(name.startswith("config_resumed_") for name in os.listdir(resumed.run_folder))
+    assert json.loads((Path(resumed.run_folder) / "config.json").read_text())["train_setup"]["epochs"] == 2
+
+
+def test_nothing_to_resume_is_a_clear_error(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=4)
+    config = config_from_dict(make_config(data.csv, str(tmp_path / "out"), train_setup={"continue_training": True}))
+    with pytest.raises(ConfigError, match=r"train_setup.continue_training: nothing to resume: .*last.ckpt does not "
+                                          r"exist"):
+        train(config)
+
+
+def test_early_stopping_stops_after_patience_validations_without_improvement(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=4)
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={
+        "epochs": 10, "early_stopping": {"monitor": "val_loss", "patience": 2, "min_delta": 1e9}},
+        output_setup={"use_tensorboard": False})
+    # Nothing can improve by 1e9: the first validation sets the best, the next 2 do not improve, stop.
+    assert list(train(config_from_dict(config)).history) == ["0", "1", "2"]
+
+
+def test_two_validations_per_epoch(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=10)  # 8 training samples in batches of 2: 4 batches, validation after 2 and 4
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 2, "val_check_interval": 0.5},
+                         output_setup={"use_tensorboard": False})
+    assert list(train(config_from_dict(config)).history) == ["0", "0.1", "1", "1.1"]
+
+
+@pytest.mark.parametrize(("output_type", "dtype", "values"), [
+    ("float32", "float32", None), ("uint8", "uint8", None), ("bit", "uint8", {0, 1}),
+])
+def test_predictions_are_georeferenced_like_their_input(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
+                                                        output_type: str, dtype: str, values: set[int] | None) -> None:
+    data = make_dataset(n=4)
+    test = make_dataset(n=3, name="test", seed=2)
+    config = make_config(data.csv, str(tmp_path / "out"), data_source={"test_file": test.csv},
+                         output_setup={"get_prediction": True, "prediction_output_type": output_type,
+                                       "use_tensorboard": False})
+    folder = Path(train(config_from_dict(config)).run_folder) / "predictions"
+    assert sorted(os.listdir(folder)) == ["0.tif", "1.tif", "2.tif"]
+    for image in test.images:
+        with rasterio.open(image) as source, rasterio.open(folder / Path(image).name) as prediction:
+            assert prediction.crs == source.crs and prediction.transform == source.transform
+            assert (prediction.count, prediction.dtypes[0]) == (3, dtype)
+            data_out = prediction.read()
+            if output_type == "bit":
+                assert prediction.tags(1, ns="IMAGE_STRUCTURE")["NBITS"] == "1"  # a per-band tag
+                assert set(np.unique(data_out)) <= values and (data_out.sum(axis=0) == 1).all()
+            elif output_type == "float32":
+                assert data_out.min() >= 0 and data_out.max() <= 1
+                assert np.allclose(data_out.sum(axis=0), 1, atol=1e-5)  # softmax: ce loss
+            else:
+                assert data_out.sum(axis=0).min() >= 255 - 3 and data_out.sum(axis=0).max() <= 255 + 3
+
+
+def test_prediction_names_stay_unique() -> None:
+    assert prediction_names(["/a/x.tif", "/b/y.tif"]) == ["x.tif", "y.tif"]
+    assert prediction_names(["/a/x.tif", "/b/x.tif", "/c/z.tif"]) == ["000001_x.tif", "000002_x.tif", "000003_z.tif"]
 
 
 def test_workers_augmentations_class_index_masks_and_determinism(make_dataset: Callable[..., TinyDataset],
@@ -97,12 +263,8 @@ def test_an_existing_run_folder_is_not_overwritten(make_dataset: Callable[..., T
 
 
 @pytest.mark.parametrize(("section", "values", "key"), [
-    ("output_setup", {"use_wandb": True}, "output_setup.use_wandb"),
-    ("output_setup", {"get_prediction": True}, "output_setup.get_prediction"),
-    ("output_setup", {"model_out_ext": ".pth"}, "output_setup.model_out_ext"),
-    ("output_setup", {"model_filename": "model.pth"}, "output_setup.model_out_ext"),
-    ("train_setup", {"export_checkpoint": ".pth"}, "train_setup.export_checkpoint"),
-    ("train_setup", {"continue_training": True}, "train_setup.continue_training"),
+    ("output_setup", {"use_wandb": True}, "output_setup.use_wandb: the wandb package is not installed"),
+    ("train_setup", {"continue_training": True}, "train_setup.continue_training: nothing to resume"),
     ("train_setup", {"scheduler_config": {"scheduler": "cosineannealingwarmrestarts"}},
      "train_setup.scheduler_config.T_0: cosineannealingwarmrestarts needs this argument"),
     ("train_setup", {"loss": "focal", "loss_params": {"alpha": [1, 2]}},

@@ -1,7 +1,10 @@
-"""The validation history: one entry per validation run, written as JSON after each one.
+"""History files: every figure of every validation run, and of the test run, as JSON.
 
-Keys are epochs as strings ("0" is the first epoch); a second validation within the same epoch
+``history_val.json`` is rewritten (atomically) after each validation, so a killed run leaves a valid
+file. Keys are epochs as strings ("0" is the first epoch); a second validation within the same epoch
 (``val_check_interval`` < 1 or a number of batches) is keyed "<epoch>.1", a third "<epoch>.2", ...
+``history_test.json`` has one entry, keyed like the validation that chose the tested checkpoint
+(the lowest val_loss). Entries: see :meth:`odeon_job.module.Evaluation.entry`.
 """
 
 from __future__ import annotations
@@ -18,22 +21,13 @@ def learning_rate(trainer: pl.Trainer) -> float:
     return float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else float("nan")
 
 
-def validation_entry(trainer: pl.Trainer) -> dict[str, float]:
-    """The figures of the validation run that just ended."""
-    metrics = trainer.callback_metrics
-    return {
-        "loss": float(metrics["val_loss"]),
-        "Average/IoU": float(metrics["val_miou"]),
-        "learning rate": learning_rate(trainer),
-    }
+class History(pl.Callback):
+    """Keeps the entries of every validation (and the test); writes them to the URLs given, on rank 0."""
 
-
-class ValidationHistory(pl.Callback):
-    """Collects validation entries; writes them atomically to ``url`` (when given) on rank 0."""
-
-    def __init__(self, url: str | None = None) -> None:
-        self.url = url
-        self.entries: dict[str, dict[str, float]] = {}
+    def __init__(self, val_url: str | None = None, test_url: str | None = None) -> None:
+        self.val_url, self.test_url = val_url, test_url
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.test_entry: dict[str, dict[str, Any]] = {}
 
     def _key(self, epoch: int) -> str:
         key, repeat = str(epoch), 0
@@ -42,15 +36,26 @@ class ValidationHistory(pl.Callback):
             key = f"{epoch}.{repeat}"
         return key
 
+    def best_key(self) -> str | None:
+        """The validation with the lowest loss: the one the best val_loss checkpoint comes from."""
+        return min(self.entries, key=lambda key: self.entries[key]["loss"], default=None)
+
+    def _write(self, trainer: pl.Trainer, url: str | None, entries: dict[str, Any]) -> None:
+        if url and trainer.is_global_zero:
+            storage.write_text(url, json.dumps(entries, indent=1) + "\n")
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self.entries[self._key(trainer.current_epoch)] = validation_entry(trainer)
-        if self.url and trainer.is_global_zero:
-            storage.write_text(self.url, json.dumps(self.entries, indent=2) + "\n")
+        self.entries[self._key(trainer.current_epoch)] = pl_module.evaluation["val"].entry(learning_rate(trainer))
+        self._write(trainer, self.val_url, self.entries)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.test_entry = {self.best_key() or "test": pl_module.evaluation["test"].entry()}
+        self._write(trainer, self.test_url, self.test_entry)
 
     @property
-    def last(self) -> dict[str, float] | None:
+    def last(self) -> dict[str, Any] | None:
         return next(reversed(self.entries.values()), None)
 
     def state_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from odeon_job.callbacks.history import validation_entry
+from odeon_job.callbacks.history import learning_rate
 
 log = logging.getLogger("odeon")
 
@@ -34,8 +34,8 @@ class ValidationReport(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        entry = validation_entry(trainer)
+        evaluation = pl_module.evaluation["val"]
         train_loss = f"{float(self._loss_sum) / self._batches:.4f}" if self._loss_sum is not None else "-"
         log.info("epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %.3g  (%.1f s)",
-                 trainer.current_epoch + 1, trainer.max_epochs, train_loss, entry["loss"], entry["Average/IoU"],
-                 entry["learning rate"], time.monotonic() - self._started)
+                 trainer.current_epoch + 1, trainer.max_epochs, train_loss, evaluation.loss, evaluation.miou,
+                 learning_rate(trainer), time.monotonic() - self._started)

@@ -29,14 +29,25 @@ def class_indices(raw: np.ndarray, spec: DataSpec, sample: Sample) -> np.ndarray
     return indices
 
 
-class SegmentationDataset(Dataset):
-    """Samples → ``{"image": float32 (C, H, W), "mask": int64 (H, W), "index": int}``."""
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's augmentations in one epoch (well mixed, so neighbours differ)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
-    def __init__(self, samples: list[Sample], spec: DataSpec, split: str, transform: Compose | None = None):
+
+class SegmentationDataset(Dataset):
+    """Samples → ``{"image": float32 (C, H, W), "mask": int64 (H, W), "index": int}``.
+
+    An item is asked for by ``index`` or, from the training sampler, ``(index, epoch)``; the sample's
+    random augmentations are drawn from a generator seeded by ``(seed, epoch, index)``.
+    """
+
+    def __init__(self, samples: list[Sample], spec: DataSpec, split: str, transform: Compose | None = None,
+                 seed: int = 0) -> None:
         self.samples = samples
         self.spec = spec
         self.resolution = spec.resolution.get(split)
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -56,9 +67,11 @@ class SegmentationDataset(Dataset):
             raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
         return image.astype(np.float32) / np.float32(scale), class_indices(raw, spec, sample)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         image, mask = self.read(self.samples[index])
         image_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
         if self.transform is not None:
-            image_t, mask_t = self.transform(image_t, mask_t)
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
+            image_t, mask_t = self.transform(image_t, mask_t, generator)
         return {"image": image_t, "mask": mask_t, "index": index}

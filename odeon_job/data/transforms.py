@@ -2,7 +2,8 @@
 
 Images arrive as float tensors (bands, H, W) scaled to 0-1, masks as int64 (H, W) class indices.
 Geometric augmentations move image and mask together; radiometric ones touch the image only.
-Randomness comes from torch's generator, which Lightning seeds in every DataLoader worker.
+Every random draw comes from the ``generator`` passed in, which the dataset seeds per sample and
+epoch: augmentations do not depend on worker processes or on a resume.
 """
 
 from __future__ import annotations
@@ -21,23 +22,23 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 class PairTransform(Protocol):
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair: ...
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair: ...
 
 
-def _uniform(low: float, high: float) -> float:
-    return low + (high - low) * torch.rand(()).item()
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
 
 
-def _chance(p: float) -> bool:
-    return torch.rand(()).item() < p
+def _chance(p: float, generator: torch.Generator) -> bool:
+    return torch.rand((), generator=generator).item() < p
 
 
 class Rotation90:
     """Rotate by 0, 90, 180 or 270 degrees (0 or 180 only for non-square tiles, to keep their shape)."""
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
         square = image.shape[-1] == image.shape[-2]
-        k = int(torch.randint(0, 4, ()).item()) if square else 2 * int(torch.randint(0, 2, ()).item())
+        k = int(torch.randint(0, 4 if square else 2, (), generator=generator).item()) * (1 if square else 2)
         return torch.rot90(image, k, dims=(-2, -1)), torch.rot90(mask, k, dims=(-2, -1))
 
 
@@ -48,8 +49,8 @@ class Rotation:
     mask pixel keeps a real class; the image is interpolated bilinearly, the mask by nearest class.
     """
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        angle = math.radians(_uniform(0.0, 360.0))
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
+        angle = math.radians(_uniform(0.0, 360.0, generator))
         height, width = image.shape[-2:]
         cos, sin = math.cos(angle), math.sin(angle)
         # Output pixel -> input pixel, in grid_sample's normalised coordinates (aspect-corrected).
@@ -70,16 +71,17 @@ class Radiometry:
     Hue applies to the first three bands, taken as RGB, and is skipped for fewer bands.
     """
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
         image = image.clamp(0.0, 1.0)
-        if _chance(0.5):
-            image = TF.adjust_gamma(image, _uniform(0.5, 2.2))
-        if image.shape[0] >= 3 and _chance(0.5):
-            shift = _uniform(0.0, 0.066) * (1 if _chance(0.5) else -1)
+        if _chance(0.5, generator):
+            image = TF.adjust_gamma(image, _uniform(0.5, 2.2, generator))
+        if image.shape[0] >= 3 and _chance(0.5, generator):
+            shift = _uniform(0.0, 0.066, generator) * (1 if _chance(0.5, generator) else -1)
             image = torch.cat([TF.adjust_hue(image[:3], shift), image[3:]])
-        if _chance(0.5):
-            std = math.sqrt(_uniform(0.001, 0.01))
-            image = (image + torch.randn_like(image) * std).clamp(0.0, 1.0)
+        if _chance(0.5, generator):
+            std = math.sqrt(_uniform(0.001, 0.01, generator))
+            noise = torch.randn(image.shape, generator=generator, dtype=image.dtype)
+            image = (image + noise * std).clamp(0.0, 1.0)
         return image, mask
 
 
@@ -90,18 +92,27 @@ class Normalize:
         self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
         return (image - self.mean) / self.std, mask
+
+    def undo(self, image: torch.Tensor) -> torch.Tensor:
+        """Back to the 0-1 scale: ``x * std + mean``, for (bands, H, W) or (B, bands, H, W) images."""
+        return image * self.std.to(image.device) + self.mean.to(image.device)
 
 
 class Compose:
     def __init__(self, transforms: Sequence[PairTransform]) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
         for transform in self.transforms:
-            image, mask = transform(image, mask)
+            image, mask = transform(image, mask, generator)
         return image, mask
+
+    @property
+    def normalization(self) -> Normalize | None:
+        """The normalisation step, to undo it when showing images."""
+        return next((t for t in self.transforms if isinstance(t, Normalize)), None)
 
 
 AUGMENTATIONS: dict[str, type[PairTransform]] = {

@@ -1,0 +1,85 @@
+"""Model files: Lightning checkpoints with optional .pth exports, and the specification's ".pth" mode.
+
+A ``.pth`` file is the network's plain state dict (``torch.save(model.state_dict())``): it loads with
+``torch.load(..., weights_only=True)``, into our models (``init_weights``) or anyone's.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from odeon_job import storage
+
+
+def tensors_bytes(data: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    return buffer.getvalue()
+
+
+def export_path(checkpoint: str) -> str:
+    return os.path.splitext(checkpoint)[0] + ".pth"
+
+
+class ExportingCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint that, with ``export_pth``, writes a .pth export beside every checkpoint it
+    saves and deletes it with the checkpoint (``train_setup.export_checkpoint``)."""
+
+    def __init__(self, *args: Any, export_pth: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.export_pth = export_pth
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if self.export_pth and trainer.is_global_zero:
+            storage.write_bytes(export_path(filepath), tensors_bytes(trainer.lightning_module.model.state_dict()))
+
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._remove_checkpoint(trainer, filepath)
+        if self.export_pth and trainer.is_global_zero and storage.exists(export_path(filepath)):
+            fs, path = storage.filesystem(export_path(filepath))
+            fs.rm(path)
+
+
+class BestPthFiles(pl.Callback):
+    """``model_out_ext: ".pth"``: ``{name}.pth`` (the network's state dict), ``optimizer_{name}.pth`` (the
+    optimizer's) and ``train_{name}.pth`` (epoch, step, figures, config), rewritten whenever val_loss
+    improves."""
+
+    def __init__(self, folder: str, name: str) -> None:
+        self.folder, self.name = folder, name
+        self.best = math.inf
+
+    @property
+    def model_path(self) -> str:
+        return storage.join(self.folder, f"{self.name}.pth")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        evaluation = pl_module.evaluation["val"]
+        if evaluation.loss >= self.best:
+            return
+        self.best = evaluation.loss
+        if not trainer.is_global_zero:
+            return
+        training = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                    "metrics": evaluation.entry(), "config": pl_module.hparams["config"],
+                    "data_spec": pl_module.hparams["data_spec"]}
+        storage.write_bytes(self.model_path, tensors_bytes(pl_module.model.state_dict()))
+        storage.write_bytes(storage.join(self.folder, f"optimizer_{self.name}.pth"),
+                            tensors_bytes(trainer.optimizers[0].state_dict()))
+        storage.write_bytes(storage.join(self.folder, f"train_{self.name}.pth"), tensors_bytes(training))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best", math.inf)

@@ -1,0 +1,73 @@
+"""Predictions of the test tiles, written during the test run as GeoTIFFs beside the other outputs.
+
+Each file has the input tile's name, CRS and transform (scaled when the split is read at another
+``resolution``) and one band per class:
+
+- ``float32``: the probabilities (softmax for ce and focal, a sigmoid per class for bce and combo);
+- ``uint8``: the same scaled to 0-255;
+- ``bit``: the one-hot argmax, one 1-bit band per class (GeoTIFF ``NBITS=1``).
+
+Under DDP each process writes the predictions of its own share of the test tiles.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from rasterio.io import MemoryFile
+from rasterio.transform import Affine
+
+from odeon_job import storage
+from odeon_job.data.dataset import SegmentationDataset
+from odeon_job.data.raster import open_raster
+
+
+def prediction_names(images: list[str]) -> list[str]:
+    """Output file names: the input's, or ``<row>_<name>`` for all when two inputs share a name."""
+    names = [os.path.basename(image.rstrip("/")) for image in images]
+    if max(Counter(names).values(), default=0) > 1:
+        return [f"{row:06d}_{name}" for row, name in enumerate(names, 1)]
+    return names
+
+
+def encode(probabilities: np.ndarray, output_type: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """(classes, H, W) probabilities → the array to write and its extra GeoTIFF options."""
+    if output_type == "float32":
+        return probabilities.astype(np.float32), {}
+    if output_type == "uint8":
+        return np.round(probabilities * 255).astype(np.uint8), {}
+    classes = probabilities.argmax(axis=0)
+    onehot = (classes[None] == np.arange(probabilities.shape[0])[:, None, None]).astype(np.uint8)
+    return onehot, {"nbits": 1}
+
+
+class PredictionWriter(pl.Callback):
+    def __init__(self, folder: str, output_type: str, dataset: SegmentationDataset) -> None:
+        self.folder, self.output_type, self.dataset = folder, output_type, dataset
+        self.names = prediction_names([sample.image for sample in dataset.samples])
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        probabilities = pl_module.probabilities(outputs["logits"]).float().cpu().numpy()
+        for index, sample_probabilities in zip(batch["index"].tolist(), probabilities, strict=True):
+            self.write(index, sample_probabilities)
+
+    def write(self, index: int, probabilities: np.ndarray) -> None:
+        sample = self.dataset.samples[index]
+        with open_raster(sample.image, sample.origin) as src:
+            crs, transform, width, height = src.crs, src.transform, src.width, src.height
+        data, options = encode(probabilities, self.output_type)
+        rows, columns = data.shape[-2:]
+        grid = transform * Affine.scale(width / columns, height / rows)  # the read grid, if resampled
+        profile = {"driver": "GTiff", "width": columns, "height": rows, "count": data.shape[0],
+                   "dtype": data.dtype, "crs": crs, "transform": grid, "compress": "deflate", **options}
+        with MemoryFile() as memory:
+            with memory.open(**profile) as dst:
+                dst.write(data)
+            payload = memory.read()
+        storage.write_bytes(storage.join(self.folder, self.names[index]), payload)
+

@@ -1,0 +1,145 @@
+"""TensorBoard: one run per split under ``tensorboard/`` (train, val, test), so that the curves of a
+figure overlay. Steps are the training's global step.
+
+- train: the epoch's mean loss; with ``log_learning_rate`` the learning rate and momentum; the model
+  graph (once); every epoch, the distribution and histogram of each convolution's and layer's weights;
+- val: every figure of the history (``Overall/IoU``, ``batiment/F1-Score``, ...) and the loss; the
+  confusion matrix (an image of the row-normalised matrix, and a table of pixel counts); a few
+  validation tiles, each as input (first three bands, de-normalised) | truth | prediction;
+- test: every figure and the loss, and the confusion matrix, of the tested checkpoint.
+
+Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+import warnings
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from odeon_job import storage
+from odeon_job.metrics import row_normalised
+from odeon_job.module import Evaluation
+
+log = logging.getLogger("odeon")
+
+SAMPLE_TILES = 4
+
+
+def palette(n: int) -> torch.Tensor:
+    """``n`` well separated RGB colours (0-1), the same for the same ``n``."""
+    hues = [(0.05 + i * 0.618034) % 1.0 for i in range(n)]
+    return torch.tensor([colorsys.hsv_to_rgb(h, 0.75 if i % 2 else 0.95, 0.95 if i % 2 else 0.7)
+                         for i, h in enumerate(hues)], dtype=torch.float32)
+
+
+def colour(classes: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(H, W) class indices → (3, H, W) image."""
+    return colours[classes.cpu()].permute(2, 0, 1)
+
+
+def confusion_image(confusion: torch.Tensor, cell: int = 0) -> torch.Tensor:
+    """(3, H, W) image of the row-normalised matrix: white (0) to dark blue (1), rows = truth."""
+    fractions = torch.tensor(row_normalised(confusion), dtype=torch.float32)
+    cell = cell or max(4, 256 // fractions.shape[0])
+    dark = torch.tensor([0.03, 0.19, 0.42])[:, None, None]
+    image = 1 - fractions[None] * (1 - dark)
+    return image.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)
+
+
+def confusion_table(confusion: torch.Tensor, labels: tuple[str, ...]) -> str:
+    header = "| truth \\ prediction | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels) + "\n"
+    rows = [f"| {label} | " + " | ".join(str(int(v)) for v in row) + " |" for label, row in zip(labels, confusion,
+                                                                                                  strict=True)]
+    return header + "\n".join(rows)
+
+
+class TensorBoard(pl.Callback):
+    def __init__(self, folder: str, log_learning_rate: bool) -> None:
+        self.folder, self.log_learning_rate = folder, log_learning_rate
+        self.writers: dict[str, SummaryWriter] = {}
+
+    def writer(self, split: str) -> SummaryWriter:
+        if split not in self.writers:
+            self.writers[split] = SummaryWriter(storage.join(self.folder, split))
+        return self.writers[split]
+
+    # --- train -----------------------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        example = torch.zeros(1, pl_module.spec.in_channels, 64, 64, device=pl_module.device)
+        try:
+            with warnings.catch_warnings():  # torch.jit.trace's deprecation and tracer notes: not the user's
+                warnings.simplefilter("ignore")
+                self.writer("train").add_graph(pl_module.model, example)
+        except Exception as error:  # tracing is best effort: a graph is not worth failing a training for
+            log.warning("TensorBoard: the model graph could not be traced (%s)", str(error).splitlines()[0])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        writer, step = self.writer("train"), trainer.global_step
+        if "train_loss_epoch" in trainer.callback_metrics:
+            writer.add_scalar("loss", float(trainer.callback_metrics["train_loss_epoch"]), step)
+        if self.log_learning_rate and trainer.optimizers:
+            group = trainer.optimizers[0].param_groups[0]
+            writer.add_scalar("learning rate", group["lr"], step)
+            momentum = group.get("momentum", group.get("betas", (None,))[0])
+            if momentum is not None:
+                writer.add_scalar("momentum", momentum, step)
+        for name, parameter in pl_module.model.named_parameters():
+            if parameter.dim() > 1:  # convolution and linear weights, not biases or norms
+                writer.add_histogram(name, parameter.detach().float().cpu(), step)
+        writer.flush()
+
+    # --- val / test --------------------------------------------------------------------------------------
+
+    def _evaluation(self, split: str, evaluation: Evaluation, labels: tuple[str, ...], step: int) -> None:
+        writer = self.writer(split)
+        writer.add_scalar("loss", evaluation.loss, step)
+        for name, value in evaluation.metrics.items():
+            if value is not None:
+                writer.add_scalar(name, value, step)
+        writer.add_image("confusion matrix", confusion_image(evaluation.confusion), step)
+        writer.add_text("confusion matrix", confusion_table(evaluation.confusion, labels), step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self._evaluation("val", pl_module.evaluation["val"], pl_module.spec.class_labels, trainer.global_step)
+        self._samples(trainer, pl_module)
+        self.writer("val").flush()
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._evaluation("test", pl_module.evaluation["test"], pl_module.spec.class_labels, trainer.global_step)
+            self.writer("test").flush()
+
+    def _samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The first validation tiles: input | truth | prediction."""
+        dataset = trainer.datamodule.datasets["val"]  # type: ignore[attr-defined]
+        items = [dataset[index] for index in range(min(SAMPLE_TILES, len(dataset)))]
+        images = torch.stack([item["image"] for item in items])
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            predicted = pl_module(images.to(pl_module.device)).argmax(dim=1).cpu()
+        pl_module.train(was_training)
+        normalization = dataset.transform.normalization if dataset.transform is not None else None
+        shown = normalization.undo(images) if normalization is not None else images
+        shown = shown[:, :3] if shown.shape[1] >= 3 else shown[:, :1].repeat(1, 3, 1, 1)
+        colours = palette(pl_module.spec.n_classes)
+        for number, (image, item, prediction) in enumerate(zip(shown, items, predicted, strict=True)):
+            row = torch.cat([image.clamp(0, 1), colour(item["mask"], colours), colour(prediction, colours)], dim=2)
+            self.writer("val").add_image(f"samples/{number}", row, trainer.global_step)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()

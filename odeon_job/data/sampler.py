@@ -1,0 +1,64 @@
+"""Samplers whose order depends only on the seed and the epoch, sharded across DDP processes.
+
+Training: every epoch a new permutation drawn from ``(seed, epoch)``, split between processes (each
+sample once per epoch; the last few are repeated to give every process as many, as PyTorch's
+DistributedSampler does). Each item is ``(index, epoch)``, so the dataset can seed a sample's
+augmentations from ``(seed, epoch, index)``: a run gives the same batches and augmentations
+whatever the number of DataLoader workers, and a resumed run the same as one never interrupted.
+
+Validation and test: each process takes every ``world_size``-th sample in CSV order, without
+repetition, so every sample counts exactly once in the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside a distributed run."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochShuffleSampler(Sampler[tuple[int, int]]):
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+        #: The epoch of the last iteration: a DataLoader with workers iterates as soon as its iterator is
+        #: made, which Lightning does before set_epoch when it resumes (see callbacks/epoch_order.py).
+        self.iterated_epoch: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before every epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.length / process_group()[1])
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        self.iterated_epoch = self.epoch
+        rank, world = process_group()
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.length, generator=generator).tolist()
+        total = math.ceil(self.length / world) * world
+        order = (order * math.ceil(total / self.length))[:total]  # repeat a few so all processes have as many
+        return iter([(index, self.epoch) for index in order[rank::world]])
+
+
+class ShardSampler(Sampler[int]):
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        rank, world = process_group()
+        return len(range(rank, self.length, world))
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = process_group()
+        return iter(range(rank, self.length, world))
