@@ -139,6 +139,14 @@ def read_text(url: str) -> str:
         raise StorageError(f"{url}: not UTF-8 text ({error.reason} at byte {error.start})") from error
 
 
+def remove(url: str) -> None:
+    """Delete the file ``url`` if it exists."""
+    fs, path = filesystem(url)
+    with _reporting(url, "delete"):
+        if fs.exists(path):
+            fs.rm(path)
+
+
 def makedirs(url: str) -> None:
     """Create the folder ``url`` (a no-op on object stores, which have no folders)."""
     fs, path = filesystem(url)

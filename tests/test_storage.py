@@ -100,3 +100,11 @@ def test_nonempty_folder(tmp_path: Path) -> None:
     assert not storage.is_nonempty_folder(str(tmp_path))
     (tmp_path / "f").write_text("x")
     assert storage.is_nonempty_folder(str(tmp_path))
+
+
+def test_remove(tmp_path: Path) -> None:
+    target = tmp_path / "export.pth"
+    target.write_bytes(b"x")
+    storage.remove(str(target))
+    assert not target.exists()
+    storage.remove(str(target))  # already gone: nothing to do

@@ -43,9 +43,8 @@ class ExportingCheckpoint(ModelCheckpoint):
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)
-        if self.export_pth and trainer.is_global_zero and storage.exists(export_path(filepath)):
-            fs, path = storage.filesystem(export_path(filepath))
-            fs.rm(path)
+        if self.export_pth and trainer.is_global_zero:
+            storage.remove(export_path(filepath))
 
 
 class BestPthFiles(pl.Callback):
