@@ -31,11 +31,18 @@ class DemoDataset:
     train_csv: str
     val_csv: str
     test_csv: str
-    #: Fraction of validation pixels in each class.
+    #: Fraction of training and of validation pixels in each class.
+    train_class_frequencies: tuple[float, ...]
     val_class_frequencies: tuple[float, ...]
     #: Per band mean and standard deviation of the training images, scaled to 0-1.
     train_mean: tuple[float, ...]
     train_std: tuple[float, ...]
+
+    @property
+    def class_weights(self) -> list[float]:
+        """``class_imbalance`` weights: 1 / sqrt(frequency), scaled to a mean of 1 (rare classes count more)."""
+        weights = np.array(self.train_class_frequencies) ** -0.5
+        return [round(float(w), 2) for w in weights / weights.mean()]
 
     @property
     def majority_miou(self) -> float:
@@ -110,7 +117,7 @@ def write_dataset(folder: str, n_train: int = 64, n_val: int = 16, n_test: int =
     os.makedirs(os.path.join(folder, "msk"), exist_ok=True)
     counts = {"train": n_train, "val": n_val, "test": n_test}
     per_row = 8
-    val_pixels = np.zeros(len(CLASS_LABELS))
+    val_pixels, train_pixels = np.zeros(len(CLASS_LABELS)), np.zeros(len(CLASS_LABELS))
     band_sum, band_sq, band_n = np.zeros(3), np.zeros(3), 0
     index = 0
     for split, count in counts.items():
@@ -126,6 +133,7 @@ def write_dataset(folder: str, n_train: int = 64, n_val: int = 16, n_test: int =
             if split == "val":
                 val_pixels += np.bincount(classes.ravel(), minlength=len(CLASS_LABELS))
             if split == "train":
+                train_pixels += np.bincount(classes.ravel(), minlength=len(CLASS_LABELS))
                 scaled = image.reshape(3, -1) / 255.0
                 band_sum, band_sq = band_sum + scaled.sum(1), band_sq + (scaled ** 2).sum(1)
                 band_n += scaled.shape[1]
@@ -136,6 +144,7 @@ def write_dataset(folder: str, n_train: int = 64, n_val: int = 16, n_test: int =
     std = np.sqrt(band_sq / band_n - mean ** 2)
     return DemoDataset(folder=folder, train_csv=os.path.join(folder, "train.csv"),
                        val_csv=os.path.join(folder, "val.csv"), test_csv=os.path.join(folder, "test.csv"),
+                       train_class_frequencies=tuple(float(f) for f in train_pixels / train_pixels.sum()),
                        val_class_frequencies=tuple(float(f) for f in val_pixels / val_pixels.sum()),
                        train_mean=tuple(float(m) for m in mean), train_std=tuple(float(s) for s in std))
 
@@ -143,8 +152,10 @@ def write_dataset(folder: str, n_train: int = 64, n_val: int = 16, n_test: int =
 def demo_config(dataset: DemoDataset, output_folder: str, epochs: int = 15) -> dict[str, Any]:
     """A configuration for the demo dataset that trains in a few minutes on two CPU cores.
 
-    Small batches at a moderate rate: lightunet has no batch norm, so it needs many small steps
-    (at lr 0.005 it stalls on the majority class for epochs)."""
+    Small batches at a moderate rate: lightunet has no batch norm, so it needs many small steps (at
+    lr 0.005 it stalls on the majority class for epochs). Soil covers three quarters of the pixels:
+    class weights from the class frequencies keep the rare classes (buildings: 4 %) from being learnt
+    last, or not at all within 15 epochs."""
     return {
         "data_source": {
             "train_file": os.path.abspath(dataset.train_csv),
@@ -164,6 +175,7 @@ def demo_config(dataset: DemoDataset, output_folder: str, epochs: int = 15) -> d
             "batch_size": 4,
             "lr": 0.002,
             "loss": "ce",
+            "class_imbalance": dataset.class_weights,
             "optimizer_config": {"optimizer": "adam"},
             "random_seed": 42,
         },
