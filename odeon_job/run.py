@@ -21,9 +21,15 @@ from odeon_job.config import JobConfig, resolve_run_names
 from odeon_job.errors import ConfigError
 
 if TYPE_CHECKING:
+    import pytorch_lightning as pl
     from pytorch_lightning import Callback
 
-    from odeon_job.callbacks.checkpoints import ExportingCheckpoint
+    from odeon_job.callbacks.checkpoints import BestPthFiles, ExportingCheckpoint
+    from odeon_job.callbacks.history import History
+    from odeon_job.callbacks.tensorboard import TensorBoard
+    from odeon_job.data.datamodule import SegmentationDataModule
+    from odeon_job.data.spec import DataSpec
+    from odeon_job.module import SegmentationModule
 
 log = logging.getLogger("odeon")
 
@@ -192,22 +198,104 @@ def _quiet_lightning() -> None:
             handler.addFilter(_NoTips())
 
 
-def train(config: JobConfig) -> TrainResult:
-    """Train as ``config`` says; returns where the run went and its figures."""
-    import pytorch_lightning as pl
+@dataclass
+class Outputs:
+    """The callbacks that write the run's outputs, and the ones ``train`` asks things of afterwards."""
 
+    history: History
+    checkpoints: list[ExportingCheckpoint]
+    pth_files: BestPthFiles | None
+    tensorboard: TensorBoard | None
+    callbacks: list[Callback]
+
+    @property
+    def best_model(self) -> str:
+        """The best val_loss model: ``{name}.pth`` in .pth mode, else the best checkpoint."""
+        return self.pth_files.model_path if self.pth_files else self.checkpoints[0].best_model_path
+
+
+def check_class_weights(config: JobConfig, n_classes: int) -> None:
+    """``class_imbalance`` and a list ``loss_params.alpha`` hold one weight per class of the masks."""
+    setup = config.train_setup
+    alpha = setup.loss_params.alpha
+    for key, weights in (("class_imbalance", setup.class_imbalance),
+                         ("loss_params.alpha", alpha if isinstance(alpha, list) else None)):
+        if weights is not None and len(weights) != n_classes:
+            raise ConfigError(f"train_setup.{key}: {len(weights)} weights but the masks have {n_classes} classes")
+
+
+def build_module(config: JobConfig, spec: DataSpec, resume_from: str | None) -> SegmentationModule:
+    """The LightningModule, with the user's initial weights (unless resuming), its optimizer checked."""
+    from odeon_job.models.weights import load_encoder_weights, load_init_weights
+    from odeon_job.module import SegmentationModule
+
+    setup = config.train_setup
+    module = SegmentationModule(config.model_dump(mode="json"), spec.to_dict())
+    if setup.encoder_weights and not resume_from:
+        load_encoder_weights(module.model, setup.encoder_weights)
+    if setup.init_weights and not resume_from:
+        load_init_weights(module.model, setup.init_weights)
+    module.configure_optimizers()  # a bad optimizer or scheduler argument fails now, not after start-up
+    return module
+
+
+def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDataModule) -> Outputs:
     from odeon_job.callbacks.checkpoints import BestPthFiles
     from odeon_job.callbacks.epoch_order import EpochOrder
     from odeon_job.callbacks.history import History
     from odeon_job.callbacks.predictions import PredictionWriter
     from odeon_job.callbacks.report import ValidationReport
     from odeon_job.callbacks.tensorboard import TensorBoard
+
+    out, has_test = config.output_setup, datamodule.has_test
+    history = History(storage.join(folder, HISTORY_FILE) if out.save_history else None,
+                      storage.join(folder, TEST_HISTORY_FILE) if out.save_history and has_test else None)
+    checkpoints = checkpoint_callbacks(config, folder)
+    pth_files = BestPthFiles(folder, model_basename(config)) if model_file_extension(config) == ".pth" else None
+    tensorboard = (TensorBoard(storage.join(folder, TENSORBOARD_FOLDER), out.log_learning_rate)
+                   if out.use_tensorboard else None)
+    callbacks: list[Callback] = [EpochOrder(), history, ValidationReport(), *checkpoints, *optional_callbacks(config),
+                                 *(c for c in (pth_files, tensorboard) if c is not None)]
+    if out.get_prediction:
+        callbacks.append(PredictionWriter(storage.join(folder, PREDICTIONS_FOLDER), out.prediction_output_type,
+                                          datamodule.datasets["test"]))
+    return Outputs(history, checkpoints, pth_files, tensorboard, callbacks)
+
+
+def start_run_folder(config: JobConfig, folder: str, resume_from: str | None) -> None:
+    """Create the run folder and save the configuration (first process only)."""
+    if resume_from:  # the checkpoint folders of the run being resumed are expected to hold files
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    if not is_first_process():
+        return
+    out = config.output_setup
+    os.environ[RUN_NAMES_VARIABLE] = f"{out.name_exp_log}/{out.version_name}"  # for the DDP processes
+    storage.makedirs(folder)
+    config_file = CONFIG_FILE if not resume_from else f"config_resumed_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    storage.write_text(storage.join(folder, config_file), config.model_dump_json(indent=2) + "\n")
+    log.info("run folder: %s%s", folder, f" (resuming from {resume_from})" if resume_from else "")
+
+
+def evaluate_best_model(trainer: pl.Trainer, module: SegmentationModule, datamodule: SegmentationDataModule,
+                        outputs: Outputs) -> None:
+    """Evaluate the best val_loss model on the test split (figures, history, predictions)."""
+    from odeon_job.models.weights import read_state_dict
+
+    if outputs.pth_files:  # .pth mode: the best weights are in {name}.pth
+        module.model.load_state_dict(read_state_dict(outputs.best_model, "model_out_ext"))
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    else:
+        trainer.test(module, datamodule=datamodule, ckpt_path=outputs.best_model, verbose=False)
+
+
+def train(config: JobConfig) -> TrainResult:
+    """Train as ``config`` says; returns where the run went and its figures."""
+    import pytorch_lightning as pl
+
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
     from odeon_job.launch import trainer_devices
-    from odeon_job.models.weights import load_encoder_weights, load_init_weights, read_state_dict
-    from odeon_job.module import SegmentationModule
 
     _quiet_lightning()
     config = _resolve_names(config)
@@ -217,12 +305,7 @@ def train(config: JobConfig) -> TrainResult:
 
     splits = load_splits(config.data_source, setup.random_seed)
     spec = describe_data(config.data_source, splits.train[0])
-    alpha = setup.loss_params.alpha
-    for key, weights in (("class_imbalance", setup.class_imbalance),
-                         ("loss_params.alpha", alpha if isinstance(alpha, list) else None)):
-        if weights is not None and len(weights) != spec.n_classes:
-            raise ConfigError(f"train_setup.{key}: {len(weights)} weights but the masks have {spec.n_classes} "
-                              "classes")
+    check_class_weights(config, spec.n_classes)
     devices = trainer_devices(device_setup)
     logger = wandb_logger(config, folder) if out.use_wandb else False
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
@@ -232,55 +315,26 @@ def train(config: JobConfig) -> TrainResult:
     datamodule = SegmentationDataModule(splits, spec, config.data_source, setup.batch_size, device_setup.num_workers,
                                         pin_memory=devices["accelerator"] == "gpu", seed=setup.random_seed)
     datamodule.check_first_samples()
-    module = SegmentationModule(config.model_dump(mode="json"), spec.to_dict())
-    if setup.encoder_weights and not resume_from:
-        load_encoder_weights(module.model, setup.encoder_weights)
-    if setup.init_weights and not resume_from:
-        load_init_weights(module.model, setup.init_weights)
-    module.configure_optimizers()  # a bad optimizer or scheduler argument fails now, not after start-up
-
-    has_test = datamodule.has_test
-    history = History(storage.join(folder, HISTORY_FILE) if out.save_history else None,
-                      storage.join(folder, TEST_HISTORY_FILE) if out.save_history and has_test else None)
-    checkpoints = checkpoint_callbacks(config, folder)
-    pth_files = BestPthFiles(folder, model_basename(config)) if model_file_extension(config) == ".pth" else None
-    tensorboard = TensorBoard(storage.join(folder, TENSORBOARD_FOLDER), out.log_learning_rate) \
-        if out.use_tensorboard else None
-    callbacks = [EpochOrder(), history, ValidationReport(), *checkpoints, *optional_callbacks(config),
-                 *(c for c in (pth_files, tensorboard) if c is not None)]
-    if out.get_prediction:
-        callbacks.append(PredictionWriter(storage.join(folder, PREDICTIONS_FOLDER), out.prediction_output_type,
-                                          datamodule.datasets["test"]))
+    module = build_module(config, spec, resume_from)
+    outputs = output_callbacks(config, folder, datamodule)
     if setup.deterministic:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
                  "without one runs as usual and PyTorch warns about it once")
     try:
-        trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=callbacks,
+        trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=outputs.callbacks,
                              logger=logger, default_root_dir=folder)
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
     check_val_check_interval(config, len(splits.train), trainer.world_size)
 
-    if resume_from:  # the checkpoint folders of the run being resumed are expected to hold files
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    if is_first_process():
-        os.environ[RUN_NAMES_VARIABLE] = f"{out.name_exp_log}/{out.version_name}"  # for the DDP processes
-        storage.makedirs(folder)
-        config_file = CONFIG_FILE if not resume_from else f"config_resumed_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-        storage.write_text(storage.join(folder, config_file), config.model_dump_json(indent=2) + "\n")
-        log.info("run folder: %s%s", folder, f" (resuming from {resume_from})" if resume_from else "")
+    start_run_folder(config, folder, resume_from)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        best = pth_files.model_path if pth_files else checkpoints[0].best_model_path
-        result = TrainResult(run_folder=folder, best_checkpoint=best, history=history.entries)
-        if has_test and best:
-            if pth_files:  # .pth mode: the best weights are in {name}.pth
-                module.model.load_state_dict(read_state_dict(best, "model_out_ext"))
-                trainer.test(module, datamodule=datamodule, verbose=False)
-            else:
-                trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-            result.test = history.test_entry
+        result = TrainResult(run_folder=folder, best_checkpoint=outputs.best_model, history=outputs.history.entries)
+        if datamodule.has_test and outputs.best_model:
+            evaluate_best_model(trainer, module, datamodule, outputs)
+            result.test = outputs.history.test_entry
     finally:
-        if tensorboard is not None:
-            tensorboard.close()
+        if outputs.tensorboard is not None:
+            outputs.tensorboard.close()
     return result
