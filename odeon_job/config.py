@@ -437,10 +437,6 @@ class JobConfig(_Section):
                 raise _error(f"{len(weights)} weights but there are {classes} classes", field=field)
         return self
 
-    @property
-    def class_labels(self) -> list[str] | None:
-        return self.data_source.class_labels
-
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the configuration, for editors and CI checks."""

@@ -54,10 +54,6 @@ class History(pl.Callback):
         self.test_entry = {self.best_key() or "test": pl_module.evaluation["test"].entry()}
         self._write(trainer, self.test_url, self.test_entry)
 
-    @property
-    def last(self) -> dict[str, Any] | None:
-        return next(reversed(self.entries.values()), None)
-
     def state_dict(self) -> dict[str, Any]:
         return {"entries": self.entries}
 
