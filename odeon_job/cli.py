@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from odeon_job.config import JobConfig
     from odeon_job.run import TrainResult
 
 log = logging.getLogger("odeon")
@@ -32,20 +33,37 @@ def _configure_logging(verbose: bool) -> None:
     log.propagate = False
 
 
+#: The first process hands the validated configuration to the processes Lightning starts for DDP,
+#: which could not read it again from the standard input (or could read a changed URL).
+INHERITED_CONFIG = "ODEON_RESOLVED_CONFIG"
+
+
 def _config_source(args: argparse.Namespace) -> str:
     from odeon_job.errors import ConfigError
 
     source = args.config or os.environ.get("ODEON_CONFIG")
     if not source:
-        raise ConfigError("no configuration: give -c CONFIG (a path or URL) or set ODEON_CONFIG")
+        raise ConfigError("no configuration: give -c CONFIG (a path, a URL, or - for the standard input) or set "
+                          "ODEON_CONFIG")
     return source
 
 
+def _load_config(args: argparse.Namespace) -> JobConfig:
+    from odeon_job.config import load_config, parse_config
+    from odeon_job.run import is_first_process
+
+    inherited = os.environ.get(INHERITED_CONFIG)
+    if inherited and not is_first_process():
+        return parse_config(inherited, "configuration of the first process")
+    config = load_config(_config_source(args), args.overrides or ())
+    os.environ[INHERITED_CONFIG] = config.model_dump_json()
+    return config
+
+
 def _train(args: argparse.Namespace) -> int:
-    from odeon_job.config import load_config
     from odeon_job.run import train
 
-    result = train(load_config(_config_source(args)))
+    result = train(_load_config(args))
     _report(result)
     return 0
 
@@ -61,12 +79,10 @@ def _report(result: TrainResult) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from odeon_job.config import load_config
     from odeon_job.validate import format_summary, validate
 
-    source = _config_source(args)
-    summary = validate(load_config(source))
-    print(f"config: {source}: valid")
+    summary = validate(_load_config(args))
+    print(f"config: {_config_source(args)}: valid")
     for line in format_summary(summary):
         print(line)
     for warning in summary.warnings[:20]:
@@ -111,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logs, and tracebacks with errors")
     with_config = argparse.ArgumentParser(add_help=False, parents=[common])
-    with_config.add_argument("-c", "--config", help="the JSON configuration: a path or URL "
-                             "(default: $ODEON_CONFIG)")
+    with_config.add_argument("-c", "--config", help="the JSON configuration: a path, a URL (s3://, gs://, "
+                             "https://...) or - for the standard input (default: $ODEON_CONFIG)")
+    with_config.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                             help="override one key of the configuration, such as train_setup.epochs=5 (the "
+                             "value is read as JSON when it parses, else as a string); repeatable")
 
     parser = argparse.ArgumentParser(prog="odeon", description="Train semantic-segmentation models on "
                                      "GeoTIFF tiles (ODEON's train tool as a batch job).", parents=[common])

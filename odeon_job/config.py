@@ -444,18 +444,71 @@ def json_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
-def load_config(source: str) -> JobConfig:
-    """Read, parse and validate the configuration at ``source`` (a path or URL)."""
-    return parse_config(storage.read_text(source), source)
+#: ``-c -``: the configuration is read from the standard input.
+STDIN = "-"
+
+
+def read_config_text(source: str) -> str:
+    """The text of the configuration at ``source``: a path, a URL, or ``-`` for the standard input."""
+    if source == STDIN:
+        import sys
+
+        text = sys.stdin.read()
+        if not text.strip():
+            raise ConfigError("-c -: the standard input is empty (pipe the JSON configuration into odeon)")
+        return text
+    return storage.read_text(source)
+
+
+def load_config(source: str, overrides: typing.Sequence[str] = ()) -> JobConfig:
+    """Read, parse and validate the configuration at ``source``, with ``--set`` ``overrides`` applied."""
+    name = "<stdin>" if source == STDIN else source
+    data = parse_json(read_config_text(source), name)
+    if overrides:
+        data = apply_overrides(data, overrides, name)
+        name += " with --set"
+    return config_from_dict(data, name)
+
+
+def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str = "config") -> Any:
+    """Apply ``section.key=value`` overrides (``--set``) to the parsed JSON, before validation.
+
+    The value is read as JSON when it parses (``5``, ``0.01``, ``true``, ``null``, ``[1, 2]``,
+    ``"5"``), else taken as a string (``resnet34``, ``s3://bucket/run``); the schema then checks
+    its type, like any other value. Missing sections or objects on the way are created.
+    """
+    if not isinstance(data, dict):
+        return data
+    for override in overrides:
+        path, sep, raw = override.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE with a dotted key, such as "
+                              "train_setup.epochs=5")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = data
+        for depth, key in enumerate(keys[:-1]):
+            child = target.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {override!r}: {'.'.join(keys[:depth + 1])} is not an object in {source}")
+            target = child
+        target[keys[-1]] = value
+    return data
 
 
 def parse_config(text: str, source: str = "config") -> JobConfig:
+    return config_from_dict(parse_json(text, source), source)
+
+
+def parse_json(text: str, source: str = "config") -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: "
                           f"{error.msg}") from error
-    return config_from_dict(data, source)
 
 
 def config_from_dict(data: Any, source: str = "config") -> JobConfig:

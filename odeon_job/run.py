@@ -182,7 +182,8 @@ def wandb_logger(config: JobConfig, folder: str) -> Any:
 
     out = config.output_setup
     offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
-    return WandbLogger(project=out.name_exp_log, name=out.version_name, save_dir=folder, offline=offline)
+    save_dir = folder if storage.is_local(folder) else storage.staging_folder("wandb")  # wandb writes locally
+    return WandbLogger(project=out.name_exp_log, name=out.version_name, save_dir=save_dir, offline=offline)
 
 
 class _NoTips(logging.Filter):
@@ -292,12 +293,15 @@ def train(config: JobConfig) -> TrainResult:
     """Train as ``config`` says; returns where the run went and its figures."""
     import pytorch_lightning as pl
 
+    from odeon_job.callbacks.checkpoints import StorageCheckpointIO
     from odeon_job.data.datamodule import SegmentationDataModule
+    from odeon_job.data.raster import clear_remote_cache
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
     from odeon_job.launch import trainer_devices
 
     _quiet_lightning()
+    clear_remote_cache()  # GDAL would serve the old bytes of objects rewritten since this process read them
     config = _resolve_names(config)
     setup, out, device_setup = config.train_setup, config.output_setup, config.device_setup
     folder = run_folder(config)
@@ -322,7 +326,7 @@ def train(config: JobConfig) -> TrainResult:
                  "without one runs as usual and PyTorch warns about it once")
     try:
         trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=outputs.callbacks,
-                             logger=logger, default_root_dir=folder)
+                             logger=logger, default_root_dir=folder, plugins=[StorageCheckpointIO()])
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
     check_val_check_interval(config, len(splits.train), trainer.world_size)
@@ -337,4 +341,15 @@ def train(config: JobConfig) -> TrainResult:
     finally:
         if outputs.tensorboard is not None:
             outputs.tensorboard.close()
+        report_retries()
     return result
+
+
+def report_retries() -> None:
+    """Say how many transient storage failures were retried (they were each survived, or the run stopped)."""
+    from odeon_job.cloud import transient_retries
+
+    retries = transient_retries()
+    if retries:
+        log.warning("storage: %d transient failure(s) were retried during this run (S3 requests and GDAL reads)",
+                    retries)

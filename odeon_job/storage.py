@@ -85,6 +85,32 @@ def gdal_path(url: str) -> str:
                        f"(supported: local paths, file, s3, gs, az, http, https)")
 
 
+def describe_failure(error: BaseException) -> str:
+    """Why a read or write failed, in the user's terms (the URL is added by the caller)."""
+    if isinstance(error, FileNotFoundError):
+        message = str(error.args[0]) if error.args else ""
+        return "the bucket does not exist" if "bucket does not exist" in message.lower() else "not found"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder, not a file"
+    if isinstance(error, PermissionError):
+        detail = error.strerror or (error.args[0] if error.args and isinstance(error.args[0], str) else "")
+        return f"access denied ({detail})" if detail and "denied" not in detail.lower() else "access denied"
+    kind = type(error).__name__
+    if kind == "NoCredentialsError":  # botocore's, raised before any request is made
+        return ("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile, or an IAM role "
+                "for the pod)")
+    if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"):
+        return f"cannot connect to the storage endpoint ({error})"
+    reason = getattr(error, "strerror", None) or str(error) or kind
+    return reason
+
+
+def _is_storage_failure(error: BaseException) -> bool:
+    """The exceptions of fsspec backends that mean "this storage operation failed" rather than a bug."""
+    module = type(error).__module__.split(".")[0]
+    return isinstance(error, (OSError, ValueError)) or module in ("botocore", "aiobotocore", "aiohttp", "s3fs")
+
+
 @contextlib.contextmanager
 def _reporting(url: str, action: str) -> Iterator[None]:
     """Turn the ways a read or write can fail into one-line :class:`StorageError`s naming ``url``."""
@@ -92,16 +118,14 @@ def _reporting(url: str, action: str) -> Iterator[None]:
         yield
     except StorageError:
         raise
-    except FileNotFoundError as error:
-        raise StorageError(f"{url}: not found") from error
-    except IsADirectoryError as error:
-        raise StorageError(f"{url}: is a folder, not a file") from error
-    except PermissionError as error:
-        raise StorageError(f"{url}: permission denied ({action})") from error
     except ImportError as error:
         raise StorageError(f"{url}: cannot {action}: {error}") from error
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    except Exception as error:
+        if not _is_storage_failure(error):
+            raise
+        reason = describe_failure(error)
+        if isinstance(error, (FileNotFoundError, IsADirectoryError)):
+            raise StorageError(f"{url}: {reason}") from error
         raise StorageError(f"{url}: cannot {action}: {reason}") from error
 
 
@@ -109,6 +133,10 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     """The fsspec filesystem serving ``url`` and the path to use with it."""
     from fsspec.core import url_to_fs
 
+    if scheme(url) in ("s3", "s3a"):
+        from odeon_job.cloud import configure_fsspec
+
+        configure_fsspec()  # endpoint, region, retries from the environment, read at each call
     with _reporting(url, "open"):
         return url_to_fs(url)
 
@@ -184,3 +212,12 @@ def write_bytes(url: str, data: bytes) -> None:
 
 def write_text(url: str, text: str) -> None:
     write_bytes(url, text.encode("utf-8"))
+
+
+def staging_folder(purpose: str) -> str:
+    """A new local folder for files that are written in pieces before they go to object storage.
+
+    It lies under the system's temporary folder (``TMPDIR``, else ``/tmp``), which stays writable in a
+    container with a read-only root filesystem; set ``TMPDIR`` to move it.
+    """
+    return tempfile.mkdtemp(prefix=f"odeon-{purpose}-")

@@ -2,6 +2,10 @@
 
 A ``.pth`` file is the network's plain state dict (``torch.save(model.state_dict())``): it loads with
 ``torch.load(..., weights_only=True)``, into our models (``init_weights``) or anyone's.
+
+Every model file is written through :mod:`odeon_job.storage` (:class:`StorageCheckpointIO`): a file
+appears whole or not at all, locally and in object storage, so a pod killed while saving leaves the
+previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins import CheckpointIO
 
 from odeon_job import storage
 
@@ -28,9 +33,39 @@ def export_path(checkpoint: str) -> str:
     return os.path.splitext(checkpoint)[0] + ".pth"
 
 
+class StorageCheckpointIO(CheckpointIO):
+    """Lightning's checkpoint files through our storage layer: atomic writes (Lightning writes a local
+    checkpoint in place), S3 settings and retries from the environment, one-line errors naming the URL."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        storage.write_bytes(str(path), tensors_bytes(checkpoint))
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        data = storage.read_bytes(str(path))
+        # Our own checkpoints hold plain Python values besides tensors (the configuration, figures).
+        return torch.load(io.BytesIO(data), map_location=map_location,
+                          weights_only=False if weights_only is None else weights_only)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        storage.remove(str(path))
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths or URLs name the same file (local paths compared once made absolute)."""
+    if storage.is_local(a) and storage.is_local(b):
+        return os.path.abspath(storage.resolve(a, "")) == os.path.abspath(storage.resolve(b, ""))
+    return a.rstrip("/") == b.rstrip("/")
+
+
 class ExportingCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint that, with ``export_pth``, writes a .pth export beside every checkpoint it
-    saves and deletes it with the checkpoint (``train_setup.export_checkpoint``)."""
+    saves and deletes it with the checkpoint (``train_setup.export_checkpoint``).
+
+    It also never deletes the checkpoint a run resumed from, nor a file outside its folder: Lightning
+    keeps both rules for local files only, and on ``s3://`` deletes the checkpoint it resumed from
+    (Lightning-AI/pytorch-lightning#21813).
+    """
 
     def __init__(self, *args: Any, export_pth: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,6 +75,14 @@ class ExportingCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
         if self.export_pth and trainer.is_global_zero:
             storage.write_bytes(export_path(filepath), tensors_bytes(trainer.lightning_module.model.state_dict()))
+
+    def _should_remove_checkpoint(self, trainer: pl.Trainer, previous: str, current: str) -> bool:
+        if same_file(previous, current):
+            return False
+        if trainer.ckpt_path is not None and same_file(previous, str(trainer.ckpt_path)):
+            return False
+        assert self.dirpath is not None
+        return same_file(storage.parent(previous), str(self.dirpath))
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)

@@ -8,13 +8,18 @@ figure overlay. Steps are the training's global step.
   validation tiles, each as input (first three bands, de-normalised) | truth | prediction;
 - test: every figure and the loss, and the confusion matrix, of the tested checkpoint.
 
-Only rank 0 writes.
+Only rank 0 writes. TensorBoard's writer appends to its event file, which object stores cannot do:
+for a remote run folder, events are written to a local staging folder (``storage.staging_folder``),
+and at every flush (each validation, each training epoch) the event file is closed and uploaded
+whole, then a new one is started. TensorBoard reads all the event files of a folder as one run.
 """
 
 from __future__ import annotations
 
 import colorsys
 import logging
+import os
+import shutil
 import warnings
 
 import pytorch_lightning as pl
@@ -62,11 +67,41 @@ class TensorBoard(pl.Callback):
     def __init__(self, folder: str, log_learning_rate: bool) -> None:
         self.folder, self.log_learning_rate = folder, log_learning_rate
         self.writers: dict[str, SummaryWriter] = {}
+        self.staging = None if storage.is_local(folder) else storage.staging_folder("tensorboard")
+        self.uploads = 0
 
     def writer(self, split: str) -> SummaryWriter:
         if split not in self.writers:
-            self.writers[split] = SummaryWriter(storage.join(self.folder, split))
+            self.writers[split] = SummaryWriter(os.path.join(self.staging or self.folder, split))
         return self.writers[split]
+
+    def flush(self, split: str) -> None:
+        """Make what ``split``'s writer holds visible in the run folder."""
+        if split not in self.writers:
+            return
+        if self.staging is None:
+            self.writers[split].flush()
+            return
+        self.writers.pop(split).close()
+        self._upload(split)
+
+    def _upload(self, split: str) -> None:
+        """Upload the closed event files of ``split``, each whole, then forget them locally."""
+        assert self.staging is not None
+        local = os.path.join(self.staging, split)
+        for name in sorted(os.listdir(local)) if os.path.isdir(local) else []:
+            path = os.path.join(local, name)
+            with open(path, "rb") as stream:
+                storage.write_bytes(storage.join(self.folder, split, self._ordered_name(name)), stream.read())
+            os.remove(path)
+
+    def _ordered_name(self, name: str) -> str:
+        """``events.out.tfevents.<seconds>.<host>.<pid>.<n>`` with a zero-padded sequence number after the
+        seconds: TensorBoard reads a folder's files in name order and drops the steps it sees go back."""
+        self.uploads += 1
+        prefix = "events.out.tfevents."
+        stamp, _, rest = name.removeprefix(prefix).partition(".")
+        return f"{prefix}{stamp}.{self.uploads:06d}.{rest}"
 
     # --- train -----------------------------------------------------------------------------------------
 
@@ -96,7 +131,7 @@ class TensorBoard(pl.Callback):
         for name, parameter in pl_module.model.named_parameters():
             if parameter.dim() > 1:  # convolution and linear weights, not biases or norms
                 writer.add_histogram(name, parameter.detach().float().cpu(), step)
-        writer.flush()
+        self.flush("train")
 
     # --- val / test --------------------------------------------------------------------------------------
 
@@ -114,12 +149,12 @@ class TensorBoard(pl.Callback):
             return
         self._evaluation("val", pl_module.evaluation["val"], pl_module.spec.class_labels, trainer.global_step)
         self._samples(trainer, pl_module)
-        self.writer("val").flush()
+        self.flush("val")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self._evaluation("test", pl_module.evaluation["test"], pl_module.spec.class_labels, trainer.global_step)
-            self.writer("test").flush()
+            self.flush("test")
 
     def _samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The first validation tiles: input | truth | prediction."""
@@ -140,6 +175,11 @@ class TensorBoard(pl.Callback):
             self.writer("val").add_image(f"samples/{number}", row, trainer.global_step)
 
     def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
-        self.writers.clear()
+        """Flush every writer; for a remote run folder, upload what is left and remove the staging folder."""
+        for split in list(self.writers):
+            if self.staging is None:
+                self.writers.pop(split).close()
+            else:
+                self.flush(split)
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)

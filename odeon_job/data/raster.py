@@ -7,6 +7,11 @@ read (inside DataLoader workers), never before a fork, and never shared between 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import glob
 import os
 import threading
 from collections.abc import Sequence
@@ -18,6 +23,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 
 from odeon_job import storage
+from odeon_job.cloud import count_retries, gdal_s3_options
 from odeon_job.errors import DataError
 
 #: GDAL options for reading tiles; an environment variable of the same name overrides each.
@@ -29,21 +35,61 @@ GDAL_DEFAULTS: dict[str, str | int] = {
     # Block cache per process, in MB (GDAL reads values below 100000 as MB); bounded, since every
     # DataLoader worker has its own. rasterio wants an int here.
     "GDAL_CACHEMAX": 256,
+    # Retry HTTP 429/5xx with exponential backoff (0.5 s, 1 s, 2 s, ... 16 s): a remote read survives
+    # a short outage of the store. Each retry is counted (odeon_job.cloud).
+    "GDAL_HTTP_MAX_RETRY": "6",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
 }
 
 _thread = threading.local()
 
 
 def gdal_options() -> dict[str, str | int]:
-    return {key: value for key, value in GDAL_DEFAULTS.items() if key not in os.environ}
+    """:data:`GDAL_DEFAULTS` and the S3 endpoint settings, less what the environment sets itself."""
+    defaults = {key: value for key, value in GDAL_DEFAULTS.items() if key not in os.environ}
+    return {**defaults, **gdal_s3_options()}
 
 
 def ensure_gdal_env() -> None:
-    """Enter, once per process and thread, the ``rasterio.Env`` that all of its reads share."""
-    if getattr(_thread, "pid", None) != os.getpid():  # a forked worker inherits the parent's marker
-        env = rasterio.Env(**gdal_options())
+    """Enter, once per process and thread, the ``rasterio.Env`` that all of its reads share.
+
+    It is entered again only when the settings change (another S3 endpoint in the environment).
+    """
+    options = gdal_options()
+    # A forked worker inherits the parent's marker: compare the pid too.
+    if getattr(_thread, "pid", None) != os.getpid() or _thread.options != options:
+        if getattr(_thread, "pid", None) == os.getpid():
+            _thread.env.__exit__(None, None, None)
+        count_retries()
+        env = rasterio.Env(**options)
         env.__enter__()
-        _thread.env, _thread.pid = env, os.getpid()
+        _thread.env, _thread.pid, _thread.options = env, os.getpid(), options
+
+
+def clear_remote_cache() -> None:
+    """Forget what GDAL cached of remote files (sizes, byte ranges) in this process.
+
+    GDAL keeps serving the old bytes of an object overwritten under the same key, even in a new
+    ``rasterio.Env``; rasterio has no binding for ``VSICurlClearCache``, so it is called through the
+    GDAL library rasterio loaded. Without it (a GDAL we cannot find) this does nothing.
+    """
+    library = _gdal_library()
+    if library is not None:
+        library.VSICurlClearCache()
+
+
+@functools.cache
+def _gdal_library() -> ctypes.CDLL | None:
+    """The GDAL shared library rasterio uses: the wheel's bundled copy, else the system's."""
+    bundled = sorted(glob.glob(os.path.join(os.path.dirname(rasterio.__file__) + ".libs", "libgdal*.so*")))
+    candidates = bundled or [ctypes.util.find_library("gdal")]
+    for candidate in candidates:
+        if candidate:
+            with contextlib.suppress(OSError, AttributeError):
+                library = ctypes.CDLL(candidate)
+                library.VSICurlClearCache  # noqa: B018 - the symbol must exist
+                return library
+    return None
 
 
 @dataclass(frozen=True)
