@@ -43,6 +43,18 @@ def s3_region(environ: Mapping[str, str] = os.environ) -> str | None:
     return next((environ[name] for name in REGION_VARIABLES if environ.get(name)), None)
 
 
+def credentials_hint() -> str:
+    """A note for an "access denied" on S3 when no credentials can be found (the request went unsigned)."""
+    try:
+        import botocore.session
+
+        found = botocore.session.get_session().get_credentials() is not None
+    except Exception:  # a broken profile or role: botocore's own error would be clearer than ours
+        return ""
+    return "" if found else ("; no AWS credentials were found, so the request was anonymous: set AWS_ACCESS_KEY_ID "
+                             "and AWS_SECRET_ACCESS_KEY, or give the pod an IAM role")
+
+
 def fsspec_s3_options(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Keyword arguments for ``s3fs.S3FileSystem``: endpoint, region, path-style addressing, retries.
 

@@ -141,21 +141,30 @@ def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size
 
 
 def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckpoint]:
-    """``.ckpt`` mode: the top-k lowest ``val_loss`` (plus ``last.ckpt``) and top-k highest ``val_miou``.
-    ``.pth`` mode: ``last.ckpt`` only, for resuming. ``export_checkpoint`` adds .pth exports."""
+    """``.ckpt`` mode: the top-k lowest ``val_loss`` and top-k highest ``val_miou`` checkpoints.
+    ``.pth`` mode: none of those. Both: ``last.ckpt``, rewritten at every validation, for resuming.
+    ``export_checkpoint`` adds .pth exports.
+
+    ``last.ckpt`` has a callback of its own: Lightning (2.6) rewrites a ModelCheckpoint's
+    ``save_last`` file only when that callback saved a top-k file at the same step, so a resumed run
+    would restart from the last improvement rather than the last validation.
+    """
     from odeon_job.callbacks.checkpoints import ExportingCheckpoint
 
     base, top_k = model_basename(config), config.output_setup.save_top_k
     export = ".pth" in (config.train_setup.export_checkpoint or [])
     loss_folder = storage.join(folder, VAL_LOSS_CKPT_FOLDER)
+    last = ExportingCheckpoint(dirpath=loss_folder, filename=os.path.splitext(LAST_CHECKPOINT)[0], monitor=None,
+                               save_top_k=1, enable_version_counter=False, export_pth=export)
     if model_file_extension(config) == ".pth":
-        return [ExportingCheckpoint(dirpath=loss_folder, save_top_k=0, save_last=True, export_pth=export)]
+        return [last]
     return [
         ExportingCheckpoint(dirpath=loss_folder, filename=f"{base}-{{epoch}}-{{val_loss:.4f}}", monitor="val_loss",
-                            mode="min", save_top_k=top_k, save_last=True, export_pth=export),
+                            mode="min", save_top_k=top_k, export_pth=export),
         ExportingCheckpoint(dirpath=storage.join(folder, VAL_MIOU_CKPT_FOLDER),
                             filename=f"{base}-{{epoch}}-{{val_miou:.4f}}", monitor="val_miou", mode="max",
                             save_top_k=top_k, export_pth=export),
+        last,
     ]
 
 

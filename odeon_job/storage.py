@@ -124,6 +124,10 @@ def _reporting(url: str, action: str) -> Iterator[None]:
         if not _is_storage_failure(error):
             raise
         reason = describe_failure(error)
+        if isinstance(error, PermissionError) and scheme(url) in ("s3", "s3a"):
+            from odeon_job.cloud import credentials_hint
+
+            reason += credentials_hint()
         if isinstance(error, (FileNotFoundError, IsADirectoryError)):
             raise StorageError(f"{url}: {reason}") from error
         raise StorageError(f"{url}: cannot {action}: {reason}") from error
@@ -176,7 +180,10 @@ def remove(url: str) -> None:
 
 
 def makedirs(url: str) -> None:
-    """Create the folder ``url`` (a no-op on object stores, which have no folders)."""
+    """Create the local folder ``url``; a no-op on object stores, which have no folders (s3fs would try
+    to create the bucket, which needs a permission a training job should not have)."""
+    if not is_local(url):
+        return
     fs, path = filesystem(url)
     with _reporting(url, "create folder"):
         fs.makedirs(path, exist_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+
+from s3_server import TEST_CREDENTIALS, Bucket, CountingProxy, MotoServer, new_bucket
 
 CRS = "EPSG:2154"
 ORIGIN = (651_000.0, 6_862_000.0)
@@ -99,3 +101,39 @@ def make_config(train_csv: str, output: str, **sections: dict[str, Any]) -> dict
     for section, values in sections.items():
         config[section].update(values)
     return config
+
+
+# --- object storage: a real S3 endpoint on loopback -----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+def use_s3_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Point this test's environment (and every process it starts) at ``endpoint`` with test keys."""
+    import s3fs
+
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT",
+                 "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**TEST_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # cached clients keep the credentials they were built with
+
+
+@pytest.fixture
+def bucket(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A new, empty bucket, with the environment pointing at its endpoint."""
+    use_s3_endpoint(monkeypatch, moto_server.endpoint)
+    return new_bucket(moto_server.endpoint)
+
+
+@pytest.fixture
+def proxy(moto_server: MotoServer) -> Iterator[CountingProxy]:
+    """A proxy in front of the S3 endpoint that counts bytes and can fail requests (use_s3_endpoint to use it)."""
+    counting = CountingProxy(moto_server.port)
+    yield counting
+    counting.stop()

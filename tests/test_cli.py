@@ -53,7 +53,8 @@ def test_no_config_at_all(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ODEON_CONFIG"}
     result = subprocess.run([sys.executable, "-m", "odeon_job", "train"], capture_output=True, text=True, env=env)
     assert result.returncode == 2
-    assert result.stderr == "odeon: error: no configuration: give -c CONFIG (a path, a URL, or - for the standard input) or set ODEON_CONFIG\n"
+    assert result.stderr == ("odeon: error: no configuration: give -c CONFIG (a path, a URL, or - for the standard "
+                             "input) or set ODEON_CONFIG\n")
 
 
 def test_config_error_is_one_line_and_v_adds_the_traceback(tmp_path: Path) -> None:

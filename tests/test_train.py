@@ -162,6 +162,19 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(make_dataset: Callable
     assert json.loads((Path(resumed.run_folder) / "config.json").read_text())["train_setup"]["epochs"] == 2
 
 
+def test_last_checkpoint_is_renewed_at_every_validation(make_dataset: Callable[..., TinyDataset],
+                                                        tmp_path: Path) -> None:
+    """Even when no top-k file is saved (Lightning 2.6 then skips save_last): resuming loses no epoch."""
+    data = make_dataset(n=8)
+    config = make_config(data.csv, str(tmp_path / "out"),
+                         train_setup={"epochs": 3, "lr": 1e-30, "optimizer_config": {"optimizer": "sgd"}},
+                         output_setup={"save_top_k": 1, "use_tensorboard": False})
+    folder = Path(train(config_from_dict(config)).run_folder) / "odeon_val_loss_ckpt"
+    best = [name for name in os.listdir(folder) if name != "last.ckpt"]
+    assert len(best) == 1 and best[0].startswith("lightunet-epoch=0-")  # the weights never change: no improvement
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
 def test_nothing_to_resume_is_a_clear_error(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
     data = make_dataset(n=4)
     config = config_from_dict(make_config(data.csv, str(tmp_path / "out"), train_setup={"continue_training": True}))

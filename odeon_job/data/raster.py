@@ -21,6 +21,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
+from rasterio.session import DummySession
 
 from odeon_job import storage
 from odeon_job.cloud import count_retries, gdal_s3_options
@@ -61,7 +62,10 @@ def ensure_gdal_env() -> None:
         if getattr(_thread, "pid", None) == os.getpid():
             _thread.env.__exit__(None, None, None)
         count_retries()
-        env = rasterio.Env(**options)
+        # A DummySession leaves credentials to GDAL's own chain (environment, profile, IRSA web identity,
+        # instance metadata), which renews temporary credentials; rasterio's default AWSSession would
+        # copy the credentials of the moment into the Env, and an IRSA token expires within hours.
+        env = rasterio.Env(session=DummySession(), **options)
         env.__enter__()
         _thread.env, _thread.pid, _thread.options = env, os.getpid(), options
 
