@@ -3,7 +3,7 @@
     python bench/io.py [--repeats 3] [--workers 0 2] [--tiles 64]
 
 Writes the demo dataset (256 x 256 RGB tiles, one-band masks, deflate GeoTIFFs), uploads it to moto's
-S3 server on 127.0.0.1, then, side by side in one run and for each worker count:
+S3 server (a process of its own) on 127.0.0.1, then, side by side in one run and for each worker count:
 
 - ``local``: the job's real pipeline (CSV → samples → SegmentationDataset → DataLoader), local files;
 - ``s3 /vsis3/``: the same pipeline on the uploaded CSV, rasters streamed by GDAL through ``/vsis3/``
@@ -20,12 +20,14 @@ real store adds a round trip per request, which favours the streaming path furth
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -84,15 +86,15 @@ def main() -> None:
     args = parser.parse_args()
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    port = free_port()
+    # A process of its own: in a thread of this one, moto would share the GIL with the reads measured.
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                      AWS_ENDPOINT_URL=f"http://{host}:{port}")
+                      AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
     try:
+        wait_for(f"http://127.0.0.1:{port}/moto-api/")
         with tempfile.TemporaryDirectory() as folder:
             dataset = write_dataset(os.path.join(folder, "data"), n_train=args.tiles, n_val=4, n_test=4)
             client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
@@ -107,7 +109,26 @@ def main() -> None:
                 for key in ("train_file", "val_file", "test_file")})
             run(local, remote_source, args)
     finally:
-        server.stop()
+        server.terminate()
+        server.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def run(local: Any, remote_source: Any, args: argparse.Namespace) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +28,11 @@ from odeon_job.errors import DataError, StorageError
 
 from conftest import TinyDataset, make_config, use_s3_endpoint
 from s3_server import Bucket, CountingProxy, MotoServer, new_bucket
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def upload_dataset(bucket: Bucket, data: TinyDataset, prefix: str) -> str:
@@ -90,6 +98,41 @@ def test_training_reads_and_writes_only_s3_and_resumes_from_it(make_dataset: Cal
     assert list(workdir.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_a_killed_training_resumes_from_what_reached_s3(make_dataset: Callable[..., TinyDataset], bucket: Bucket,
+                                                        tmp_path: Path) -> None:
+    """SIGKILL (no chance to clean up) once three epochs are in the history; the restarted job loses nothing
+    but the epoch in progress."""
+    csv = upload_dataset(bucket, make_dataset(n=8), "ds")
+    config_url = bucket.put_json("c.json", make_config(csv, bucket.url("runs"), train_setup={"epochs": 200},
+                                                       output_setup={"use_tensorboard": False}))
+    history_key = "runs/exp/v/history_val.json"
+    job = subprocess.Popen([sys.executable, "-m", "odeon_job", "train", "-c", config_url], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (history_key in bucket.keys("runs") and len(json.loads(bucket.get(history_key))) >= 3):
+            assert job.poll() is None, job.stderr.read() if job.stderr else ""
+            assert time.monotonic() < deadline, "the training wrote no history in two minutes"
+            time.sleep(0.05)
+    finally:
+        job.kill()
+        job.wait()
+    before = json.loads(bucket.get(history_key))
+    saved = torch.load(io.BytesIO(bucket.get("runs/exp/v/odeon_val_loss_ckpt/last.ckpt")), weights_only=False)
+    assert saved["epoch"] >= 1  # the last complete validation's checkpoint is whole
+
+    epochs = saved["epoch"] + 3
+    resumed = subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", config_url, "--set",
+                              f"train_setup.epochs={epochs}", "--set", "train_setup.continue_training=true"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = json.loads(bucket.get(history_key))
+    assert list(after) == [str(epoch) for epoch in range(epochs)]
+    for epoch in range(saved["epoch"] + 1):  # the epochs the checkpoint holds are kept as they were
+        assert after[str(epoch)] == before[str(epoch)]
+
+
 def test_a_resumed_run_never_deletes_the_checkpoint_it_resumed_from() -> None:
     """Lightning keeps it for local files only (pytorch-lightning#21813); on s3:// it deleted it."""
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -113,7 +156,8 @@ def test_a_resumed_run_never_deletes_the_checkpoint_it_resumed_from() -> None:
 def test_config_from_s3_stdin_and_https_with_overrides(make_dataset: Callable[..., TinyDataset], bucket: Bucket,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    train_csv = upload_dataset(bucket, make_dataset(n=4), "ds")
+    data = make_dataset(n=4)
+    train_csv = upload_dataset(bucket, data, "ds")
     config = make_config(train_csv, bucket.url("runs"))
     url = bucket.put_json("c.json", config)
 
@@ -126,10 +170,8 @@ def test_config_from_s3_stdin_and_https_with_overrides(make_dataset: Callable[..
     assert run_cli("validate", "-c", "-") == 2
     assert "odeon: error: -c -: the standard input is empty" in capsys.readouterr().err
 
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "c.json").write_text(json.dumps(config))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(served)))
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -137,6 +179,10 @@ def test_config_from_s3_stdin_and_https_with_overrides(make_dataset: Callable[..
         assert (loaded.train_setup.epochs, loaded.train_setup.model_name) == (3, "unet")
         with pytest.raises(StorageError, match=f"^{base}/missing.json: not found"):
             load_config(f"{base}/missing.json")
+        # The data over plain HTTPS-style URLs too: the CSV through fsspec, the rasters through /vsicurl/.
+        assert run_cli("validate", "-c", f"{base}/c.json", "--set", f"data_source.train_file={base}/ds/samples.csv",
+                       "--set", f"output_setup.output_folder={tmp_path / 'runs'}") == 0
+        assert "OK: 4 samples checked" in capsys.readouterr().out
     finally:
         server.shutdown()
         server.server_close()
