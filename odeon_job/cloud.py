@@ -112,9 +112,16 @@ def gdal_s3_options(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 #: Shared with forked DataLoader workers, whose GDAL reads retry too.
 _RETRIES = multiprocessing.get_context("fork").Value("i", 0)
-#: Loggers in which botocore (also under aiobotocore) and GDAL (through rasterio) announce a retry.
-_BOTOCORE_LOGGERS = ("botocore.retryhandler", "botocore.retries.standard", "botocore.retries.adaptive")
-_GDAL_LOGGER = "rasterio._env"
+#: (logger, what its retry messages contain): botocore (also under aiobotocore and s3fs) and s3fs's own
+#: retry loop announce retries at DEBUG; GDAL (through rasterio) warns.
+_RETRY_ANNOUNCERS = (
+    ("botocore.retryhandler", "Retry needed"),
+    ("botocore.retries.standard", "Retry needed"),
+    ("botocore.retries.adaptive", "Retry needed"),
+    ("s3fs", "Retryable error"),
+    ("rasterio._env", "Retrying again"),
+)
+_DEBUG_ANNOUNCERS = {name for name, _ in _RETRY_ANNOUNCERS if name != "rasterio._env"}
 
 
 class _RetryCounter(logging.Filter):
@@ -138,14 +145,14 @@ class _RetryCounter(logging.Filter):
 
 def count_retries() -> None:
     """Install the retry counters (idempotent)."""
-    for name, marker, level in [*((n, "Retry needed", logging.INFO) for n in _BOTOCORE_LOGGERS),
-                                (_GDAL_LOGGER, "Retrying again", logging.NOTSET)]:
+    for name, marker in _RETRY_ANNOUNCERS:
         logger = logging.getLogger(name)
         if any(isinstance(f, _RetryCounter) for f in logger.filters):
             continue
-        logger.addFilter(_RetryCounter(marker, level))
-        if logger.getEffectiveLevel() > logging.DEBUG and name in _BOTOCORE_LOGGERS:
-            logger.setLevel(logging.DEBUG)  # botocore announces retries at DEBUG; the filter drops the rest
+        debug_only = name in _DEBUG_ANNOUNCERS
+        logger.addFilter(_RetryCounter(marker, logging.INFO if debug_only else logging.NOTSET))
+        if debug_only and logger.getEffectiveLevel() > logging.DEBUG:
+            logger.setLevel(logging.DEBUG)  # to see the announcements; the filter drops the rest of DEBUG
 
 
 def transient_retries() -> int:
