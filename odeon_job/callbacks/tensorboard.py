@@ -16,7 +16,6 @@ whole, then a new one is started. TensorBoard reads all the event files of a fol
 
 from __future__ import annotations
 
-import colorsys
 import logging
 import os
 import shutil
@@ -27,40 +26,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from odeon_job import storage
-from odeon_job.metrics import row_normalised
+from odeon_job.figures import confusion_image, confusion_table, sample_rows
 from odeon_job.module import Evaluation
 
 log = logging.getLogger("odeon")
 
 SAMPLE_TILES = 4
-
-
-def palette(n: int) -> torch.Tensor:
-    """``n`` well separated RGB colours (0-1), the same for the same ``n``."""
-    hues = [(0.05 + i * 0.618034) % 1.0 for i in range(n)]
-    return torch.tensor([colorsys.hsv_to_rgb(h, 0.75 if i % 2 else 0.95, 0.95 if i % 2 else 0.7)
-                         for i, h in enumerate(hues)], dtype=torch.float32)
-
-
-def colour(classes: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
-    """(H, W) class indices → (3, H, W) image."""
-    return colours[classes.cpu()].permute(2, 0, 1)
-
-
-def confusion_image(confusion: torch.Tensor, cell: int = 0) -> torch.Tensor:
-    """(3, H, W) image of the row-normalised matrix: white (0) to dark blue (1), rows = truth."""
-    fractions = torch.tensor(row_normalised(confusion), dtype=torch.float32)
-    cell = cell or max(4, 256 // fractions.shape[0])
-    dark = torch.tensor([0.03, 0.19, 0.42])[:, None, None]
-    image = 1 - fractions[None] * (1 - dark)
-    return image.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)
-
-
-def confusion_table(confusion: torch.Tensor, labels: tuple[str, ...]) -> str:
-    header = "| truth \\ prediction | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels) + "\n"
-    rows = [f"| {label} | " + " | ".join(str(int(v)) for v in row) + " |" for label, row in zip(labels, confusion,
-                                                                                                  strict=True)]
-    return header + "\n".join(rows)
 
 
 class TensorBoard(pl.Callback):
@@ -159,19 +130,7 @@ class TensorBoard(pl.Callback):
     def _samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The first validation tiles: input | truth | prediction."""
         dataset = trainer.datamodule.datasets["val"]  # type: ignore[attr-defined]
-        items = [dataset[index] for index in range(min(SAMPLE_TILES, len(dataset)))]
-        images = torch.stack([item["image"] for item in items])
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            predicted = pl_module(images.to(pl_module.device)).argmax(dim=1).cpu()
-        pl_module.train(was_training)
-        normalization = dataset.transform.normalization if dataset.transform is not None else None
-        shown = normalization.undo(images) if normalization is not None else images
-        shown = shown[:, :3] if shown.shape[1] >= 3 else shown[:, :1].repeat(1, 3, 1, 1)
-        colours = palette(pl_module.spec.n_classes)
-        for number, (image, item, prediction) in enumerate(zip(shown, items, predicted, strict=True)):
-            row = torch.cat([image.clamp(0, 1), colour(item["mask"], colours), colour(prediction, colours)], dim=2)
+        for number, row in enumerate(sample_rows(pl_module, dataset, SAMPLE_TILES)):
             self.writer("val").add_image(f"samples/{number}", row, trainer.global_step)
 
     def close(self) -> None:
