@@ -382,6 +382,17 @@ class OutputSetup(_Section):
     save_history: bool = Field(True, description="Write the per-epoch validation metrics as JSON.")
     save_top_k: int = Field(3, ge=1, description="Checkpoints kept per monitored metric (val_loss, val_miou).")
     progress: int = Field(1, ge=0, description="Progress bar refresh rate in batches; 0 hides the bars.")
+    use_mlflow: bool = Field(True, description="Extension: record the run in MLflow (a local SQLite store "
+                             "under output_folder unless a tracking URI is given).")
+    mlflow_tracking_uri: str | None = Field(None, description="Extension: the MLflow tracking server or store; "
+                                            "$MLFLOW_TRACKING_URI, else the local store, when absent.")
+    mlflow_experiment: str | None = Field(None, description="Extension: MLflow experiment; name_exp_log when "
+                                          "absent.")
+    mlflow_run_name: str | None = Field(None, description="Extension: MLflow run name; version_name when absent.")
+    registered_model_name: str | None = Field(None, description="Extension: register the best model under this "
+                                              "name in MLflow's model registry.")
+    mlflow_required: bool = Field(False, description="Extension: stop the job when MLflow cannot be reached "
+                                  "(by default the training goes on and says at the end what was not logged).")
 
     @field_validator("model_out_ext", mode="before")
     @classmethod

@@ -64,8 +64,12 @@ def sample_rows(module: SegmentationModule, dataset: SegmentationDataset, count:
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
-    """A (3, H, W) 0-1 image as PNG."""
-    from torchvision.io import encode_png
+    """A (3, H, W) 0-1 image as PNG (with Pillow, which torchvision depends on)."""
+    import io
 
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    return bytes(encode_png(pixels).numpy())
+    from PIL import Image
+
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from odeon_job.callbacks.checkpoints import BestPthFiles, ExportingCheckpoint
     from odeon_job.callbacks.history import History
+    from odeon_job.callbacks.mlflow_run import MlflowRun
     from odeon_job.callbacks.tensorboard import TensorBoard
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.spec import DataSpec
@@ -216,12 +217,20 @@ class Outputs:
     checkpoints: list[ExportingCheckpoint]
     pth_files: BestPthFiles | None
     tensorboard: TensorBoard | None
+    mlflow: MlflowRun | None
     callbacks: list[Callback]
 
     @property
     def best_model(self) -> str:
         """The best val_loss model: ``{name}.pth`` in .pth mode, else the best checkpoint."""
         return self.pth_files.model_path if self.pth_files else self.checkpoints[0].best_model_path
+
+    @property
+    def best_models(self) -> dict[str, str]:
+        """The best model file per monitored figure (.pth mode keeps val_loss's only)."""
+        if self.pth_files:
+            return {"val_loss": self.pth_files.model_path}
+        return {"val_loss": self.checkpoints[0].best_model_path, "val_miou": self.checkpoints[1].best_model_path}
 
 
 def check_class_weights(config: JobConfig, n_classes: int) -> None:
@@ -249,7 +258,7 @@ def build_module(config: JobConfig, spec: DataSpec, resume_from: str | None) -> 
     return module
 
 
-def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDataModule) -> Outputs:
+def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDataModule, resuming: bool) -> Outputs:
     from odeon_job.callbacks.checkpoints import BestPthFiles
     from odeon_job.callbacks.epoch_order import EpochOrder
     from odeon_job.callbacks.history import History
@@ -269,7 +278,13 @@ def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDat
     if out.get_prediction:
         callbacks.append(PredictionWriter(storage.join(folder, PREDICTIONS_FOLDER), out.prediction_output_type,
                                           datamodule.datasets["test"]))
-    return Outputs(history, checkpoints, pth_files, tensorboard, callbacks)
+    mlflow = None
+    if out.use_mlflow and is_first_process():
+        from odeon_job.callbacks.mlflow_run import MlflowRun
+
+        mlflow = MlflowRun(config, folder, resuming)
+        callbacks.append(mlflow)
+    return Outputs(history, checkpoints, pth_files, tensorboard, mlflow, callbacks)
 
 
 def start_run_folder(config: JobConfig, folder: str, resume_from: str | None) -> None:
@@ -329,7 +344,7 @@ def train(config: JobConfig) -> TrainResult:
                                         pin_memory=devices["accelerator"] == "gpu", seed=setup.random_seed)
     datamodule.check_first_samples()
     module = build_module(config, spec, resume_from)
-    outputs = output_callbacks(config, folder, datamodule)
+    outputs = output_callbacks(config, folder, datamodule, resuming=resume_from is not None)
     if setup.deterministic:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
                  "without one runs as usual and PyTorch warns about it once")
@@ -341,15 +356,27 @@ def train(config: JobConfig) -> TrainResult:
     check_val_check_interval(config, len(splits.train), trainer.world_size)
 
     start_run_folder(config, folder, resume_from)
+    if outputs.mlflow is not None:
+        outputs.mlflow.start()
+    status = "FAILED"
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         result = TrainResult(run_folder=folder, best_checkpoint=outputs.best_model, history=outputs.history.entries)
         if datamodule.has_test and outputs.best_model:
             evaluate_best_model(trainer, module, datamodule, outputs)
             result.test = outputs.history.test_entry
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         if outputs.tensorboard is not None:
             outputs.tensorboard.close()
+        if outputs.mlflow is not None:
+            if status == "FINISHED":
+                outputs.mlflow.finish(status, module, outputs.best_models, datamodule.datasets["val"])
+            else:
+                outputs.mlflow.finish(status)
         report_retries()
     return result
 

@@ -228,3 +228,14 @@ def staging_folder(purpose: str) -> str:
     container with a read-only root filesystem; set ``TMPDIR`` to move it.
     """
     return tempfile.mkdtemp(prefix=f"odeon-{purpose}-")
+
+
+def glob(pattern: str) -> list[str]:
+    """The files matching ``pattern`` (``*`` within one folder), as URLs of the pattern's scheme, sorted."""
+    fs, path = filesystem(pattern)
+    with _reporting(pattern, "list"):
+        found = sorted(fs.glob(path))
+    if is_local(pattern):
+        return found
+    prefix = scheme(pattern) + "://"
+    return [name if scheme(name) else prefix + name for name in found]

@@ -90,11 +90,15 @@ def make_dataset(tmp_path: Path) -> Callable[..., TinyDataset]:
 
 
 def make_config(train_csv: str, output: str, **sections: dict[str, Any]) -> dict[str, Any]:
-    """A small, fast configuration dict; ``sections`` entries update the named sections."""
+    """A small, fast configuration dict; ``sections`` entries update the named sections.
+
+    MLflow is off (its store and model logging add seconds to every training); tests/test_mlflow.py
+    turns it on."""
     config: dict[str, Any] = {
         "data_source": {"train_file": train_csv, "percentage_val": 0.25},
         "train_setup": {"model_name": "lightunet", "epochs": 1, "batch_size": 2, "lr": 0.01},
-        "output_setup": {"output_folder": output, "name_exp_log": "exp", "version_name": "v", "progress": 0},
+        "output_setup": {"output_folder": output, "name_exp_log": "exp", "version_name": "v", "progress": 0,
+                         "use_mlflow": False},
         "device_setup": {"accelerator": "cpu", "num_workers": 0},
     }
     config = copy.deepcopy(config)

@@ -96,7 +96,8 @@ def test_every_default_is_the_specification_s() -> None:
         "output_folder": "out", "model_filename": None, "model_out_ext": None, "name_exp_log": None,
         "version_name": None, "get_prediction": False, "prediction_output_type": "uint8",
         "use_tensorboard": True, "use_wandb": False, "log_learning_rate": False, "save_history": True,
-        "save_top_k": 3, "progress": 1,
+        "save_top_k": 3, "progress": 1, "use_mlflow": True, "mlflow_tracking_uri": None, "mlflow_experiment": None,
+        "mlflow_run_name": None, "registered_model_name": None, "mlflow_required": False,
     }
     assert device.model_dump() == {"accelerator": None, "device": None, "num_nodes": 1, "num_workers": 4,
                                    "num_processes": 1, "strategy": None}

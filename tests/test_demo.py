@@ -48,3 +48,15 @@ def test_demo_learns_well_above_the_majority_class(tmp_path: Path, monkeypatch: 
     assert final > majority + 0.3, (final, majority)
     err = capsys.readouterr().err
     assert f"final validation mIoU {final:.3f}" in err
+
+    # With no MLflow settings, the run is recorded in the local store under the output folder.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
+    assert run.info.run_name == runs[0].name and run.info.status == "FINISHED"
+    recorded = [m.value for m in client.get_metric_history(run.info.run_id, "val/Average/IoU")]
+    assert recorded == [entry["Average/IoU"] for entry in history.values()]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"checkpoints", "figures", "run"}
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [model.source_run_id for model in models] == [run.info.run_id]

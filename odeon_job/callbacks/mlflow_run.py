@@ -1,0 +1,333 @@
+"""MLflow: the run's parameters, per-validation metrics, tags, system metrics, artifacts and best model.
+
+Only the first process talks to MLflow. Losing the tracking server never costs the training: every
+call goes through :meth:`MlflowRun._call`, which on the first failure warns once, stops calling for
+:data:`RETRY_AFTER` seconds (a dead server would otherwise cost MLflow's retries at every call),
+keeps the metrics that could not be sent to send them when the server answers again, and lists at the
+end what was not logged. ``output_setup.mlflow_required`` turns any failure into an error instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytorch_lightning as pl
+import torch
+
+from odeon_job import storage
+from odeon_job.config import JobConfig
+from odeon_job.errors import StorageError
+from odeon_job.figures import confusion_image, png_bytes, sample_rows
+from odeon_job.tracking import RUN_RECORD, Store, environment_tags, flatten, metric_name, store_for
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+
+    from odeon_job.module import SegmentationModule
+
+log = logging.getLogger("odeon")
+T = TypeVar("T")
+
+#: Seconds without calls after a failure.
+RETRY_AFTER = 60.0
+#: MLflow's HTTP retries unless the environment sets them: its defaults (7 retries, backoff factor 2,
+#: 120 s timeout) would stall a training for minutes at every call while the server is down.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+SYSTEM_METRICS_INTERVAL = 10.0
+SAMPLE_TILES = 4
+#: Metric values kept for a later attempt while the server is away (the oldest are dropped beyond).
+PENDING_LIMIT = 200_000
+#: MLflow's limit of metrics per log_batch call.
+BATCH = 1000
+
+
+class MlflowRun(pl.Callback):
+    def __init__(self, config: JobConfig, run_folder: str, resuming: bool) -> None:
+        out = config.output_setup
+        self.config, self.run_folder, self.resuming = config, run_folder, resuming
+        self.store = Store(out.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(local store)")
+        self.experiment = out.mlflow_experiment or out.name_exp_log or "Default"
+        self.run_name = out.mlflow_run_name or out.version_name
+        self.required = out.mlflow_required
+        self.registered_model_name = out.registered_model_name
+        self.run_id: str | None = None
+        self.not_logged: list[str] = []
+        self.pending: list[Metric] = []
+        self.unsent_metrics = 0
+        self.down_until = 0.0
+        self.warned = False
+        self.monitor: Any = None
+
+    # --- calls that may fail -----------------------------------------------------------------------------
+
+    def _call(self, what: str, action: Callable[[], T], record: bool = True) -> T | None:
+        """``action()``, or None when MLflow is away (``what`` is then listed at the end)."""
+        if time.monotonic() < self.down_until:
+            if record:
+                self.not_logged.append(what)
+            return None
+        try:
+            return action()
+        except Exception as error:  # MlflowException, requests' and the artifact stores' errors alike
+            reason = _reason(error)
+            if self.required:
+                raise StorageError(f"MLflow at {self.store.tracking_uri}: cannot {what}: {reason} "
+                                   "(output_setup.mlflow_required is true)") from error
+            self.down_until = time.monotonic() + RETRY_AFTER
+            if record:
+                self.not_logged.append(what)
+            if not self.warned:
+                self.warned = True
+                log.warning("mlflow: cannot %s at %s (%s); the training goes on, and its end lists what was not "
+                            "logged", what, self.store.tracking_uri, reason)
+            return None
+
+    # --- the run -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create (or, when resuming, reopen) the run and log the configuration. First process only."""
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        self.store = store_for(self.config, self.run_folder)
+        from mlflow import MlflowClient
+
+        _quiet_mlflow()  # after the import, which sets MLflow's own levels
+
+        self.client = MlflowClient(self.store.tracking_uri)
+        self.run_id = self._call("start the run", self._open_run)
+        if self.run_id is None:
+            return
+        storage.write_text(storage.join(self.run_folder, RUN_RECORD), json.dumps(
+            {"tracking_uri": self.store.tracking_uri, "run_id": self.run_id}, indent=1) + "\n")
+        self._call("log the parameters", self._log_params)
+        self._start_system_metrics()
+        self._sync_store()
+        log.info("mlflow: run %s (%s) in experiment %r at %s", self.run_name, self.run_id, self.experiment,
+                 self.store.tracking_uri)
+
+    def _previous_run_id(self) -> str | None:
+        record = storage.join(self.run_folder, RUN_RECORD)
+        if not storage.exists(record):
+            return None
+        previous = json.loads(storage.read_text(record))
+        if previous.get("tracking_uri") != self.store.tracking_uri:
+            log.warning("mlflow: the run being resumed was recorded at %s, not %s: starting a new MLflow run",
+                        previous.get("tracking_uri"), self.store.tracking_uri)
+            return None
+        return previous.get("run_id")
+
+    def _open_run(self) -> str:
+        tags = {**environment_tags(), "odeon.run_folder": self.run_folder,
+                "odeon.model": self.config.train_setup.model_name}
+        run_id = self._previous_run_id() if self.resuming else None
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+            return run_id
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        experiment_id = (experiment.experiment_id if experiment is not None else
+                         self.client.create_experiment(self.experiment, self.store.artifact_location))
+        return self.client.create_run(experiment_id, run_name=self.run_name, tags=tags).info.run_id
+
+    def _log_params(self) -> None:
+        from mlflow.entities import Param
+
+        params = flatten(self.config.model_dump(mode="json"))
+        if self.resuming:  # parameters cannot change: the new configuration is an artifact of its own
+            logged = self.client.get_run(self.run_id).data.params
+            params = {key: value for key, value in params.items() if key not in logged}
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's limit of parameters per call
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
+    def _start_system_metrics(self) -> None:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL,
+                                                resume_logging=self.resuming,
+                                                tracking_uri=self.store.tracking_uri)
+            self.monitor.start()
+        except Exception as error:  # psutil missing or a platform it cannot read: not worth a warning per run
+            log.debug("mlflow: no system metrics (%s)", error)
+            self.monitor = None
+
+    def _sync_store(self) -> None:
+        """Upload a per-run store (remote output folder without a tracking server)."""
+        if self.store.local_file and self.store.upload_url:
+            with open(self.store.local_file, "rb") as stream:
+                storage.write_bytes(self.store.upload_url, stream.read())
+
+    # --- metrics -----------------------------------------------------------------------------------------
+
+    def _log_metrics(self, values: dict[str, float | None], step: int) -> None:
+        from mlflow.entities import Metric
+
+        if self.run_id is None:
+            return
+        stamp = int(time.time() * 1000)
+        self.pending += [Metric(metric_name(key), float(value), stamp, step) for key, value in values.items()
+                         if value is not None]
+        if len(self.pending) > PENDING_LIMIT:
+            self.unsent_metrics += len(self.pending) - PENDING_LIMIT
+            self.pending = self.pending[-PENDING_LIMIT:]
+        self._call("log metrics", self._flush_metrics, record=False)
+
+    def _flush_metrics(self) -> None:
+        while self.pending:
+            self.client.log_batch(self.run_id, metrics=self.pending[:BATCH])
+            del self.pending[:BATCH]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and "train_loss_epoch" in trainer.callback_metrics:
+            self._log_metrics({"train/loss": float(trainer.callback_metrics["train_loss_epoch"])},
+                              trainer.global_step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        entry = pl_module.evaluation["val"].entry()  # type: ignore[operator]
+        values = {f"val/{key}": value for key, value in entry.items() if not key.startswith("cm_")}
+        if trainer.optimizers:
+            values["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        values["epoch"] = trainer.current_epoch
+        self._log_metrics(values, trainer.global_step)
+        self._sync_store()
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            entry = pl_module.evaluation["test"].entry()  # type: ignore[operator]
+            self._log_metrics({f"test/{key}": value for key, value in entry.items() if not key.startswith("cm_")},
+                              trainer.global_step)
+
+    # --- the end -----------------------------------------------------------------------------------------
+
+    def finish(self, status: str, module: SegmentationModule | None = None, best_models: dict[str, str] | None = None,
+               val_dataset: Any = None) -> None:
+        """Artifacts and model (when the training succeeded), the run's status, and what was not logged."""
+        if self.run_id is not None:
+            if status == "FINISHED" and module is not None:
+                self._log_artifacts(module, best_models or {}, val_dataset)
+                if best_models and best_models.get("val_loss"):
+                    self._call("log and register the model", lambda: self._log_model(module, best_models["val_loss"]))
+            if self.monitor is not None:
+                self.monitor.finish()
+            self._call("send the metrics kept during the outage", self._flush_metrics, record=False)
+            self._call(f"mark the run {status}", lambda: self.client.set_terminated(self.run_id, status))
+            self._sync_store()
+        self._summary()
+
+    def _summary(self) -> None:
+        unsent = len(self.pending) + self.unsent_metrics
+        missing = ([f"{unsent} metric value(s)"] if unsent else []) + self.not_logged
+        if missing:
+            log.warning("mlflow: not logged to %s: %s", self.store.tracking_uri, "; ".join(missing))
+        elif self.run_id is not None:
+            log.info("mlflow: everything logged to run %s at %s", self.run_id, self.store.tracking_uri)
+
+    def _log_artifacts(self, module: SegmentationModule, best_models: dict[str, str], val_dataset: Any) -> None:
+        """Configs, history files, best checkpoints and pictures, gathered locally then logged in one call."""
+        folder = storage.staging_folder("mlflow-artifacts")
+        try:
+            def put(relative: str, data: bytes) -> None:
+                path = os.path.join(folder, relative)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as stream:
+                    stream.write(data)
+
+            for name in storage.glob(storage.join(self.run_folder, "config*.json")) + [
+                    storage.join(self.run_folder, "history_val.json"),
+                    storage.join(self.run_folder, "history_test.json")]:
+                if storage.exists(name):
+                    put(f"run/{os.path.basename(name)}", storage.read_bytes(name))
+            for monitor, path in best_models.items():
+                if path:
+                    put(f"checkpoints/best_{monitor}/{os.path.basename(path)}", storage.read_bytes(path))
+            for split in ("val", "test"):
+                evaluation = module.evaluation.get(split)
+                if evaluation is not None:
+                    put(f"figures/confusion_matrix_{split}.png", png_bytes(confusion_image(evaluation.confusion)))
+            if val_dataset is not None:
+                for number, row in enumerate(sample_rows(module, val_dataset, SAMPLE_TILES)):
+                    put(f"figures/samples/val_{number}.png", png_bytes(row))
+            self._call("log the artifacts (configs, history, checkpoints, figures)",
+                       lambda: self.client.log_artifacts(self.run_id, folder))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _log_model(self, module: SegmentationModule, best_model: str) -> None:
+        """The best val_loss model as an MLflow PyTorch model, registered when a name is configured.
+
+        Saved as a pickled module with odeon_job's code beside it (``code_paths``), so it loads wherever
+        torch is installed: torch.export (MLflow's default) fixes the U-Nets' input size to the example's.
+        """
+        import mlflow
+        import numpy as np
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        import odeon_job
+
+        model = copy.deepcopy(module.model).cpu().eval()
+        model.load_state_dict(best_state_dict(best_model))
+        channels, classes = module.spec.in_channels, module.spec.n_classes
+        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
+                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]))
+        example = np.zeros((1, channels, 64, 64), dtype=np.float32)
+        import torchvision
+
+        requirements = [f"torch=={torch.__version__.split('+')[0]}",
+                        f"torchvision=={torchvision.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+        mlflow.set_tracking_uri(self.store.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
+            mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
+                                     serialization_format="pickle", pip_requirements=requirements,
+                                     code_paths=[os.path.dirname(odeon_job.__file__)],
+                                     registered_model_name=self.registered_model_name)
+
+
+def _reason(error: BaseException) -> str:
+    """The cause of a failed MLflow call in a few words (MLflow wraps urllib3's long messages)."""
+    text = str(error).strip()
+    for marker, reason in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                           ("Name or service not known", "unknown host"),
+                           ("Temporary failure in name resolution", "unknown host")):
+        if marker in text:
+            return reason
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+class _Chosen(logging.Filter):
+    """Drops MLflow's advice against the pickle format, which :meth:`MlflowRun._log_model` chose knowingly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "by Pickle or CloudPickle format" not in record.getMessage()
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines (database migrations, registrations, run links) and its system-metrics
+    warnings (ours says it once) are not the job's output; its other warnings are."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a "Retrying" line per attempt
+    pytorch_logger = logging.getLogger("mlflow.pytorch")
+    if not any(isinstance(f, _Chosen) for f in pytorch_logger.filters):
+        pytorch_logger.addFilter(_Chosen())
+
+
+def best_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The network's weights in a Lightning checkpoint (``model.`` keys) or a ``.pth`` state dict."""
+    data = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
+    if "state_dict" in data:
+        return {key[len("model."):]: value for key, value in data["state_dict"].items() if key.startswith("model.")}
+    return data

@@ -1,0 +1,220 @@
+"""MLflow tracking against a real ``mlflow server`` on 127.0.0.1 (SQLite backend, artifacts proxied to
+moto's S3), a local store, an outage in the middle of a training, and resuming."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from odeon_job import cli
+from odeon_job.callbacks.mlflow_run import MlflowRun
+from odeon_job.module import SegmentationModule
+from odeon_job.tracking import environment_tags, flatten, metric_name, redact
+
+from conftest import TinyDataset, make_config, use_s3_endpoint
+from mlflow_server import MlflowServer
+from s3_server import Bucket, MotoServer, new_bucket
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    bucket = new_bucket(moto_server.endpoint)
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), moto_server.endpoint, bucket.url("mlartifacts"))
+    server.bucket = bucket  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+def mlflow_config(data: TinyDataset, output: str, **output_setup: object) -> dict:
+    return make_config(data.csv, output, train_setup={"epochs": 2},
+                       output_setup={"use_mlflow": True, **output_setup})
+
+
+def write_config(config: dict, folder: Path) -> str:
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def history_of(client: object, run_id: str, name: str) -> list[float]:
+    return [metric.value for metric in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)]
+
+
+def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..., TinyDataset],
+                                                       mlflow_server: MlflowServer, moto_server: MotoServer,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    use_s3_endpoint(monkeypatch, moto_server.endpoint)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("CI_COMMIT_SHA", "0123abcd")
+    monkeypatch.setenv("IMAGE_TAG", "registry.example/odeon:1.2.3")
+    data, test = make_dataset(n=8), make_dataset(n=2, name="test", seed=1)
+    config = mlflow_config(data, str(tmp_path / "out"), registered_model_name="odeon-test-model",
+                           mlflow_experiment="tracking-test", get_prediction=True, save_top_k=1)
+    config["data_source"]["test_file"] = test.csv
+    assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 0
+
+    run_folder = tmp_path / "out" / "exp" / "v"
+    client = MlflowClient(mlflow_server.url)
+    record = json.loads((run_folder / "mlflow_run.json").read_text())
+    assert record["tracking_uri"] == mlflow_server.url
+    run = client.get_run(record["run_id"])
+    assert run.info.run_name == "v" and run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "tracking-test"
+
+    params = run.data.params
+    assert params["train_setup.epochs"] == "2" and params["train_setup.model_name"] == "lightunet"
+    assert params["data_source.train_file"] == data.csv and params["output_setup.use_mlflow"] == "true"
+    tags = run.data.tags
+    assert tags["mlflow.source.git.commit"] == "0123abcd" and tags["image.tag"] == "registry.example/odeon:1.2.3"
+    assert tags["odeon.run_folder"] == str(run_folder)
+
+    history = json.loads((run_folder / "history_val.json").read_text())
+    for name in ("loss", "Average/IoU", "class 2/F1-Score"):
+        assert history_of(client, run.info.run_id, f"val/{name}") == [entry[name] for entry in history.values()]
+    assert len(history_of(client, run.info.run_id, "train/loss")) == 2
+    test_history = json.loads((run_folder / "history_test.json").read_text())
+    assert history_of(client, run.info.run_id, "test/loss") == [next(iter(test_history.values()))["loss"]]
+    assert any(name.startswith("system/cpu_utilization") for name in run.data.metrics)
+
+    artifacts = {info.path for folder in ("run", "figures", "figures/samples", "checkpoints/best_val_loss",
+                                          "checkpoints/best_val_miou")
+                 for info in client.list_artifacts(run.info.run_id, folder)}
+    assert {"run/config.json", "run/history_val.json", "run/history_test.json",
+            "figures/confusion_matrix_val.png", "figures/confusion_matrix_test.png",
+            "figures/samples/val_0.png"} <= artifacts
+    best = Path(next(p for p in (run_folder / "odeon_val_loss_ckpt").iterdir() if p.name != "last.ckpt"))
+    assert f"checkpoints/best_val_loss/{best.name}" in artifacts
+    assert any(path.startswith("checkpoints/best_val_miou/lightunet-epoch=") for path in artifacts)
+    png = Path(client.download_artifacts(run.info.run_id, "figures/confusion_matrix_val.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The server proxies artifacts to the S3 bucket.
+    stored = mlflow_server.bucket.keys("mlartifacts/")  # type: ignore[attr-defined]
+    assert any(key.endswith(f"artifacts/checkpoints/best_val_loss/{best.name}") for key in stored)
+
+    # The best val_loss model, registered, predicts what its checkpoint predicts.
+    (version,) = client.search_model_versions("name='odeon-test-model'")
+    assert version.run_id == run.info.run_id
+    model = mlflow.pytorch.load_model("models:/odeon-test-model/1")
+    reference = SegmentationModule.load_from_checkpoint(best, map_location="cpu").model.eval()
+    tile = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(tile), reference(tile), atol=1e-6)
+
+
+@pytest.fixture
+def doomed_server(moto_server: MotoServer, tmp_path: Path) -> Iterator[MlflowServer]:
+    bucket = new_bucket(moto_server.endpoint)
+    server = MlflowServer(tmp_path / "doomed", moto_server.endpoint, bucket.url("mlartifacts"))
+    yield server
+    server.stop()
+
+
+def test_the_training_survives_the_tracking_server_going_away(make_dataset: Callable[..., TinyDataset],
+                                                              doomed_server: MlflowServer, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", doomed_server.url)
+    validations = []
+    logged = MlflowRun.on_validation_end
+
+    def then_stop_the_server(self: MlflowRun, trainer: object, module: object) -> None:
+        logged(self, trainer, module)
+        if not trainer.sanity_checking:  # type: ignore[attr-defined]
+            validations.append(trainer.current_epoch)  # type: ignore[attr-defined]
+            if len(validations) == 1:
+                doomed_server.stop()
+
+    monkeypatch.setattr(MlflowRun, "on_validation_end", then_stop_the_server)
+    config = mlflow_config(make_dataset(n=8), str(tmp_path / "out"))
+    config["train_setup"]["epochs"] = 3
+    assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+
+    run_folder = tmp_path / "out" / "exp" / "v"
+    assert list(json.loads((run_folder / "history_val.json").read_text())) == ["0", "1", "2"]
+    last = torch.load(run_folder / "odeon_val_loss_ckpt" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2
+    warnings = [line for line in err if line.startswith("mlflow: cannot")]
+    assert warnings == [f"mlflow: cannot log metrics at {doomed_server.url} (connection refused); the training goes "
+                        "on, and its end lists what was not logged"]
+    (summary,) = [line for line in err if line.startswith("mlflow: not logged")]
+    assert "metric value(s)" in summary and "log the artifacts" in summary and "mark the run FINISHED" in summary
+
+
+def test_a_resumed_training_continues_its_mlflow_run(make_dataset: Callable[..., TinyDataset],
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = mlflow_config(make_dataset(n=8), str(tmp_path / "out"))
+    path = write_config(config, tmp_path)
+    assert cli.main(["train", "-c", path]) == 0
+    assert cli.main(["train", "-c", path, "--set", "train_setup.epochs=3",
+                     "--set", "train_setup.continue_training=true"]) == 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    history = json.loads((tmp_path / "out" / "exp" / "v" / "history_val.json").read_text())
+    assert history_of(client, run.info.run_id, "val/loss") == [entry["loss"] for entry in history.values()]
+    assert len(history) == 3 and run.info.status == "FINISHED"
+    assert run.data.params["train_setup.epochs"] == "2"  # parameters keep their first value
+    assert {info.path for info in client.list_artifacts(run.info.run_id, "run")} >= {
+        "run/config.json", *(f"run/{p.name}" for p in (tmp_path / "out" / "exp" / "v").glob("config_resumed_*"))}
+
+
+def test_mlflow_required_stops_a_job_that_cannot_reach_it(make_dataset: Callable[..., TinyDataset],
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from mlflow_server import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    url = f"http://127.0.0.1:{free_port()}"
+    config = mlflow_config(make_dataset(n=8), str(tmp_path / "out"), mlflow_tracking_uri=url, mlflow_required=True)
+    assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("odeon: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"odeon: error: MLflow at {url}: cannot start the run: ")
+    assert not (tmp_path / "out" / "exp" / "v" / "history_val.json").exists()
+
+
+def test_a_remote_output_folder_keeps_its_own_store(make_dataset: Callable[..., TinyDataset], bucket: Bucket,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = make_dataset(n=8)
+    config = mlflow_config(data, bucket.url("runs"))
+    assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 0
+
+    keys = bucket.keys("runs/exp/v/")
+    assert "runs/exp/v/mlflow.db" in keys
+    assert any(key.startswith("runs/exp/v/mlflow-artifacts/") and key.endswith("history_val.json") for key in keys)
+    store = tmp_path / "downloaded.db"
+    store.write_bytes(bucket.get("runs/exp/v/mlflow.db"))
+    assert sqlite3.connect(store).execute("pragma integrity_check").fetchone() == ("ok",)
+    client = MlflowClient(f"sqlite:///{store}")
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert run.info.status == "FINISHED" and len(history_of(client, run.info.run_id, "val/loss")) == 2
+
+
+def test_names_parameters_and_tags() -> None:
+    assert metric_name("bâtiment/IoU") == "bâtiment/IoU"
+    assert metric_name("a:b (c)") == "a_b _c_"
+    params = flatten({"a": {"b": [1, 2], "c": "https://user:secret@host.example/x.json", "d": "x" * 7000}})
+    assert params["a.b"] == "[1, 2]" and "secret" not in params["a.c"] and params["a.c"].endswith("/x.json")
+    assert len(params["a.d"]) == 6000
+    assert redact("s3://bucket/key") == "s3://bucket/key"
+    tags = environment_tags({"CI_COMMIT_SHA": "abc", "CI_PIPELINE_ID": "42", "HOSTNAME": "job-master-0",
+                             "KUBERNETES_SERVICE_HOST": "10.0.0.1", "ODEON_JOB_NAME": "ocsge"})
+    assert tags == {"mlflow.source.git.commit": "abc", "ci.pipeline_id": "42", "k8s.pod": "job-master-0",
+                    "k8s.job": "ocsge"}
