@@ -32,7 +32,8 @@ def test_two_processes_give_the_confusion_matrix_of_one(make_dataset: Callable[.
         # SGD at 1e-30 cannot move float32 weights: both runs validate the same initial model.
         return make_config(train.csv, str(tmp_path / "out"), data_source={"val_file": val.csv},
                            train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30},
-                           output_setup={"version_name": f"p{processes}", "use_tensorboard": False},
+                           output_setup={"version_name": f"p{processes}", "use_tensorboard": False,
+                                         "use_mlflow": True},
                            device_setup={"num_processes": processes, "strategy": "ddp" if processes > 1 else None})
 
     results = {n: _train(config(n), tmp_path) for n in (1, 2)}
@@ -46,7 +47,15 @@ def test_two_processes_give_the_confusion_matrix_of_one(make_dataset: Callable[.
     assert two["Average/IoU"] == pytest.approx(one["Average/IoU"])
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
     run = tmp_path / "out" / "exp" / "p2"
-    assert sorted(os.listdir(run)) == ["config.json", "history_val.json", "odeon_val_loss_ckpt",
+    assert sorted(os.listdir(run)) == ["config.json", "history_val.json", "mlflow_run.json", "odeon_val_loss_ckpt",
                                        "odeon_val_miou_ckpt"]
     assert len(os.listdir(run / "odeon_val_loss_ckpt")) == 2  # the best and last.ckpt
     assert sorted(os.listdir(tmp_path / "out" / "exp")) == ["p1", "p2"]
+    # Only the first process talks to MLflow: one run per training, each finished.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("p1", "FINISHED"), ("p2", "FINISHED")]
+    p2 = next(r for r in runs if r.info.run_name == "p2")
+    assert [m.value for m in client.get_metric_history(p2.info.run_id, "val/loss")] == [two["loss"]]
