@@ -4,6 +4,7 @@ moto's S3), a local store, an outage in the middle of a training, and resuming."
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,6 +163,9 @@ def test_a_resumed_training_continues_its_mlflow_run(make_dataset: Callable[...,
     assert cli.main(["train", "-c", path]) == 0
     assert cli.main(["train", "-c", path, "--set", "train_setup.epochs=3",
                      "--set", "train_setup.continue_training=true"]) == 0
+    # MLflow's fluent API writes MLFLOW_TRACKING_URI into the environment; the job leaves none behind for the
+    # next training of the process or the processes it starts.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])

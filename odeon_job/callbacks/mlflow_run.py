@@ -9,6 +9,7 @@ end what was not logged. ``output_setup.mlflow_required`` turns any failure into
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -16,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytorch_lightning as pl
@@ -288,8 +289,8 @@ class MlflowRun(pl.Callback):
 
         requirements = [f"torch=={torch.__version__.split('+')[0]}",
                         f"torchvision=={torchvision.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-        mlflow.set_tracking_uri(self.store.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id, log_system_metrics=False):
+        with _global_tracking_uri(self.store.tracking_uri), mlflow.start_run(run_id=self.run_id,
+                                                                              log_system_metrics=False):
             mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
                                      serialization_format="pickle", pip_requirements=requirements,
                                      code_paths=[os.path.dirname(odeon_job.__file__)],
@@ -323,6 +324,23 @@ def _quiet_mlflow() -> None:
     pytorch_logger = logging.getLogger("mlflow.pytorch")
     if not any(isinstance(f, _Chosen) for f in pytorch_logger.filters):
         pytorch_logger.addFilter(_Chosen())
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (needed by ``log_model``) with ``uri``, leaving no trace afterwards:
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, where the next
+    training of this process, and every process it starts, would find it."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # back to "not set": the environment's value or MLflow's default
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def best_state_dict(path: str) -> dict[str, torch.Tensor]:
