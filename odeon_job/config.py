@@ -35,6 +35,7 @@ LossName = Literal["ce", "bce", "focal", "combo"]
 OptimizerName = Literal["adam", "radam", "adamax", "sgd", "rmsprop", "adamw"]
 SchedulerName = Literal["reducelronplateau", "cycliclr", "cosineannealinglr", "cosineannealingwarmrestarts"]
 Monitor = Literal["val_loss", "val_miou"]
+Precision = Literal["32", "16-mixed", "bf16-mixed"]
 
 #: The specification's default learning-rate scheduler (also the defaults of its keys when named).
 REDUCE_LR_ON_PLATEAU_DEFAULTS: dict[str, Any] = {
@@ -56,6 +57,11 @@ def _model_name(value: Any) -> Any:
     if value == "resnet150":
         raise _error("'resnet150' is a slip in the specification: the ResNet with 152 layers is 'resnet152'")
     return value
+
+
+def _precision(value: Any) -> Any:
+    """Lightning's spellings of full precision (32, "32-true") are the same "32"."""
+    return "32" if value in (32, "32-true") else value
 
 
 def _band_index(value: Any) -> Any:
@@ -331,6 +337,14 @@ class TrainSetup(_Section):
     deterministic: bool = Field(False, description="Use deterministic algorithms where PyTorch has them.")
     random_seed: int = Field(42, description="Seed of every random number generator (and of the val split).")
     testing: bool = Field(False, description="Smoke run: a few batches per epoch and split.")
+    precision: Annotated[Precision, BeforeValidator(_precision)] = Field(
+        "32", description="Extension: \"32\" (full precision, as the specification's results assume), "
+        "\"16-mixed\" (GPU) or \"bf16-mixed\" (GPU, or CPU).")
+    channels_last: bool = Field(False, description="Extension: keep the model's weights and inputs in the "
+                                "channels-last memory format (faster convolutions on recent GPUs, with mixed "
+                                "precision).")
+    compile: bool = Field(False, description="Extension: compile the network with torch.compile (minutes of "
+                          "compilation at start-up, then faster steps on GPUs).")
 
     @field_validator("export_checkpoint", mode="before")
     @classmethod
@@ -421,6 +435,21 @@ class DeviceSetup(_Section):
     num_processes: int = Field(1, ge=1, description="Processes for distributed training with accelerator cpu.")
     strategy: str | None = Field(None, description="Lightning strategy (ddp, ...); chosen by Lightning "
                                  "when absent.")
+    pin_memory: bool | None = Field(None, description="Extension: page-locked batches for faster copies to the "
+                                    "GPU; on when training on GPUs, when absent.")
+    persistent_workers: bool | None = Field(None, description="Extension: keep DataLoader workers between "
+                                            "epochs (no restart cost); on when num_workers > 0, when absent.")
+    prefetch_factor: int | None = Field(None, ge=1, description="Extension: batches each DataLoader worker "
+                                        "prepares ahead; PyTorch's 2 when absent. Needs num_workers > 0.")
+
+    @model_validator(mode="after")
+    def _prefetch_needs_workers(self) -> DeviceSetup:
+        if self.prefetch_factor is not None and self.num_workers == 0:
+            raise _error("needs num_workers > 0 (batches are prefetched by worker processes)",
+                         field="prefetch_factor")
+        if self.persistent_workers and self.num_workers == 0:
+            raise _error("needs num_workers > 0", field="persistent_workers")
+        return self
 
 
 class JobConfig(_Section):

@@ -57,6 +57,11 @@ class SegmentationModule(pl.LightningModule):
         self.train_setup = setup = TrainSetup.model_validate(config["train_setup"])
         self.spec = DataSpec.from_dict(data_spec)
         self.model = build_model(setup.model_name, self.spec.in_channels, self.spec.n_classes, setup.model_params)
+        if setup.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # torch.compile's wrapper, kept out of the module's children so that checkpoints hold the
+        # network's own parameter names; compiled lazily, at the first step.
+        object.__setattr__(self, "network", torch.compile(self.model) if setup.compile else self.model)
         self.criterion = build_loss(setup.loss, setup.class_imbalance, setup.loss_params)
         # Per evaluated split, summed over batches and (under DDP) processes.
         self.confusion = torch.nn.ModuleDict({
@@ -65,7 +70,9 @@ class SegmentationModule(pl.LightningModule):
         self.evaluation: dict[str, Evaluation] = {}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image)
+        if self.train_setup.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.network(image)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-class probabilities: softmax for ce and focal, a sigmoid per class for bce and combo."""

@@ -126,8 +126,14 @@ def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
         "limit_val_batches": limit,
         "limit_test_batches": limit,
         "log_every_n_steps": max(1, min(50, math.ceil(n_train_samples / setup.batch_size))),
+        "precision": setup.precision,
         "use_distributed_sampler": False,  # our samplers shard the data themselves
     }
+
+
+def check_precision(config: JobConfig, accelerator: str) -> None:
+    if config.train_setup.precision == "16-mixed" and accelerator == "cpu":
+        raise ConfigError("train_setup.precision: \"16-mixed\" needs a GPU; on the CPU use \"bf16-mixed\" or \"32\"")
 
 
 def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size: int) -> None:
@@ -335,13 +341,17 @@ def train(config: JobConfig) -> TrainResult:
     spec = describe_data(config.data_source, splits.train[0])
     check_class_weights(config, spec.n_classes)
     devices = trainer_devices(device_setup)
+    check_precision(config, devices["accelerator"])
     logger = wandb_logger(config, folder) if out.use_wandb else False
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
 
     pl.seed_everything(setup.random_seed, workers=True, verbose=False)
+    pin_memory = devices["accelerator"] == "gpu" if device_setup.pin_memory is None else device_setup.pin_memory
     datamodule = SegmentationDataModule(splits, spec, config.data_source, setup.batch_size, device_setup.num_workers,
-                                        pin_memory=devices["accelerator"] == "gpu", seed=setup.random_seed)
+                                        pin_memory=pin_memory, seed=setup.random_seed,
+                                        persistent_workers=device_setup.persistent_workers,
+                                        prefetch_factor=device_setup.prefetch_factor)
     datamodule.check_first_samples()
     module = build_module(config, spec, resume_from)
     outputs = output_callbacks(config, folder, datamodule, resuming=resume_from is not None)

@@ -90,7 +90,8 @@ def test_every_default_is_the_specification_s() -> None:
         "loss": "ce", "loss_params": {"gamma": 2.0, "alpha": None, "bce_weight": 0.75, "jaccard_weight": 0.25},
         "class_imbalance": None, "optimizer_config": None, "scheduler_config": None, "early_stopping": None,
         "continue_training": False, "export_checkpoint": None, "val_check_interval": 1.0,
-        "deterministic": False, "random_seed": 42, "testing": False,
+        "deterministic": False, "random_seed": 42, "testing": False, "precision": "32", "channels_last": False,
+        "compile": False,
     }
     assert out.model_dump() == {
         "output_folder": "out", "model_filename": None, "model_out_ext": None, "name_exp_log": None,
@@ -100,7 +101,8 @@ def test_every_default_is_the_specification_s() -> None:
         "mlflow_run_name": None, "registered_model_name": None, "mlflow_required": False,
     }
     assert device.model_dump() == {"accelerator": None, "device": None, "num_nodes": 1, "num_workers": 4,
-                                   "num_processes": 1, "strategy": None}
+                                   "num_processes": 1, "strategy": None, "pin_memory": None,
+                                   "persistent_workers": None, "prefetch_factor": None}
 
 
 def test_named_plateau_scheduler_takes_the_specification_defaults_for_missing_keys() -> None:

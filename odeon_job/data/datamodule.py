@@ -26,7 +26,8 @@ def last_batch_is_single(samples: int, batch_size: int) -> bool:
 
 class SegmentationDataModule(pl.LightningDataModule):
     def __init__(self, splits: Splits, spec: DataSpec, source: DataSource, batch_size: int,
-                 num_workers: int, pin_memory: bool = False, seed: int = 0) -> None:
+                 num_workers: int, pin_memory: bool = False, seed: int = 0, persistent_workers: bool | None = None,
+                 prefetch_factor: int | None = None) -> None:
         super().__init__()
         self.datasets = {
             split: SegmentationDataset(samples, spec, split, build_transform(split, source), seed)
@@ -36,6 +37,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = num_workers > 0 if persistent_workers is None else persistent_workers
+        self.prefetch_factor = prefetch_factor
 
     def check_first_samples(self) -> None:
         """Read the first sample of every split now, so a wrong band or size fails before training."""
@@ -44,8 +47,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, sampler: Sampler, drop_last: bool = False) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=self.pin_memory, drop_last=drop_last)
+                          num_workers=self.num_workers, persistent_workers=self.persistent_workers,
+                          prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(len(self.datasets["train"]), self.seed)

@@ -1,0 +1,87 @@
+"""The speed switches reach the Trainer, the model and the DataLoaders (their effect is in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from odeon_job.config import config_from_dict
+from odeon_job.data.datamodule import SegmentationDataModule
+from odeon_job.data.samples import load_splits
+from odeon_job.data.spec import describe_data
+from odeon_job.errors import ConfigError
+from odeon_job.module import SegmentationModule
+from odeon_job.run import check_precision, train, trainer_options
+
+from conftest import TinyDataset, make_config
+
+
+def _module(config: dict, data: TinyDataset) -> SegmentationModule:
+    job = config_from_dict(config)
+    spec = describe_data(job.data_source, load_splits(job.data_source, 0).train[0])
+    return SegmentationModule(job.model_dump(mode="json"), spec.to_dict())
+
+
+def test_precision_is_passed_on_and_checked(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=4)
+    for given, expected in ((None, "32"), (32, "32"), ("32-true", "32"), ("bf16-mixed", "bf16-mixed"),
+                            ("16-mixed", "16-mixed")):
+        setup = {} if given is None else {"precision": given}
+        config = config_from_dict(make_config(data.csv, str(tmp_path), train_setup=setup))
+        assert trainer_options(config, 4)["precision"] == expected
+    with pytest.raises(ConfigError, match=r'train_setup.precision: "16-mixed" needs a GPU'):
+        check_precision(config, "cpu")
+    check_precision(config, "gpu")
+    with pytest.raises(ConfigError, match="train_setup.precision: '64' is not one of 32, 16-mixed, bf16-mixed"):
+        config_from_dict(make_config(data.csv, str(tmp_path), train_setup={"precision": "64"}))
+
+
+def test_channels_last_and_compile_reach_the_model(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=4)
+    plain = _module(make_config(data.csv, str(tmp_path)), data)
+    last = _module(make_config(data.csv, str(tmp_path), train_setup={"channels_last": True}), data)
+    compiled = _module(make_config(data.csv, str(tmp_path), train_setup={"compile": True}), data)
+
+    def conv_weights(module: SegmentationModule) -> list[torch.Tensor]:
+        return [p for p in module.model.parameters() if p.dim() == 4 and min(p.shape[2:]) > 1]
+
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(last))
+    assert not all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(plain))
+    assert isinstance(compiled.network, torch._dynamo.eval_frame.OptimizedModule)
+    assert plain.network is plain.model
+    # Checkpoints hold the network's own parameter names, compiled or not.
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+
+
+@pytest.mark.slow
+def test_a_bf16_channels_last_training_runs_on_the_cpu(make_dataset: Callable[..., TinyDataset],
+                                                       tmp_path: Path) -> None:
+    data = make_dataset(n=4)
+    config = make_config(data.csv, str(tmp_path), train_setup={"precision": "bf16-mixed", "channels_last": True},
+                         output_setup={"use_tensorboard": False})
+    result = train(config_from_dict(config))
+    assert result.final["loss"] > 0
+
+
+def test_dataloader_settings(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=4)
+
+    def loader(**device: object) -> torch.utils.data.DataLoader:
+        job = config_from_dict(make_config(data.csv, str(tmp_path), device_setup=device))
+        splits = load_splits(job.data_source, 0)
+        spec = describe_data(job.data_source, splits.train[0])
+        setup = job.device_setup
+        return SegmentationDataModule(splits, spec, job.data_source, 2, setup.num_workers, setup.pin_memory or False,
+                                      persistent_workers=setup.persistent_workers,
+                                      prefetch_factor=setup.prefetch_factor).train_dataloader()
+
+    default = loader(num_workers=2)
+    assert default.persistent_workers and default.prefetch_factor == 2 and not default.pin_memory
+    tuned = loader(num_workers=2, persistent_workers=False, prefetch_factor=6, pin_memory=True)
+    assert not tuned.persistent_workers and tuned.prefetch_factor == 6 and tuned.pin_memory
+    assert not loader(num_workers=0).persistent_workers
+    with pytest.raises(ConfigError, match="device_setup.prefetch_factor: needs num_workers > 0"):
+        config_from_dict(make_config(data.csv, str(tmp_path), device_setup={"num_workers": 0, "prefetch_factor": 4}))
