@@ -24,7 +24,7 @@ def palette(n: int) -> torch.Tensor:
 
 def colour(classes: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     """(H, W) class indices → (3, H, W) image."""
-    return colours[classes.cpu()].permute(2, 0, 1)
+    return colours[classes.long().cpu()].permute(2, 0, 1)  # a uint8 index would be read as a boolean mask
 
 
 def confusion_image(confusion: torch.Tensor, cell: int = 0) -> torch.Tensor:

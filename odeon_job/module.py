@@ -69,6 +69,11 @@ class SegmentationModule(pl.LightningModule):
         self.mean_loss = torch.nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
         self.evaluation: dict[str, Evaluation] = {}
 
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Masks travel from the DataLoader workers as uint8; the loss and metrics want int64."""
+        batch["mask"] = batch["mask"].long()
+        return batch
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.train_setup.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)

@@ -48,9 +48,9 @@ def test_band_selection_is_one_based_and_ordered_as_listed(bands5: Sample) -> No
 
 
 def test_one_hot_mask_gives_the_argmax_of_the_selected_bands(bands5: Sample) -> None:
-    expected = torch.from_numpy(np.arange(64).reshape(8, 8) % 4)
+    expected = torch.from_numpy((np.arange(64).reshape(8, 8) % 4).astype(np.uint8))
     item = _item(bands5)
-    assert item["mask"].dtype == torch.int64
+    assert item["mask"].dtype == torch.uint8  # int64 only on the device, in the module
     assert torch.equal(item["mask"], expected)
     # Bands 2 and 4 only: class 1 becomes 0, class 3 becomes 1; pixels of classes 0 and 2 have no band on.
     subset = _item(bands5, mask_bands=[2, 4])["mask"]
@@ -61,14 +61,22 @@ def test_one_hot_mask_gives_the_argmax_of_the_selected_bands(bands5: Sample) -> 
 def test_one_hot_masks_of_0_255_work_like_0_1(tmp_path: Path) -> None:
     classes = np.arange(36).reshape(6, 6) % 3
     sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), onehot(classes, 3, on=255))
-    assert torch.equal(_item(sample)["mask"], torch.from_numpy(classes.astype(np.int64)))
+    assert torch.equal(_item(sample)["mask"], torch.from_numpy(classes.astype(np.uint8)))
 
 
 def test_single_band_mask_holds_class_indices(tmp_path: Path) -> None:
     classes = (np.arange(36).reshape(6, 6) % 3).astype(np.uint8)
     sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), classes[None])
     item = _item(sample, class_labels=["a", "b", "c"])
-    assert torch.equal(item["mask"], torch.from_numpy(classes.astype(np.int64)))
+    assert torch.equal(item["mask"], torch.from_numpy(classes))
+
+
+def test_first_argmax_is_numpys_argmax() -> None:
+    from odeon_job.data.dataset import first_argmax
+
+    raw = np.random.default_rng(0).integers(0, 3, (6, 32, 32)).astype(np.uint8)  # many ties: the first wins
+    assert np.array_equal(first_argmax(raw), raw.argmax(axis=0))
+    assert first_argmax(raw, np.uint8).dtype == np.uint8
 
 
 def test_class_index_outside_the_labels_is_named(tmp_path: Path) -> None:

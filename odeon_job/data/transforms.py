@@ -1,6 +1,7 @@
 """Transforms of an (image, mask) pair: augmentations (train split only) and normalisation.
 
-Images arrive as float tensors (bands, H, W) scaled to 0-1, masks as int64 (H, W) class indices.
+Images arrive as float tensors (bands, H, W) scaled to 0-1, masks as integer (H, W) class indices
+(uint8, or int64 beyond 256 classes), whose type every transform keeps.
 Geometric augmentations move image and mask together; radiometric ones touch the image only.
 Every random draw comes from the ``generator`` passed in, which the dataset seeds per sample and
 epoch: augmentations do not depend on worker processes or on a resume.
@@ -93,7 +94,7 @@ class Normalize:
         self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
-        return (image - self.mean) / self.std, mask
+        return image.sub(self.mean).div_(self.std), mask
 
     def undo(self, image: torch.Tensor) -> torch.Tensor:
         """Back to the 0-1 scale: ``x * std + mean``, for (bands, H, W) or (B, bands, H, W) images."""
