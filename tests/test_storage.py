@@ -108,3 +108,14 @@ def test_remove(tmp_path: Path) -> None:
     storage.remove(str(target))
     assert not target.exists()
     storage.remove(str(target))  # already gone: nothing to do
+
+
+@pytest.mark.parametrize("path, base", [
+    ("img/a.tif", "/data/ds"), ("./img/a.tif", "/data/ds"), ("../x/a.tif", "/data/ds"), ("img//a.tif", "/data/ds"),
+    ("/abs/a.tif", "/data/ds"), ("s3://b/k.tif", "/data/ds"), ("img/a.tif", "s3://bucket/ds"),
+    ("../img/a.tif", "s3://bucket/ds/sub"), ("img/a.tif", "data"), ("img/a.tif", "."), ("img/a.tif", "./data"),
+    ("img/a.tif", ""), ("img/a.tif", "file:///data/ds"), ("img/a.tif", "/"), ("a.tif", "https://h.example/ds/"),
+    ("img/./a.tif", "s3://bucket/ds"),
+])
+def test_the_csv_resolver_resolves_as_resolve_does(path: str, base: str) -> None:
+    assert storage.resolver(base)(path) == storage.resolve(path, base)

@@ -46,7 +46,7 @@ def read_samples(csv_url: str) -> list[Sample]:
     Relative paths are relative to the CSV's own folder (or URL prefix).
     """
     text = storage.read_text(csv_url)
-    folder = storage.parent(csv_url)
+    resolve = storage.resolver(storage.parent(csv_url))
     samples: list[Sample] = []
     reader = csv.reader(io.StringIO(text))
     first = True
@@ -62,8 +62,7 @@ def read_samples(csv_url: str) -> list[Sample]:
         if len(fields) != 2 or not all(fields):
             raise DataError(f"{csv_url} row {row}: expected 'image,mask', got {len(fields)} field(s): "
                             f"{','.join(fields)[:120]!r}")
-        samples.append(Sample(storage.resolve(fields[0], folder), storage.resolve(fields[1], folder),
-                              f"{csv_url} row {row}"))
+        samples.append(Sample(resolve(fields[0]), resolve(fields[1]), f"{csv_url} row {row}"))
     if not samples:
         raise DataError(f"{csv_url}: no samples (the file lists no image,mask rows)")
     return samples
