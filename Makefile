@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUTPUT ?= demo-output
 
-.PHONY: install demo test lock clean
+.PHONY: install demo test lock clean bench-torchgeo-env
 
 install: $(STAMP)
 
@@ -31,5 +31,13 @@ lock: $(STAMP)
 	  echo "# Regenerate with 'make lock' after changing pyproject.toml; check that s3fs/aiobotocore/boto3/botocore stay in step."; \
 	  $(BIN)/pip freeze --exclude-editable | grep -vi '^odeon-job=='; } > requirements/lock.txt
 
+# TorchGeo's own environment, for bench/peer_torchgeo.py only.
+bench-torchgeo-env: .venv-torchgeo/.installed
+
+.venv-torchgeo/.installed: requirements/bench-torchgeo.txt
+	@test -x .venv-torchgeo/bin/python || $(PYTHON) -m venv .venv-torchgeo
+	.venv-torchgeo/bin/pip install --quiet --disable-pip-version-check --requirement requirements/bench-torchgeo.txt
+	@touch $@
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUTPUT) .pytest_cache
+	rm -rf $(VENV) .venv-torchgeo $(DEMO_OUTPUT) .pytest_cache

@@ -210,6 +210,8 @@ class _NoTips(logging.Filter):
 def _quiet_lightning() -> None:
     """Drop Lightning's advertisement and a deprecation warning it triggers in torch: nothing to act on."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The module's on_after_batch_transfer (masks to int64) is meant to win over the datamodule's.
+    warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
     for handler in logging.getLogger("pytorch_lightning").handlers:
         if not any(isinstance(f, _NoTips) for f in handler.filters):
             handler.addFilter(_NoTips())
