@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +41,8 @@ from odeon_job.data.raster import clear_remote_cache  # noqa: E402
 from odeon_job.data.samples import Sample, load_splits  # noqa: E402
 from odeon_job.data.spec import describe_data  # noqa: E402
 from odeon_job.demo import demo_config, write_dataset  # noqa: E402
+
+from s3_bench import moto_with, on_s3  # noqa: E402
 
 
 class FileObjectDataset(Dataset):
@@ -85,50 +84,11 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=64, help="training tiles of the demo dataset")
     args = parser.parse_args()
 
-    import boto3
-
-    port = free_port()
-    # A process of its own: in a thread of this one, moto would share the GIL with the reads measured.
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                      AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
-    try:
-        wait_for(f"http://127.0.0.1:{port}/moto-api/")
-        with tempfile.TemporaryDirectory() as folder:
-            dataset = write_dataset(os.path.join(folder, "data"), n_train=args.tiles, n_val=4, n_test=4)
-            client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
-            client.create_bucket(Bucket="bench")
-            for root, _, files in os.walk(dataset.folder):
-                for name in files:
-                    path = os.path.join(root, name)
-                    client.upload_file(path, "bench", "data/" + os.path.relpath(path, dataset.folder))
+    with tempfile.TemporaryDirectory() as folder:
+        dataset = write_dataset(os.path.join(folder, "data"), n_train=args.tiles, n_val=4, n_test=4)
+        with moto_with(dataset.folder) as prefix:
             local = config_from_dict(demo_config(dataset, os.path.join(folder, "out")))
-            remote_source = local.data_source.model_copy(update={
-                key: f"s3://bench/data/{os.path.basename(getattr(local.data_source, key))}"
-                for key in ("train_file", "val_file", "test_file")})
-            run(local, remote_source, args)
-    finally:
-        server.terminate()
-        server.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            run(local, on_s3(local.data_source, prefix), args)
 
 
 def run(local: Any, remote_source: Any, args: argparse.Namespace) -> None:

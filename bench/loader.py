@@ -18,9 +18,9 @@ the median is shown. The S3 rows read the same tiles from moto's server (its own
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +38,8 @@ from odeon_job.data.raster import clear_remote_cache  # noqa: E402
 from odeon_job.data.samples import Sample, load_splits  # noqa: E402
 from odeon_job.data.spec import describe_data  # noqa: E402
 from odeon_job.demo import demo_config, write_dataset  # noqa: E402
+
+from s3_bench import moto_with, on_s3  # noqa: E402
 
 
 class BareDataset(Dataset):
@@ -81,25 +83,6 @@ def bare_loader(config: Any, workers: int, batch: int) -> DataLoader:
                       shuffle=True)
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    import socket
-    import urllib.request
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).read()
-            return server, endpoint
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("moto did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=300)
@@ -111,46 +94,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         dataset = write_dataset(os.path.join(folder, "data"), n_train=args.tiles, n_val=1, n_test=1)
         local = config_from_dict(demo_config(dataset, os.path.join(folder, "out")))
-        remote = None
-        server = None
-        if args.s3:
-            import boto3
+        with contextlib.ExitStack() as stack:
+            remote = None
+            if args.s3:
+                prefix = stack.enter_context(moto_with(dataset.folder))
+                remote = local.model_copy(update={"data_source": on_s3(local.data_source, prefix)})
+            report(local, remote, args)
 
-            server, endpoint = start_moto()
-            os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                              AWS_ENDPOINT_URL=endpoint)
-            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-            client.create_bucket(Bucket="bench")
-            for root, _, files in os.walk(dataset.folder):
-                for name in files:
-                    path = os.path.join(root, name)
-                    client.upload_file(path, "bench", "data/" + os.path.relpath(path, dataset.folder))
-            remote = local.model_copy(update={"data_source": local.data_source.model_copy(update={
-                key: f"s3://bench/data/{os.path.basename(getattr(local.data_source, key))}"
-                for key in ("train_file", "val_file", "test_file")})})
-        try:
-            print(f"{args.tiles} tiles, batch {args.batch}, median of {args.repeats} epochs after a warm-up one, "
-                  f"{os.cpu_count()} CPUs")
-            print("| workers | bare tiles/s | odeon tiles/s | odeon ÷ bare | odeon S3 tiles/s | S3 ÷ local |")
-            print("|---:|---:|---:|---:|---:|---:|")
-            for workers in args.workers:
-                loader, tiles = job_loader(local, workers, args.batch)
-                odeon = epochs_rate(loader, tiles, args.repeats, remote=False)
-                del loader
-                bare = epochs_rate(bare_loader(local, workers, args.batch), tiles, args.repeats, remote=False)
-                row = f"| {workers} | {bare:.1f} | {odeon:.1f} | {odeon / bare:.3f} |"
-                if remote is not None:
-                    loader, _ = job_loader(remote, workers, args.batch)
-                    s3 = epochs_rate(loader, tiles, args.repeats, remote=True)
-                    del loader
-                    row += f" {s3:.1f} | {s3 / odeon:.3f} |"
-                else:
-                    row += " - | - |"
-                print(row, flush=True)
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait()
+
+def report(local: Any, remote: Any, args: argparse.Namespace) -> None:
+    print(f"{args.tiles} tiles, batch {args.batch}, median of {args.repeats} epochs after a warm-up one, "
+          f"{os.cpu_count()} CPUs")
+    print("| workers | bare tiles/s | odeon tiles/s | odeon ÷ bare | odeon S3 tiles/s | S3 ÷ local |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for workers in args.workers:
+        loader, tiles = job_loader(local, workers, args.batch)
+        odeon = epochs_rate(loader, tiles, args.repeats, remote=False)
+        del loader
+        bare = epochs_rate(bare_loader(local, workers, args.batch), tiles, args.repeats, remote=False)
+        row = f"| {workers} | {bare:.1f} | {odeon:.1f} | {odeon / bare:.3f} |"
+        if remote is not None:
+            loader, _ = job_loader(remote, workers, args.batch)
+            s3 = epochs_rate(loader, tiles, args.repeats, remote=True)
+            del loader
+            row += f" {s3:.1f} | {s3 / odeon:.3f} |"
+        else:
+            row += " - | - |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":
