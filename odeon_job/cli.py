@@ -61,9 +61,12 @@ def _load_config(args: argparse.Namespace) -> JobConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from odeon_job.shutdown import DEFAULT_GRACE_PERIOD, GracefulStop
+
+    stop = GracefulStop(DEFAULT_GRACE_PERIOD).install()  # before torch's imports: seconds of start-up
     from odeon_job.run import train
 
-    result = train(_load_config(args))
+    result = train(_load_config(args), stop)
     _report(result)
     return 0
 
@@ -154,9 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     from odeon_job.errors import OdeonError, one_line
+    from odeon_job.shutdown import EXIT_TERMINATED, Terminated
 
     try:
         return args.handler(args)
+    except Terminated as stopped:
+        print(f"odeon: {stopped}", file=sys.stderr)
+        return EXIT_TERMINATED
     except OdeonError as error:
         if args.verbose:
             traceback.print_exc()

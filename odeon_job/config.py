@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from odeon_job import storage
 from odeon_job.errors import ConfigError, did_you_mean
+from odeon_job.shutdown import DEFAULT_GRACE_PERIOD
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = typing.get_args(Split)
@@ -329,7 +330,9 @@ class TrainSetup(_Section):
         None, description="Scheduler and its arguments; ReduceLROnPlateau(mode=min, factor=0.5, "
         "patience=10, min_lr=1e-7, cooldown=4) on val_loss when absent.")
     early_stopping: EarlyStopping | None = Field(None, description="Early stopping; none when absent.")
-    continue_training: bool = Field(False, description="Resume from the last checkpoint of the version folder.")
+    continue_training: bool | Literal["auto"] = Field(
+        False, description="Resume from the last checkpoint of the version folder. Extension: \"auto\" resumes "
+        "when that checkpoint exists and starts afresh otherwise (a restarted pod continues its run).")
     export_checkpoint: Annotated[list[Literal[".pth"]] | None, BeforeValidator(_one_or_list)] = Field(
         None, description="Extra formats to export saved checkpoints to (\".pth\").")
     val_check_interval: Annotated[int | float, BeforeValidator(_val_check_interval)] = Field(
@@ -441,6 +444,10 @@ class DeviceSetup(_Section):
                                             "epochs (no restart cost); on when num_workers > 0, when absent.")
     prefetch_factor: int | None = Field(None, ge=1, description="Extension: batches each DataLoader worker "
                                         "prepares ahead; PyTorch's 2 when absent. Needs num_workers > 0.")
+    stop_grace_period: float = Field(
+        DEFAULT_GRACE_PERIOD, gt=0, description="Extension: seconds between SIGTERM (pod eviction, preemption) "
+        "and the forced exit; the training stops after the current batch, keeps its last checkpoint and exits with "
+        "status 143. Keep it below the pod's terminationGracePeriodSeconds (Kubernetes' default 30).")
 
     @model_validator(mode="after")
     def _prefetch_needs_workers(self) -> DeviceSetup:

@@ -1,18 +1,36 @@
-"""``device_setup`` → Lightning Trainer settings (accelerator, devices, nodes, strategy).
+"""``device_setup`` → Lightning Trainer settings (accelerator, devices, nodes, strategy), and the
+launch environment of a distributed run.
 
 The specification's conventions: ``device: 0`` means the CPU; an int is a number of devices, a
 string of digits one device id ("0" is ``cuda:0``), a list the ids. With ``accelerator: cpu``,
 ``num_processes`` is the number of processes.
+
+Three ways to start several processes, all checked against ``num_nodes`` × devices per node:
+
+- Lightning alone (one pod or machine): ``odeon train`` starts the other processes itself.
+- ``torchrun`` (the Helm chart's way, and the only one under Kubeflow Trainer v2): torchrun reads the
+  operator's ``PET_*`` variables and starts the processes of its pod; Lightning recognises torchrun.
+- one ``odeon train`` per pod of a PyTorchJob, given ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE``
+  and ``RANK`` (the pod's index) by the operator. Lightning does not recognise these (both pods
+  would take rank 0), so the pod's index becomes ``NODE_RANK`` and Lightning starts the pod's
+  processes as on one machine.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import torch
 
 from odeon_job.config import DeviceSetup
 from odeon_job.errors import ConfigError
+
+log = logging.getLogger("odeon")
+
+#: Variables the Kubeflow training operator gives every pod of a PyTorchJob.
+POD_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 
 
 def _gpu_devices(device: int | str | list[int] | None) -> int | list[int]:
@@ -51,3 +69,70 @@ def trainer_devices(setup: DeviceSetup) -> dict[str, Any]:
         devices = setup.device if setup.device is not None else "auto"
     return {"accelerator": accelerator, "devices": devices, "num_nodes": setup.num_nodes,
             "strategy": setup.strategy or "auto"}
+
+
+def processes_per_node(devices: int | str | list[int]) -> int:
+    """How many processes Lightning runs on each node for these ``devices``."""
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    return torch.cuda.device_count() or 1  # -1 or "auto": all the GPUs of the node
+
+
+def _int_variable(name: str) -> int:
+    value = os.environ[name]
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} in the environment is not a number") from None
+
+
+def launch_style() -> str:
+    """``torchrun``, ``pytorchjob`` (one process per pod, the operator's variables), ``child`` (a
+    process Lightning started) or ``single`` (no distributed launcher around this process)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return "torchrun"
+    if "LOCAL_RANK" in os.environ:
+        return "child"
+    if all(name in os.environ for name in POD_VARIABLES):
+        return "pytorchjob"
+    return "single"
+
+
+def prepare_launch(options: dict[str, Any]) -> str:
+    """Check the launch environment against the Trainer's ``options`` and adapt it for Lightning.
+
+    Raises a :class:`ConfigError` naming both sides when the number of processes the launcher
+    announces is not ``num_nodes`` × devices per node. Returns the launch style.
+    """
+    style = launch_style()
+    nodes, per_node = options["num_nodes"], processes_per_node(options["devices"])
+    expected = nodes * per_node
+    if style == "torchrun":
+        world, local = _int_variable("WORLD_SIZE"), _int_variable("LOCAL_WORLD_SIZE")
+        if (world, local) != (expected, per_node):
+            raise ConfigError(f"device_setup: torchrun started {world} process(es), {local} per node, but the "
+                              f"configuration asks for num_nodes {nodes} × {per_node} per node = {expected}; make "
+                              "num_nodes the number of pods (--nnodes) and device/num_processes the processes per "
+                              "pod (--nproc-per-node)")
+    elif style == "pytorchjob":
+        world, pod = _int_variable("WORLD_SIZE"), _int_variable("RANK")
+        # Operator versions disagree: WORLD_SIZE counts pods (one process each) or pods × nprocPerNode.
+        if world not in (expected, nodes):
+            raise ConfigError(f"device_setup: the PyTorchJob says WORLD_SIZE={world}, but the configuration asks "
+                              f"for num_nodes {nodes} × {per_node} process(es) per node = {expected}; set num_nodes "
+                              "to the number of pods (Master + Workers)")
+        if not 0 <= pod < nodes:
+            raise ConfigError(f"device_setup.num_nodes: {nodes}, but this pod has RANK={pod}")
+        # Lightning starts this pod's processes and numbers them from NODE_RANK; the pod-level RANK
+        # and WORLD_SIZE would otherwise be read as this process's own.
+        os.environ["NODE_RANK"] = str(pod)
+        del os.environ["RANK"], os.environ["WORLD_SIZE"]
+        log.info("PyTorchJob: pod %d of %d, %d process(es) each, rendezvous at %s:%s", pod, nodes, per_node,
+                 os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
+    elif style == "single" and nodes > 1 and "NODE_RANK" not in os.environ:
+        raise ConfigError(f"device_setup.num_nodes: {nodes} nodes, but no launcher says which node this is: start "
+                          "through torchrun (--nnodes, --node-rank, or the PET_* variables), in a PyTorchJob "
+                          "(MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK), or set NODE_RANK, MASTER_ADDR and MASTER_PORT")
+    return style

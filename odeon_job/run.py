@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.spec import DataSpec
     from odeon_job.module import SegmentationModule
+    from odeon_job.shutdown import GracefulStop
 
 log = logging.getLogger("odeon")
 
@@ -90,19 +91,45 @@ def run_folder(config: JobConfig) -> str:
 
 
 def _resolve_names(config: JobConfig) -> JobConfig:
-    """Names from the first process when Lightning started this one, else from the start time."""
+    """Names from the first process when Lightning started this one, else from the start time.
+
+    Pods do not share a clock: a run over several nodes takes its version from the job's name
+    (``ODEON_JOB_NAME``, set by the Helm chart) unless the configuration names it."""
     inherited = os.environ.get(RUN_NAMES_VARIABLE)
     if inherited and not is_first_process():
         experiment, version = inherited.split("/", 1)
         names = {"name_exp_log": experiment, "version_name": version}
         return config.model_copy(update={"output_setup": config.output_setup.model_copy(update=names)})
+    out = config.output_setup
+    if config.device_setup.num_nodes > 1 and not (out.name_exp_log and out.version_name):
+        job = os.environ.get("ODEON_JOB_NAME")
+        if not job:
+            raise ConfigError("output_setup.version_name: set name_exp_log and version_name when training on "
+                              f"{config.device_setup.num_nodes} nodes (each would otherwise name the run after its "
+                              "own clock), or set ODEON_JOB_NAME")
+        names = {"name_exp_log": out.name_exp_log or job, "version_name": out.version_name or job}
+        config = config.model_copy(update={"output_setup": out.model_copy(update=names)})
     return resolve_run_names(config)
+
+
+def last_checkpoint(folder: str) -> str:
+    """The checkpoint rewritten at every validation: where a run resumes from."""
+    return storage.join(folder, VAL_LOSS_CKPT_FOLDER, LAST_CHECKPOINT)
 
 
 def resume_checkpoint(config: JobConfig, folder: str) -> str | None:
     """The checkpoint to resume from (``continue_training``), after checking the run folder."""
-    last = storage.join(folder, VAL_LOSS_CKPT_FOLDER, LAST_CHECKPOINT)
-    if config.train_setup.continue_training:
+    last = last_checkpoint(folder)
+    resume = config.train_setup.continue_training
+    if resume == "auto":
+        if storage.exists(last):
+            return last
+        if is_first_process() and storage.is_nonempty_folder(folder):
+            raise ConfigError(f"train_setup.continue_training: \"auto\" found no checkpoint to resume from ({last}) "
+                              f"in the run folder {folder}, which is not empty; remove it or choose another "
+                              "version_name")
+        return None
+    if resume:
         if not storage.exists(last):
             raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist (set "
                               "output_setup.name_exp_log and version_name to those of the run to continue)")
@@ -321,8 +348,9 @@ def evaluate_best_model(trainer: pl.Trainer, module: SegmentationModule, datamod
         trainer.test(module, datamodule=datamodule, ckpt_path=outputs.best_model, verbose=False)
 
 
-def train(config: JobConfig) -> TrainResult:
-    """Train as ``config`` says; returns where the run went and its figures."""
+def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
+    """Train as ``config`` says; returns where the run went and its figures. ``stop``: SIGTERM's
+    handler when the caller installed it earlier (the command line does, before the heavy imports)."""
     import pytorch_lightning as pl
 
     from odeon_job.callbacks.checkpoints import StorageCheckpointIO
@@ -330,8 +358,11 @@ def train(config: JobConfig) -> TrainResult:
     from odeon_job.data.raster import clear_remote_cache
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
-    from odeon_job.launch import trainer_devices
+    from odeon_job.launch import prepare_launch, trainer_devices
+    from odeon_job.shutdown import GracefulStop, Terminated, is_sigterm_stop, stop_callback
 
+    stop = stop or GracefulStop(config.device_setup.stop_grace_period).install()
+    stop.grace_period = config.device_setup.stop_grace_period
     _quiet_lightning()
     clear_remote_cache()  # GDAL would serve the old bytes of objects rewritten since this process read them
     config = _resolve_names(config)
@@ -344,6 +375,7 @@ def train(config: JobConfig) -> TrainResult:
     check_class_weights(config, spec.n_classes)
     devices = trainer_devices(device_setup)
     check_precision(config, devices["accelerator"])
+    prepare_launch(devices)
     logger = wandb_logger(config, folder) if out.use_wandb else False
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
@@ -361,7 +393,8 @@ def train(config: JobConfig) -> TrainResult:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
                  "without one runs as usual and PyTorch warns about it once")
     try:
-        trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=outputs.callbacks,
+        callbacks = [*outputs.callbacks, stop_callback(stop, last_checkpoint(folder))]
+        trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=callbacks,
                              logger=logger, default_root_dir=folder, plugins=[StorageCheckpointIO()])
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
@@ -381,6 +414,15 @@ def train(config: JobConfig) -> TrainResult:
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except Terminated:
+        status = "KILLED"
+        raise
+    except BaseException as error:
+        if not is_sigterm_stop(error):
+            raise
+        status = "KILLED"
+        raise Terminated(f"stopped by SIGTERM; {last_checkpoint(folder)} holds the last validated epoch: run again "
+                         "with train_setup.continue_training true (or \"auto\") to resume") from None
     finally:
         if outputs.tensorboard is not None:
             outputs.tensorboard.close()

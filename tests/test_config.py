@@ -102,7 +102,8 @@ def test_every_default_is_the_specification_s() -> None:
     }
     assert device.model_dump() == {"accelerator": None, "device": None, "num_nodes": 1, "num_workers": 4,
                                    "num_processes": 1, "strategy": None, "pin_memory": None,
-                                   "persistent_workers": None, "prefetch_factor": None}
+                                   "persistent_workers": None, "prefetch_factor": None,
+                                   "stop_grace_period": 20.0}
 
 
 def test_named_plateau_scheduler_takes_the_specification_defaults_for_missing_keys() -> None:

@@ -1,9 +1,13 @@
-"""Two processes (DDP on the CPU, gloo) against one, on the same data and weights."""
+"""Two processes (DDP on the CPU, gloo) against one, on the same data and weights: started by
+Lightning, by torchrun from the PyTorchJob operator's PET_* variables (two "pods" on 127.0.0.1), and
+as one ``odeon train`` per "pod" given the operator's MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +25,39 @@ def _train(config: dict, folder: Path) -> subprocess.CompletedProcess[str]:
     path.write_text(json.dumps(config))
     return subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", str(path)], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _train_as_pods(config: dict, folder: Path, style: str) -> list[subprocess.CompletedProcess[str]]:
+    """Two "pods" of a PyTorchJob (Master + 1 Worker) as processes on 127.0.0.1, with the variables the
+    operator gives each pod; ``style`` "torchrun" starts through torchrun (the chart's way), "pod" runs
+    ``odeon train`` directly."""
+    path = folder / f"{config['output_setup']['version_name']}.json"
+    path.write_text(json.dumps(config))
+    port = _free_port()
+    if style == "torchrun":
+        command = [sys.executable, "-m", "torch.distributed.run", "-m", "odeon_job", "train", "-c", str(path)]
+    else:
+        command = [sys.executable, "-m", "odeon_job", "train", "-c", str(path)]
+    jobs = []
+    for pod in range(2):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "WORLD_SIZE": "2", "RANK": str(pod), "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
+               "PET_NNODES": "2", "PET_NODE_RANK": str(pod), "PET_NPROC_PER_NODE": "1"}
+        jobs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for job in jobs:
+        try:
+            stdout, stderr = job.communicate(timeout=300)
+        finally:
+            job.kill()
+        results.append(subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr))
+    return results
 
 
 def test_two_processes_give_the_confusion_matrix_of_one(make_dataset: Callable[..., TinyDataset],
@@ -59,3 +96,50 @@ def test_two_processes_give_the_confusion_matrix_of_one(make_dataset: Callable[.
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [("p1", "FINISHED"), ("p2", "FINISHED")]
     p2 = next(r for r in runs if r.info.run_name == "p2")
     assert [m.value for m in client.get_metric_history(p2.info.run_id, "val/loss")] == [two["loss"]]
+
+
+@pytest.mark.parametrize("style", ["torchrun", "pod"])
+def test_two_pods_give_the_confusion_matrix_of_one(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
+                                                  style: str) -> None:
+    train = make_dataset(n=8)
+    val = make_dataset(n=5, name="val", seed=3)
+
+    def config(version: str, nodes: int) -> dict:
+        return make_config(train.csv, str(tmp_path / "out"), data_source={"val_file": val.csv},
+                           train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30, "epochs": 2},
+                           output_setup={"version_name": version, "use_tensorboard": False},
+                           device_setup={"num_nodes": nodes})
+
+    single = _train(config("one", 1), tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    pods = _train_as_pods(config("pods", 2), tmp_path, style)
+    for pod, result in enumerate(pods):
+        assert result.returncode == 0, f"pod {pod}: {result.stderr[-3000:]}"
+    both = pods[0].stderr + pods[1].stderr
+    assert "GLOBAL_RANK: 0" in both and "GLOBAL_RANK: 1" in both
+    if style == "pod":
+        assert "PyTorchJob: pod 1 of 2, 1 process(es) each" in pods[1].stderr
+    one, two = (json.loads((tmp_path / "out" / "exp" / name / "history_val.json").read_text())
+                for name in ("one", "pods"))
+    assert list(two) == ["0", "1"]
+    for epoch in ("0", "1"):
+        assert two[epoch]["cm_micro"] == one[epoch]["cm_micro"]
+        assert two[epoch]["loss"] == pytest.approx(one[epoch]["loss"], rel=1e-5)
+    run = tmp_path / "out" / "exp" / "pods"
+    assert sorted(os.listdir(run)) == ["config.json", "history_val.json", "odeon_val_loss_ckpt", "odeon_val_miou_ckpt"]
+    checkpoints = sorted(os.listdir(run / "odeon_val_loss_ckpt"))  # save_top_k 3: both epochs, and last.ckpt
+    assert len(checkpoints) == 3 and checkpoints[0] == "last.ckpt"
+    assert not any(re.search(r"-v\d+\.ckpt$", name) for name in checkpoints)  # no second writer's copies
+    assert sorted(os.listdir(tmp_path / "out" / "exp")) == ["one", "pods"]
+
+
+def test_a_pod_count_that_disagrees_with_the_config_is_refused(make_dataset: Callable[..., TinyDataset],
+                                                               tmp_path: Path) -> None:
+    train = make_dataset(n=8)
+    config = make_config(train.csv, str(tmp_path / "out"), output_setup={"version_name": "pods"},
+                         device_setup={"num_nodes": 3})
+    pods = _train_as_pods(config, tmp_path, "pod")
+    for result in pods:
+        assert result.returncode == 2
+        assert ("odeon: error: device_setup: the PyTorchJob says WORLD_SIZE=2, but the configuration asks for "
+                "num_nodes 3") in result.stderr

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -7,7 +9,7 @@ import torch
 
 from odeon_job.config import DeviceSetup
 from odeon_job.errors import ConfigError
-from odeon_job.launch import trainer_devices
+from odeon_job.launch import prepare_launch, trainer_devices
 
 
 def _devices(**device_setup: Any) -> dict[str, Any]:
@@ -58,3 +60,56 @@ def test_gpu_without_gpu_is_a_clear_error(no_gpu: None) -> None:
 def test_more_gpus_than_visible(two_gpus: None) -> None:
     with pytest.raises(ConfigError, match=r"device_setup.device: \[3\] asks for more GPUs than the 2 visible"):
         _devices(accelerator="gpu", device=[3])
+
+
+# --- launch styles ---------------------------------------------------------------------------------
+
+_LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                     "WORLD_SIZE", "RANK", "NODE_RANK")
+
+
+@pytest.fixture
+def launch_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    for name in _LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def set_env(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+
+    return set_env
+
+
+def _options(nodes: int, devices: int) -> dict[str, Any]:
+    return {"accelerator": "cpu", "devices": devices, "num_nodes": nodes, "strategy": "auto"}
+
+
+def test_a_pytorchjob_pod_becomes_a_lightning_node(launch_env: Callable[..., None]) -> None:
+    launch_env(MASTER_ADDR="job-master-0", MASTER_PORT="23456", WORLD_SIZE="4", RANK="1")
+    assert prepare_launch(_options(nodes=2, devices=2)) == "pytorchjob"
+    assert os.environ["NODE_RANK"] == "1" and "RANK" not in os.environ and "WORLD_SIZE" not in os.environ
+
+
+def test_world_size_may_count_pods(launch_env: Callable[..., None]) -> None:
+    """Older operators count pods in WORLD_SIZE even with nprocPerNode."""
+    launch_env(MASTER_ADDR="job-master-0", MASTER_PORT="23456", WORLD_SIZE="2", RANK="0")
+    assert prepare_launch(_options(nodes=2, devices=2)) == "pytorchjob" and os.environ["NODE_RANK"] == "0"
+
+
+def test_a_world_size_that_fits_neither_count_is_refused(launch_env: Callable[..., None]) -> None:
+    launch_env(MASTER_ADDR="job-master-0", MASTER_PORT="23456", WORLD_SIZE="3", RANK="0")
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE=3, but the configuration asks for num_nodes 2 × 2"):
+        prepare_launch(_options(nodes=2, devices=2))
+
+
+def test_torchrun_must_start_what_the_config_asks_for(launch_env: Callable[..., None]) -> None:
+    launch_env(TORCHELASTIC_RUN_ID="x", WORLD_SIZE="4", LOCAL_WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
+    assert prepare_launch(_options(nodes=2, devices=2)) == "torchrun"
+    with pytest.raises(ConfigError, match=r"torchrun started 4 process\(es\), 2 per node, .* num_nodes 1 × 2"):
+        prepare_launch(_options(nodes=1, devices=2))
+
+
+def test_several_nodes_need_a_launcher(launch_env: Callable[..., None]) -> None:
+    with pytest.raises(ConfigError, match=r"device_setup.num_nodes: 2 nodes, but no launcher says which node"):
+        prepare_launch(_options(nodes=2, devices=1))
+    assert prepare_launch(_options(nodes=1, devices=2)) == "single"

@@ -1,0 +1,97 @@
+"""SIGTERM (pod eviction, preemption, ``kubectl delete``, ``docker stop``): stop cleanly, in time.
+
+Lightning notices SIGTERM itself and stops every process of the run after the current batch. This
+module adds what a batch job needs around that: a deadline (``device_setup.stop_grace_period``)
+after which the process exits anyway, so the pod never reaches Kubernetes' SIGKILL with a write in
+flight; a stop before training has started; and an exit status, 143 (128 + SIGTERM), that says
+"interrupted, run me again" to a ``restartPolicy`` rather than success.
+
+Nothing but the epoch in progress is lost: ``last.ckpt`` is rewritten at every validation, and a
+run stopped before its first validation saves one on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+log = logging.getLogger("odeon")
+
+#: 128 + SIGTERM, as a shell reports a process killed by it: Kubeflow treats 128-255 as retryable.
+EXIT_TERMINATED = 143
+#: Below Kubernetes' default terminationGracePeriodSeconds (30), with room to upload what is staged.
+DEFAULT_GRACE_PERIOD = 20.0
+
+
+class Terminated(Exception):
+    """The job was asked to stop (SIGTERM) and did; the message says where it can resume from."""
+
+
+class GracefulStop:
+    """Arms the forced exit at SIGTERM, and stops at once when nothing is being trained yet."""
+
+    def __init__(self, grace_period: float) -> None:
+        self.grace_period = grace_period
+        self.received_at: float | None = None
+        self.training = False  # once True, Lightning's own handler stops the loops; this one only times them
+
+    def install(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received_at is not None:
+            return
+        self.received_at = time.monotonic()
+        log.warning("SIGTERM: stopping after the current batch (forced exit in %g s)", self.grace_period)
+        timer = threading.Timer(self.grace_period, self._force_exit)
+        timer.daemon = True
+        timer.start()
+        if not self.training:
+            raise Terminated("stopped by SIGTERM before training started; nothing was trained")
+
+    def _force_exit(self) -> None:
+        log.error("odeon: did not stop within %g s of SIGTERM (device_setup.stop_grace_period): exiting now; "
+                  "the last checkpoint written is kept", self.grace_period)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(EXIT_TERMINATED)
+
+
+def is_sigterm_stop(error: BaseException) -> bool:
+    """Whether Lightning stopped the loops because of SIGTERM."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    return isinstance(error, SIGTERMException)
+
+
+def stop_callback(stop: GracefulStop, checkpoint: str) -> pl.Callback:
+    """The Lightning side of ``stop``: from the first training batch on, SIGTERM is left to Lightning's
+    loops (registered at fit start); a run stopped before any validation saves its current state to
+    ``checkpoint``. Every process takes part (saving is collective under DDP); the first decides."""
+    import pytorch_lightning as pl
+
+    from odeon_job import storage
+
+    class StopHandling(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            stop.training = True
+
+        def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+            if not is_sigterm_stop(exception) or trainer.state.fn != "fit":
+                return
+            if trainer.strategy.broadcast(not storage.exists(checkpoint)):
+                trainer.save_checkpoint(checkpoint)
+                log.warning("SIGTERM before the first validation: saved the current state to %s", checkpoint)
+
+    return StopHandling()
