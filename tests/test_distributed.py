@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TinyDataset, make_config
+from mlflow_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,19 +27,13 @@ def _train(config: dict, folder: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _train_as_pods(config: dict, folder: Path, style: str) -> list[subprocess.CompletedProcess[str]]:
     """Two "pods" of a PyTorchJob (Master + 1 Worker) as processes on 127.0.0.1, with the variables the
     operator gives each pod; ``style`` "torchrun" starts through torchrun (the chart's way), "pod" runs
     ``odeon train`` directly."""
     path = folder / f"{config['output_setup']['version_name']}.json"
     path.write_text(json.dumps(config))
-    port = _free_port()
+    port = free_port()
     if style == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "-m", "odeon_job", "train", "-c", str(path)]
     else:

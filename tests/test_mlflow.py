@@ -18,7 +18,7 @@ from odeon_job.module import SegmentationModule
 from odeon_job.tracking import environment_tags, flatten, metric_name, redact
 
 from conftest import TinyDataset, make_config, use_s3_endpoint
-from mlflow_server import MlflowServer
+from mlflow_server import MlflowServer, free_port
 from s3_server import Bucket, MotoServer, new_bucket
 
 pytestmark = pytest.mark.slow
@@ -222,3 +222,31 @@ def test_names_parameters_and_tags() -> None:
                              "KUBERNETES_SERVICE_HOST": "10.0.0.1", "ODEON_JOB_NAME": "ocsge"})
     assert tags == {"mlflow.source.git.commit": "abc", "ci.pipeline_id": "42", "k8s.pod": "job-master-0",
                     "k8s.job": "ocsge"}
+
+
+# --- odeon validate --services (the Helm chart's test hook) ------------------------------------------
+
+def test_validate_services_reaches_the_server_and_the_output_folder(make_dataset: Callable[..., TinyDataset],
+                                                                   mlflow_server: MlflowServer, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(n=6)
+    config = make_config(data.csv, str(tmp_path / "out"), output_setup={"use_mlflow": True,
+                                                                        "mlflow_tracking_uri": mlflow_server.url})
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert cli.main(["validate", "-c", str(tmp_path / "c.json"), "--rows", "1", "--services"]) == 0
+    out = capsys.readouterr().out
+    assert f"writable; MLflow at {mlflow_server.url}: answers" in out and "OK: 2 samples checked" in out
+    assert list((tmp_path / "out").iterdir()) == []  # the write probe is removed
+
+
+def test_validate_services_names_a_server_that_does_not_answer(make_dataset: Callable[..., TinyDataset],
+                                                              tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_dataset(n=6)
+    url = f"http://127.0.0.1:{free_port()}"
+    config = make_config(data.csv, str(tmp_path / "out"), output_setup={"use_mlflow": True,
+                                                                        "mlflow_tracking_uri": url})
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert cli.main(["validate", "-c", str(tmp_path / "c.json"), "--rows", "1", "--services"]) == 2
+    assert (f"odeon: error: output_setup.mlflow_tracking_uri: MLflow at {url} does not answer: connection refused"
+            in capsys.readouterr().err)

@@ -348,3 +348,13 @@ def test_rasters_on_unsupported_schemes_and_gdal_settings_from_the_environment(
     assert "GDAL_CACHEMAX" not in raster.gdal_options()  # the environment's value stands
     with pytest.raises(DataError):
         raster.open_raster("/nonexistent/a.tif", "row 1")
+
+
+def test_validate_services_names_an_output_bucket_that_does_not_exist(make_dataset: Callable[..., TinyDataset],
+                                                                      bucket: Bucket, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(make_dataset(n=4).csv, "s3://no-such-bucket/runs")
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert run_cli("validate", "-c", str(tmp_path / "c.json"), "--services") == 2
+    assert ("odeon: error: output_setup.output_folder: s3://no-such-bucket/runs/.odeon-probe-"
+            in capsys.readouterr().err)

@@ -1,0 +1,212 @@
+"""The Helm chart, rendered by a real helm binary: lint, the PyTorchJob CRD's own schema (unknown
+fields rejected, as kubectl does), the restricted Pod Security Standard, values.schema.json, and the
+configuration and arguments the pods are given."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from odeon_job.cli import build_parser
+from odeon_job.config import apply_overrides, parse_config
+
+from pod_security import restricted_violations
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "odeon-train"
+MULTINODE_GPU = ROOT / "helm" / "examples" / "multinode-gpu.yaml"
+SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
+CRD = Path(os.environ.get("PYTORCHJOB_CRD", SCHEMAS / "kubeflow.org_pytorchjobs.yaml"))
+
+
+@functools.cache
+def helm_binary() -> str:
+    found = shutil.which("helm", path=f"{ROOT / '.tools'}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("no helm binary: `make tools` downloads it to .tools/")
+        pytest.skip("no helm binary (make tools)")
+    return found
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120)
+
+
+def render(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> list[dict[str, Any]]:
+    extra: list[str] = []
+    if values is not None:
+        assert tmp is not None
+        (tmp / "values.yaml").write_text(yaml.safe_dump(values))
+        extra = ["-f", str(tmp / "values.yaml")]
+    result = helm("template", "train-1", str(CHART), "--namespace", "ml", *args, *extra)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with ``additionalProperties: false`` wherever an object declares its properties."""
+    if isinstance(schema, dict):
+        schema = {key: _closed(value) for key, value in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    return schema
+
+
+@functools.cache
+def pytorchjob_validator() -> jsonschema.Draft7Validator:
+    if not CRD.exists():
+        pytest.fail(f"the PyTorchJob CRD is missing: {CRD} (set PYTORCHJOB_CRD)")
+    crd = yaml.safe_load(CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return jsonschema.Draft7Validator(_closed(version["schema"]["openAPIV3Schema"]))
+
+
+def pytorchjob(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (job,) = [d for d in documents if d["kind"] == "PyTorchJob"]
+    return job
+
+
+def pod_specs(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The PyTorchJob's pod specs (Master first), then the other pods'."""
+    specs = [replica["template"]["spec"] for replica in pytorchjob(documents)["spec"]["pytorchReplicaSpecs"].values()]
+    return specs + [d["spec"] for d in documents if d["kind"] == "Pod"]
+
+
+RENDERINGS = {
+    "defaults": [],
+    "multinode-gpu": ["-f", str(MULTINODE_GPU)],
+    "direct-launcher": ["--set", "launcher=direct", "--set", "workers=1", "--set", "cpuProcessesPerPod=2"],
+}
+
+
+def test_helm_lint_passes() -> None:
+    for name, args in RENDERINGS.items():
+        result = helm("lint", "--strict", str(CHART), *args)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("name", list(RENDERINGS))
+def test_every_rendered_pytorchjob_fits_the_crd(name: str) -> None:
+    job = pytorchjob(render(*RENDERINGS[name]))
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in pytorchjob_validator().iter_errors(job)]
+    assert errors == []
+    assert job["apiVersion"] == "kubeflow.org/v1"
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        (container,) = replica["template"]["spec"]["containers"]
+        assert container["name"] == "pytorch"  # the operator injects its variables into this container only
+        assert {"name": "pytorchjob-port", "containerPort": 23456, "protocol": "TCP"} in container["ports"]
+        assert replica["restartPolicy"] == "OnFailure"
+
+
+def test_the_crd_check_catches_a_misspelt_field() -> None:
+    job = pytorchjob(render())
+    job["spec"]["runPolicy"]["backofLimit"] = 3
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    messages = [error.message for error in pytorchjob_validator().iter_errors(job)]
+    assert any("'backofLimit' was unexpected" in m for m in messages)
+    assert any("'volumeMount' was unexpected" in m for m in messages)
+
+
+@pytest.mark.parametrize("name", list(RENDERINGS))
+def test_every_pod_is_restricted(name: str) -> None:
+    specs = pod_specs(render(*RENDERINGS[name]))
+    assert len(specs) >= 2  # the job's pods and the test hook's
+    for spec in specs:
+        assert restricted_violations(spec) == []
+        (container,) = spec["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert any(mount["mountPath"] == "/tmp" for mount in container["volumeMounts"])  # the one writable place
+
+
+def test_the_restricted_check_catches_what_it_should() -> None:
+    spec = pod_specs(render())[0]
+    spec["hostNetwork"] = True
+    spec["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    context = spec["containers"][0]["securityContext"]
+    context.update(allowPrivilegeEscalation=True, capabilities={"add": ["SYS_ADMIN"]})
+    del context["seccompProfile"], spec["securityContext"]["seccompProfile"]
+    problems = restricted_violations(spec)
+    for expected in ("hostNetwork", "hostPath", "allowPrivilegeEscalation", "drop ALL", "SYS_ADMIN", "seccompProfile"):
+        assert any(expected in problem for problem in problems), expected
+
+
+def test_multinode_gpu_shape() -> None:
+    job = pytorchjob(render(*RENDERINGS["multinode-gpu"]))
+    spec = job["spec"]
+    assert spec["nprocPerNode"] == "8" and spec["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
+    assert spec["runPolicy"] == {"backoffLimit": 5, "cleanPodPolicy": "Running", "activeDeadlineSeconds": 172800,
+                                 "ttlSecondsAfterFinished": 604800}
+    pod = spec["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert container["command"][:3] == ["tini", "--", "torchrun"]
+    assert container["envFrom"] == [{"secretRef": {"name": "odeon-credentials"}}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ODEON_CONFIG"] == "s3://landcover/configs/unet-512.json"
+    assert env["AWS_ENDPOINT_URL_S3"] == "https://minio.example.com"
+    assert env["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
+    assert not any("KEY" in name or "PASSWORD" in name or "TOKEN" in name for name in env)  # Secret only
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
+    assert pod["priorityClassName"] == "training" and pod["terminationGracePeriodSeconds"] == 30
+    assert not any(d["kind"] == "ConfigMap" for d in render(*RENDERINGS["multinode-gpu"]))  # configUrl instead
+
+
+@pytest.mark.parametrize("name", list(RENDERINGS))
+def test_the_pods_arguments_make_a_valid_configuration(name: str, tmp_path: Path) -> None:
+    """The ConfigMap's JSON with the container's --set arguments, read as `odeon train` reads them."""
+    documents = render(*RENDERINGS[name])
+    container = pod_specs(documents)[0]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    config_maps = [d for d in documents if d["kind"] == "ConfigMap"]
+    base = json.loads(config_maps[0]["data"]["config.json"]) if config_maps else yaml.safe_load(
+        (CHART / "values.yaml").read_text())["config"]
+    config = parse_config(json.dumps(apply_overrides(base, args.overrides)), "rendered")
+    processes = {"defaults": 1, "multinode-gpu": 8, "direct-launcher": 2}[name]
+    nodes = {"defaults": 1, "multinode-gpu": 4, "direct-launcher": 2}[name]
+    device = config.device_setup
+    assert device.num_nodes == nodes
+    assert (device.device if device.accelerator == "gpu" else device.num_processes) == processes
+    assert (device.strategy == "ddp") == (nodes * processes > 1)
+    assert config.train_setup.continue_training == "auto"
+    assert device.stop_grace_period < pod_specs(documents)[0]["terminationGracePeriodSeconds"]
+    (hook,) = [d for d in documents if d["kind"] == "Pod"]
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    check = build_parser().parse_args(hook["spec"]["containers"][0]["args"])
+    assert (check.command, check.rows, check.services) == ("validate", 2, True)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"workers": -1}, "/workers"),
+    ({"launcher": "mpirun"}, "/launcher"),
+    ({"gpusPerPod": "two"}, "/gpusPerPod"),
+    ({"workres": 2}, "workres"),
+    ({"configUrl": "ftp://x/config.json"}, "/configUrl"),
+    ({"config": {"train_setup": {}, "trainsetup": {}}}, "trainsetup"),
+    ({"shmSize": "lots"}, "/shmSize"),
+    ({"credentialsSecret": "Not A Name"}, "/credentialsSecret"),
+])
+def test_values_schema_rejects_bad_values(values: dict[str, Any], message: str, tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(values))
+    result = helm("template", "train-1", str(CHART), "-f", str(tmp_path / "bad.yaml"))
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_job_without_configuration_is_refused() -> None:
+    result = helm("template", "train-1", str(CHART), "--set", "config=null")
+    assert result.returncode != 0 and "set config" in result.stderr
