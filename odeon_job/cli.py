@@ -137,6 +137,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job(args: argparse.Namespace) -> int:
+    from odeon_job import jobs
+
+    read = jobs.job_reader(args.context)
+    namespace = args.namespace or jobs.default_namespace()
+    if args.job_command == "status":
+        result, lines = jobs.status(read, namespace, args.name)
+        print("\n".join(lines))
+        return 0 if result is None else result
+    return jobs.wait(read, namespace, args.name, args.timeout, args.interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logs, and tracebacks with errors")
@@ -165,6 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="odeon-demo", help="folder for the dataset and the run "
                       "(default: %(default)s)")
     demo.set_defaults(handler=_demo)
+
+    from odeon_job.jobs import parse_duration
+
+    job = commands.add_parser("job", parents=[common], help="follow a training submitted as a Kubeflow PyTorchJob "
+                              "(helm install ... helm/odeon-train)")
+    job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
+    with_job = argparse.ArgumentParser(add_help=False, parents=[common])
+    with_job.add_argument("name", help="the PyTorchJob's name (the Helm release's)")
+    with_job.add_argument("-n", "--namespace", help="default: the pod's own namespace, else the kubeconfig's")
+    with_job.add_argument("--context", help="kubeconfig context (default: the current one)")
+    job_commands.add_parser("status", parents=[with_job], help="print the job's conditions and pods; exit 0 "
+                            "unless it failed")
+    wait = job_commands.add_parser("wait", parents=[with_job], help="print the job's conditions as they change "
+                                   "until it ends: exit 0 when it succeeded, 1 when it failed, 124 at --timeout")
+    wait.add_argument("--timeout", type=parse_duration, help="give up after this long (3600, 90m, 6h; default: "
+                      "never)")
+    wait.add_argument("--interval", type=parse_duration, default=5.0, help="seconds between two reads "
+                      "(default: %(default)s)")
+    job.set_defaults(handler=_job)
     return parser
 
 
