@@ -42,13 +42,8 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120)
 
 
-def render(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> list[dict[str, Any]]:
-    extra: list[str] = []
-    if values is not None:
-        assert tmp is not None
-        (tmp / "values.yaml").write_text(yaml.safe_dump(values))
-        extra = ["-f", str(tmp / "values.yaml")]
-    result = helm("template", "train-1", str(CHART), "--namespace", "ml", *args, *extra)
+def render(*args: str, release: str = "train-1") -> list[dict[str, Any]]:
+    result = helm("template", release, str(CHART), "--namespace", "ml", *args)
     assert result.returncode == 0, result.stderr
     return [document for document in yaml.safe_load_all(result.stdout) if document]
 
@@ -210,3 +205,41 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], message: str, 
 def test_a_job_without_configuration_is_refused() -> None:
     result = helm("template", "train-1", str(CHART), "--set", "config=null")
     assert result.returncode != 0 and "set config" in result.stderr
+
+
+# --- k8s/: the plain manifests, for clusters without Helm ---------------------------------------------
+
+@functools.cache
+def kustomized() -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl", path=f"{ROOT / '.tools'}{os.pathsep}{os.environ.get('PATH', '')}")
+    if kubectl is None:
+        pytest.fail("no kubectl binary: `make tools` downloads it to .tools/")
+    result = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def test_plain_manifests_fit_the_crd_and_are_restricted() -> None:
+    documents = kustomized()
+    assert sorted(d["kind"] for d in documents) == ["ConfigMap", "PyTorchJob"]  # the Secret is the user's
+    job = pytorchjob(documents)
+    assert list(pytorchjob_validator().iter_errors(job)) == []
+    for spec in pod_specs(documents):
+        assert restricted_violations(spec) == []
+
+
+def test_plain_manifests_follow_the_chart() -> None:
+    """Generated once from the chart: the same command, arguments, security and volumes (drift fails here)."""
+    ours = pytorchjob(kustomized())["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    chart = pod_specs(render("--set", "credentialsSecret=odeon-credentials", release="odeon-train"))[0]
+    for key in ("securityContext", "volumes", "terminationGracePeriodSeconds"):
+        assert ours[key] == chart[key], key
+    for key in ("command", "args", "ports", "securityContext", "volumeMounts", "envFrom"):
+        assert ours["containers"][0][key] == chart["containers"][0][key], key
+    config_map = next(d for d in kustomized() if d["kind"] == "ConfigMap")
+    args = build_parser().parse_args(ours["containers"][0]["args"])
+    config = parse_config(json.dumps(apply_overrides(json.loads(config_map["data"]["config.json"]),
+                                                     args.overrides)), "k8s/configmap.yaml")
+    assert config.train_setup.continue_training == "auto"
+    secret = yaml.safe_load((ROOT / "k8s" / "secret.example.yaml").read_text())
+    assert ours["containers"][0]["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
