@@ -32,6 +32,10 @@ test: $(STAMP) tools
 
 tools: $(TOOLS)/helm $(TOOLS)/kubectl
 
+# The container image, built with podman, running `odeon demo` read-only as its non-root user (~15 min).
+image-test:
+	bash .ci/image-test.sh
+
 # The chart and `odeon job` against a real kube-apiserver on loopback (builds one first: ~5 min, once).
 k8s-e2e: $(STAMP) tools
 	bash .ci/build-kube-apiserver.sh $(TOOLS)/kube-apiserver

@@ -361,6 +361,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     from odeon_job.launch import prepare_launch, trainer_devices
     from odeon_job.shutdown import GracefulStop, Terminated, is_sigterm_stop, stop_callback
 
+    own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
     stop = stop or GracefulStop(config.device_setup.stop_grace_period).install()
     stop.grace_period = config.device_setup.stop_grace_period
     _quiet_lightning()
@@ -411,10 +412,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
             evaluate_best_model(trainer, module, datamodule, outputs)
             result.test = outputs.history.test_entry
         status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except Terminated:
+    except (KeyboardInterrupt, Terminated):
         status = "KILLED"
         raise
     except BaseException as error:
@@ -432,6 +430,8 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
             else:
                 outputs.mlflow.finish(status)
         report_retries()
+        if own_stop:
+            stop.restore()
     return result
 
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -43,11 +43,17 @@ class GracefulStop:
         self.grace_period = grace_period
         self.received_at: float | None = None
         self.training = False  # once True, Lightning's own handler stops the loops; this one only times them
+        self._previous: Any = None
 
     def install(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._handle)
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
+
+    def restore(self) -> None:
+        """Put back the handler found at :meth:`install` (a deadline already armed still runs)."""
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received_at is not None:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# make image-test: build the image with podman and run `odeon demo` in it as its non-root user, with a
+# read-only root filesystem and a tmpfs /tmp, as Kubernetes runs it (helm/odeon-train). Needs root.
+# Where no registry can be reached (this project's CI machines) the base is a local Debian bookworm
+# made by debootstrap, and pip takes torch from the machine's local wheel index when there is one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGE="${IMAGE:-localhost/odeon-job:dev}"
+BASE_IMAGE="${BASE_IMAGE:-localhost/debian:bookworm}"
+export DEBIAN_FRONTEND=noninteractive
+command -v podman >/dev/null || { apt-get update -qq && apt-get install -y -qq podman runc debootstrap >/dev/null; }
+P=(podman --runtime runc --cgroup-manager=cgroupfs)
+U=(--ulimit nofile=20000:20000 --ulimit nproc=1000:1000)  # without them runc fails "error setting rlimit"
+if [ "$BASE_IMAGE" = localhost/debian:bookworm ] && ! "${P[@]}" image exists "$BASE_IMAGE"; then
+  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
+  rootfs="$(mktemp -d)"
+  debootstrap --variant=minbase bookworm "$rootfs" >/dev/null
+  tar -C "$rootfs" -c . | "${P[@]}" import - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+fi
+build=(--network=host "${U[@]}" --build-arg "BASE_IMAGE=$BASE_IMAGE")
+# This machine's CA bundle for pip (beside the image's own: ca-certificates replaces that file while installing).
+[ -f /etc/ssl/certs/ca-certificates.crt ] && build+=(-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
+indexes=""
+for folder in /opt/pypi /opt/pypi-more; do  # local wheel indexes (torch's CUDA wheels: no multi-GB download)
+  if [ -d "$folder/simple" ]; then build+=(-v "$folder:$folder:ro"); indexes="$indexes file://$folder/simple"; fi
+done
+[ -n "$indexes" ] && build+=(--build-arg "PIP_EXTRA_INDEX_URL=${indexes# }")
+start=$(date +%s)
+"${P[@]}" build "${build[@]}" -t "$IMAGE" .
+echo "image-test: built $IMAGE in $(( $(date +%s) - start )) s; size $("${P[@]}" image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.2f GB", $1/1e9}')"
+
+run=("${P[@]}" run --rm "${U[@]}" --network=none --read-only --tmpfs /tmp:rw,size=4g,mode=1777 --shm-size=1g)
+[ "$("${run[@]}" --entrypoint id "$IMAGE" -u)" = 10001 ] || { echo "image-test: not running as uid 10001"; exit 1; }
+start=$(date +%s)
+"${run[@]}" "$IMAGE" demo --output /tmp/demo 2>&1 | tee /tmp/odeon-image-demo.log | tail -5
+grep -q "final validation mIoU" /tmp/odeon-image-demo.log
+echo "image-test: odeon demo ran as uid 10001 on a read-only root filesystem in $(( $(date +%s) - start )) s"
+if "${run[@]}" --entrypoint sh "$IMAGE" -c 'touch /opt/odeon/x' 2>/dev/null; then
+  echo "image-test: the root filesystem was writable"; exit 1
+fi
+echo "image-test: passed"
