@@ -30,7 +30,9 @@ start=$(date +%s)
 "${P[@]}" build "${build[@]}" -t "$IMAGE" .
 echo "image-test: built $IMAGE in $(( $(date +%s) - start )) s; size $("${P[@]}" image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.2f GB", $1/1e9}')"
 
-run=("${P[@]}" run --rm "${U[@]}" --network=none --read-only --tmpfs /tmp:rw,size=4g,mode=1777 --shm-size=1g)
+# As the chart runs it: a read-only root filesystem, a writable /tmp, shared memory for DataLoader workers.
+options=("${U[@]}" --network=none --read-only --tmpfs /tmp:rw,size=4g,mode=1777 --shm-size=1g)
+run=("${P[@]}" run --rm "${options[@]}")
 [ "$("${run[@]}" --entrypoint id "$IMAGE" -u)" = 10001 ] || { echo "image-test: not running as uid 10001"; exit 1; }
 start=$(date +%s)
 "${run[@]}" "$IMAGE" demo --output /tmp/demo 2>&1 | tee /tmp/odeon-image-demo.log | tail -5
@@ -39,4 +41,31 @@ echo "image-test: odeon demo ran as uid 10001 on a read-only root filesystem in 
 if "${run[@]}" --entrypoint sh "$IMAGE" -c 'touch /opt/odeon/x' 2>/dev/null; then
   echo "image-test: the root filesystem was writable"; exit 1
 fi
-echo "image-test: passed"
+
+# SIGTERM as Kubernetes sends it (to PID 1, tini): a training stops within its grace period with status
+# 143 and its last checkpoint, and resumes with continue_training "auto".
+data="$(mktemp -d)"
+trap 'rm -rf "$data"; "${P[@]}" rm -f odeon-image-test >/dev/null 2>&1 || true' EXIT
+chmod 777 "$data"
+"${run[@]}" -v "$data:/data" --entrypoint python "$IMAGE" -c \
+  "from odeon_job.demo import write_demo; write_demo('/data')" >/dev/null
+train=(-v "$data:/data" -e ODEON_CONFIG=/data/demo_config.json "$IMAGE" train --set output_setup.version_name=sigterm
+       --set train_setup.continue_training=auto)
+"${P[@]}" run -d "${options[@]}" --name odeon-image-test "${train[@]}" --set train_setup.epochs=50 >/dev/null
+history="$data/runs/demo/sigterm/history_val.json"
+for _ in $(seq 1 300); do
+  [ -f "$history" ] && [ "$(python3 -c "import json; print(len(json.load(open('$history'))))")" -ge 2 ] && break
+  sleep 1
+done
+start=$(date +%s.%N)
+"${P[@]}" stop -t 30 odeon-image-test >/dev/null
+took=$(python3 -c "print(round($(date +%s.%N) - $start, 1))")
+status=$("${P[@]}" inspect odeon-image-test --format '{{.State.ExitCode}}')
+"${P[@]}" logs odeon-image-test 2>&1 | tail -2
+[ "$status" = 143 ] || { echo "image-test: exit status $status after SIGTERM, not 143"; exit 1; }
+echo "image-test: SIGTERM: exit 143 after $took s"
+epochs=$(( $(python3 -c "import json; print(len(json.load(open('$history'))))") + 1 ))
+"${run[@]}" "${train[@]}" --set "train_setup.epochs=$epochs" 2>&1 | tail -1
+[ "$(python3 -c "import json; print(len(json.load(open('$history'))))")" = "$epochs" ] \
+  || { echo "image-test: the resumed training did not finish its epochs"; exit 1; }
+echo "image-test: resumed to epoch $epochs; passed"
