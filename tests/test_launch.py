@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -69,15 +69,15 @@ _LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "M
 
 
 @pytest.fixture
-def launch_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+def launch_env() -> Iterator[Callable[..., None]]:
+    """prepare_launch rewrites the environment: it is restored whole afterwards (a NODE_RANK left behind
+    would make every later training in this process a non-first process)."""
+    saved = dict(os.environ)
     for name in _LAUNCH_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-    def set_env(**variables: str) -> None:
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
-
-    return set_env
+        os.environ.pop(name, None)
+    yield os.environ.update
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def _options(nodes: int, devices: int) -> dict[str, Any]:
