@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "odeon-train"
-CRD = Path(os.environ.get("PYTORCHJOB_CRD", ROOT.parent / "shared" / "k8s-schemas" / "kubeflow.org_pytorchjobs.yaml"))
+CRD = ROOT / "tests" / "k8s-schemas" / "kubeflow.org_pytorchjobs.yaml"  # the operator's v1.9.4 CRD
 APISERVER = os.environ.get("KUBE_APISERVER", str(ROOT / ".tools" / "kube-apiserver"))
 
 
