@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ from s3_bench import moto_with, on_s3  # noqa: E402
 class FileObjectDataset(Dataset):
     """Each tile opened from an s3fs file object: rasterio then reads through Python, whole objects at a time."""
 
-    def __init__(self, samples: list[Sample]) -> None:
+    def __init__(self, samples: Sequence[Sample]) -> None:
         self.samples = samples
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import rasterio
@@ -43,7 +44,7 @@ from s3_bench import moto_with, on_s3  # noqa: E402
 
 
 class BareDataset(Dataset):
-    def __init__(self, samples: list[Sample]) -> None:
+    def __init__(self, samples: Sequence[Sample]) -> None:
         self.samples = samples
 
     def __len__(self) -> int:

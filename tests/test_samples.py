@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from odeon_job.config import config_from_dict
-from odeon_job.data.samples import Sample, load_splits, read_samples, split_train_val
+from odeon_job.data.samples import Sample, SampleList, load_splits, read_samples, split_train_val
 from odeon_job.errors import DataError
 
 
@@ -20,7 +21,7 @@ def test_rows_resolve_relative_paths_against_the_csv_folder(tmp_path: Path) -> N
     csv = _csv(tmp_path, "img/a.tif,msk/a.tif\n/abs/b.tif,/abs/mb.tif\n")
     samples = read_samples(csv)
     folder = tmp_path / "ds"
-    assert samples == [
+    assert list(samples) == [
         Sample(str(folder / "img/a.tif"), str(folder / "msk/a.tif"), f"{csv} row 1"),
         Sample("/abs/b.tif", "/abs/mb.tif", f"{csv} row 2"),
     ]
@@ -51,18 +52,31 @@ def test_bad_rows_are_named(tmp_path: Path, text: str, message: str) -> None:
         read_samples(_csv(tmp_path, text))
 
 
-def _samples(n: int) -> list[Sample]:
-    return [Sample(f"i{k}.tif", f"m{k}.tif", f"row {k}") for k in range(n)]
+def test_quoted_and_plain_files_read_the_same(tmp_path: Path) -> None:
+    """Plain files take a fast path (C string methods only); anything else the csv module."""
+    rows = [(f"img/{k}.tif", f"msk/{k}.tif") for k in range(5)]
+    plain = read_samples(_csv(tmp_path, "".join(f"{i},{m}\n" for i, m in rows), "plain.csv"))
+    quoted = read_samples(_csv(tmp_path, "".join(f'"{i}",{m}\n' for i, m in rows), "quoted.csv"))
+    assert [(s.image, s.mask, s.origin.rsplit(" ", 1)[1]) for s in plain] == \
+        [(s.image, s.mask, s.origin.rsplit(" ", 1)[1]) for s in quoted]
+    assert plain[-1] == plain[4] and plain[1:3] == [plain[1], plain[2]]
+    with pytest.raises(IndexError):
+        plain[5]
+
+
+def _samples(n: int) -> SampleList:
+    return SampleList("t.csv", [f"i{k}.tif" for k in range(n)], [f"m{k}.tif" for k in range(n)], np.arange(1, n + 1))
 
 
 def test_split_is_reproducible_disjoint_and_sized_by_percentage() -> None:
-    samples = _samples(20)
-    train, val = split_train_val(samples, 0.3, seed=42)
+    samples = list(_samples(20))
+    train, val = (list(part) for part in split_train_val(_samples(20), 0.3, seed=42))
     assert (len(train), len(val)) == (14, 6)
     assert sorted(train + val, key=lambda s: s.image) == sorted(samples, key=lambda s: s.image)
-    assert split_train_val(samples, 0.3, seed=42) == (train, val)
-    assert split_train_val(samples, 0.3, seed=7)[1] != val
+    assert [list(part) for part in split_train_val(_samples(20), 0.3, seed=42)] == [train, val]
+    assert list(split_train_val(_samples(20), 0.3, seed=7)[1]) != val
     assert train == [s for s in samples if s in train]  # CSV order kept
+    assert [s.origin for s in val] == [f"t.csv row {int(s.image[1:-4]) + 1}" for s in val]
 
 
 def test_split_keeps_at_least_one_sample_on_each_side() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ class SegmentationDataset(Dataset):
     random augmentations are drawn from a generator seeded by ``(seed, epoch, index)``.
     """
 
-    def __init__(self, samples: list[Sample], spec: DataSpec, split: str, transform: Compose | None = None,
+    def __init__(self, samples: Sequence[Sample], spec: DataSpec, split: str, transform: Compose | None = None,
                  seed: int = 0) -> None:
         self.samples = samples
         self.spec = spec

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -25,13 +27,49 @@ class Sample:
     origin: str  # "<csv url> row <n>"
 
 
+class SampleList(Sequence[Sample]):
+    """The rows of one CSV as two columns of paths as written; a :class:`Sample` (paths resolved,
+    origin named) is made when one is asked for. A CSV of any length costs two strings per row and
+    a parse of its text, nothing per row at start-up beyond that."""
+
+    def __init__(self, csv_url: str, images: list[str], masks: list[str], rows: np.ndarray,
+                 keep: np.ndarray | None = None) -> None:
+        self.csv_url, self._images, self._masks, self._rows = csv_url, images, masks, rows
+        self._keep = keep  # indices of the rows this list holds (a split of the CSV), None for all
+        self._resolve = storage.resolver(storage.parent(csv_url))
+
+    def __len__(self) -> int:
+        return len(self._rows) if self._keep is None else len(self._keep)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        row = index if self._keep is None else int(self._keep[index])
+        return Sample(self._resolve(self._images[row]), self._resolve(self._masks[row]),
+                      f"{self.csv_url} row {self._rows[row]}")
+
+    def subset(self, indices: np.ndarray) -> SampleList:
+        """The rows at ``indices`` (of this list), in that order."""
+        keep = indices if self._keep is None else self._keep[indices]
+        return SampleList(self.csv_url, self._images, self._masks, self._rows, np.asarray(keep, dtype=np.int64))
+
+
 @dataclass(frozen=True)
 class Splits:
-    train: list[Sample]
-    val: list[Sample]
-    test: list[Sample]
+    train: Sequence[Sample]
+    val: Sequence[Sample]
+    test: Sequence[Sample]
 
-    def items(self) -> list[tuple[str, list[Sample]]]:
+    def items(self) -> list[tuple[str, Sequence[Sample]]]:
         return [("train", self.train), ("val", self.val), ("test", self.test)]
 
 
@@ -40,35 +78,58 @@ def _is_header(fields: list[str]) -> bool:
     return not any(c in field for field in fields for c in "./\\")
 
 
-def read_samples(csv_url: str) -> list[Sample]:
-    """The samples of a CSV: rows ``image,mask``, a header row tolerated, blank lines ignored.
+def _plain_columns(text: str) -> tuple[list[str], list[str], np.ndarray] | None:
+    """Images, masks and line numbers of a CSV of plain ``image,mask`` lines (no quotes, spaces, blank
+    lines or header: nearly every file), split by C string methods alone: a 100,000-row file in about
+    10 ms. None when the file needs the general reader."""
+    if any(c in text for c in '"\r \t'):
+        return None
+    lines = text[:-1] if text.endswith("\n") else text
+    n_lines = lines.count("\n") + 1
+    if not lines or "\n\n" in lines or lines.count(",") != n_lines:
+        return None
+    fields = lines.replace("\n", ",").split(",")
+    images, masks = fields[0::2], fields[1::2]
+    if "" in images or "" in masks or _is_header([images[0], masks[0]]):
+        return None
+    return images, masks, np.arange(1, n_lines + 1)
 
-    Relative paths are relative to the CSV's own folder (or URL prefix).
-    """
-    text = storage.read_text(csv_url)
-    resolve = storage.resolver(storage.parent(csv_url))
-    samples: list[Sample] = []
+
+def _csv_columns(csv_url: str, text: str) -> tuple[list[str], list[str], np.ndarray]:
+    """Images, masks and line numbers of any CSV: quotes, spaces around fields, blank lines, a header."""
     reader = csv.reader(io.StringIO(text))
+    images, masks, rows = [], [], []
     first = True
     for fields in reader:
         fields = [field.strip() for field in fields]
         if not any(fields):
             continue
-        row = reader.line_num
         if first and _is_header(fields):
             first = False
             continue
         first = False
         if len(fields) != 2 or not all(fields):
-            raise DataError(f"{csv_url} row {row}: expected 'image,mask', got {len(fields)} field(s): "
+            raise DataError(f"{csv_url} row {reader.line_num}: expected 'image,mask', got {len(fields)} field(s): "
                             f"{','.join(fields)[:120]!r}")
-        samples.append(Sample(resolve(fields[0]), resolve(fields[1]), f"{csv_url} row {row}"))
-    if not samples:
+        images.append(fields[0])
+        masks.append(fields[1])
+        rows.append(reader.line_num)
+    return images, masks, np.asarray(rows, dtype=np.int64)
+
+
+def read_samples(csv_url: str) -> SampleList:
+    """The samples of a CSV: rows ``image,mask``, a header row tolerated, blank lines ignored.
+
+    Relative paths are relative to the CSV's own folder (or URL prefix).
+    """
+    text = storage.read_text(csv_url)
+    images, masks, rows = _plain_columns(text) or _csv_columns(csv_url, text)
+    if not images:
         raise DataError(f"{csv_url}: no samples (the file lists no image,mask rows)")
-    return samples
+    return SampleList(csv_url, images, masks, rows)
 
 
-def split_train_val(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_train_val(samples: SampleList, fraction: float, seed: int) -> tuple[SampleList, SampleList]:
     """Hold out ``fraction`` of ``samples`` for validation, the same way for the same seed.
 
     Both parts get at least one sample; the order within each part follows the CSV.
@@ -78,10 +139,9 @@ def split_train_val(samples: list[Sample], fraction: float, seed: int) -> tuple[
                         "give data_source.val_file or more rows")
     n_val = min(max(1, round(len(samples) * fraction)), len(samples) - 1)
     order = np.random.default_rng(seed).permutation(len(samples))
-    held_out = set(order[:n_val].tolist())
-    train = [s for i, s in enumerate(samples) if i not in held_out]
-    val = [s for i, s in enumerate(samples) if i in held_out]
-    return train, val
+    held_out = np.zeros(len(samples), dtype=bool)
+    held_out[order[:n_val]] = True
+    return samples.subset(np.flatnonzero(~held_out)), samples.subset(np.flatnonzero(held_out))
 
 
 def load_splits(source: DataSource, seed: int) -> Splits:
@@ -91,5 +151,5 @@ def load_splits(source: DataSource, seed: int) -> Splits:
         val = read_samples(source.val_file)
     else:
         train, val = split_train_val(train, source.percentage_val, seed)
-    test = read_samples(source.test_file) if source.test_file else []
+    test: Sequence[Sample] = read_samples(source.test_file) if source.test_file else []
     return Splits(train=train, val=val, test=test)
