@@ -44,7 +44,7 @@ def confusion_table(confusion: torch.Tensor, labels: tuple[str, ...]) -> str:
 
 
 def sample_rows(module: SegmentationModule, dataset: SegmentationDataset, count: int) -> list[torch.Tensor]:
-    """The first ``count`` tiles of ``dataset``, each as input (first three bands, de-normalised) | truth |
+    """The first ``count`` tiles of ``dataset``, each as input (first three bands, on the 0-1 scale) | truth |
     prediction, in class colours."""
     items = [dataset[index] for index in range(min(count, len(dataset)))]
     if not items:
@@ -53,10 +53,9 @@ def sample_rows(module: SegmentationModule, dataset: SegmentationDataset, count:
     was_training = module.training
     module.eval()
     with torch.no_grad():
-        predicted = module(images.to(module.device)).argmax(dim=1).cpu()
+        predicted = module(module.scale_images(images, dataset.split)).argmax(dim=1).cpu()
     module.train(was_training)
-    normalization = dataset.transform.normalization if dataset.transform is not None else None
-    shown = normalization.undo(images) if normalization is not None else images
+    shown = module.input_scaling(dataset.split).to_unit(images)
     shown = shown[:, :3] if shown.shape[1] >= 3 else shown[:, :1].repeat(1, 3, 1, 1)
     colours = palette(module.spec.n_classes)
     return [torch.cat([image.clamp(0, 1), colour(item["mask"], colours), colour(prediction, colours)], dim=2)

@@ -19,8 +19,9 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from odeon_job.config import TrainSetup
+from odeon_job.config import SPLITS, DataSource, TrainSetup
 from odeon_job.data.spec import DataSpec
+from odeon_job.data.transforms import InputScaling, input_scaling
 from odeon_job.losses import build_loss
 from odeon_job.metrics import Figures, confusion_metrics, row_normalised
 from odeon_job.models import build_model
@@ -62,6 +63,11 @@ class SegmentationModule(pl.LightningModule):
         # torch.compile's wrapper, kept out of the module's children so that checkpoints hold the
         # network's own parameter names; compiled lazily, at the first step.
         object.__setattr__(self, "network", torch.compile(self.model) if setup.compile else self.model)
+        # Each split's images may have statistics of their own (data_source.normalization_weights).
+        source = DataSource.model_validate(config["data_source"])
+        # (A list in SPLITS order: a ModuleDict cannot have a key named "train", Module.train's name.)
+        self.input_scalings = torch.nn.ModuleList(input_scaling(split, source, self.spec.pixel_scale)
+                                                  for split in SPLITS)
         self.criterion = build_loss(setup.loss, setup.class_imbalance, setup.loss_params)
         # Per evaluated split, summed over batches and (under DDP) processes.
         self.confusion = torch.nn.ModuleDict({
@@ -70,9 +76,25 @@ class SegmentationModule(pl.LightningModule):
         self.evaluation: dict[str, Evaluation] = {}
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        """Masks travel from the DataLoader workers as uint8; the loss and metrics want int64."""
+        """Images and masks travel from the DataLoader workers in their small raw types (uint8 tiles,
+        uint8 class indices): here, on the device, images are scaled and normalised for the split
+        being run, and masks become the int64 that the loss and metrics want."""
+        batch["image"] = self.scale_images(batch["image"], self._running_split())
         batch["mask"] = batch["mask"].long()
         return batch
+
+    def scale_images(self, images: torch.Tensor, split: str) -> torch.Tensor:
+        """Raw images (as the dataset gives them) → the network's input, with ``split``'s statistics."""
+        return self.input_scaling(split)(images.to(self.device))
+
+    def input_scaling(self, split: str) -> InputScaling:
+        return self.input_scalings[SPLITS.index(split)]  # type: ignore[return-value]
+
+    def _running_split(self) -> str:
+        trainer = self.trainer
+        if trainer.testing:
+            return "test"
+        return "val" if trainer.validating or trainer.sanity_checking else "train"
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.train_setup.channels_last:

@@ -11,7 +11,7 @@ from odeon_job.config import DataSource, config_from_dict
 from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import describe_data
-from odeon_job.data.transforms import build_transform
+from odeon_job.data.transforms import build_transform, input_scaling
 from odeon_job.errors import DataError
 
 from conftest import make_config, onehot, write_tif
@@ -29,7 +29,14 @@ def _pair(tmp_path: Path, image: np.ndarray, mask: np.ndarray, name: str = "a", 
 def _item(sample: Sample, split: str = "train", **source: Any) -> dict[str, torch.Tensor]:
     data_source = _source(**source)
     spec = describe_data(data_source, sample)
-    return SegmentationDataset([sample], spec, split, build_transform(split, data_source))[0]
+    return SegmentationDataset([sample], spec, split, build_transform(split, data_source, spec.pixel_scale))[0]
+
+
+def _network_input(sample: Sample, split: str = "train", **source: Any) -> torch.Tensor:
+    """The item's image as the module scales it on its device."""
+    data_source = _source(**source)
+    scale = describe_data(data_source, sample).pixel_scale
+    return input_scaling(split, data_source, scale)(_item(sample, split, **source)["image"])
 
 
 @pytest.fixture
@@ -43,7 +50,10 @@ def bands5(tmp_path: Path) -> Sample:
 def test_band_selection_is_one_based_and_ordered_as_listed(bands5: Sample) -> None:
     item = _item(bands5, image_bands=[5, 1, 3])
     assert item["image"].shape == (3, 8, 8)
-    assert item["image"][:, 0, 0].tolist() == pytest.approx([50 / 255, 10 / 255, 30 / 255])
+    assert item["image"].dtype == torch.uint8  # raw: scaled on the device, by the module
+    assert item["image"][:, 0, 0].tolist() == [50, 10, 30]
+    assert _network_input(bands5, image_bands=[5, 1, 3])[:, 0, 0].tolist() == pytest.approx([50 / 255, 10 / 255,
+                                                                                             30 / 255])
     assert _item(bands5)["image"].shape == (5, 8, 8)  # all bands when none are listed
 
 
@@ -95,9 +105,9 @@ def test_single_band_mask_without_labels_is_refused(tmp_path: Path) -> None:
 def test_normalization_uses_the_split_weights_else_train_s(bands5: Sample) -> None:
     weights = {"train": {"mean": [0.1], "std": [0.5]}, "val": {"mean": [0.2], "std": [0.25]}}
     value = 10 / 255  # band 1
-    train = _item(bands5, "train", image_bands=[1], normalization_weights=weights)["image"]
-    val = _item(bands5, "val", image_bands=[1], normalization_weights=weights)["image"]
-    test = _item(bands5, "test", image_bands=[1], normalization_weights=weights)["image"]
+    train = _network_input(bands5, "train", image_bands=[1], normalization_weights=weights)
+    val = _network_input(bands5, "val", image_bands=[1], normalization_weights=weights)
+    test = _network_input(bands5, "test", image_bands=[1], normalization_weights=weights)
     assert train[0, 0, 0].item() == pytest.approx((value - 0.1) / 0.5)
     assert val[0, 0, 0].item() == pytest.approx((value - 0.2) / 0.25)
     assert test[0, 0, 0].item() == pytest.approx((value - 0.1) / 0.5)  # no test weights: train's
@@ -106,7 +116,7 @@ def test_normalization_uses_the_split_weights_else_train_s(bands5: Sample) -> No
 def test_without_weights_images_are_scaled_to_0_1(tmp_path: Path) -> None:
     image = np.array([0, 51, 255], np.uint8).reshape(1, 1, 3).repeat(3, 0)
     sample = _pair(tmp_path, image, onehot(np.zeros((1, 3), np.uint8), 2))
-    assert _item(sample)["image"][0, 0].tolist() == pytest.approx([0.0, 0.2, 1.0])
+    assert _network_input(sample)[0, 0].tolist() == pytest.approx([0.0, 0.2, 1.0])
 
 
 def test_uint16_images_need_image_max_value(tmp_path: Path) -> None:
@@ -114,7 +124,9 @@ def test_uint16_images_need_image_max_value(tmp_path: Path) -> None:
     sample = _pair(tmp_path, image, onehot(np.zeros((6, 6), np.uint8), 2))
     with pytest.raises(DataError, match=r"row 1: .*a_img.tif is uint16, .*set data_source.image_max_value"):
         _item(sample)
-    assert _item(sample, image_max_value=10000)["image"].max().item() == pytest.approx(0.5)
+    item = _item(sample, image_max_value=10000)["image"]
+    assert item.dtype == torch.float32 and item.max().item() == 5000  # any type with a scale: float32, raw
+    assert _network_input(sample, image_max_value=10000).max().item() == pytest.approx(0.5)
 
 
 def test_band_outside_the_file_is_named(bands5: Sample) -> None:

@@ -215,6 +215,34 @@ def test_one_window_of_a_large_tiled_geotiff_on_s3_moves_a_fraction_of_it(bucket
     assert all(method == "GET" and byte_range for method, _, byte_range in proxy.requests if "large.tif" in _)
 
 
+def test_a_training_tile_comes_in_one_request_a_metadata_open_in_a_small_one(bucket: Bucket, proxy: CountingProxy,
+                                                                             tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from odeon_job.data.dataset import SegmentationDataset
+    from odeon_job.data.samples import Sample
+    from odeon_job.data.spec import DataSpec
+
+    image = np.random.default_rng(0).integers(0, 255, (3, 200, 200), dtype=np.uint8)  # 120 KB, incompressible
+    urls = []
+    for name, pixels in (("img.tif", image), ("msk.tif", np.zeros((1, 200, 200), np.uint8))):
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", width=200, height=200, count=len(pixels),
+                           dtype="uint8", tiled=True, blockxsize=64, blockysize=64) as dst:
+            dst.write(pixels)
+        urls.append(bucket.put(name, (tmp_path / name).read_bytes()))
+    assert (tmp_path / "img.tif").stat().st_size > 100_000
+    use_s3_endpoint(monkeypatch, proxy.endpoint)
+    spec = DataSpec(image_bands=(1, 2, 3), mask_bands=(1,), class_labels=("a", "b"), mask_encoding="class_index",
+                    image_max_value=None, resolution={"train": None})
+    item = SegmentationDataset([Sample(urls[0], urls[1], "row 1")], spec, "train")[0]
+    assert np.array_equal(item["image"].numpy(), image)
+    assert [path.rsplit("/", 1)[-1] for _, path, _ in proxy.requests] == ["img.tif", "msk.tif"]  # one GET each
+
+    proxy.requests.clear()
+    raster.clear_remote_cache()
+    assert raster.raster_info(urls[0], "row 1").count == 3  # what odeon validate does for every row
+    assert [byte_range for _, _, byte_range in proxy.requests] == ["bytes=0-16383"]
+
+
 def test_transient_failures_are_retried_and_counted(bucket: Bucket, proxy: CountingProxy, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     url = bucket.put("notes.txt", "hello")

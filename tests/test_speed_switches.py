@@ -85,3 +85,39 @@ def test_dataloader_settings(make_dataset: Callable[..., TinyDataset], tmp_path:
     assert not loader(num_workers=0).persistent_workers
     with pytest.raises(ConfigError, match="device_setup.prefetch_factor: needs num_workers > 0"):
         config_from_dict(make_config(data.csv, str(tmp_path), device_setup={"num_workers": 0, "prefetch_factor": 4}))
+
+
+def test_tiles_travel_raw_and_are_scaled_on_the_device_with_each_split_s_statistics(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    """uint8 tiles leave the DataLoader; training, validation (sanity check included) and test steps
+    see them scaled with their own split's statistics."""
+    import pytorch_lightning as pl
+
+    data = make_dataset(n=4)
+    stats = {split: {"mean": [m] * 3, "std": [0.5] * 3} for split, m in (("train", 0.1), ("val", 0.2), ("test", 0.3))}
+    job = config_from_dict(make_config(data.csv, str(tmp_path), data_source={
+        "percentage_val": 0.5, "test_file": data.csv, "normalization_weights": stats}))
+    splits = load_splits(job.data_source, 0)
+    spec = describe_data(job.data_source, splits.train[0])
+    datamodule = SegmentationDataModule(splits, spec, job.data_source, 2, 0)
+    assert next(iter(datamodule.train_dataloader()))["image"].dtype == torch.uint8
+    seen: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+    class Recording(SegmentationModule):
+        def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+            raw = batch["image"].clone()
+            batch = super().on_after_batch_transfer(batch, dataloader_idx)
+            seen.append((self._running_split(), raw, batch["image"]))
+            return batch
+
+    module = Recording(job.model_dump(mode="json"), spec.to_dict())
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                         num_sanity_val_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    assert [split for split, _, _ in seen] == ["val", "train", "val", "test", "test"]  # sanity check first
+    for split, raw, image in seen:
+        assert raw.dtype == torch.uint8 and image.dtype == torch.float32
+        expected = (raw.float() / 255 - stats[split]["mean"][0]) / 0.5
+        assert torch.allclose(image, expected, atol=1e-5), split

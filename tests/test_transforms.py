@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from odeon_job.config import config_from_dict
-from odeon_job.data.transforms import Normalize, Radiometry, Rotation, Rotation90, build_transform
+from odeon_job.data.transforms import InputScaling, Radiometry, Rotation, Rotation90, build_transform, input_scaling
 
 from conftest import make_config
 
@@ -29,7 +29,7 @@ def _generator(seed: int) -> torch.Generator:
 def test_the_same_generator_seed_gives_the_same_augmentation() -> None:
     image, mask = _pair()
     compose = build_transform("train", config_from_dict(make_config("x.csv", "o", data_source={
-        "data_augmentation": {"train": ["rotation90", "rotation", "radiometry"]}})).data_source)
+        "data_augmentation": {"train": ["rotation90", "rotation", "radiometry"]}})).data_source, 1.0)
     first, second = compose(image, mask, _generator(7)), compose(image, mask, _generator(7))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(compose(image, mask, _generator(8))[0], first[0])
@@ -95,19 +95,54 @@ def test_radiometry_applies_each_effect_about_half_the_time() -> None:
     assert 150 < changed < 200  # 1 - 0.5**3 = 87.5 % of draws change something
 
 
-def test_normalize() -> None:
-    image = torch.full((2, 4, 4), 0.6)
-    normalize = Normalize([0.5, 0.2], [0.1, 0.4])
-    out, _ = normalize(image, torch.zeros(4, 4, dtype=torch.int64), _generator(0))
-    assert out[:, 0, 0].tolist() == pytest.approx([1.0, 1.0])
-    assert torch.allclose(normalize.undo(out), image)
+def test_radiometry_works_on_the_0_1_scale_of_raw_images() -> None:
+    raw = torch.full((3, 16, 16), 200, dtype=torch.uint8)
+    changed = [Radiometry(scale=255.0)(raw, torch.zeros(16, 16, dtype=torch.uint8), _generator(seed))[0]
+               for seed in range(6)]
+    assert all(image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 255.0 for image in changed)
+    assert any(not torch.allclose(image, raw.float()) for image in changed)
+    # Gamma alone (noise and hue off): 200/255 raised to the drawn gamma, back in raw units.
+    answers = iter([True, False, False])  # gamma yes, hue no, noise no
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("odeon_job.data.transforms._chance", lambda p, generator: next(answers))
+        patch.setattr("odeon_job.data.transforms._uniform", lambda low, high, generator: 2.0)
+        gamma, _ = Radiometry(scale=255.0)(raw, torch.zeros(16, 16, dtype=torch.uint8), _generator(0))
+    assert gamma[0, 0, 0].item() == pytest.approx((200 / 255) ** 2 * 255, rel=1e-5)
 
 
-def test_augmentations_apply_to_train_only_and_before_normalization() -> None:
+def test_rotation_and_rotation90_keep_uint8_tiles_or_give_float32() -> None:
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=_generator(1))
+    mask = torch.zeros(16, 16, dtype=torch.uint8)
+    assert Rotation90()(image, mask, _generator(0))[0].dtype == torch.uint8
+    rotated, rotated_mask = Rotation()(image, mask, _generator(0))
+    assert rotated.dtype == torch.float32 and rotated_mask.dtype == torch.uint8
+    assert rotated.max() <= 255.0 and rotated.min() >= 0.0
+
+
+def test_input_scaling_scales_then_normalises_per_band_and_batch() -> None:
+    scaling = InputScaling(255.0, [0.5, 0.2], [0.1, 0.4])
+    raw = torch.tensor([153, 102], dtype=torch.uint8)[:, None, None].expand(2, 4, 4)  # 0.6 and 0.4
+    out = scaling(raw)
+    assert out.dtype == torch.float32 and out[:, 0, 0].tolist() == pytest.approx([1.0, 0.5], abs=1e-6)
+    batch = scaling(raw[None].repeat(3, 1, 1, 1))
+    assert batch.shape == (3, 2, 4, 4) and torch.allclose(batch[2], out)
+    assert scaling.to_unit(raw)[:, 0, 0].tolist() == pytest.approx([0.6, 0.4])
+    assert InputScaling(10000.0)(torch.full((1, 2, 2), 5000.0)).unique().tolist() == [0.5]  # no statistics: 0-1
+    assert "weight" not in scaling.state_dict()  # rebuilt from the configuration, not kept in checkpoints
+
+
+def test_augmentations_apply_to_train_only_and_scaling_uses_the_split_statistics() -> None:
     source = config_from_dict(make_config("x.csv", "o", data_source={
         "data_augmentation": {"train": ["rotation90", "radiometry"]},
-        "normalization_weights": {"train": {"mean": [0.5] * 3, "std": [0.5] * 3}},
+        "normalization_weights": {"train": {"mean": [0.5] * 3, "std": [0.5] * 3},
+                                  "val": {"mean": [0.25] * 3, "std": [0.25] * 3}},
     })).data_source
-    train = build_transform("train", source)
-    assert [type(t).__name__ for t in train.transforms] == ["Rotation90", "Radiometry", "Normalize"]
-    assert [type(t).__name__ for t in build_transform("val", source).transforms] == ["Normalize"]
+    train = build_transform("train", source, 255.0)
+    assert [type(t).__name__ for t in train.transforms] == ["Rotation90", "Radiometry"]
+    assert train.transforms[1].scale == 255.0
+    assert build_transform("val", source, 255.0).transforms == []
+    one = torch.full((3, 1, 1), 255, dtype=torch.uint8)
+    assert input_scaling("train", source, 255.0)(one).flatten().tolist() == pytest.approx([1.0] * 3)
+    assert input_scaling("val", source, 255.0)(one).flatten().tolist() == pytest.approx([3.0] * 3)
+    # No test statistics: train's.
+    assert input_scaling("test", source, 255.0)(one).flatten().tolist() == pytest.approx([1.0] * 3)

@@ -30,7 +30,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                  prefetch_factor: int | None = None) -> None:
         super().__init__()
         self.datasets = {
-            split: SegmentationDataset(samples, spec, split, build_transform(split, source), seed)
+            split: SegmentationDataset(samples, spec, split, build_transform(split, source, spec.pixel_scale), seed)
             for split, samples in splits.items() if samples
         }
         self.seed = seed

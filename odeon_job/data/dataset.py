@@ -53,7 +53,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class SegmentationDataset(Dataset):
-    """Samples → ``{"image": float32 (C, H, W), "mask": uint8 (H, W) class indices, "index": int}``.
+    """Samples → ``{"image": (C, H, W) in raw units, "mask": uint8 (H, W) class indices, "index": int}``.
 
     An item is asked for by ``index`` or, from the training sampler, ``(index, epoch)``; the sample's
     random augmentations are drawn from a generator seeded by ``(seed, epoch, index)``.
@@ -63,6 +63,7 @@ class SegmentationDataset(Dataset):
                  seed: int = 0) -> None:
         self.samples = samples
         self.spec = spec
+        self.split = split
         self.resolution = spec.resolution.get(split)
         self.transform = transform
         self.seed = seed
@@ -71,19 +72,26 @@ class SegmentationDataset(Dataset):
         return len(self.samples)
 
     def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """The image scaled to 0-1 and the mask as class indices, at the split's resolution."""
+        """The image in raw units and the mask as class indices, at the split's resolution.
+
+        The image stays uint8 for 0-255 imagery (no ``image_max_value``: every image is uint8, or an
+        error); with ``image_max_value``, float32 whatever each file's type, so that files of several
+        types still make one batch. The module scales it on its device (``InputScaling``).
+        """
         spec = self.spec
-        with open_raster(sample.image, sample.origin) as src:
+        with open_raster(sample.image, sample.origin, whole_file=True) as src:
             check_bands(spec.image_bands, src.count, sample.image, sample.origin, "image_bands")
-            scale = image_scale(src.dtypes[0], spec.image_max_value, sample)
+            image_scale(src.dtypes[0], spec.image_max_value, sample)  # refuses what has no known scale
             shape = shape_at(src.height, src.width, src.res, self.resolution)
             image = read_bands(src, spec.image_bands, sample.origin, shape, Resampling.bilinear)
-        with open_raster(sample.mask, sample.origin) as src:
+        with open_raster(sample.mask, sample.origin, whole_file=True) as src:
             check_bands(spec.mask_bands, src.count, sample.mask, sample.origin, "mask_bands")
             check_same_size(shape, shape_at(src.height, src.width, src.res, self.resolution), sample.image,
                             sample.mask, sample.origin)
             raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
-        return image.astype(np.float32) / np.float32(scale), class_indices(raw, spec, sample)
+        if spec.image_max_value is not None:
+            image = image.astype(np.float32, copy=False)
+        return image, class_indices(raw, spec, sample)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)

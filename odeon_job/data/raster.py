@@ -42,21 +42,30 @@ GDAL_DEFAULTS: dict[str, str | int] = {
     "GDAL_HTTP_RETRY_DELAY": "0.5",
 }
 
+#: Added while reading whole tiles (the training data): the first GET of a remote file takes up to 256 KB
+#: instead of GDAL's 16 KB, so a tile of up to 256 KB (a 256 x 256 RGB deflate tile is about 180 KB)
+#: comes in one request instead of two, and a larger one loses nothing (every byte will be read).
+#: Not for metadata-only opens (``odeon validate`` over a whole CSV, the prediction writer's profile).
+GDAL_WHOLE_FILE_DEFAULTS: dict[str, str | int] = {"GDAL_INGESTED_BYTES_AT_OPEN": "262144"}
+
 _thread = threading.local()
 
 
-def gdal_options() -> dict[str, str | int]:
-    """:data:`GDAL_DEFAULTS` and the S3 endpoint settings, less what the environment sets itself."""
-    defaults = {key: value for key, value in GDAL_DEFAULTS.items() if key not in os.environ}
+def gdal_options(whole_files: bool = False) -> dict[str, str | int]:
+    """:data:`GDAL_DEFAULTS` (and :data:`GDAL_WHOLE_FILE_DEFAULTS` for ``whole_files``) and the S3
+    endpoint settings, less what the environment sets itself."""
+    chosen = {**GDAL_DEFAULTS, **(GDAL_WHOLE_FILE_DEFAULTS if whole_files else {})}
+    defaults = {key: value for key, value in chosen.items() if key not in os.environ}
     return {**defaults, **gdal_s3_options()}
 
 
-def ensure_gdal_env() -> None:
+def ensure_gdal_env(whole_files: bool = False) -> None:
     """Enter, once per process and thread, the ``rasterio.Env`` that all of its reads share.
 
-    It is entered again only when the settings change (another S3 endpoint in the environment).
+    It is entered again only when the settings change (another S3 endpoint in the environment, or
+    whole-file reads after metadata ones: a DataLoader worker only ever does the former).
     """
-    options = gdal_options()
+    options = gdal_options(whole_files)
     # A forked worker inherits the parent's marker: compare the pid too.
     if getattr(_thread, "pid", None) != os.getpid() or _thread.options != options:
         if getattr(_thread, "pid", None) == os.getpid():
@@ -109,9 +118,12 @@ class RasterInfo:
     res: tuple[float, float]
 
 
-def open_raster(url: str, origin: str) -> rasterio.io.DatasetReader:
-    """Open ``url`` for reading; a failure names the CSV row (``origin``) and the file."""
-    ensure_gdal_env()
+def open_raster(url: str, origin: str, whole_file: bool = False) -> rasterio.io.DatasetReader:
+    """Open ``url`` for reading; a failure names the CSV row (``origin``) and the file.
+
+    ``whole_file``: every pixel will be read, so a remote file's first request may take more bytes.
+    """
+    ensure_gdal_env(whole_file)
     try:
         return rasterio.open(storage.gdal_path(url))
     except RasterioError as error:

@@ -38,6 +38,11 @@ class DataSpec:
     def n_classes(self) -> int:
         return len(self.class_labels)
 
+    @property
+    def pixel_scale(self) -> float:
+        """The raw image value that means 1.0 (uint8 imagery when none is configured: 255)."""
+        return self.image_max_value if self.image_max_value is not None else 255.0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,7 +1,13 @@
-"""Transforms of an (image, mask) pair: augmentations (train split only) and normalisation.
+"""Transforms of an (image, mask) pair (augmentations, train split only), and the input scaling.
 
-Images arrive as float tensors (bands, H, W) scaled to 0-1, masks as integer (H, W) class indices
-(uint8, or int64 beyond 256 classes), whose type every transform keeps.
+Images arrive in the files' own units, (bands, H, W): uint8 as read for 0-255 imagery, float32 when
+``data_source.image_max_value`` is set. Augmentations keep those units (``rotation`` and
+``radiometry`` return float32); masks are integer (H, W) class indices (uint8, or int64 beyond 256
+classes), whose type every transform keeps. Scaling to 0-1 and normalising is not done here but by
+:class:`InputScaling`, once a batch is on the training device: uint8 tiles are a quarter of the bytes
+of float32 ones to pass between DataLoader workers and to copy to a GPU, and the arithmetic is free
+there.
+
 Geometric augmentations move image and mask together; radiometric ones touch the image only.
 Every random draw comes from the ``generator`` passed in, which the dataset seeds per sample and
 epoch: augmentations do not depend on worker processes or on a resume.
@@ -10,7 +16,7 @@ epoch: augmentations do not depend on worker processes or on a resume.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -62,18 +68,24 @@ class Rotation:
                                 align_corners=False)[0]
         rotated_mask = F.grid_sample(mask[None, None].float(), grid, mode="nearest", padding_mode="reflection",
                                      align_corners=False)[0, 0]
-        return rotated.to(image.dtype), rotated_mask.round().to(mask.dtype)
+        # float32 even for uint8 tiles: bilinear values between two levels are kept, not truncated.
+        return rotated, rotated_mask.round().to(mask.dtype)
 
 
 class Radiometry:
     """Gamma in [0.5, 2.2], hue shift of up to 0.066 either way, Gaussian noise of variance in
     [0.001, 0.01]; each with probability 0.5, on the image only.
 
-    Hue applies to the first three bands, taken as RGB, and is skipped for fewer bands.
+    Hue applies to the first three bands, taken as RGB, and is skipped for fewer bands. The effects
+    are defined on the 0-1 scale: the image (raw units) is divided by ``scale`` (the raw value of 1.0)
+    and multiplied back, as float32.
     """
 
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
     def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
-        image = image.clamp(0.0, 1.0)
+        image = (image.float() / self.scale).clamp(0.0, 1.0)
         if _chance(0.5, generator):
             image = TF.adjust_gamma(image, _uniform(0.5, 2.2, generator))
         if image.shape[0] >= 3 and _chance(0.5, generator):
@@ -83,22 +95,33 @@ class Radiometry:
             std = math.sqrt(_uniform(0.001, 0.01, generator))
             noise = torch.randn(image.shape, generator=generator, dtype=image.dtype)
             image = (image + noise * std).clamp(0.0, 1.0)
-        return image, mask
+        return image * self.scale, mask
 
 
-class Normalize:
-    """``(x - mean) / std`` per band, x being the image scaled to 0-1."""
+class InputScaling(torch.nn.Module):
+    """Images in raw units → the network's input: ``(x / scale - mean) / std`` per band, as float32.
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    ``scale`` is the raw value of 1.0 (255 for uint8 imagery, else ``image_max_value``); without
+    statistics, the 0-1 image itself. Applied by the module to whole batches on its device, as one
+    multiply-add per band. Its tensors are non-persistent buffers: they follow the module to its
+    device but stay out of checkpoints (the configuration in the checkpoint rebuilds them).
+    """
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> Pair:
-        return image.sub(self.mean).div_(self.std), mask
+    def __init__(self, scale: float, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.scale = scale
+        mean_t = torch.tensor(mean if mean is not None else [0.0], dtype=torch.float64)
+        std_t = torch.tensor(std if std is not None else [1.0], dtype=torch.float64)
+        self.register_buffer("weight", (1.0 / (scale * std_t)).float()[:, None, None], persistent=False)
+        self.register_buffer("bias", (-mean_t / std_t).float()[:, None, None], persistent=False)
 
-    def undo(self, image: torch.Tensor) -> torch.Tensor:
-        """Back to the 0-1 scale: ``x * std + mean``, for (bands, H, W) or (B, bands, H, W) images."""
-        return image * self.std.to(image.device) + self.mean.to(image.device)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(bands, H, W) or (B, bands, H, W) raw images → normalised float32."""
+        return torch.addcmul(self.bias, images.float(), self.weight)
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw images → the 0-1 scale (to show them)."""
+        return images.float() / self.scale
 
 
 class Compose:
@@ -110,15 +133,10 @@ class Compose:
             image, mask = transform(image, mask, generator)
         return image, mask
 
-    @property
-    def normalization(self) -> Normalize | None:
-        """The normalisation step, to undo it when showing images."""
-        return next((t for t in self.transforms if isinstance(t, Normalize)), None)
 
-
-AUGMENTATIONS: dict[str, type[PairTransform]] = {
-    "rotation90": Rotation90,
-    "rotation": Rotation,
+AUGMENTATIONS: dict[str, Callable[[float], PairTransform]] = {
+    "rotation90": lambda scale: Rotation90(),
+    "rotation": lambda scale: Rotation(),
     "radiometry": Radiometry,
 }
 
@@ -129,11 +147,13 @@ def normalization_for(split: str, source: DataSource) -> NormalizationStats | No
     return weights.get(split) or weights.get("train")  # type: ignore[call-overload]
 
 
-def build_transform(split: str, source: DataSource) -> Compose:
-    """Augmentations of ``split`` in the order listed, then normalisation."""
+def build_transform(split: str, source: DataSource, scale: float) -> Compose:
+    """Augmentations of ``split`` in the order listed; ``scale`` is the raw value of 1.0."""
     names = (source.data_augmentation or {}).get(split, []) if split == "train" else []  # type: ignore[call-overload]
-    transforms: list[PairTransform] = [AUGMENTATIONS[name]() for name in names]
+    return Compose([AUGMENTATIONS[name](scale) for name in names])
+
+
+def input_scaling(split: str, source: DataSource, scale: float) -> InputScaling:
+    """The scaling of ``split``'s images: to 0-1 by ``scale``, then by the split's statistics."""
     stats = normalization_for(split, source)
-    if stats is not None:
-        transforms.append(Normalize(stats.mean, stats.std))
-    return Compose(transforms)
+    return InputScaling(scale, stats.mean if stats else None, stats.std if stats else None)
