@@ -4,9 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from odeon_job.config import config_from_dict
-from odeon_job.data.samples import Sample, SampleList, load_splits, read_samples, split_train_val
+from odeon_job.data.samples import Sample, SampleList, load_splits, parse_rows, read_samples, split_train_val
 from odeon_job.errors import DataError
 
 
@@ -100,3 +102,60 @@ def test_load_splits_uses_val_file_or_percentage_val(tmp_path: Path) -> None:
                                "train_setup": {"model_name": "unet"}, "output_setup": {"output_folder": "o"}})
     splits = load_splits(source.data_source, seed=42)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 1, 1)
+
+
+# --- every row has exactly two fields, or the CSV is refused naming the first bad line --------------------
+
+_path = st.from_regex(r"[a-z0-9_]{1,8}(/[a-z0-9_]{1,8}){0,2}\.tif", fullmatch=True)
+_field = st.one_of(_path, _path.map(lambda p: f" {p} "), _path.map(lambda p: f'"{p}"'), st.just(""))
+_row = st.one_of(st.lists(_path, min_size=2, max_size=2), st.lists(_field, min_size=0, max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(_row, min_size=1, max_size=12), ending=st.sampled_from(["\n", "\r\n", "\r"]),
+       final=st.booleans())
+def test_a_csv_pairs_each_image_with_its_own_mask_or_names_its_first_bad_line(
+        rows: list[list[str]], ending: str, final: bool) -> None:
+    """Whatever the fields, separators, blank lines and line endings, a CSV either parses to the pairs
+    it lists, line for line, or is refused with the line number of the first row that has not exactly two
+    non-empty fields. (A fast path once paired a mask as image when one row had 3 fields and another 1.)"""
+    text = ending.join(",".join(fields) for fields in rows) + (ending if final else "")
+    expected_pairs, expected_lines, first_bad = [], [], None
+    for line, fields in enumerate(rows, 1):
+        stripped = [f.strip().strip('"') for f in fields]
+        if not any(stripped):
+            continue  # a blank line
+        if len(stripped) != 2 or not all(stripped):
+            first_bad = line
+            break
+        expected_pairs.append((stripped[0], stripped[1]))
+        expected_lines.append(line)
+    if first_bad is None and not expected_pairs:
+        return  # nothing to compare: read_samples refuses an empty file (tested above)
+    if first_bad is not None:
+        with pytest.raises(DataError, match=rf"^x\.csv row {first_bad}: expected 'image,mask'"):
+            parse_rows("x.csv", text)
+        return
+    images, masks, lines = parse_rows("x.csv", text)
+    assert list(zip(images, masks, strict=True)) == expected_pairs
+    assert lines.tolist() == expected_lines
+
+
+def test_rows_of_three_and_one_fields_are_refused_not_re_paired(tmp_path: Path) -> None:
+    """The case that trained with exit 0: rows 3-6 paired a mask as image and another tile's image as mask."""
+    rows = [f"img/{k}.tif,msk/{k}.tif" for k in range(8)]
+    rows[1] = "img/1.tif,msk/1.tif,extra.tif"
+    rows[5] = "img/5.tif"
+    with pytest.raises(DataError, match=r"train.csv row 2: expected 'image,mask', got 3 field"):
+        read_samples(_csv(tmp_path, "\n".join(rows) + "\n"))
+
+
+def test_a_semicolon_csv_is_refused_with_a_hint(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"row 1: .*separated by ';'"):
+        read_samples(_csv(tmp_path, "img/a.tif;msk/a.tif\n"))
+
+
+def test_lone_carriage_returns_read_as_line_ends(tmp_path: Path) -> None:
+    """A spreadsheet may save lines ending in a lone CR: the csv module alone refuses them with a traceback."""
+    samples = read_samples(_csv(tmp_path, "img/a.tif,msk/a.tif\rimg/b.tif,msk/b.tif\r"))
+    assert [(Path(s.image).name, s.origin.rsplit(" ", 1)[1]) for s in samples] == [("a.tif", "1"), ("b.tif", "2")]
