@@ -11,6 +11,7 @@ import contextlib
 import os
 import posixpath
 import re
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -221,7 +222,7 @@ def write_bytes(url: str, data: bytes) -> None:
         folder = os.path.dirname(path) or "."
         with _reporting(url, "write"):
             os.makedirs(folder, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
+            handle, temporary = _new_part_file(path)
             try:
                 with os.fdopen(handle, "wb") as stream:
                     stream.write(data)
@@ -236,6 +237,20 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = filesystem(url)
     with _reporting(url, "write"):
         fs.pipe_file(path, data)
+
+
+def _new_part_file(path: str) -> tuple[int, str]:
+    """A new, empty ``.<name>.<random>.part`` file beside ``path``, opened for writing.
+
+    Created with mode 0666 less the umask, as ``open()`` would create ``path`` itself (``mkstemp``'s 0600
+    would leave every result unreadable to teammates on shared storage once renamed)."""
+    folder, name = os.path.split(path)
+    while True:
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
 
 
 def write_text(url: str, text: str) -> None:

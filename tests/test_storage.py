@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,18 @@ def test_remove(tmp_path: Path) -> None:
 ])
 def test_the_csv_resolver_resolves_as_resolve_does(path: str, base: str) -> None:
     assert storage.resolver(base)(path) == storage.resolve(path, base)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_the_umask_gives_open(tmp_path: Path, umask: int) -> None:
+    """Results on shared storage are readable by the team: a written file gets 0666 less the umask, as
+    ``open()`` gives, not the 0600 of a temporary file renamed into place."""
+    previous = os.umask(umask)
+    try:
+        storage.write_text(str(tmp_path / "history.json"), "{}")
+        with open(tmp_path / "plain.json", "w") as stream:
+            stream.write("{}")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE(os.stat(tmp_path / "history.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.json").st_mode) == 0o666 & ~umask
