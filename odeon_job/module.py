@@ -74,6 +74,9 @@ class SegmentationModule(pl.LightningModule):
             split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes) for split in ("val", "test")})
         self.mean_loss = torch.nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
         self.evaluation: dict[str, Evaluation] = {}
+        #: The learning rate and momentum of the last training step (None before the first).
+        self.lr_used: float | None = None
+        self.momentum_used: float | None = None
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         """Images and masks travel from the DataLoader workers in their small raw types (uint8 tiles,
@@ -104,6 +107,13 @@ class SegmentationModule(pl.LightningModule):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-class probabilities: softmax for ce and focal, a sigmoid per class for bce and combo."""
         return logits.softmax(dim=1) if self.train_setup.loss in SOFTMAX_LOSSES else logits.sigmoid()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Remember the learning rate (and momentum) this step trains with, for history and loggers."""
+        group = self.trainer.optimizers[0].param_groups[0]
+        self.lr_used = float(group["lr"])
+        momentum = group.get("momentum", group.get("betas", (None,))[0])
+        self.momentum_used = float(momentum) if momentum is not None else None
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.criterion(self(batch["image"]), batch["mask"])

@@ -361,3 +361,44 @@ def test_val_check_interval_in_batches_is_checked_against_the_epoch_and_testing(
     testing = config_from_dict(make_config("x.csv", "o", train_setup={"val_check_interval": 6, "testing": True}))
     with pytest.raises(ConfigError, match=f"an epoch has only {TESTING_BATCHES}"):
         check_val_check_interval(testing, n_train_samples=100, world_size=1)
+
+
+# --- every validation is a checkpoint candidate; the learning rate logged is the one used ---------------
+
+def test_every_validation_is_a_checkpoint_candidate_when_validating_every_batch(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    """``val_check_interval: 1`` (an int: every batch) equals 1.0, which made Lightning save at the end of
+    the training epoch only: the best of an epoch's validations was lost and the test used the last."""
+    data = make_dataset(n=10)  # 8 training samples in batches of 2: 4 validations per epoch
+    config = make_config(data.csv, str(tmp_path / "out"),
+                         train_setup={"epochs": 1, "val_check_interval": 1, "lr": 0.05},
+                         output_setup={"save_top_k": 4, "use_tensorboard": False},
+                         data_source={"test_file": data.csv})
+    result = train(config_from_dict(config))
+    history = result.history
+    assert len(history) == 4
+    saved = sorted(name for name in os.listdir(Path(result.run_folder) / "odeon_val_loss_ckpt") if name != "last.ckpt")
+    assert sorted(name.rsplit("val_loss=", 1)[1][:-5] for name in saved) == \
+        sorted(f"{entry['loss']:.4f}" for entry in history.values())  # one file per validation (top 4 of 4)
+    best_key = min(history, key=lambda key: history[key]["loss"])
+    assert os.path.basename(result.best_checkpoint).endswith(f"val_loss={history[best_key]['loss']:.4f}.ckpt")
+    assert list(result.test) == [best_key]
+
+
+@pytest.mark.parametrize(("scheduler", "expected"), [
+    # T_max 2: epoch 0 trains at 0.01, epoch 1 at 0.005 (the value logged for epoch 0 before the fix).
+    ({"scheduler": "cosineannealinglr", "T_max": 2}, [0.01, 0.005]),
+    ({"scheduler": "cosineannealingwarmrestarts", "T_0": 2}, [0.01, 0.005]),
+    ({"scheduler": "reducelronplateau", "patience": 0, "cooldown": 0, "threshold": 1e9}, [0.01, 0.005]),
+])
+def test_the_learning_rate_logged_is_the_one_the_epoch_trained_with(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path, scheduler: dict[str, Any],
+        expected: list[float]) -> None:
+    data = make_dataset(n=6)
+    config = make_config(data.csv, str(tmp_path / "out"),
+                         train_setup={"epochs": 2, "scheduler_config": scheduler},
+                         output_setup={"log_learning_rate": True})
+    result = train(config_from_dict(config))
+    assert [entry["learning rate"] for entry in result.history.values()] == pytest.approx(expected)
+    board = Path(result.run_folder) / "tensorboard" / "train"
+    assert _scalars(board, "learning rate") == pytest.approx(expected)

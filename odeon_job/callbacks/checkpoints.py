@@ -68,6 +68,10 @@ class ExportingCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *args: Any, export_pth: bool = False, **kwargs: Any) -> None:
+        # Every validation is a candidate. Left to itself, Lightning saves at the end of the training
+        # epoch instead when ``val_check_interval == 1.0``, which an int 1 (validate every batch) also
+        # equals: only the epoch's last validation was then ever a candidate, and the best was lost.
+        kwargs.setdefault("save_on_train_epoch_end", False)
         super().__init__(*args, **kwargs)
         self.export_pth = export_pth
 

@@ -17,8 +17,15 @@ import pytorch_lightning as pl
 from odeon_job import storage
 
 
-def learning_rate(trainer: pl.Trainer) -> float:
-    return float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else float("nan")
+def learning_rate(trainer: pl.Trainer) -> float | None:
+    """The learning rate the last training step used (see ``SegmentationModule.lr_used``).
+
+    Not the optimizer's current one: Lightning steps epoch-interval schedulers (the cosine ones) before
+    the epoch's validation, so at validation time the optimizer already holds the next epoch's rate."""
+    used = getattr(trainer.lightning_module, "lr_used", None)
+    if used is not None:
+        return used
+    return float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
 
 
 class History(pl.Callback):

@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 from odeon_job import storage
+from odeon_job.callbacks.history import learning_rate
 from odeon_job.config import JobConfig
 from odeon_job.errors import StorageError
 from odeon_job.figures import confusion_image, png_bytes, sample_rows
@@ -199,8 +200,7 @@ class MlflowRun(pl.Callback):
             return
         entry = pl_module.evaluation["val"].entry()  # type: ignore[operator]
         values = {f"val/{key}": value for key, value in entry.items() if not key.startswith("cm_")}
-        if trainer.optimizers:
-            values["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        values["lr"] = learning_rate(trainer)
         values["epoch"] = trainer.current_epoch
         self._log_metrics(values, trainer.global_step)
         self._sync_store()

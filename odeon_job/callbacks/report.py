@@ -36,6 +36,7 @@ class ValidationReport(pl.Callback):
             return
         evaluation = pl_module.evaluation["val"]
         train_loss = f"{float(self._loss_sum) / self._batches:.4f}" if self._loss_sum is not None else "-"
-        log.info("epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %.3g  (%.1f s)",
+        lr = learning_rate(trainer)
+        log.info("epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %s  (%.1f s)",
                  trainer.current_epoch + 1, trainer.max_epochs, train_loss, evaluation.loss, evaluation.miou,
-                 learning_rate(trainer), time.monotonic() - self._started)
+                 f"{lr:.3g}" if lr is not None else "-", time.monotonic() - self._started)

@@ -93,12 +93,10 @@ class TensorBoard(pl.Callback):
         writer, step = self.writer("train"), trainer.global_step
         if "train_loss_epoch" in trainer.callback_metrics:
             writer.add_scalar("loss", float(trainer.callback_metrics["train_loss_epoch"]), step)
-        if self.log_learning_rate and trainer.optimizers:
-            group = trainer.optimizers[0].param_groups[0]
-            writer.add_scalar("learning rate", group["lr"], step)
-            momentum = group.get("momentum", group.get("betas", (None,))[0])
-            if momentum is not None:
-                writer.add_scalar("momentum", momentum, step)
+        if self.log_learning_rate and pl_module.lr_used is not None:  # what the epoch trained with
+            writer.add_scalar("learning rate", pl_module.lr_used, step)
+            if pl_module.momentum_used is not None:
+                writer.add_scalar("momentum", pl_module.momentum_used, step)
         for name, parameter in pl_module.model.named_parameters():
             if parameter.dim() > 1:  # convolution and linear weights, not biases or norms
                 writer.add_histogram(name, parameter.detach().float().cpu(), step)
