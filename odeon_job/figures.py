@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from odeon_job.data.masks import as_long_classes
 from odeon_job.metrics import row_normalised
 
 if TYPE_CHECKING:
@@ -23,8 +24,9 @@ def palette(n: int) -> torch.Tensor:
 
 
 def colour(classes: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
-    """(H, W) class indices → (3, H, W) image."""
-    return colours[classes.long().cpu()].permute(2, 0, 1)  # a uint8 index would be read as a boolean mask
+    """(H, W) class indices (or the workers' uint8 masks) → (3, H, W) image; ignored pixels are black."""
+    with_black = torch.cat([colours, torch.zeros(1, 3)])  # IGNORE_INDEX (-1) picks the last row
+    return with_black[as_long_classes(classes.cpu())].permute(2, 0, 1)
 
 
 def confusion_image(confusion: torch.Tensor, cell: int = 0) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Loss name (``train_setup.loss``) → a module taking (logits (B, C, H, W), class indices (B, H, W)).
 
+Pixels whose class index is ``IGNORE_INDEX`` (no selected class, or the mask's nodata) count in no loss:
+each loss is a mean over the other pixels, and 0 for a batch that has none (never NaN).
+
 - ``ce``: cross-entropy, ``class_imbalance`` weighting the classes.
 - ``bce``: binary cross-entropy with logits on the one-hot targets (each class a sigmoid).
 - ``focal``: multi-class focal loss (Lin et al. 2017) on the softmax: ``-alpha_t (1 - p_t)^gamma log p_t``.
@@ -15,16 +18,46 @@ import torch.nn.functional as F
 from torch import nn
 
 from odeon_job.config import LossParams
+from odeon_job.data.masks import IGNORE_INDEX
 
 
 def one_hot(target: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(B, H, W) class indices → (B, C, H, W) float one-hot."""
-    return F.one_hot(target, n_classes).permute(0, 3, 1, 2).to(torch.float32)
+    """(B, H, W) class indices → (B, C, H, W) float one-hot; an ignored pixel is all zeros."""
+    valid = target != IGNORE_INDEX
+    encoded = F.one_hot(target.clamp(min=0), n_classes).permute(0, 3, 1, 2).to(torch.float32)
+    return encoded * valid[:, None]
+
+
+def _valid_mean(values: torch.Tensor, valid: torch.Tensor, per_pixel: int = 1) -> torch.Tensor:
+    """Mean of ``values`` over the valid pixels (``per_pixel`` values each); 0 when none is valid."""
+    return (values * valid).sum() / (valid.sum() * per_pixel).clamp(min=1)
+
+
+class CrossEntropyLoss(nn.Module):
+    """Cross-entropy, ``weight`` per class: ``sum(w_y * l) / sum(w_y)`` over the pixels not ignored."""
+
+    def __init__(self, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = F.cross_entropy(logits, target, weight=self.weight, ignore_index=IGNORE_INDEX, reduction="sum")
+        valid = target != IGNORE_INDEX
+        if self.weight is None:
+            return total / valid.sum().clamp(min=1)
+        weights = self.weight[target.clamp(min=0)] * valid
+        return total / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
 
 
 class BCELoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, one_hot(target, logits.shape[1]))
+        return _masked_bce(logits, target)
+
+
+def _masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    valid = (target != IGNORE_INDEX)[:, None]
+    losses = F.binary_cross_entropy_with_logits(logits, one_hot(target, logits.shape[1]), reduction="none")
+    return _valid_mean(losses, valid, per_pixel=logits.shape[1])
 
 
 class FocalLoss(nn.Module):
@@ -37,17 +70,21 @@ class FocalLoss(nn.Module):
         self.register_buffer("alpha", torch.tensor(alpha, dtype=torch.float32) if alpha is not None else None)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(logits, dim=1).gather(1, target[:, None])[:, 0]
+        valid = target != IGNORE_INDEX
+        classes = target.clamp(min=0)
+        log_p = F.log_softmax(logits, dim=1).gather(1, classes[:, None])[:, 0]
         loss = -((1 - log_p.exp()) ** self.gamma) * log_p
         if self.alpha is not None:
-            loss = loss * (self.alpha[target] if self.alpha.ndim else self.alpha)
-        return loss.mean()
+            loss = loss * (self.alpha[classes] if self.alpha.ndim else self.alpha)
+        return _valid_mean(loss, valid)
 
 
 def soft_jaccard(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Mean over classes of (|P∩T| + smooth) / (|P∪T| + smooth), P the sigmoid probabilities and T the
-    one-hot truth, summed over the batch's pixels (``smooth`` keeps classes absent from both at 1)."""
-    probabilities, truth = torch.sigmoid(logits), one_hot(target, logits.shape[1])
+    one-hot truth, summed over the batch's pixels not ignored (``smooth`` keeps classes absent from both
+    at 1)."""
+    valid = (target != IGNORE_INDEX)[:, None]
+    probabilities, truth = torch.sigmoid(logits) * valid, one_hot(target, logits.shape[1])
     dims = (0, 2, 3)
     intersection = (probabilities * truth).sum(dims)
     union = probabilities.sum(dims) + truth.sum(dims) - intersection
@@ -60,7 +97,7 @@ class ComboLoss(nn.Module):
         self.bce_weight, self.jaccard_weight = bce_weight, jaccard_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        bce = F.binary_cross_entropy_with_logits(logits, one_hot(target, logits.shape[1]))
+        bce = _masked_bce(logits, target)
         return self.bce_weight * bce + self.jaccard_weight * (1 - soft_jaccard(logits, target))
 
 
@@ -70,7 +107,7 @@ def build_loss(name: str, class_weights: Sequence[float] | None = None,
     params = params or LossParams()
     if name == "ce":
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        return nn.CrossEntropyLoss(weight=weight)
+        return CrossEntropyLoss(weight)
     if name == "bce":
         return BCELoss()
     if name == "focal":

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from odeon_job.config import SPLITS, DataSource, TrainSetup
+from odeon_job.data.masks import IGNORE_INDEX, as_long_classes
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import InputScaling, input_scaling
 from odeon_job.losses import build_loss
@@ -36,6 +37,8 @@ class Evaluation:
     loss: float
     confusion: torch.Tensor  # pixel counts, rows = truth, columns = prediction (CPU, int64)
     metrics: Figures
+    #: Pixels left out of the loss and the matrix (no selected class, or the mask's nodata).
+    ignored: int = 0
 
     @property
     def miou(self) -> float:
@@ -45,7 +48,8 @@ class Evaluation:
     def entry(self, learning_rate: float | None = None) -> dict[str, Any]:
         """The history entry: every figure, both confusion matrices, the loss (and learning rate)."""
         entry: dict[str, Any] = {**self.metrics, "cm_micro": self.confusion.tolist(),
-                                 "cm_macro": row_normalised(self.confusion), "loss": self.loss}
+                                 "cm_macro": row_normalised(self.confusion), "loss": self.loss,
+                                 "ignored pixels": self.ignored}
         if learning_rate is not None:
             entry["learning rate"] = learning_rate
         return entry
@@ -71,8 +75,11 @@ class SegmentationModule(pl.LightningModule):
         self.criterion = build_loss(setup.loss, setup.class_imbalance, setup.loss_params)
         # Per evaluated split, summed over batches and (under DDP) processes.
         self.confusion = torch.nn.ModuleDict({
-            split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes) for split in ("val", "test")})
+            split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes, ignore_index=IGNORE_INDEX)
+            for split in ("val", "test")})
         self.mean_loss = torch.nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+        #: Pixels of no class (IGNORE_INDEX), left out of the loss and the confusion matrix, counted.
+        self.ignored = torch.nn.ModuleDict({split: SumMetric() for split in ("val", "test")})
         self.evaluation: dict[str, Evaluation] = {}
         #: The learning rate and momentum of the last training step (None before the first).
         self.lr_used: float | None = None
@@ -83,7 +90,7 @@ class SegmentationModule(pl.LightningModule):
         uint8 class indices): here, on the device, images are scaled and normalised for the split
         being run, and masks become the int64 that the loss and metrics want."""
         batch["image"] = self.scale_images(batch["image"], self._running_split())
-        batch["mask"] = batch["mask"].long()
+        batch["mask"] = as_long_classes(batch["mask"])
         return batch
 
     def scale_images(self, images: torch.Tensor, split: str) -> torch.Tensor:
@@ -125,14 +132,18 @@ class SegmentationModule(pl.LightningModule):
         logits = self(batch["image"])
         self.mean_loss[split].update(self.criterion(logits, batch["mask"]), weight=len(batch["image"]))
         self.confusion[split].update(logits.argmax(dim=1), batch["mask"])
+        # Batches of tiles of mixed sizes are padded with ignored pixels: those are not the data's.
+        padding = batch["mask"].numel() - batch["shape"].prod(dim=1).sum() if "shape" in batch else 0
+        self.ignored[split].update((batch["mask"] == IGNORE_INDEX).sum() - padding)
         return logits
 
     def _close_evaluation(self, split: str) -> None:
         confusion = self.confusion[split].compute().cpu()
         evaluation = Evaluation(loss=float(self.mean_loss[split].compute()), confusion=confusion,
-                                metrics=confusion_metrics(confusion, self.spec.class_labels))
-        self.confusion[split].reset()
-        self.mean_loss[split].reset()
+                                metrics=confusion_metrics(confusion, self.spec.class_labels),
+                                ignored=int(self.ignored[split].compute()))
+        for metric in (self.confusion[split], self.mean_loss[split], self.ignored[split]):
+            metric.reset()
         self.evaluation[split] = evaluation
         # Already synchronised: sync_dist only keeps Lightning from warning (a mean of equal values).
         self.log(f"{split}_loss", evaluation.loss, prog_bar=True, sync_dist=True)

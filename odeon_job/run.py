@@ -268,6 +268,17 @@ class Outputs:
         return {"val_loss": self.checkpoints[0].best_model_path, "val_miou": self.checkpoints[1].best_model_path}
 
 
+def report_ignored_pixels(spec: DataSpec, firsts: dict[str, dict[str, Any]]) -> None:
+    """Say which pixels the loss and metrics leave out, and how many of each split's first tile."""
+    from odeon_job.data.masks import count_ignored
+
+    shares = {split: count_ignored(item["mask"].numpy(), spec.n_classes) / max(1, item["mask"].numel())
+              for split, item in firsts.items()}
+    if any(shares.values()):
+        log.info("ignored pixels (left out of the loss and every metric): %s; %s", spec.ignored_pixels_rule(),
+                 ", ".join(f"{share:.1%} of the first {split} tile" for split, share in shares.items()))
+
+
 def check_class_weights(config: JobConfig, n_classes: int) -> None:
     """``class_imbalance`` and a list ``loss_params.alpha`` hold one weight per class of the masks."""
     setup = config.train_setup
@@ -387,7 +398,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
                                         pin_memory=pin_memory, seed=setup.random_seed,
                                         persistent_workers=device_setup.persistent_workers,
                                         prefetch_factor=device_setup.prefetch_factor)
-    datamodule.check_first_samples()
+    report_ignored_pixels(spec, datamodule.check_first_samples())
     module = build_module(config, spec, resume_from)
     outputs = output_callbacks(config, folder, datamodule, resuming=resume_from is not None)
     if setup.deterministic:

@@ -14,7 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from odeon_job.config import JobConfig
-from odeon_job.data.raster import RasterInfo, check_bands, check_same_size, raster_info, shape_at
+from rasterio.enums import Resampling
+
+from odeon_job.data.masks import class_indices, count_ignored, mask_nodata
+from odeon_job.data.raster import (
+    RasterInfo,
+    check_bands,
+    check_same_size,
+    open_raster,
+    raster_info,
+    read_bands,
+    shape_at,
+)
 from odeon_job.data.samples import Sample, load_splits
 from odeon_job.data.spec import DataSpec, describe_data, image_scale
 from odeon_job.errors import DataError, OdeonError
@@ -31,6 +42,9 @@ class SampleCheck:
     mask: RasterInfo | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Mask pixels read, and those of no class (left out of the loss and metrics).
+    pixels: int = 0
+    ignored: int = 0
 
 
 @dataclass
@@ -43,6 +57,11 @@ class ValidationSummary:
     resolutions: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Per split: mask pixels read, and those ignored.
+    pixels: Counter = field(default_factory=Counter)
+    ignored: Counter = field(default_factory=Counter)
+    #: Per split: tile sizes (width, height) at the split's resolution.
+    split_sizes: dict[str, Counter] = field(default_factory=dict)
 
 
 def same_grid(first: tuple[float, ...], second: tuple[float, ...]) -> bool:
@@ -86,7 +105,23 @@ def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
             check.problems.append(f"{where}: image and mask are not on the same grid (their transforms differ)")
     elif image.crs and not mask.crs:
         check.warnings.append(f"{where}: mask {sample.mask} is not georeferenced; alignment cannot be checked")
+    if not check.problems:
+        _count_mask_pixels(check, sample, spec, shape_at(image.height, image.width, image.res, resolution))
     return check
+
+
+def _count_mask_pixels(check: SampleCheck, sample: Sample, spec: DataSpec, shape: tuple[int, int]) -> None:
+    """Read the mask as training will: count the pixels of no class, refuse values outside the classes."""
+    try:
+        with open_raster(sample.mask, sample.origin) as src:
+            raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
+            nodata = mask_nodata(spec.mask_nodata, src.nodata)
+        indices = class_indices(raw, spec.n_classes, spec.mask_encoding == "one_hot", nodata,
+                                f"{sample.origin}: {sample.mask}")
+    except DataError as error:
+        check.problems.append(str(error))
+        return
+    check.pixels, check.ignored = indices.size, count_ignored(indices, spec.n_classes)
 
 
 def _with_progress(results: Iterable[SampleCheck], total: int) -> Iterable[SampleCheck]:
@@ -108,14 +143,24 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
     jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]
     with ThreadPoolExecutor(max_workers=PARALLEL_OPENS) as pool:
         checks = pool.map(lambda job: check_sample(job[0], spec, job[1]), jobs)
-        for check in _with_progress(checks, len(jobs)):
+        for (sample, split), check in zip(jobs, _with_progress(checks, len(jobs)), strict=True):
             summary.problems.extend(check.problems)
             summary.warnings.extend(check.warnings)
+            summary.pixels[split] += check.pixels
+            summary.ignored[split] += check.ignored
             if check.image is not None:
+                size = shape_at(check.image.height, check.image.width, check.image.res, spec.resolution.get(split))
+                summary.split_sizes.setdefault(split, Counter())[(size[1], size[0])] += 1
                 summary.sizes[(check.image.width, check.image.height)] += 1
                 summary.dtypes[check.image.dtype] += 1
                 summary.crs[check.image.crs or "none"] += 1
                 summary.resolutions[tuple(round(r, 6) for r in check.image.res)] += 1
+    for split, sizes in summary.split_sizes.items():
+        if len(sizes) > 1:
+            shown = ", ".join(f"{w}x{h} ({count})" for (w, h), count in sizes.most_common(4))
+            summary.warnings.append(f"{split}: tiles of {len(sizes)} sizes ({shown}): each batch is padded to its "
+                                    "largest tile and the padding is ignored (left out of the loss and metrics); "
+                                    "tiles of one size train faster")
     return summary
 
 
@@ -127,6 +172,8 @@ def format_summary(summary: ValidationSummary) -> list[str]:
         return ", ".join(f"{show(key)} ({count})" for key, count in counter.most_common(4)) or "-"
 
     encoding = "one band per class" if spec.mask_encoding == "one_hot" else "class indices in one band"
+    ignored = ", ".join(f"{split} {summary.ignored[split] / summary.pixels[split]:.1%}"
+                        for split in summary.pixels if summary.pixels[split])
     return [
         "samples: " + ", ".join(f"{split} {count}" for split, count in summary.counts.items()),
         "tile size: " + most(summary.sizes, lambda s: f"{s[0]}x{s[1]}"),
@@ -134,4 +181,5 @@ def format_summary(summary: ValidationSummary) -> list[str]:
         f"mask bands: {list(spec.mask_bands)} ({encoding})",
         f"classes: {spec.n_classes} ({', '.join(spec.class_labels)})",
         "CRS: " + most(summary.crs) + "; pixel size: " + most(summary.resolutions, lambda r: f"{r[0]:g} x {r[1]:g}"),
+        f"ignored pixels (left out of the loss and every metric: {spec.ignored_pixels_rule()}): {ignored or '-'}",
     ]

@@ -23,11 +23,11 @@ COLOURS = np.array([(200, 180, 120), (180, 60, 50), (40, 70, 140), (60, 150, 50)
 
 
 def write_tif(path: Path, data: np.ndarray, *, crs: str | None = CRS, origin: tuple[float, float] = ORIGIN,
-              pixel: float = PIXEL) -> str:
-    """Write a (bands, H, W) array as a GeoTIFF; returns its path."""
+              pixel: float = PIXEL, nodata: float | None = None) -> str:
+    """Write a (bands, H, W) array as a GeoTIFF (declaring ``nodata`` when given); returns its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     profile: dict[str, Any] = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
-                               "count": data.shape[0], "dtype": data.dtype}
+                               "count": data.shape[0], "dtype": data.dtype, "nodata": nodata}
     if crs is not None:
         profile.update(crs=crs, transform=from_origin(origin[0], origin[1], pixel, pixel))
     with rasterio.open(path, "w", **profile) as dst:

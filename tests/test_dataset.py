@@ -9,6 +9,7 @@ import torch
 
 from odeon_job.config import DataSource, config_from_dict
 from odeon_job.data.dataset import SegmentationDataset
+from odeon_job.data.masks import UINT8_IGNORE, first_argmax
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import describe_data
 from odeon_job.data.transforms import build_transform, input_scaling
@@ -66,6 +67,8 @@ def test_one_hot_mask_gives_the_argmax_of_the_selected_bands(bands5: Sample) -> 
     subset = _item(bands5, mask_bands=[2, 4])["mask"]
     assert torch.equal(subset[expected == 1], torch.zeros_like(subset[expected == 1]))
     assert torch.equal(subset[expected == 3], torch.ones_like(subset[expected == 3]))
+    # Pixels of classes 0 and 2 belong to no selected class: ignored, never relabelled as the first one.
+    assert bool((subset[(expected == 0) | (expected == 2)] == UINT8_IGNORE).all())
 
 
 def test_one_hot_masks_of_0_255_work_like_0_1(tmp_path: Path) -> None:
@@ -82,11 +85,10 @@ def test_single_band_mask_holds_class_indices(tmp_path: Path) -> None:
 
 
 def test_first_argmax_is_numpys_argmax() -> None:
-    from odeon_job.data.dataset import first_argmax
-
     raw = np.random.default_rng(0).integers(0, 3, (6, 32, 32)).astype(np.uint8)  # many ties: the first wins
-    assert np.array_equal(first_argmax(raw), raw.argmax(axis=0))
-    assert first_argmax(raw, np.uint8).dtype == np.uint8
+    indices, largest = first_argmax(raw)
+    assert np.array_equal(indices, raw.argmax(axis=0)) and np.array_equal(largest, raw.max(axis=0))
+    assert first_argmax(raw, np.uint8)[0].dtype == np.uint8
 
 
 def test_class_index_outside_the_labels_is_named(tmp_path: Path) -> None:
@@ -161,3 +163,54 @@ def test_resolution_resamples_image_and_mask_together(tmp_path: Path) -> None:
     assert item["image"].shape == (3, 4, 4) and item["mask"].shape == (4, 4)
     assert item["mask"][:, :2].eq(0).all() and item["mask"][:, 2:].eq(1).all()
     assert _item(sample, "val", resolution={"train": 0.4})["mask"].shape == (8, 8)  # val: native
+
+
+# --- ignored pixels: no selected class, the mask's nodata; non-finite images ----------------------------
+
+def test_a_one_hot_pixel_with_no_class_on_is_ignored_not_class_one(tmp_path: Path) -> None:
+    """A pixel no band covers (all zeros) was the argmax of zeros: the first class, silently."""
+    classes = np.arange(36).reshape(6, 6) % 3
+    mask = onehot(classes, 3)
+    mask[:, 0, :] = 0  # the first row: no class
+    item = _item(_pair(tmp_path, np.zeros((3, 6, 6), np.uint8), mask))
+    assert bool((item["mask"][0] == UINT8_IGNORE).all())
+    assert torch.equal(item["mask"][1:], torch.from_numpy(classes[1:].astype(np.uint8)))
+
+
+def test_one_hot_nodata_counts_as_off(tmp_path: Path) -> None:
+    classes = np.arange(36).reshape(6, 6) % 3
+    mask = onehot(classes, 3)
+    mask[:, :, 0] = 200  # every band holds the file's nodata value in the first column
+    item = _item(_pair(tmp_path, np.zeros((3, 6, 6), np.uint8), mask, nodata=200))
+    assert bool((item["mask"][:, 0] == UINT8_IGNORE).all())
+    assert torch.equal(item["mask"][:, 1:], torch.from_numpy(classes[:, 1:].astype(np.uint8)))
+
+
+@pytest.mark.parametrize(("file_nodata", "setting", "ignored"), [
+    (9, "file", True),      # the file's own nodata
+    (None, 9, True),        # a configured value
+    (9, "none", False),     # nodata switched off: 9 is then outside the classes, an error
+    (None, "file", False),  # nothing declares 9: an error
+])
+def test_class_index_nodata_is_ignored_and_other_values_are_errors(
+        tmp_path: Path, file_nodata: int | None, setting: Any, ignored: bool) -> None:
+    classes = (np.arange(36).reshape(6, 6) % 3).astype(np.uint8)
+    classes[0, :] = 9
+    options = {"nodata": file_nodata} if file_nodata is not None else {}
+    sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), classes[None], **options)
+    if ignored:
+        item = _item(sample, class_labels=["a", "b", "c"], mask_nodata=setting)
+        assert bool((item["mask"][0] == UINT8_IGNORE).all())
+        assert torch.equal(item["mask"][1:], torch.from_numpy(classes[1:]))
+    else:
+        with pytest.raises(DataError, match=r"row 1: .*a_msk.tif holds class index 9, outside 0..2 .*mask_nodata"):
+            _item(sample, class_labels=["a", "b", "c"], mask_nodata=setting)
+
+
+def test_an_image_with_nan_pixels_is_refused_naming_the_row_and_file(tmp_path: Path) -> None:
+    image = np.full((3, 6, 6), 100.0, np.float32)
+    image[1, 2, 3] = np.nan
+    image[0, 0, 0] = np.inf
+    sample = _pair(tmp_path, image, onehot(np.zeros((6, 6), int), 2))
+    with pytest.raises(DataError, match=r"train.csv row 1: .*a_img.tif has 2 NaN or infinite pixel value"):
+        _item(sample, image_max_value=1000)

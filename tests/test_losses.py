@@ -93,3 +93,25 @@ def test_every_loss_trains_towards_the_truth(name: str) -> None:
         optimizer.step()
     assert loss_fn(logits, target).item() < first / 2
     assert (logits.argmax(1) == target).float().mean().item() == 1.0
+
+
+# --- ignored pixels (IGNORE_INDEX: no selected class, or the mask's nodata) count in no loss -------------
+
+@pytest.mark.parametrize(("name", "weights", "params"), [
+    ("ce", None, None), ("ce", [1.0, 3.0], None), ("bce", None, None),
+    ("focal", None, LossParams(gamma=2.0, alpha=[0.25, 0.75])), ("combo", None, None)])
+def test_an_ignored_pixel_counts_in_no_loss(name: str, weights: list[float] | None, params: LossParams | None) -> None:
+    """A third pixel marked ignored, whatever its logits, leaves every loss and its gradient as on the two
+    real pixels alone; a batch with only ignored pixels has loss 0, not NaN."""
+    from odeon_job.data.masks import IGNORE_INDEX
+
+    loss = build_loss(name, weights, params)
+    with_ignored = torch.cat([LOGITS, torch.tensor([[[[-7.0]], [[9.0]]]])], dim=3).requires_grad_()
+    target = torch.tensor([[[0, 1, IGNORE_INDEX]]])
+    value = loss(with_ignored, target)
+    assert value.item() == pytest.approx(loss(LOGITS, TARGET).item())
+    value.backward()
+    assert torch.equal(with_ignored.grad[..., 2], torch.zeros(1, 2, 1))  # type: ignore[index]
+    nothing = loss(LOGITS.clone().requires_grad_(), torch.full_like(TARGET, IGNORE_INDEX))
+    assert nothing.item() == 0.0
+    nothing.backward()

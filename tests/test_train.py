@@ -44,14 +44,14 @@ def test_two_epochs_write_the_run_folder(make_dataset: Callable[..., TinyDataset
     figures = {f"{label}/{name}" for label in labels for name in NAMES}
     val_pixels = 2 * 32 * 32  # 2 validation tiles of 32 x 32
     for entry in history.values():
-        assert set(entry) == figures | {"cm_micro", "cm_macro", "loss", "learning rate"}
+        assert set(entry) == figures | {"cm_micro", "cm_macro", "loss", "learning rate", "ignored pixels"}
         assert np.array(entry["cm_micro"]).shape == (3, 3) and np.sum(entry["cm_micro"]) == val_pixels
         assert all(sum(row) == pytest.approx(1.0) or sum(row) == 0 for row in entry["cm_macro"])
         assert entry["loss"] > 0 and entry["learning rate"] == 0.01
         assert all(value is None or 0 <= value <= 1 for key, value in entry.items() if key in figures)
     test_history = json.loads((folder / "history_test.json").read_text())
     assert list(test_history) == [min(history, key=lambda k: history[k]["loss"])]  # the tested checkpoint's
-    assert set(next(iter(test_history.values()))) == figures | {"cm_micro", "cm_macro", "loss"}
+    assert set(next(iter(test_history.values()))) == figures | {"cm_micro", "cm_macro", "loss", "ignored pixels"}
     assert result.test == test_history
 
     loss_ckpts = set(os.listdir(folder / "odeon_val_loss_ckpt"))
@@ -402,3 +402,56 @@ def test_the_learning_rate_logged_is_the_one_the_epoch_trained_with(
     assert [entry["learning rate"] for entry in result.history.values()] == pytest.approx(expected)
     board = Path(result.run_folder) / "tensorboard" / "train"
     assert _scalars(board, "learning rate") == pytest.approx(expected)
+
+
+def test_a_subset_of_mask_bands_ignores_the_other_classes_pixels(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """15 one-hot bands, mask_bands [1, 3, 6]: pixels of the 12 other classes are left out of the loss
+    and every metric, and counted; they were class 1 (the argmax of zeros) before."""
+    rng = np.random.default_rng(3)
+    rows, maps = [], []
+    for i in range(6):
+        classes = rng.integers(0, 15, (16, 16))
+        classes[:8] = [0, 2, 5][i % 3]  # half of each tile is of a selected class
+        write_tif(tmp_path / f"i{i}.tif", rng.integers(0, 255, (3, 16, 16)).astype(np.uint8))
+        write_tif(tmp_path / f"m{i}.tif", onehot(classes, 15))
+        rows.append(f"i{i}.tif,m{i}.tif")
+        maps.append(classes)
+    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "val.csv").write_text("\n".join(rows[:2]) + "\n")
+    config = make_config(str(tmp_path / "all.csv"), str(tmp_path / "out"),
+                         data_source={"val_file": str(tmp_path / "val.csv"), "mask_bands": [1, 3, 6]},
+                         output_setup={"use_tensorboard": False})
+    with caplog.at_level("INFO", logger="odeon"):
+        entry = train(config_from_dict(config)).final
+    selected = sum(int(np.isin(m, [0, 2, 5]).sum()) for m in maps[:2])
+    assert np.sum(entry["cm_micro"]) == selected
+    assert entry["ignored pixels"] == 2 * 16 * 16 - selected > 0
+    assert "ignored pixels (left out of the loss and every metric): pixels where none of the mask bands " \
+           "[1, 3, 6] is on" in caplog.text
+    assert "of val pixels ignored" in caplog.text
+
+
+def test_tiles_of_different_sizes_train_padded_and_predict_at_their_own_size(
+        tmp_path: Path, make_dataset: Callable[..., TinyDataset]) -> None:
+    """Mixed sizes in a split failed at collation ('Trying to resize storage'): batches are now padded to
+    their largest tile, the padding ignored, and each prediction has its own tile's size and grid."""
+    data = make_dataset(n=6, size=32)
+    rng = np.random.default_rng(5)
+    classes = rng.integers(0, 3, (24, 40))
+    write_tif(data.folder / "img" / "odd.tif", rng.integers(0, 255, (3, 24, 40)).astype(np.uint8))
+    write_tif(data.folder / "msk" / "odd.tif", onehot(classes, 3))
+    csv = data.folder / "mixed.csv"
+    csv.write_text(Path(data.csv).read_text() + "img/odd.tif,msk/odd.tif\n")
+    config = make_config(str(csv), str(tmp_path / "out"),
+                         data_source={"val_file": str(csv), "test_file": str(csv)},
+                         train_setup={"batch_size": 4},
+                         output_setup={"get_prediction": True, "use_tensorboard": False})
+    result = train(config_from_dict(config))
+    entry = result.final
+    assert np.sum(entry["cm_micro"]) == 6 * 32 * 32 + 24 * 40  # padding counted nowhere
+    assert entry["ignored pixels"] == 0
+    with rasterio.open(Path(result.run_folder) / "predictions" / "odd.tif") as prediction:
+        with rasterio.open(data.folder / "img" / "odd.tif") as source:
+            assert (prediction.height, prediction.width) == (24, 40)
+            assert prediction.transform == source.transform

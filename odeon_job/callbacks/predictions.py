@@ -53,8 +53,9 @@ class PredictionWriter(pl.Callback):
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         probabilities = pl_module.probabilities(outputs["logits"]).float().cpu().numpy()
-        for index, sample_probabilities in zip(batch["index"].tolist(), probabilities, strict=True):
-            self.write(index, sample_probabilities)
+        for index, (height, width), sample_probabilities in zip(batch["index"].tolist(), batch["shape"].tolist(),
+                                                                probabilities, strict=True):
+            self.write(index, sample_probabilities[:, :height, :width])  # without a batch's padding
 
     def write(self, index: int, probabilities: np.ndarray) -> None:
         sample = self.dataset.samples[index]

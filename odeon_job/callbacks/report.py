@@ -37,6 +37,8 @@ class ValidationReport(pl.Callback):
         evaluation = pl_module.evaluation["val"]
         train_loss = f"{float(self._loss_sum) / self._batches:.4f}" if self._loss_sum is not None else "-"
         lr = learning_rate(trainer)
-        log.info("epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %s  (%.1f s)",
+        total = int(evaluation.confusion.sum()) + evaluation.ignored
+        ignored = f"  ({evaluation.ignored / total:.1%} of val pixels ignored)" if evaluation.ignored else ""
+        log.info("epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %s  (%.1f s)%s",
                  trainer.current_epoch + 1, trainer.max_epochs, train_loss, evaluation.loss, evaluation.miou,
-                 f"{lr:.3g}" if lr is not None else "-", time.monotonic() - self._started)
+                 f"{lr:.3g}" if lr is not None else "-", time.monotonic() - self._started, ignored)

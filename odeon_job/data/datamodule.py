@@ -6,15 +6,41 @@ with ``use_distributed_sampler=False``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Sampler
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler, default_collate
 
 from odeon_job.config import DataSource
 from odeon_job.data.dataset import SegmentationDataset
+from odeon_job.data.masks import ignore_value
 from odeon_job.data.sampler import EpochShuffleSampler, ShardSampler
 from odeon_job.data.samples import Splits
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import build_transform
+
+
+class PadToLargest:
+    """Collate samples into a batch; tiles of different sizes are padded (bottom and right) to the largest
+    of the batch, images with 0 and masks with the ignore marker, so padding counts in no loss or metric.
+    Each item's ``shape`` keeps its own size (predictions are cropped back to it)."""
+
+    def __init__(self, mask_ignore: int) -> None:
+        self.mask_ignore = mask_ignore
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        height = max(item["image"].shape[-2] for item in items)
+        width = max(item["image"].shape[-1] for item in items)
+        if any(item["image"].shape[-2:] != (height, width) for item in items):
+            items = [{**item, "image": _pad(item["image"], height, width, 0),
+                      "mask": _pad(item["mask"], height, width, self.mask_ignore)} for item in items]
+        return default_collate(items)
+
+
+def _pad(tensor: torch.Tensor, height: int, width: int, value: int) -> torch.Tensor:
+    return F.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]), value=value)
 
 
 def last_batch_is_single(samples: int, batch_size: int) -> bool:
@@ -40,13 +66,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.persistent_workers = num_workers > 0 if persistent_workers is None else persistent_workers
         self.prefetch_factor = prefetch_factor
 
-    def check_first_samples(self) -> None:
-        """Read the first sample of every split now, so a wrong band or size fails before training."""
-        for dataset in self.datasets.values():
-            dataset[0]
+    def check_first_samples(self) -> dict[str, dict[str, Any]]:
+        """Read the first sample of every split now, so a wrong band or size fails before training; returns
+        them by split."""
+        return {split: dataset[0] for split, dataset in self.datasets.items()}
 
     def _loader(self, split: str, sampler: Sampler, drop_last: bool = False) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler,
+        collate = PadToLargest(ignore_value(self.datasets[split].spec.n_classes))
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.persistent_workers,
                           prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, drop_last=drop_last)
 

@@ -10,6 +10,7 @@ import torch
 from rasterio.enums import Resampling
 from torch.utils.data import Dataset
 
+from odeon_job.data.masks import class_indices, mask_nodata
 from odeon_job.data.raster import check_bands, check_same_size, open_raster, read_bands, shape_at
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import DataSpec, image_scale
@@ -17,34 +18,12 @@ from odeon_job.data.transforms import Compose
 from odeon_job.errors import DataError
 
 
-def class_indices(raw: np.ndarray, spec: DataSpec, sample: Sample) -> np.ndarray:
-    """(bands, H, W) mask → (H, W) class indices: argmax of one-hot bands, or the band itself.
-
-    uint8 when the classes fit (the module makes them int64 once the batch is on its device): a batch
-    of int64 masks is 8 times the bytes to pass from the DataLoader workers.
-    """
-    dtype = np.uint8 if spec.n_classes <= 256 else np.int64
-    if spec.mask_encoding == "one_hot":
-        return first_argmax(raw, dtype)
-    indices = raw[0]
-    low, high = int(indices.min()), int(indices.max())
-    if low < 0 or high >= spec.n_classes:
-        bad = high if high >= spec.n_classes else low
-        raise DataError(f"{sample.origin}: {sample.mask} holds class index {bad}, outside 0..{spec.n_classes - 1} "
-                        f"(data_source.class_labels names {spec.n_classes} classes)")
-    return indices.astype(dtype, copy=False)
-
-
-def first_argmax(raw: np.ndarray, dtype: type = np.int64) -> np.ndarray:
-    """``raw.argmax(axis=0)`` (the first band holding the largest value), band by band: numpy's argmax
-    along the first axis of a (bands, H, W) array walks memory with a stride and is 3-4 times slower."""
-    best = raw[0].copy()
-    indices = np.zeros(raw.shape[1:], dtype)
-    for band in range(1, raw.shape[0]):
-        larger = raw[band] > best
-        indices[larger] = band
-        np.maximum(best, raw[band], out=best)
-    return indices
+def check_finite(image: np.ndarray, sample: Sample) -> None:
+    """NaN or infinite pixels would make the loss NaN and the run worthless: refused, naming the file."""
+    if not np.isfinite(image).all():
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        raise DataError(f"{sample.origin}: {sample.image} has {bad} NaN or infinite pixel value(s) in the selected "
+                        "bands; fill them (e.g. gdal_calc.py or rio calc) or leave the tile out of the CSV")
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -53,7 +32,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class SegmentationDataset(Dataset):
-    """Samples → ``{"image": (C, H, W) in raw units, "mask": uint8 (H, W) class indices, "index": int}``.
+    """Samples → ``{"image": (C, H, W) in raw units, "mask": uint8 (H, W) class indices, "index": int,
+    "shape": (H, W)}`` (``shape``: the tile's own size, where a batch of mixed sizes pads it).
 
     An item is asked for by ``index`` or, from the training sampler, ``(index, epoch)``; the sample's
     random augmentations are drawn from a generator seeded by ``(seed, epoch, index)``.
@@ -89,9 +69,12 @@ class SegmentationDataset(Dataset):
             check_same_size(shape, shape_at(src.height, src.width, src.res, self.resolution), sample.image,
                             sample.mask, sample.origin)
             raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
+            nodata = mask_nodata(spec.mask_nodata, src.nodata)
         if spec.image_max_value is not None:
             image = image.astype(np.float32, copy=False)
-        return image, class_indices(raw, spec, sample)
+            check_finite(image, sample)
+        return image, class_indices(raw, spec.n_classes, spec.mask_encoding == "one_hot", nodata,
+                                    f"{sample.origin}: {sample.mask}")
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -100,4 +83,4 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
             image_t, mask_t = self.transform(image_t, mask_t, generator)
-        return {"image": image_t, "mask": mask_t, "index": index}
+        return {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape)}

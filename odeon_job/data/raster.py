@@ -116,6 +116,7 @@ class RasterInfo:
     crs: str | None
     transform: tuple[float, ...]
     res: tuple[float, float]
+    nodata: float | None = None
 
 
 def open_raster(url: str, origin: str, whole_file: bool = False) -> rasterio.io.DatasetReader:
@@ -137,7 +138,7 @@ def raster_info(url: str, origin: str) -> RasterInfo:
     with open_raster(url, origin) as src:
         return RasterInfo(width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
                           crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
-                          res=(float(src.res[0]), float(src.res[1])))
+                          res=(float(src.res[0]), float(src.res[1])), nodata=src.nodata)
 
 
 def check_bands(bands: Sequence[int], count: int, url: str, origin: str, key: str) -> None:

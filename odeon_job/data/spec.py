@@ -29,6 +29,8 @@ class DataSpec:
     image_max_value: float | None
     #: Pixel size (x, y) each split is read at; None keeps the files' own.
     resolution: dict[str, tuple[float, float] | None]
+    #: The mask value whose pixels are ignored: a number, "file" (each mask's own nodata) or "none".
+    mask_nodata: float | str = "file"
 
     @property
     def in_channels(self) -> int:
@@ -43,6 +45,20 @@ class DataSpec:
         """The raw image value that means 1.0 (uint8 imagery when none is configured: 255)."""
         return self.image_max_value if self.image_max_value is not None else 255.0
 
+    def ignored_pixels_rule(self) -> str:
+        """Which mask pixels are left out of the loss and metrics, in words."""
+        if self.mask_encoding == "one_hot":
+            rule = f"pixels where none of the mask bands {list(self.mask_bands)} is on"
+        else:
+            rule = "no pixel"
+        if self.mask_nodata == "file":
+            nodata = "the mask files' nodata value (where they declare one)"
+        elif self.mask_nodata == "none":
+            return rule
+        else:
+            nodata = f"the mask value {self.mask_nodata:g}"
+        return f"{rule} and pixels of {nodata}" if self.mask_encoding == "one_hot" else f"pixels of {nodata}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -51,7 +67,8 @@ class DataSpec:
         resolution = {k: tuple(v) if v is not None else None for k, v in data["resolution"].items()}
         return cls(image_bands=tuple(data["image_bands"]), mask_bands=tuple(data["mask_bands"]),
                    class_labels=tuple(data["class_labels"]), mask_encoding=data["mask_encoding"],
-                   image_max_value=data["image_max_value"], resolution=resolution)  # type: ignore[arg-type]
+                   image_max_value=data["image_max_value"], resolution=resolution,  # type: ignore[arg-type]
+                   mask_nodata=data.get("mask_nodata", "file"))
 
 
 def image_scale(dtype: str, configured: float | None, sample: Sample) -> float:
@@ -103,4 +120,4 @@ def describe_data(source: DataSource, first: Sample) -> DataSpec:
 
     return DataSpec(image_bands=tuple(image_bands), mask_bands=tuple(mask_bands), class_labels=tuple(labels),
                     mask_encoding=encoding, image_max_value=source.image_max_value,
-                    resolution=_resolutions(source))
+                    resolution=_resolutions(source), mask_nodata=source.mask_nodata)
