@@ -55,6 +55,17 @@ class Evaluation:
         return entry
 
 
+class NonFiniteLoss(Exception):
+    """The training loss was NaN or infinite: raised before the step's backward pass.
+
+    ``indices``: the samples of this process's batch (of the train dataset); ``here``: whether this
+    process's loss was the non-finite one (under DDP, another process's may have been)."""
+
+    def __init__(self, epoch: int, step: int, indices: list[int], here: bool = True) -> None:
+        super().__init__(f"non-finite training loss at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.indices, self.here = epoch, step, indices, here
+
+
 class SegmentationModule(pl.LightningModule):
     def __init__(self, config: dict[str, Any], data_spec: dict[str, Any]) -> None:
         super().__init__()
@@ -77,7 +88,8 @@ class SegmentationModule(pl.LightningModule):
         self.confusion = torch.nn.ModuleDict({
             split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes, ignore_index=IGNORE_INDEX)
             for split in ("val", "test")})
-        self.mean_loss = torch.nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+        # A NaN loss stays NaN (null in the history) rather than being dropped from the mean with a warning.
+        self.mean_loss = torch.nn.ModuleDict({split: MeanMetric(nan_strategy="disable") for split in ("val", "test")})
         #: Pixels of no class (IGNORE_INDEX), left out of the loss and the confusion matrix, counted.
         self.ignored = torch.nn.ModuleDict({split: SumMetric() for split in ("val", "test")})
         self.evaluation: dict[str, Evaluation] = {}
@@ -124,9 +136,22 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.criterion(self(batch["image"]), batch["mask"])
+        self._check_finite(loss, batch)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]),
                  sync_dist=True)
         return loss
+
+    def _check_finite(self, loss: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Stop before a NaN or infinite loss reaches the weights (every later figure would be NaN).
+
+        One host-device sync per step; under DDP all processes decide together (a process stopping alone
+        would leave the others waiting for it in the gradient all-reduce)."""
+        bad = not bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise NonFiniteLoss(self.current_epoch, self.global_step, batch["index"].tolist(),
+                                here=not bool(torch.isfinite(loss)))
 
     def _evaluate(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["image"])

@@ -13,12 +13,13 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from odeon_job import storage
 from odeon_job.config import JobConfig, resolve_run_names
-from odeon_job.errors import ConfigError
+from odeon_job.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
     from odeon_job.callbacks.mlflow_run import MlflowRun
     from odeon_job.callbacks.tensorboard import TensorBoard
     from odeon_job.data.datamodule import SegmentationDataModule
+    from odeon_job.data.samples import Sample
     from odeon_job.data.spec import DataSpec
-    from odeon_job.module import SegmentationModule
+    from odeon_job.module import NonFiniteLoss, SegmentationModule
     from odeon_job.shutdown import GracefulStop
 
 log = logging.getLogger("odeon")
@@ -370,6 +372,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
     from odeon_job.launch import prepare_launch, trainer_devices
+    from odeon_job.module import NonFiniteLoss
     from odeon_job.shutdown import GracefulStop, Terminated, is_sigterm_stop, stop_callback
 
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
@@ -426,6 +429,8 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     except (KeyboardInterrupt, Terminated):
         status = "KILLED"
         raise
+    except NonFiniteLoss as error:
+        raise non_finite_loss_error(error, datamodule.datasets["train"].samples, setup.lr) from error
     except BaseException as error:
         if not is_sigterm_stop(error):
             raise
@@ -444,6 +449,16 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         if own_stop:
             stop.restore()
     return result
+
+
+def non_finite_loss_error(error: NonFiniteLoss, samples: Sequence[Sample], lr: float) -> DataError:
+    """One line naming the epoch, step and the samples of the batch whose loss was NaN or infinite."""
+    rows = [samples[index].origin for index in error.indices]
+    shown = "; ".join(rows[:8]) + (f"; ... ({len(rows)} samples)" if len(rows) > 8 else "")
+    where = "in a batch of" if error.here else "on another process; this process's batch:"
+    return DataError(f"the training loss became NaN or infinite at epoch {error.epoch + 1}, step {error.step} "
+                     f"{where} {shown}; check those tiles (extreme values? data_source.image_max_value?) or lower "
+                     f"train_setup.lr ({lr:g}); the weights of the last validation are kept")
 
 
 def report_retries() -> None:

@@ -455,3 +455,32 @@ def test_tiles_of_different_sizes_train_padded_and_predict_at_their_own_size(
         with rasterio.open(data.folder / "img" / "odd.tif") as source:
             assert (prediction.height, prediction.width) == (24, 40)
             assert prediction.transform == source.transform
+
+
+def test_a_non_finite_training_loss_stops_with_one_line_naming_the_batch(tmp_path: Path) -> None:
+    """Finite but absurd pixel values (1e38 with image_max_value 1) overflow the network: the run used to
+    go on at 'loss nan', write a bare NaN into history_val.json and die in TensorBoard's histogram."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        write_tif(tmp_path / f"i{i}.tif", np.full((3, 16, 16), 3e38, np.float32))
+        write_tif(tmp_path / f"m{i}.tif", onehot(rng.integers(0, 2, (16, 16)), 2))
+        rows.append(f"i{i}.tif,m{i}.tif")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    config = make_config(str(tmp_path / "train.csv"), str(tmp_path / "out"),
+                         data_source={"image_max_value": 1, "val_file": str(tmp_path / "train.csv")},
+                         train_setup={"batch_size": 4})
+    with pytest.raises(DataError) as raised:
+        train(config_from_dict(config))
+    message = one_line(raised.value)
+    assert "\n" not in message
+    assert message.startswith("the training loss became NaN or infinite at epoch 1, step 0 in a batch of ")
+    assert all(f"train.csv row {row}" in message for row in range(1, 5))
+
+
+def test_history_files_are_valid_json_even_with_non_finite_figures(tmp_path: Path) -> None:
+    from odeon_job.callbacks.history import json_safe
+
+    entries = {"0": {"loss": float("nan"), "cm_macro": [[float("inf"), 0.5]], "Average/IoU": None}}
+    assert json.loads(json.dumps(json_safe(entries), allow_nan=False)) == \
+        {"0": {"loss": None, "cm_macro": [[None, 0.5]], "Average/IoU": None}}

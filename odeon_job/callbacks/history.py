@@ -10,6 +10,7 @@ file. Keys are epochs as strings ("0" is the first epoch); a second validation w
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,6 +27,17 @@ def learning_rate(trainer: pl.Trainer) -> float | None:
     if used is not None:
         return used
     return float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no such numbers (Python's ``NaN`` is not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 class History(pl.Callback):
@@ -49,7 +61,7 @@ class History(pl.Callback):
 
     def _write(self, trainer: pl.Trainer, url: str | None, entries: dict[str, Any]) -> None:
         if url and trainer.is_global_zero:
-            storage.write_text(url, json.dumps(entries, indent=1) + "\n")
+            storage.write_text(url, json.dumps(json_safe(entries), indent=1, allow_nan=False) + "\n")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -99,7 +99,9 @@ class TensorBoard(pl.Callback):
                 writer.add_scalar("momentum", pl_module.momentum_used, step)
         for name, parameter in pl_module.model.named_parameters():
             if parameter.dim() > 1:  # convolution and linear weights, not biases or norms
-                writer.add_histogram(name, parameter.detach().float().cpu(), step)
+                values = parameter.detach().float().cpu()
+                if bool(torch.isfinite(values).all()):  # TensorBoard's histogram refuses NaN
+                    writer.add_histogram(name, values, step)
         self.flush("train")
 
     # --- val / test --------------------------------------------------------------------------------------
