@@ -119,26 +119,44 @@ def last_checkpoint(folder: str) -> str:
     return storage.join(folder, VAL_LOSS_CKPT_FOLDER, LAST_CHECKPOINT)
 
 
+def holds_checkpoint(folder: str) -> bool:
+    """Whether a run folder holds any model file: a checkpoint in its checkpoint folders or a .pth."""
+    patterns = (storage.join(folder, VAL_LOSS_CKPT_FOLDER, "*.ckpt"), storage.join(folder, VAL_MIOU_CKPT_FOLDER, "*.ckpt"),
+                storage.join(folder, "*.pth"))
+    return any(storage.glob(pattern) for pattern in patterns)
+
+
+def is_run_without_checkpoint(folder: str) -> bool:
+    """A folder that a run of ours started (its config.json is there) but that holds no checkpoint yet: the
+    run failed or was killed before its first validation. It is not a run yet: nothing in it can be resumed."""
+    return storage.exists(storage.join(folder, CONFIG_FILE)) and not holds_checkpoint(folder)
+
+
 def resume_checkpoint(config: JobConfig, folder: str) -> str | None:
-    """The checkpoint to resume from (``continue_training``), after checking the run folder."""
+    """The checkpoint to resume from (``continue_training``), after checking the run folder.
+
+    A folder that holds no checkpoint yet (see :func:`is_run_without_checkpoint`) is reused, whatever
+    ``continue_training`` says (:func:`start_run_folder` empties it): fixing a CSV and running the same
+    command again must work, and so must a pod restarted after a kill before the first validation."""
     last = last_checkpoint(folder)
     resume = config.train_setup.continue_training
-    if resume == "auto":
-        if storage.exists(last):
-            return last
-        if is_first_process() and storage.is_nonempty_folder(folder):
+    if resume and storage.exists(last):
+        return last
+    if not is_first_process():
+        return None  # the first process has checked (and perhaps emptied) the folder
+    if storage.is_nonempty_folder(folder):
+        if is_run_without_checkpoint(folder):
+            return None  # start_run_folder empties it, once every check has passed
+        if resume == "auto":
             raise ConfigError(f"train_setup.continue_training: \"auto\" found no checkpoint to resume from ({last}) "
                               f"in the run folder {folder}, which is not empty; remove it or choose another "
                               "version_name")
-        return None
-    if resume:
-        if not storage.exists(last):
-            raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist (set "
-                              "output_setup.name_exp_log and version_name to those of the run to continue)")
-        return last
-    if is_first_process() and storage.is_nonempty_folder(folder):
-        raise ConfigError(f"output_setup.version_name: the run folder {folder} already exists and is not empty; "
-                          "choose another version_name, or set train_setup.continue_training to resume it")
+        if not resume:
+            raise ConfigError(f"output_setup.version_name: the run folder {folder} already exists and is not empty; "
+                              "choose another version_name, or set train_setup.continue_training to resume it")
+    if resume is True:
+        raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist (set "
+                          "output_setup.name_exp_log and version_name to those of the run to continue)")
     return None
 
 
@@ -343,6 +361,10 @@ def start_run_folder(config: JobConfig, folder: str, resume_from: str | None) ->
         return
     out = config.output_setup
     os.environ[RUN_NAMES_VARIABLE] = f"{out.name_exp_log}/{out.version_name}"  # for the DDP processes
+    if not resume_from and is_run_without_checkpoint(folder):
+        storage.remove_tree(folder)
+        log.warning("run folder %s: a previous attempt stopped before its first checkpoint; its files are removed "
+                    "and the run starts afresh there", folder)
     storage.makedirs(folder)
     config_file = CONFIG_FILE if not resume_from else f"config_resumed_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     storage.write_text(storage.join(folder, config_file), config.model_dump_json(indent=2) + "\n")

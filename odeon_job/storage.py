@@ -201,6 +201,14 @@ def remove(url: str) -> None:
             fs.rm(path)
 
 
+def remove_tree(url: str) -> None:
+    """Delete the folder (or object prefix) ``url`` and everything under it, if it exists."""
+    fs, path = filesystem(url)
+    with _reporting(url, "delete"):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
 def makedirs(url: str) -> None:
     """Create the local folder ``url``; a no-op on object stores, which have no folders (s3fs would try
     to create the bucket, which needs a permission a training job should not have)."""

@@ -268,11 +268,45 @@ def test_an_existing_run_folder_is_not_overwritten(make_dataset: Callable[..., T
                                                    tmp_path: Path) -> None:
     data = make_dataset(n=4)
     folder = tmp_path / "out" / "exp" / "v"
-    folder.mkdir(parents=True)
+    (folder / "odeon_val_loss_ckpt").mkdir(parents=True)
     (folder / "config.json").write_text("{}")
+    (folder / "odeon_val_loss_ckpt" / "lightunet-epoch=0-val_loss=0.5000.ckpt").write_bytes(b"a run")
     with pytest.raises(ConfigError, match=f"output_setup.version_name: the run folder {folder} already exists"):
         train(config_from_dict(make_config(data.csv, str(tmp_path / "out"))))
     assert (folder / "config.json").read_text() == "{}"
+    # A folder of somebody else's files (no config.json of ours) is not touched either.
+    other = tmp_path / "out" / "exp" / "w"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=f"the run folder {other} already exists"):
+        train(config_from_dict(make_config(data.csv, str(tmp_path / "out"), output_setup={"version_name": "w"})))
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("continue_training", [False, True, "auto"])
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_run_again(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        continue_training: bool | str) -> None:
+    """Bad data stops the first attempt after its run folder exists; the user fixes the CSV and runs the
+    same command: the folder (no checkpoint: not a run yet) is emptied and reused, saying so."""
+    data = make_dataset(n=6)
+    good = Path(data.csv).read_text()
+    Path(data.csv).write_text(good + "img/missing.tif,msk/0.tif\n")
+    def config(resume: bool | str) -> Any:
+        return config_from_dict(make_config(data.csv, str(tmp_path / "out"), data_source={"val_file": data.csv},
+                                            train_setup={"continue_training": resume}))
+
+    with pytest.raises(DataError, match="missing.tif not found"):
+        train(config(False))  # fails in the sanity check's validation, after the run folder was written
+    folder = tmp_path / "out" / "exp" / "v"
+    assert (folder / "config.json").exists() and not (folder / "odeon_val_loss_ckpt").exists()
+    (folder / "history_val.json").write_text("{\"0\": {}}")  # what a kill between history and checkpoint leaves
+    Path(data.csv).write_text(good)
+    with caplog.at_level("WARNING", logger="odeon"):
+        result = train(config(continue_training))
+    assert list(result.history) == ["0"]
+    assert "a previous attempt stopped before its first checkpoint" in caplog.text
+    assert (folder / "odeon_val_loss_ckpt" / "last.ckpt").exists()
 
 
 @pytest.mark.parametrize(("section", "values", "key"), [
