@@ -18,6 +18,7 @@ Three ways to start several processes, all checked against ``num_nodes`` × devi
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import Any
@@ -52,16 +53,51 @@ def _check_gpus(devices: int | list[int]) -> None:
         raise ConfigError(f"device_setup.device: {devices} asks for more GPUs than the {available} visible here")
 
 
+def _check_accelerator(accelerator: str) -> None:
+    """Accelerators this installation cannot drive are refused by name (Lightning would fail with an
+    import traceback after start-up)."""
+    if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        raise ConfigError("device_setup.accelerator: \"tpu\" needs the torch_xla package, which this installation "
+                          "lacks; use \"gpu\" or \"cpu\"")
+    if accelerator in ("ipu", "hpu"):
+        raise ConfigError(f"device_setup.accelerator: \"{accelerator}\" needs its vendor's Lightning plugin, which "
+                          "this job does not ship; use \"gpu\" or \"cpu\"")
+    if accelerator == "mps" and not (torch.backends.mps.is_available()):
+        raise ConfigError("device_setup.accelerator: \"mps\" (Apple GPUs) is not available on this machine; use "
+                          "\"gpu\" or \"cpu\"")
+
+
+def _cpu_processes(setup: DeviceSetup, explicit_cpu: bool) -> int:
+    """Processes on the CPU: ``device``, which the specification maps to ``num_processes`` for the CPU
+    accelerator, else ``num_processes``."""
+    device = setup.device
+    if device in (None, 0):
+        return setup.num_processes
+    if not explicit_cpu:  # "auto" on a machine without a GPU: the GPU ids or count cannot apply
+        log.warning("device_setup.device: %s asks for GPUs, but none is visible: training on the CPU with %d "
+                    "process(es) (num_processes)", device, setup.num_processes)
+        return setup.num_processes
+    if isinstance(device, int) and device > 0:
+        if "num_processes" in setup.model_fields_set and setup.num_processes != device:
+            raise ConfigError(f"device_setup.device: {device} processes on the CPU, but num_processes says "
+                              f"{setup.num_processes}; give one of them")
+        return device
+    raise ConfigError(f"device_setup.device: {device!r} names GPUs, but accelerator is \"cpu\": give the number of "
+                      "processes (device: 2, or num_processes: 2), or use accelerator \"gpu\"")
+
+
 def trainer_devices(setup: DeviceSetup) -> dict[str, Any]:
     """The Trainer keyword arguments that place the training on devices."""
     accelerator = {"cuda": "gpu", None: "auto"}.get(setup.accelerator, setup.accelerator)
+    explicit_cpu = accelerator == "cpu"
     if setup.device == 0:
         accelerator = "cpu"
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    _check_accelerator(accelerator)
     devices: int | str | list[int]
     if accelerator == "cpu":
-        devices = setup.num_processes
+        devices = _cpu_processes(setup, explicit_cpu)
     elif accelerator == "gpu":
         devices = _gpu_devices(setup.device)
         _check_gpus(devices)

@@ -8,7 +8,6 @@ so a mistake never leaves an empty or partial run behind.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import logging
 import math
 import os
@@ -33,12 +32,11 @@ if TYPE_CHECKING:
     from odeon_job.data.samples import Sample
     from odeon_job.data.spec import DataSpec
     from odeon_job.module import NonFiniteLoss, SegmentationModule
+    from odeon_job.preflight import Plan
     from odeon_job.shutdown import GracefulStop
 
 log = logging.getLogger("odeon")
 
-#: Batches per epoch and split when ``train_setup.testing`` is true.
-TESTING_BATCHES = 4
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history_val.json"
 TEST_HISTORY_FILE = "history_test.json"
@@ -121,8 +119,8 @@ def last_checkpoint(folder: str) -> str:
 
 def holds_checkpoint(folder: str) -> bool:
     """Whether a run folder holds any model file: a checkpoint in its checkpoint folders or a .pth."""
-    patterns = (storage.join(folder, VAL_LOSS_CKPT_FOLDER, "*.ckpt"), storage.join(folder, VAL_MIOU_CKPT_FOLDER, "*.ckpt"),
-                storage.join(folder, "*.pth"))
+    patterns = (storage.join(folder, VAL_LOSS_CKPT_FOLDER, "*.ckpt"),
+                storage.join(folder, VAL_MIOU_CKPT_FOLDER, "*.ckpt"), storage.join(folder, "*.pth"))
     return any(storage.glob(pattern) for pattern in patterns)
 
 
@@ -162,6 +160,8 @@ def resume_checkpoint(config: JobConfig, folder: str) -> str | None:
 
 def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
     """The Trainer arguments that follow from ``train_setup`` and ``output_setup`` (devices aside)."""
+    from odeon_job.preflight import TESTING_BATCHES
+
     setup, out = config.train_setup, config.output_setup
     limit = TESTING_BATCHES if setup.testing else None
     return {
@@ -176,22 +176,6 @@ def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
         "precision": setup.precision,
         "use_distributed_sampler": False,  # our samplers shard the data themselves
     }
-
-
-def check_precision(config: JobConfig, accelerator: str) -> None:
-    if config.train_setup.precision == "16-mixed" and accelerator == "cpu":
-        raise ConfigError("train_setup.precision: \"16-mixed\" needs a GPU; on the CPU use \"bf16-mixed\" or \"32\"")
-
-
-def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size: int) -> None:
-    """A number of batches larger than an epoch would make Lightning fail after start-up."""
-    setup = config.train_setup
-    batches = math.ceil(n_train_samples / (setup.batch_size * world_size))
-    if setup.testing:
-        batches = min(batches, TESTING_BATCHES)
-    if isinstance(setup.val_check_interval, int) and setup.val_check_interval > batches:
-        raise ConfigError(f"train_setup.val_check_interval: {setup.val_check_interval} batches, but an epoch has "
-                          f"only {batches}; use a fraction of the epoch (a float) or a smaller number")
 
 
 def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckpoint]:
@@ -238,9 +222,6 @@ def optional_callbacks(config: JobConfig) -> list[Callback]:
 
 def wandb_logger(config: JobConfig, folder: str) -> Any:
     """A Weights & Biases logger, offline unless an API key is set (``WANDB_API_KEY``)."""
-    if importlib.util.find_spec("wandb") is None:
-        raise ConfigError("output_setup.use_wandb: the wandb package is not installed (pip install wandb), or "
-                          "set use_wandb to false")
     from pytorch_lightning.loggers import WandbLogger
 
     out = config.output_setup
@@ -299,28 +280,17 @@ def report_ignored_pixels(spec: DataSpec, firsts: dict[str, dict[str, Any]]) -> 
                  ", ".join(f"{share:.1%} of the first {split} tile" for split, share in shares.items()))
 
 
-def check_class_weights(config: JobConfig, n_classes: int) -> None:
-    """``class_imbalance`` and a list ``loss_params.alpha`` hold one weight per class of the masks."""
-    setup = config.train_setup
-    alpha = setup.loss_params.alpha
-    for key, weights in (("class_imbalance", setup.class_imbalance),
-                         ("loss_params.alpha", alpha if isinstance(alpha, list) else None)):
-        if weights is not None and len(weights) != n_classes:
-            raise ConfigError(f"train_setup.{key}: {len(weights)} weights but the masks have {n_classes} classes")
-
-
-def build_module(config: JobConfig, spec: DataSpec, resume_from: str | None) -> SegmentationModule:
-    """The LightningModule, with the user's initial weights (unless resuming), its optimizer checked."""
+def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> SegmentationModule:
+    """The LightningModule, with the user's initial weights (unless resuming)."""
     from odeon_job.models.weights import load_encoder_weights, load_init_weights
     from odeon_job.module import SegmentationModule
 
     setup = config.train_setup
-    module = SegmentationModule(config.model_dump(mode="json"), spec.to_dict())
+    module = SegmentationModule(config.model_dump(mode="json"), plan.spec.to_dict())
     if setup.encoder_weights and not resume_from:
-        load_encoder_weights(module.model, setup.encoder_weights)
+        load_encoder_weights(module.model, setup.encoder_weights, plan.weights["encoder_weights"])
     if setup.init_weights and not resume_from:
-        load_init_weights(module.model, setup.init_weights)
-    module.configure_optimizers()  # a bad optimizer or scheduler argument fails now, not after start-up
+        load_init_weights(module.model, setup.init_weights, plan.weights["init_weights"])
     return module
 
 
@@ -391,10 +361,9 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     from odeon_job.callbacks.checkpoints import StorageCheckpointIO
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.raster import clear_remote_cache
-    from odeon_job.data.samples import load_splits
-    from odeon_job.data.spec import describe_data
-    from odeon_job.launch import prepare_launch, trainer_devices
+    from odeon_job.launch import prepare_launch
     from odeon_job.module import NonFiniteLoss
+    from odeon_job.preflight import check_before_training
     from odeon_job.shutdown import GracefulStop, Terminated, is_sigterm_stop, stop_callback
 
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
@@ -407,11 +376,8 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     folder = run_folder(config)
     resume_from = resume_checkpoint(config, folder)
 
-    splits = load_splits(config.data_source, setup.random_seed)
-    spec = describe_data(config.data_source, splits.train[0])
-    check_class_weights(config, spec.n_classes)
-    devices = trainer_devices(device_setup)
-    check_precision(config, devices["accelerator"])
+    plan = check_before_training(config)  # what `odeon validate` checks too
+    splits, spec, devices = plan.splits, plan.spec, plan.devices
     prepare_launch(devices)
     logger = wandb_logger(config, folder) if out.use_wandb else False
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
@@ -424,7 +390,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
                                         persistent_workers=device_setup.persistent_workers,
                                         prefetch_factor=device_setup.prefetch_factor)
     report_ignored_pixels(spec, datamodule.check_first_samples())
-    module = build_module(config, spec, resume_from)
+    module = build_module(config, plan, resume_from)
     outputs = output_callbacks(config, folder, datamodule, resuming=resume_from is not None)
     if setup.deterministic:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
@@ -435,7 +401,6 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
                              logger=logger, default_root_dir=folder, plugins=[StorageCheckpointIO()])
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
-    check_val_check_interval(config, len(splits.train), trainer.world_size)
 
     start_run_folder(config, folder, resume_from)
     if outputs.mlflow is not None:

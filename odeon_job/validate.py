@@ -1,7 +1,9 @@
-"""``odeon validate``: the configuration and every CSV row, checked without training (and without torch).
+"""``odeon validate``: the configuration and every CSV row, checked without training (and without Lightning).
 
-Each row's image and mask must exist and open, hold the selected bands, have the same size (at the
-configured resolution) and, when both are georeferenced, the same CRS and transform.
+First every check ``odeon train`` runs before its first step (:mod:`odeon_job.preflight`); then, row by row,
+each image and mask must exist and open, hold the selected bands, have the same size (at the configured
+resolution) and, when both are georeferenced, the same CRS and transform; each mask is read to count its
+ignored pixels and to find class values outside the classes.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from odeon_job.config import JobConfig
 from rasterio.enums import Resampling
 
+from odeon_job.config import JobConfig
 from odeon_job.data.masks import class_indices, count_ignored, mask_nodata
 from odeon_job.data.raster import (
     RasterInfo,
@@ -26,9 +28,10 @@ from odeon_job.data.raster import (
     read_bands,
     shape_at,
 )
-from odeon_job.data.samples import Sample, load_splits
-from odeon_job.data.spec import DataSpec, describe_data, image_scale
+from odeon_job.data.samples import Sample
+from odeon_job.data.spec import DataSpec, image_scale
 from odeon_job.errors import DataError, OdeonError
+from odeon_job.preflight import check_before_training
 
 log = logging.getLogger("odeon")
 
@@ -136,14 +139,13 @@ def _with_progress(results: Iterable[SampleCheck], total: int) -> Iterable[Sampl
 def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
     """Scan every row of every split (the first ``rows`` of each when given); raises only for problems
     that stop the scan itself."""
-    source = config.data_source
-    splits = load_splits(source, config.train_setup.random_seed)
-    spec = describe_data(source, splits.train[0])
+    plan = check_before_training(config)  # every check `odeon train` runs before its first step
+    splits, spec = plan.splits, plan.spec
     summary = ValidationSummary(spec=spec, counts={split: len(samples) for split, samples in splits.items()})
     jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]
     with ThreadPoolExecutor(max_workers=PARALLEL_OPENS) as pool:
         checks = pool.map(lambda job: check_sample(job[0], spec, job[1]), jobs)
-        for (sample, split), check in zip(jobs, _with_progress(checks, len(jobs)), strict=True):
+        for (_, split), check in zip(jobs, _with_progress(checks, len(jobs)), strict=True):
             summary.problems.extend(check.problems)
             summary.warnings.extend(check.warnings)
             summary.pixels[split] += check.pixels

@@ -101,14 +101,14 @@ def test_a_bad_row_met_during_training_is_one_line(make_dataset: Callable[..., T
     assert "Traceback" not in result.stderr
 
 
-def test_validate_summarises_a_good_dataset_without_torch(make_dataset: Callable[..., TinyDataset],
-                                                          tmp_path: Path) -> None:
+def test_validate_summarises_a_good_dataset_without_lightning(make_dataset: Callable[..., TinyDataset],
+                                                              tmp_path: Path) -> None:
     data = make_dataset(n=5, bands=4)
     path = _write_config(tmp_path, make_config(data.csv, str(tmp_path / "out"),
                                                data_source={"image_bands": [1, 2, 3]}))
     code = ("import sys\nfrom odeon_job.cli import main\n"
             f"code = main(['validate', '-c', {path!r}])\n"
-            "assert 'torch' not in sys.modules\nsys.exit(code)\n")
+            "assert 'pytorch_lightning' not in sys.modules\nsys.exit(code)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -119,6 +119,8 @@ def test_validate_summarises_a_good_dataset_without_torch(make_dataset: Callable
     assert "mask bands: [1, 2, 3] (one band per class)" in lines
     assert "classes: 3 (class 1, class 2, class 3)" in lines
     assert "CRS: EPSG:2154 (5); pixel size: 0.2 x 0.2 (5)" in lines
+    assert "ignored pixels (left out of the loss and every metric: pixels where none of the mask bands [1, 2, 3] " \
+           "is on and pixels of the mask files' nodata value (where they declare one)): train 0.0%, val 0.0%" in lines
     assert lines[-1] == "OK: 5 samples checked"
 
 
@@ -164,3 +166,38 @@ def test_same_grid_is_judged_in_pixels_not_in_map_units() -> None:
     assert not same_grid(lambert, (0.25, 0.0, 651_000.0, 0.0, -0.25, 6_862_000.0))
     degrees = (1e-5, 0.0, 2.35, 0.0, -1e-5, 48.85)
     assert not same_grid(degrees, (1e-5, 0.0, 2.35001, 0.0, -1e-5, 48.85))  # one pixel in degrees
+
+
+# --- validate refuses what train refuses at start: one code path ----------------------------------------
+
+@pytest.mark.parametrize(("section", "values", "message"), [
+    ("train_setup", {"optimizer_config": {"optimizer": "sgd", "momentun": 0.9}},
+     "train_setup.optimizer_config.momentun: sgd has no argument 'momentun' (did you mean 'momentum'?)"),
+    ("train_setup", {"scheduler_config": {"scheduler": "cycliclr"}},
+     "train_setup.scheduler_config.max_lr: cycliclr needs this argument"),
+    # 9 rows, percentage_val 0.25: 7 training samples in batches of 2, the single last one dropped: 3.
+    ("train_setup", {"val_check_interval": 4},
+     "train_setup.val_check_interval: 4 batches, but an epoch has only 3 (7 training samples, batch_size 2, "
+     "1 process(es))"),
+    ("device_setup", {"accelerator": "tpu"}, "device_setup.accelerator: \"tpu\" needs the torch_xla package"),
+    ("device_setup", {"accelerator": "cpu", "device": "0"}, "device_setup.device: '0' names GPUs, but accelerator "
+     "is \"cpu\""),
+    ("device_setup", {"accelerator": "cpu", "device": 2, "num_processes": 3}, "device_setup.device: 2 processes "
+     "on the CPU, but num_processes says 3"),
+])
+def test_validate_and_train_refuse_the_same_configurations_with_one_line(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        section: str, values: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from odeon_job.cli import INHERITED_CONFIG, main
+
+    monkeypatch.setenv(INHERITED_CONFIG, "")  # main() hands its config to DDP children here: undone after
+
+    data = make_dataset(n=9)
+    path = _write_config(tmp_path, make_config(data.csv, str(tmp_path / "out"), **{section: values}))
+    for command in ("validate", "train"):
+        assert main([command, "-c", path]) == 2, command
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if line.startswith("odeon: error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"odeon: error: {message}"), (command, stderr)
+        assert "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written

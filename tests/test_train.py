@@ -18,7 +18,8 @@ from odeon_job.errors import ConfigError, DataError, OdeonError, one_line
 from odeon_job.metrics import NAMES
 from odeon_job.models import build_model
 from odeon_job.module import SegmentationModule
-from odeon_job.run import TESTING_BATCHES, check_val_check_interval, train, trainer_options
+from odeon_job.preflight import TESTING_BATCHES, check_val_check_interval
+from odeon_job.run import train, trainer_options
 
 from conftest import TinyDataset, make_config, onehot, write_tif
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from odeon_job.config import DataSource
 from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.masks import ignore_value
-from odeon_job.data.sampler import EpochShuffleSampler, ShardSampler
+from odeon_job.data.sampler import EpochShuffleSampler, ShardSampler, last_batch_is_single
 from odeon_job.data.samples import Splits
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import build_transform
@@ -41,13 +41,6 @@ class PadToLargest:
 
 def _pad(tensor: torch.Tensor, height: int, width: int, value: int) -> torch.Tensor:
     return F.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]), value=value)
-
-
-def last_batch_is_single(samples: int, batch_size: int) -> bool:
-    """Whether an epoch's last training batch would hold one sample: batch norm cannot train on one
-    sample where a feature map is 1x1, so that batch is dropped (a different sample each epoch, since
-    the order is shuffled)."""
-    return samples > batch_size and samples % batch_size == 1
 
 
 class SegmentationDataModule(pl.LightningDataModule):

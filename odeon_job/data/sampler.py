@@ -62,3 +62,10 @@ class ShardSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         rank, world = process_group()
         return iter(range(rank, self.length, world))
+
+
+def last_batch_is_single(samples: int, batch_size: int) -> bool:
+    """Whether an epoch's last training batch would hold one sample: batch norm cannot train on one
+    sample where a feature map is 1x1, so that batch is dropped (a different sample each epoch, since
+    the order is shuffled)."""
+    return samples > batch_size and samples % batch_size == 1

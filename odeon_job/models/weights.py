@@ -40,10 +40,11 @@ def read_state_dict(url: str, key: str) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def load_init_weights(model: nn.Module, url: str) -> None:
-    """Copy every tensor of ``url`` whose name and shape fit ``model``; log what was left as initialised
-    (e.g. the classifier when the number of classes differs). Nothing fitting is an error."""
-    state = read_state_dict(url, "init_weights")
+def load_init_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Copy every tensor of ``url`` (or of ``state``, read from it) whose name and shape fit ``model``; log
+    what was left as initialised (e.g. the classifier when the number of classes differs). Nothing fitting
+    is an error."""
+    state = state if state is not None else read_state_dict(url, "init_weights")
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
@@ -57,9 +58,9 @@ def load_init_weights(model: nn.Module, url: str) -> None:
                     len(left), url, ", ".join(left[:5]), " ..." if len(left) > 5 else "")
 
 
-def load_encoder_weights(model: nn.Module, url: str) -> None:
-    """Fill the encoder of a resnet or deeplab model from a torchvision state dict."""
-    state = read_state_dict(url, "encoder_weights")
+def load_encoder_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Fill the encoder of a resnet or deeplab model from a torchvision state dict (``state``, read from ``url``)."""
+    state = state if state is not None else read_state_dict(url, "encoder_weights")
     loader = getattr(model, "load_encoder_state_dict", None)
     if loader is None:
         raise ConfigError("train_setup.encoder_weights: this model has no pretrainable encoder")

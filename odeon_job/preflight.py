@@ -1,0 +1,118 @@
+"""Every check a configuration must pass before a training starts: one code path for ``odeon train`` and
+``odeon validate``, so that validate never passes what train refuses at start.
+
+The checks need the CSVs (text only), the first training sample's metadata, torch (optimizer and
+scheduler arguments are tried on a dummy parameter) and the devices, but not Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from odeon_job.config import JobConfig
+from odeon_job.data.samples import Splits, load_splits
+from odeon_job.data.spec import DataSpec, describe_data
+from odeon_job.errors import ConfigError
+
+log = logging.getLogger("odeon")
+
+#: Batches per epoch and split when ``train_setup.testing`` is true.
+TESTING_BATCHES = 4
+
+
+@dataclass
+class Plan:
+    """What the checks found out, for the training to use."""
+
+    splits: Splits
+    spec: DataSpec
+    #: The Trainer's accelerator, devices, num_nodes and strategy.
+    devices: dict[str, Any]
+    #: Processes over all nodes.
+    world_size: int
+    #: ``init_weights`` / ``encoder_weights`` as loaded (plain tensors), by key.
+    weights: dict[str, dict[str, Any]]
+
+
+def check_before_training(config: JobConfig) -> Plan:
+    """Run every check that does not need the run folder; raises the first problem as an OdeonError."""
+    from odeon_job.launch import processes_per_node, trainer_devices
+
+    splits = load_splits(config.data_source, config.train_setup.random_seed)
+    spec = describe_data(config.data_source, splits.train[0])
+    check_class_weights(config, spec.n_classes)
+    devices = trainer_devices(config.device_setup)
+    check_precision(config, devices["accelerator"])
+    world_size = devices["num_nodes"] * processes_per_node(devices["devices"])
+    check_val_check_interval(config, len(splits.train), world_size)
+    check_optimization(config)
+    weights = read_weights_files(config)
+    check_wandb(config)
+    return Plan(splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights)
+
+
+def check_class_weights(config: JobConfig, n_classes: int) -> None:
+    """``class_imbalance`` and a list ``loss_params.alpha`` hold one weight per class of the masks."""
+    setup = config.train_setup
+    alpha = setup.loss_params.alpha
+    for key, weights in (("class_imbalance", setup.class_imbalance),
+                         ("loss_params.alpha", alpha if isinstance(alpha, list) else None)):
+        if weights is not None and len(weights) != n_classes:
+            raise ConfigError(f"train_setup.{key}: {len(weights)} weights but the masks have {n_classes} classes")
+
+
+def check_precision(config: JobConfig, accelerator: str) -> None:
+    if config.train_setup.precision == "16-mixed" and accelerator == "cpu":
+        raise ConfigError("train_setup.precision: \"16-mixed\" needs a GPU; on the CPU use \"bf16-mixed\" or \"32\"")
+
+
+def batches_per_epoch(config: JobConfig, n_train_samples: int, world_size: int) -> int:
+    """Training batches each process runs per epoch, as the data module makes them."""
+    from odeon_job.data.sampler import last_batch_is_single
+
+    batch_size = config.train_setup.batch_size
+    per_process = math.ceil(n_train_samples / world_size)
+    batches = per_process // batch_size if last_batch_is_single(per_process, batch_size) else \
+        math.ceil(per_process / batch_size)
+    return min(batches, TESTING_BATCHES) if config.train_setup.testing else batches
+
+
+def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size: int) -> None:
+    """A number of batches larger than an epoch would make Lightning fail after start-up."""
+    interval = config.train_setup.val_check_interval
+    batches = batches_per_epoch(config, n_train_samples, world_size)
+    if isinstance(interval, int) and interval > batches:
+        raise ConfigError(f"train_setup.val_check_interval: {interval} batches, but an epoch has only {batches} "
+                          f"({n_train_samples} training samples, batch_size {config.train_setup.batch_size}, "
+                          f"{world_size} process(es)); use a fraction of the epoch (a float) or a smaller number")
+
+
+def check_optimization(config: JobConfig) -> None:
+    """The optimizer and scheduler take their arguments: built once on a dummy parameter."""
+    import torch
+
+    from odeon_job.optim import build_optimizer, build_scheduler
+
+    setup = config.train_setup
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], setup.optimizer_config, setup.lr)
+    build_scheduler(optimizer, setup)
+
+
+def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:
+    """``init_weights`` and ``encoder_weights``, each read once and loaded as plain tensors (their fit to the
+    model is checked when the model is built)."""
+    from odeon_job.models.weights import read_state_dict
+
+    setup = config.train_setup
+    return {key: read_state_dict(url, key) for key, url in (("init_weights", setup.init_weights),
+                                                             ("encoder_weights", setup.encoder_weights)) if url}
+
+
+def check_wandb(config: JobConfig) -> None:
+    if config.output_setup.use_wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("output_setup.use_wandb: the wandb package is not installed (pip install wandb), or "
+                          "set use_wandb to false")
