@@ -26,10 +26,15 @@ EXIT_INTERRUPTED = 130
 
 
 def _configure_logging(verbose: bool) -> None:
+    """The console: INFO (DEBUG with ``-v``) from the first process; only errors from the other processes
+    of a distributed run, which would repeat every line."""
+    from odeon_job.run import is_first_process
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    level = logging.DEBUG if verbose else logging.INFO
+    log.setLevel(level if is_first_process() else logging.ERROR)
     log.propagate = False
 
 

@@ -8,9 +8,11 @@ so a mistake never leaves an empty or partial run behind.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -208,15 +210,17 @@ def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckp
 
 def optional_callbacks(config: JobConfig) -> list[Callback]:
     """Progress bars and early stopping, when the configuration asks for them."""
-    from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from odeon_job.callbacks.early_stopping import ReportingEarlyStopping
 
     callbacks: list[Callback] = []
     if config.output_setup.progress > 0:
         callbacks.append(TQDMProgressBar(refresh_rate=config.output_setup.progress))
     stop = config.train_setup.early_stopping
     if stop is not None:
-        callbacks.append(EarlyStopping(monitor=stop.monitor, mode="min" if stop.monitor == "val_loss" else "max",
-                                       patience=stop.patience, min_delta=stop.min_delta))
+        callbacks.append(ReportingEarlyStopping(monitor=stop.monitor, mode="min" if stop.monitor == "val_loss" else
+                                                "max", patience=stop.patience, min_delta=stop.min_delta))
     return callbacks
 
 
@@ -267,6 +271,32 @@ class Outputs:
         if self.pth_files:
             return {"val_loss": self.pth_files.model_path}
         return {"val_loss": self.checkpoints[0].best_model_path, "val_miou": self.checkpoints[1].best_model_path}
+
+
+def log_settings(config: JobConfig, plan: Plan) -> None:
+    """What ``-v`` shows before training: the resolved settings, the data per split, storage settings."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    from odeon_job.cloud import s3_endpoint
+    from odeon_job.data.raster import gdal_options
+    from odeon_job.tracking import redact
+
+    def redacted(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: redacted(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [redacted(item) for item in value]
+        return redact(value) if isinstance(value, str) else value
+
+    log.debug("settings: %s", json.dumps(redacted(config.model_dump(mode="json")), sort_keys=True))
+    for split, samples in plan.splits.items():
+        first = f", first {samples[0].origin}: {samples[0].image}" if samples else ""
+        log.debug("data: %s: %d sample(s)%s", split, len(samples), first)
+    log.debug("data: %s", plan.spec)
+    log.debug("devices: %s, %d process(es) in all", plan.devices, plan.world_size)
+    endpoint = s3_endpoint()
+    log.debug("storage: S3 endpoint %s; GDAL options %s", redact(endpoint) if endpoint else "(AWS default)",
+              gdal_options(whole_files=True))
 
 
 def report_ignored_pixels(spec: DataSpec, firsts: dict[str, dict[str, Any]]) -> None:
@@ -376,9 +406,11 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     folder = run_folder(config)
     resume_from = resume_checkpoint(config, folder)
 
+    started = time.monotonic()
     plan = check_before_training(config)  # what `odeon validate` checks too
     splits, spec, devices = plan.splits, plan.spec, plan.devices
     prepare_launch(devices)
+    log_settings(config, plan)
     logger = wandb_logger(config, folder) if out.use_wandb else False
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
@@ -402,15 +434,20 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
 
+    log.debug("timing: start-up checks and set-up took %.1f s", time.monotonic() - started)
     start_run_folder(config, folder, resume_from)
     if outputs.mlflow is not None:
         outputs.mlflow.start()
     status = "FAILED"
     try:
+        started = time.monotonic()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        log.debug("timing: training took %.1f s", time.monotonic() - started)
         result = TrainResult(run_folder=folder, best_checkpoint=outputs.best_model, history=outputs.history.entries)
         if datamodule.has_test and outputs.best_model:
+            started = time.monotonic()
             evaluate_best_model(trainer, module, datamodule, outputs)
+            log.debug("timing: the test took %.1f s", time.monotonic() - started)
             result.test = outputs.history.test_entry
         status = "FINISHED"
     except (KeyboardInterrupt, Terminated):

@@ -88,6 +88,20 @@ def test_train_runs_and_reports(make_dataset: Callable[..., TinyDataset], tmp_pa
     assert f"run folder: {tmp_path / 'out' / 'exp' / 'v'}" in result.stderr
 
 
+def test_verbose_shows_settings_data_storage_and_timings(make_dataset: Callable[..., TinyDataset],
+                                                         tmp_path: Path) -> None:
+    data = make_dataset(n=4)
+    config = make_config(data.csv, str(tmp_path / "out"),
+                         output_setup={"mlflow_tracking_uri": "http://someone:s3cr3t@127.0.0.1:1"})
+    result = odeon("train", "-v", "-c", _write_config(tmp_path, config))
+    assert result.returncode == 0, result.stderr
+    for expected in ("DEBUG odeon: settings: {", "DEBUG odeon: data: train: 3 sample(s), first ",
+                     "DEBUG odeon: data: val: 1 sample(s)", "DEBUG odeon: storage: S3 endpoint ",
+                     "GDAL_DISABLE_READDIR_ON_OPEN", "DEBUG odeon: timing: training took "):
+        assert expected in result.stderr, expected
+    assert "s3cr3t" not in result.stderr
+
+
 @pytest.mark.slow
 def test_a_bad_row_met_during_training_is_one_line(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
     data = make_dataset(n=4)

@@ -71,6 +71,7 @@ def test_two_processes_give_the_confusion_matrix_of_one(make_dataset: Callable[.
     for n, result in results.items():
         assert result.returncode == 0, f"{n} process(es): {result.stderr[-3000:]}"
     assert "Starting with 2 processes" in results[2].stderr and "GLOBAL_RANK: 1" in results[2].stderr
+    assert results[2].stderr.count("data: 8 train, 5 val") == 1  # only the first process prints
     one, two = (json.loads((tmp_path / "out" / "exp" / f"p{n}" / "history_val.json").read_text())["0"]
                 for n in (1, 2))
     assert two["cm_micro"] == one["cm_micro"]

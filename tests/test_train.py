@@ -185,13 +185,16 @@ def test_nothing_to_resume_is_a_clear_error(make_dataset: Callable[..., TinyData
 
 
 def test_early_stopping_stops_after_patience_validations_without_improvement(
-        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = make_dataset(n=4)
     config = make_config(data.csv, str(tmp_path / "out"), train_setup={
         "epochs": 10, "early_stopping": {"monitor": "val_loss", "patience": 2, "min_delta": 1e9}},
         output_setup={"use_tensorboard": False})
     # Nothing can improve by 1e9: the first validation sets the best, the next 2 do not improve, stop.
-    assert list(train(config_from_dict(config)).history) == ["0", "1", "2"]
+    with caplog.at_level("INFO", logger="odeon"):
+        assert list(train(config_from_dict(config)).history) == ["0", "1", "2"]
+    assert "early stopping: val_loss has not improved by more than 1e+09 for 2 validation(s) (best " in caplog.text
+    assert "the training stopped after epoch 3 of 10" in caplog.text
 
 
 def test_two_validations_per_epoch(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
