@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from odeon_job import storage
-from odeon_job.errors import ConfigError, did_you_mean
+from odeon_job.errors import ConfigError, did_you_mean, quote
 from odeon_job.shutdown import DEFAULT_GRACE_PERIOD
 
 Split = Literal["train", "val", "test"]
@@ -72,11 +72,19 @@ def _band_index(value: Any) -> Any:
 
 
 def _no_duplicates(values: list[Any] | None) -> list[Any] | None:
+    """The first value listed twice is an error (one pass: a list of millions of labels is checked at once)."""
     if values is not None:
-        seen = [v for i, v in enumerate(values) if v in values[:i]]
-        if seen:
-            raise _error(f"{seen[0]!r} is listed twice")
+        seen: set[Any] = set()
+        for value in values:
+            if value in seen:
+                raise _error(f"{quote(value)} is listed twice")
+            seen.add(value)
     return values
+
+
+def is_folder_name(value: str) -> bool:
+    """One folder name: not empty, no separator, not ``.`` or ``..`` (a run folder stays inside its parent)."""
+    return bool(value.strip()) and "/" not in value and "\\" not in value and value not in (".", "..")
 
 
 def _one_or_list(value: Any) -> Any:
@@ -95,21 +103,21 @@ def _device(value: Any) -> Any:
         return value
     if isinstance(value, str):
         if not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*", value):
-            raise _error(f"{value!r} is not a device id (\"0\") or list of ids (\"0,1\")")
+            raise _error(f"{quote(value)} is not a device id (\"0\") or list of ids (\"0,1\")")
         return value
     if isinstance(value, list):
         if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
             raise _error(f"a list of devices must hold device ids (integers >= 0), got {value}")
         _no_duplicates(value)
         return value
-    raise _error(f"expected a number of devices, a device id like \"0\" or a list of ids, got {value!r}")
+    raise _error(f"expected a number of devices, a device id like \"0\" or a list of ids, got {quote(value)}")
 
 
 def _val_check_interval(value: Any) -> Any:
     """A float fraction of the epoch in (0, 1], or an int number of training batches (>= 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _error("expected a fraction of an epoch (0 < float <= 1.0) or a number of batches (int >= 1), "
-                     f"got {value!r}")
+                     f"got {quote(value)}")
     if isinstance(value, int) and value < 1:
         raise _error(f"a number of batches must be >= 1, got {value}")
     if isinstance(value, float) and not 0.0 < value <= 1.0:
@@ -125,14 +133,14 @@ def _resolution(value: Any) -> Any:
         if (isinstance(v, list) and len(v) == 2
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
             return [float(x) for x in v]
-        raise _error(f"a resolution is a positive pixel size or an [x, y] pair of them, got {v!r}")
+        raise _error(f"a resolution is a positive pixel size or an [x, y] pair of them, got {quote(v)}")
 
     if value is None:
         return value
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(SPLITS))
         if unknown:
-            raise _error(f"{unknown[0]!r} is not a split (train, val, test)")
+            raise _error(f"{quote(unknown[0])} is not a split (train, val, test)")
         return {split: one(v) for split, v in value.items()}
     return one(value)
 
@@ -423,8 +431,8 @@ class OutputSetup(_Section):
     @field_validator("name_exp_log", "version_name")
     @classmethod
     def _one_folder(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or "/" in value or "\\" in value or value in (".", "..")):
-            raise _error(f"must be a single folder name, got {value!r}")
+        if value is not None and not is_folder_name(value):
+            raise _error(f"must be a single folder name, got {quote(value)}")
         return value
 
 
@@ -499,15 +507,32 @@ def json_schema() -> dict[str, Any]:
 STDIN = "-"
 
 
+#: The largest configuration accepted, in bytes (a real one is a few KB); ``--set`` values alike.
+MAX_CONFIG_BYTES = 1_000_000
+#: The deepest nesting of objects and lists accepted (a real configuration nests 4 levels).
+MAX_CONFIG_DEPTH = 32
+
+
+def _too_large(source: str, size: int | str) -> ConfigError:
+    return ConfigError(f"{source}: {size} bytes, more than the {MAX_CONFIG_BYTES} a configuration may hold; is it "
+                       "the right file?")
+
+
 def read_config_text(source: str) -> str:
-    """The text of the configuration at ``source``: a path, a URL, or ``-`` for the standard input."""
+    """The text of the configuration at ``source``: a path, a URL, or ``-`` for the standard input;
+    anything larger than :data:`MAX_CONFIG_BYTES` is refused before it is read whole."""
     if source == STDIN:
         import sys
 
-        text = sys.stdin.read()
+        text = sys.stdin.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise _too_large("-c -", f"more than {MAX_CONFIG_BYTES}")
         if not text.strip():
             raise ConfigError("-c -: the standard input is empty (pipe the JSON configuration into odeon)")
         return text
+    size = storage.size(source)
+    if size is not None and size > MAX_CONFIG_BYTES:
+        raise _too_large(source, size)
     return storage.read_text(source)
 
 
@@ -531,20 +556,24 @@ def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str = "c
     if not isinstance(data, dict):
         return data
     for override in overrides:
+        if len(override) > MAX_CONFIG_BYTES:
+            raise _too_large(f"--set {quote(override, 60)}", len(override))
         path, sep, raw = override.partition("=")
         keys = path.strip().split(".")
         if not sep or not all(keys):
-            raise ConfigError(f"--set {override!r}: expected KEY=VALUE with a dotted key, such as "
+            raise ConfigError(f"--set {quote(override)}: expected KEY=VALUE with a dotted key, such as "
                               "train_setup.epochs=5")
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
+            value = parse_json(raw, f"--set {quote(override, 60)}")
+        except ConfigError as error:
+            if not isinstance(error.__cause__, json.JSONDecodeError):
+                raise  # duplicate keys, nesting
             value = raw
         target = data
         for depth, key in enumerate(keys[:-1]):
             child = target.setdefault(key, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {override!r}: {'.'.join(keys[:depth + 1])} is not an object in {source}")
+                raise ConfigError(f"--set {quote(override)}: {'.'.join(keys[:depth + 1])} is not an object in {source}")
             target = child
         target[keys[-1]] = value
     return data
@@ -554,12 +583,52 @@ def parse_config(text: str, source: str = "config") -> JobConfig:
     return config_from_dict(parse_json(text, source), source)
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects whose keys are unique (Python's json keeps the last of two silently)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _depth(data: Any) -> int:
+    """How deeply objects and lists nest in ``data`` (walked without recursion)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def parse_json(text: str, source: str = "config") -> Any:
+    """Parse a configuration's JSON: size, nesting and duplicate keys refused with one line each."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise _too_large(source, len(text))
     try:
-        return json.loads(text)
+        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: "
                           f"{error.msg}") from error
+    except _DuplicateKey as error:
+        raise ConfigError(f"{source}: the key {quote(error.key)} appears twice in one object (JSON readers keep "
+                          "one of them silently): keep one") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: objects or lists nested too deeply (a configuration nests a few levels)"
+                          ) from None
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{source}: objects or lists nested more than {MAX_CONFIG_DEPTH} levels deep (a "
+                          "configuration nests a few levels)")
+    return data
 
 
 def config_from_dict(data: Any, source: str = "config") -> JobConfig:
@@ -605,7 +674,7 @@ def _describe(detail: Any) -> str:
         return f"{path}: required key is missing"
     if kind == "literal_error":
         expected = [choice.strip("'") for choice in re.split(r", | or ", detail["ctx"]["expected"])]
-        return (f"{path}: {detail['input']!r} is not one of {', '.join(expected)}"
+        return (f"{path}: {quote(detail['input'])} is not one of {', '.join(expected)}"
                 f"{did_you_mean(str(detail['input']), expected)}")
     if kind == "odeon":
         field = (detail.get("ctx") or {}).get("field")

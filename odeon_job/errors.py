@@ -40,7 +40,19 @@ def one_line(error: BaseException) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
+#: Characters of a user's value quoted in an error line (a 50 MB value must not become a 50 MB line).
+QUOTE_LIMIT = 200
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)``, cut to about ``limit`` characters with the full length said."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""`` when none is close."""
+    if len(word) > 100:  # no key or name is that long; difflib's cost grows with the product of lengths
+        return ""
     close = difflib.get_close_matches(word.lower().replace(" ", "_"), list(choices), n=1, cutoff=0.7)
     return f" (did you mean {close[0]!r}?)" if close else ""

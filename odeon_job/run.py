@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from odeon_job import storage
-from odeon_job.config import JobConfig, resolve_run_names
-from odeon_job.errors import ConfigError, DataError
+from odeon_job.config import JobConfig, is_folder_name, resolve_run_names
+from odeon_job.errors import ConfigError, DataError, quote
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -104,6 +104,9 @@ def _resolve_names(config: JobConfig) -> JobConfig:
         return config.model_copy(update={"output_setup": config.output_setup.model_copy(update=names)})
     out = config.output_setup
     job = os.environ.get("ODEON_JOB_NAME")
+    if job and not is_folder_name(job):
+        raise ConfigError(f"ODEON_JOB_NAME={quote(job)} in the environment: must be a single folder name (it names "
+                          "the run folder inside output_folder)")
     if job and not (out.name_exp_log and out.version_name):  # one name whatever the pod and its restarts
         names = {"name_exp_log": out.name_exp_log or job, "version_name": out.version_name or job}
         config = config.model_copy(update={"output_setup": out.model_copy(update=names)})

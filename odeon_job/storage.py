@@ -179,6 +179,15 @@ def is_nonempty_folder(url: str) -> bool:
         return bool(fs.isdir(path) and fs.ls(path))
 
 
+def size(url: str) -> int | None:
+    """The size of the file ``url`` in bytes, None when the store does not say (a read will report errors)."""
+    fs, path = filesystem(url)
+    try:
+        return int(fs.size(path))
+    except Exception:  # noqa: BLE001 - missing files, HTTP servers without Content-Length: the read says why
+        return None
+
+
 def read_bytes(url: str) -> bytes:
     fs, path = filesystem(url)
     with _reporting(url, "read"):

@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from odeon_job.config import (
     REDUCE_LR_ON_PLATEAU_DEFAULTS,
     JobConfig,
+    apply_overrides,
     config_from_dict,
     json_schema,
     load_config,
     parse_config,
+    parse_json,
     resolve_run_names,
 )
 from odeon_job.errors import ConfigError, StorageError
@@ -83,6 +87,7 @@ def test_every_default_is_the_specification_s() -> None:
         "train_file": "train.csv", "val_file": None, "test_file": None, "percentage_val": 0.3,
         "image_bands": None, "mask_bands": None, "class_labels": None, "resolution": None,
         "normalization_weights": None, "data_augmentation": None, "image_max_value": None,
+        "mask_nodata": "file",
     }
     assert setup.model_dump() == {
         "model_name": "unet", "model_params": {"upsampling": "bilinear", "output_stride": 8},
@@ -314,3 +319,61 @@ def test_json_schema_describes_every_section_and_rejects_unknown_keys() -> None:
     assert train_setup["properties"]["epochs"]["default"] == 1000
     assert "resnet152" in json.dumps(train_setup["properties"]["model_name"])
     assert JobConfig.model_json_schema() == {k: v for k, v in schema.items() if k != "$schema"}
+
+
+# --- hostile or absurd configurations: refused with one short line, in linear time ------------------------
+
+def test_a_duplicate_key_is_an_error_naming_it() -> None:
+    text = '{"data_source": {"train_file": "a.csv"}, "train_setup": {"model_name": "unet", "lr": 0.1, "lr": 5}, ' \
+           '"output_setup": {"output_folder": "out"}}'
+    with pytest.raises(ConfigError, match=r"^config: the key 'lr' appears twice in one object"):
+        parse_config(text)
+
+
+def test_deep_nesting_is_one_line_not_a_recursion_error() -> None:
+    for depth in (40, 100_000):
+        with pytest.raises(ConfigError, match="nested"):
+            parse_json("[" * depth + "]" * depth)
+
+
+def test_a_configuration_above_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from odeon_job.config import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.json"
+    big.write_text('{"x": "' + "a" * MAX_CONFIG_BYTES + '"}')
+    with pytest.raises(ConfigError, match=rf"big.json: {MAX_CONFIG_BYTES + 9} bytes, more than the"):
+        load_config(str(big))
+    with pytest.raises(ConfigError, match="more than the"):
+        apply_overrides({}, ["train_setup.model_name=" + "x" * MAX_CONFIG_BYTES])
+
+
+def test_error_lines_quote_huge_values_cut_short() -> None:
+    huge = "u" * 5_000_000
+    for section, values in (("train_setup", {"model_name": huge}), ("output_setup", {"version_name": "a/" + huge}),
+                            ("device_setup", {"device": huge})):
+        config = json.loads(json.dumps(MINIMAL))
+        config.setdefault(section, {}).update(values)
+        with pytest.raises(ConfigError) as raised:
+            config_from_dict(config)
+        assert len(str(raised.value)) < 600 and "characters)" in str(raised.value)
+
+
+def test_duplicate_checks_are_linear() -> None:
+    labels = [f"class {i}" for i in range(1_000_000)]
+    config = json.loads(json.dumps(MINIMAL))
+    config["data_source"]["class_labels"] = labels + ["class 7"]
+    with pytest.raises(ConfigError, match="'class 7' is listed twice"):  # quadratic: hours
+        config_from_dict(config)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
+                                                                                       max_size=4),
+                    max_leaves=30))
+def test_any_json_value_is_a_config_or_one_clear_error(value: Any) -> None:
+    """Whatever JSON arrives, the loader answers a JobConfig or a ConfigError, never another exception."""
+    try:
+        config_from_dict(parse_json(json.dumps(value)))
+    except ConfigError as error:
+        assert str(error).strip()

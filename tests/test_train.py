@@ -522,3 +522,16 @@ def test_history_files_are_valid_json_even_with_non_finite_figures(tmp_path: Pat
     entries = {"0": {"loss": float("nan"), "cm_macro": [[float("inf"), 0.5]], "Average/IoU": None}}
     assert json.loads(json.dumps(json_safe(entries), allow_nan=False)) == \
         {"0": {"loss": None, "cm_macro": [[None, 0.5]], "Average/IoU": None}}
+
+
+@pytest.mark.parametrize("job", ["../escaped", "a/b", "..", " "])
+def test_odeon_job_name_must_be_one_folder_name(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch, job: str) -> None:
+    """ODEON_JOB_NAME names the run folder when the config leaves the names out: '../escaped' wrote outside
+    output_folder."""
+    data = make_dataset(n=4)
+    monkeypatch.setenv("ODEON_JOB_NAME", job)
+    config = make_config(data.csv, str(tmp_path / "out"), output_setup={"name_exp_log": None, "version_name": None})
+    with pytest.raises(ConfigError, match=r"^ODEON_JOB_NAME=.* must be a single folder name"):
+        train(config_from_dict(config))
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
