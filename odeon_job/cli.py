@@ -26,15 +26,13 @@ EXIT_INTERRUPTED = 130
 
 
 def _configure_logging(verbose: bool) -> None:
-    """The console: INFO (DEBUG with ``-v``) from the first process; only errors from the other processes
-    of a distributed run, which would repeat every line."""
-    from odeon_job.run import is_first_process
-
+    """The console: INFO (DEBUG with ``-v``) from the first process of each machine or pod (each pod has a
+    log of its own); only errors from the other processes, which share that log and would repeat every line."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
     log.handlers[:] = [handler]
     level = logging.DEBUG if verbose else logging.INFO
-    log.setLevel(level if is_first_process() else logging.ERROR)
+    log.setLevel(level if os.environ.get("LOCAL_RANK", "0") == "0" else logging.ERROR)
     log.propagate = False
 
 

@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import re
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -37,6 +38,11 @@ OptimizerName = Literal["adam", "radam", "adamax", "sgd", "rmsprop", "adamw"]
 SchedulerName = Literal["reducelronplateau", "cycliclr", "cosineannealinglr", "cosineannealingwarmrestarts"]
 Monitor = Literal["val_loss", "val_miou"]
 Precision = Literal["32", "16-mixed", "bf16-mixed"]
+
+#: The format of the configuration (and of the hyperparameters in checkpoints) this version writes.
+CONFIG_VERSION = 1
+#: ``UPGRADES[n]`` turns a configuration of version n into version n + 1 (none yet: version 1 is the first).
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 #: The specification's default learning-rate scheduler (also the defaults of its keys when named).
 REDUCE_LR_ON_PLATEAU_DEFAULTS: dict[str, Any] = {
@@ -474,6 +480,9 @@ class DeviceSetup(_Section):
 class JobConfig(_Section):
     """A training job: the JSON given to ``odeon train -c``."""
 
+    config_version: int = Field(CONFIG_VERSION, ge=1, le=CONFIG_VERSION, description="Extension: the version of "
+                                "this configuration's format; this one when absent. Configurations (and "
+                                "checkpoints) of an older version are upgraded when read; a newer one is refused.")
     data_source: DataSource
     train_setup: TrainSetup
     output_setup: OutputSetup
@@ -631,9 +640,27 @@ def parse_json(text: str, source: str = "config") -> Any:
     return data
 
 
+def upgrade_config(data: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """``data`` (a configuration as JSON, from a file or a checkpoint) in the current version's format.
+
+    Each entry of :data:`UPGRADES` turns version n into n + 1 (renamed keys, moved sections); a
+    configuration without ``config_version`` is taken as the current one (the specification's examples
+    have none)."""
+    version = data.get("config_version", CONFIG_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return data  # the schema reports it
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"{source}: config_version {version} was written by a later version of odeon-job (this one "
+                          f"reads up to {CONFIG_VERSION}): upgrade odeon-job")
+    for step in range(version, CONFIG_VERSION):
+        data = UPGRADES[step](dict(data))
+    return {**data, "config_version": CONFIG_VERSION} if version != CONFIG_VERSION else data
+
+
 def config_from_dict(data: Any, source: str = "config") -> JobConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the configuration must be a JSON object, got {type(data).__name__}")
+    data = upgrade_config(data, source)
     try:
         return JobConfig.model_validate(data)
     except ValidationError as error:

@@ -19,10 +19,11 @@ import torch
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from odeon_job.config import SPLITS, DataSource, TrainSetup
+from odeon_job.config import CONFIG_VERSION, SPLITS, DataSource, TrainSetup, upgrade_config
 from odeon_job.data.masks import IGNORE_INDEX, as_long_classes
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import InputScaling, input_scaling
+from odeon_job.errors import ConfigError
 from odeon_job.losses import build_loss
 from odeon_job.metrics import Figures, confusion_metrics, row_normalised
 from odeon_job.models import build_model
@@ -69,7 +70,8 @@ class NonFiniteLoss(Exception):
 class SegmentationModule(pl.LightningModule):
     def __init__(self, config: dict[str, Any], data_spec: dict[str, Any]) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        config = upgrade_config(config, "the checkpoint's configuration")  # written by an older version?
+        self.save_hyperparameters({"config": config, "data_spec": data_spec})
         self.train_setup = setup = TrainSetup.model_validate(config["train_setup"])
         self.spec = DataSpec.from_dict(data_spec)
         self.model = build_model(setup.model_name, self.spec.in_channels, self.spec.n_classes, setup.model_params)
@@ -187,6 +189,15 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._close_evaluation("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["config_version"] = CONFIG_VERSION
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        version = checkpoint.get("config_version", CONFIG_VERSION)
+        if version > CONFIG_VERSION:
+            raise ConfigError(f"the checkpoint was written by a later version of odeon-job (config_version {version}, "
+                              f"this one reads up to {CONFIG_VERSION}): upgrade odeon-job")
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.parameters(), self.train_setup.optimizer_config, self.train_setup.lr)

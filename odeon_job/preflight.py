@@ -108,8 +108,8 @@ def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:
     from odeon_job.models.weights import read_state_dict
 
     setup = config.train_setup
-    return {key: read_state_dict(url, key) for key, url in (("init_weights", setup.init_weights),
-                                                             ("encoder_weights", setup.encoder_weights)) if url}
+    files = (("init_weights", setup.init_weights), ("encoder_weights", setup.encoder_weights))
+    return {key: read_state_dict(url, f"train_setup.{key}") for key, url in files if url}
 
 
 def check_wandb(config: JobConfig) -> None:

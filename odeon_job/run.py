@@ -129,38 +129,69 @@ def holds_checkpoint(folder: str) -> bool:
     return any(storage.glob(pattern) for pattern in patterns)
 
 
-def is_run_without_checkpoint(folder: str) -> bool:
-    """A folder that a run of ours started (its config.json is there) but that holds no checkpoint yet: the
-    run failed or was killed before its first validation. It is not a run yet: nothing in it can be resumed."""
-    return storage.exists(storage.join(folder, CONFIG_FILE)) and not holds_checkpoint(folder)
+@dataclass(frozen=True)
+class RunStart:
+    """How a training starts in its run folder: from a checkpoint, or afresh (``empty_first``: the folder
+    holds a previous attempt's files, with nothing usable to resume, and is emptied once the checks pass)."""
+
+    resume_from: str | None = None
+    empty_first: bool = False
+    reason: str = ""
 
 
-def resume_checkpoint(config: JobConfig, folder: str) -> str | None:
-    """The checkpoint to resume from (``continue_training``), after checking the run folder.
+def usable_last_checkpoint(folder: str) -> str | None:
+    """``last.ckpt``, or ``last-previous.ckpt`` when ``last.ckpt`` is damaged (one warning); None when
+    neither loads. A checkpoint that would run code is refused (:class:`UnsafeModelFile`), never skipped."""
+    from odeon_job.callbacks.checkpoints import previous_path
+    from odeon_job.model_files import DamagedModelFile, load_plain
 
-    A folder that holds no checkpoint yet (see :func:`is_run_without_checkpoint`) is reused, whatever
-    ``continue_training`` says (:func:`start_run_folder` empties it): fixing a CSV and running the same
-    command again must work, and so must a pod restarted after a kill before the first validation."""
     last = last_checkpoint(folder)
+    for candidate in (last, previous_path(last)):
+        if not storage.exists(candidate):
+            continue
+        try:
+            load_plain(candidate)
+        except DamagedModelFile as error:
+            log.warning("resume: %s", error)
+            continue
+        if candidate != last:
+            log.warning("resume: from %s, the checkpoint of the validation before", candidate)
+        return candidate
+    return None
+
+
+def plan_run_start(config: JobConfig, folder: str) -> RunStart:
+    """Where the run starts (``continue_training``), after checking the run folder.
+
+    A folder our run started (its config.json) that holds no checkpoint yet is reused, whatever
+    ``continue_training`` says: fixing a CSV and running the same command again must work, and so must a
+    pod restarted after a kill before the first validation. With "auto", a folder of ours whose
+    checkpoints are all damaged starts afresh too (a restarted pod must never crash-loop)."""
     resume = config.train_setup.continue_training
-    if resume and storage.exists(last):
-        return last
+    last = last_checkpoint(folder)
+    if resume:
+        usable = usable_last_checkpoint(folder)
+        if usable:
+            return RunStart(resume_from=usable)
     if not is_first_process():
-        return None  # the first process has checked (and perhaps emptied) the folder
+        return RunStart()  # the first process has checked (and perhaps emptied) the folder
     if storage.is_nonempty_folder(folder):
-        if is_run_without_checkpoint(folder):
-            return None  # start_run_folder empties it, once every check has passed
+        ours = storage.exists(storage.join(folder, CONFIG_FILE))
+        if ours and not holds_checkpoint(folder):
+            return RunStart(empty_first=True, reason="a previous attempt stopped before its first checkpoint")
+        if ours and resume == "auto":
+            return RunStart(empty_first=True, reason=f"no checkpoint to resume from loads ({last})")
         if resume == "auto":
             raise ConfigError(f"train_setup.continue_training: \"auto\" found no checkpoint to resume from ({last}) "
-                              f"in the run folder {folder}, which is not empty; remove it or choose another "
-                              "version_name")
+                              f"in the run folder {folder}, which is not empty and not a run of this job; remove it "
+                              "or choose another version_name")
         if not resume:
             raise ConfigError(f"output_setup.version_name: the run folder {folder} already exists and is not empty; "
                               "choose another version_name, or set train_setup.continue_training to resume it")
     if resume is True:
-        raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist (set "
-                          "output_setup.name_exp_log and version_name to those of the run to continue)")
-    return None
+        raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist or does not "
+                          "load (set output_setup.name_exp_log and version_name to those of the run to continue)")
+    return RunStart()
 
 
 def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
@@ -192,13 +223,13 @@ def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckp
     ``save_last`` file only when that callback saved a top-k file at the same step, so a resumed run
     would restart from the last improvement rather than the last validation.
     """
-    from odeon_job.callbacks.checkpoints import ExportingCheckpoint
+    from odeon_job.callbacks.checkpoints import ExportingCheckpoint, LastCheckpoint
 
     base, top_k = model_basename(config), config.output_setup.save_top_k
     export = ".pth" in (config.train_setup.export_checkpoint or [])
     loss_folder = storage.join(folder, VAL_LOSS_CKPT_FOLDER)
-    last = ExportingCheckpoint(dirpath=loss_folder, filename=os.path.splitext(LAST_CHECKPOINT)[0], monitor=None,
-                               save_top_k=1, enable_version_counter=False, export_pth=export)
+    last = LastCheckpoint(dirpath=loss_folder, filename=os.path.splitext(LAST_CHECKPOINT)[0], monitor=None,
+                          save_top_k=1, enable_version_counter=False, export_pth=export)
     if model_file_extension(config) == ".pth":
         return [last]
     return [
@@ -356,18 +387,18 @@ def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDat
     return Outputs(history, checkpoints, pth_files, tensorboard, mlflow, callbacks)
 
 
-def start_run_folder(config: JobConfig, folder: str, resume_from: str | None) -> None:
-    """Create the run folder and save the configuration (first process only)."""
+def start_run_folder(config: JobConfig, folder: str, start: RunStart) -> None:
+    """Create (or empty) the run folder and save the configuration (first process only)."""
+    resume_from = start.resume_from
     if resume_from:  # the checkpoint folders of the run being resumed are expected to hold files
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     if not is_first_process():
         return
     out = config.output_setup
     os.environ[RUN_NAMES_VARIABLE] = f"{out.name_exp_log}/{out.version_name}"  # for the DDP processes
-    if not resume_from and is_run_without_checkpoint(folder):
+    if start.empty_first:
         storage.remove_tree(folder)
-        log.warning("run folder %s: a previous attempt stopped before its first checkpoint; its files are removed "
-                    "and the run starts afresh there", folder)
+        log.warning("run folder %s: %s; its files are removed and the run starts afresh there", folder, start.reason)
     storage.makedirs(folder)
     config_file = CONFIG_FILE if not resume_from else f"config_resumed_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     storage.write_text(storage.join(folder, config_file), config.model_dump_json(indent=2) + "\n")
@@ -380,7 +411,7 @@ def evaluate_best_model(trainer: pl.Trainer, module: SegmentationModule, datamod
     from odeon_job.models.weights import read_state_dict
 
     if outputs.pth_files:  # .pth mode: the best weights are in {name}.pth
-        module.model.load_state_dict(read_state_dict(outputs.best_model, "model_out_ext"))
+        module.model.load_state_dict(read_state_dict(outputs.best_model, "the best model"))
         trainer.test(module, datamodule=datamodule, verbose=False)
     else:
         trainer.test(module, datamodule=datamodule, ckpt_path=outputs.best_model, verbose=False)
@@ -407,7 +438,8 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     config = _resolve_names(config)
     setup, out, device_setup = config.train_setup, config.output_setup, config.device_setup
     folder = run_folder(config)
-    resume_from = resume_checkpoint(config, folder)
+    start = plan_run_start(config, folder)
+    resume_from = start.resume_from
 
     started = time.monotonic()
     plan = check_before_training(config)  # what `odeon validate` checks too
@@ -438,7 +470,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         raise ConfigError(f"device_setup: {error}") from error
 
     log.debug("timing: start-up checks and set-up took %.1f s", time.monotonic() - started)
-    start_run_folder(config, folder, resume_from)
+    start_run_folder(config, folder, start)
     if outputs.mlflow is not None:
         outputs.mlflow.start()
     status = "FAILED"

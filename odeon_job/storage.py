@@ -218,6 +218,18 @@ def remove_tree(url: str) -> None:
             fs.rm(path, recursive=True)
 
 
+def move(source: str, target: str) -> None:
+    """Rename ``source`` to ``target`` (replacing it): atomic for local files, a copy then a delete on object
+    stores."""
+    if is_local(source) and is_local(target):
+        with _reporting(source, "rename"):
+            os.replace(_local_path(source), _local_path(target))
+        return
+    fs, path = filesystem(source)
+    with _reporting(source, "rename"):
+        fs.mv(path, filesystem(target)[1])
+
+
 def makedirs(url: str) -> None:
     """Create the local folder ``url``; a no-op on object stores, which have no folders (s3fs would try
     to create the bucket, which needs a permission a training job should not have)."""

@@ -89,6 +89,27 @@ def make_dataset(tmp_path: Path) -> Callable[..., TinyDataset]:
     return make
 
 
+def stored_checkpoint_dataset(folder: Path) -> str:
+    """The 4 tiles of 16 x 16 (3 bands, 3 classes) that tests/data/checkpoint_v1 was trained on; returns the CSV."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        classes = class_map(rng, 16, 3)
+        write_tif(folder / f"i{i}.tif", paint(classes, rng))
+        write_tif(folder / f"m{i}.tif", onehot(classes, 3))
+        rows.append(f"i{i}.tif,m{i}.tif")
+    (folder / "samples.csv").write_text("\n".join(rows) + "\n")
+    return str(folder / "samples.csv")
+
+
+def stored_checkpoint_config(csv: str, output: str, epochs: int, **train_setup: Any) -> dict[str, Any]:
+    """The configuration tests/data/checkpoint_v1 was trained with (``epochs`` and ``train_setup`` changed)."""
+    return make_config(csv, output, data_source={"val_file": csv},
+                       train_setup={"epochs": epochs, "deterministic": True, "optimizer_config": {"optimizer": "sgd"},
+                                    **train_setup},
+                       output_setup={"use_tensorboard": False})
+
+
 def make_config(train_csv: str, output: str, **sections: dict[str, Any]) -> dict[str, Any]:
     """A small, fast configuration dict; ``sections`` entries update the named sections.
 

@@ -122,8 +122,9 @@ def test_two_pods_give_the_confusion_matrix_of_one(make_dataset: Callable[..., T
         assert two[epoch]["loss"] == pytest.approx(one[epoch]["loss"], rel=1e-5)
     run = tmp_path / "out" / "exp" / "pods"
     assert sorted(os.listdir(run)) == ["config.json", "history_val.json", "odeon_val_loss_ckpt", "odeon_val_miou_ckpt"]
-    checkpoints = sorted(os.listdir(run / "odeon_val_loss_ckpt"))  # save_top_k 3: both epochs, and last.ckpt
-    assert len(checkpoints) == 3 and checkpoints[0] == "last.ckpt"
+    # save_top_k 3: both epochs, last.ckpt and the one before it
+    checkpoints = sorted(os.listdir(run / "odeon_val_loss_ckpt"))
+    assert len(checkpoints) == 4 and checkpoints[:2] == ["last-previous.ckpt", "last.ckpt"]
     assert not any(re.search(r"-v\d+\.ckpt$", name) for name in checkpoints)  # no second writer's copies
     assert sorted(os.listdir(tmp_path / "out" / "exp")) == ["one", "pods"]
 

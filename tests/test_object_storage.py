@@ -92,7 +92,7 @@ def test_training_reads_and_writes_only_s3_and_resumes_from_it(make_dataset: Cal
     keys_after = [key.removeprefix(run) for key in bucket.keys(run)]
     assert any(k.startswith("config_resumed_") for k in keys_after)
     assert "odeon_val_loss_ckpt/last.ckpt" in keys_after  # the checkpoint it resumed from is kept (and renewed)
-    last_after = torch.load(io.BytesIO(bucket.get(run + "odeon_val_loss_ckpt/last.ckpt")), weights_only=False)
+    last_after = torch.load(io.BytesIO(bucket.get(run + "odeon_val_loss_ckpt/last.ckpt")), weights_only=True)
     assert last_after["epoch"] == 3 and bucket.get(run + "odeon_val_loss_ckpt/last.ckpt") != last_before
     assert len([k for k in keys_after if k.startswith("odeon_val_loss_ckpt/lightunet-epoch=")]) == 1  # top-1 kept
     assert list(workdir.iterdir()) == []
@@ -119,7 +119,7 @@ def test_a_killed_training_resumes_from_what_reached_s3(make_dataset: Callable[.
         job.kill()
         job.wait()
     before = json.loads(bucket.get(history_key))
-    saved = torch.load(io.BytesIO(bucket.get("runs/exp/v/odeon_val_loss_ckpt/last.ckpt")), weights_only=False)
+    saved = torch.load(io.BytesIO(bucket.get("runs/exp/v/odeon_val_loss_ckpt/last.ckpt")), weights_only=True)
     assert saved["epoch"] >= 1  # the last complete validation's checkpoint is whole
 
     epochs = saved["epoch"] + 3

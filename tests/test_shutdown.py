@@ -68,7 +68,7 @@ def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(make_dataset: Calla
     assert "odeon: stopped by SIGTERM" in stderr and "continue_training" in stderr
     assert "Traceback" not in stderr
     before = json.loads(history_file.read_text())
-    saved = torch.load(run / "odeon_val_loss_ckpt" / "last.ckpt", weights_only=False)
+    saved = torch.load(run / "odeon_val_loss_ckpt" / "last.ckpt", weights_only=True)
     assert saved["epoch"] == len(before) - 1  # the last validated epoch; the partial one is dropped
 
     epochs = len(before) + 2
@@ -99,7 +99,7 @@ def test_sigterm_before_the_first_validation_saves_a_checkpoint(make_dataset: Ca
     assert took < GRACE
     last = tmp_path / "out" / "exp" / "v" / "odeon_val_loss_ckpt" / "last.ckpt"
     assert "SIGTERM before the first validation: saved the current state" in stderr
-    assert torch.load(last, weights_only=False)["epoch"] == 0
+    assert torch.load(last, weights_only=True)["epoch"] == 0
 
     resumed = _start(config, tmp_path, "--set", "train_setup.continue_training=true")
     _, stderr = resumed.communicate(timeout=300)

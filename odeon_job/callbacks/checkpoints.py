@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import CheckpointIO
 
 from odeon_job import storage
+from odeon_job.model_files import load_plain
 
 
 def tensors_bytes(data: Any) -> bytes:
@@ -42,10 +43,8 @@ class StorageCheckpointIO(CheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
-        data = storage.read_bytes(str(path))
-        # Our own checkpoints hold plain Python values besides tensors (the configuration, figures).
-        return torch.load(io.BytesIO(data), map_location=map_location,
-                          weights_only=False if weights_only is None else weights_only)
+        # Always plain values and tensors, whatever the caller asks: a checkpoint never runs code.
+        return load_plain(str(path), map_location=map_location)
 
     def remove_checkpoint(self, path: Any) -> None:
         storage.remove(str(path))
@@ -92,6 +91,23 @@ class ExportingCheckpoint(ModelCheckpoint):
         super()._remove_checkpoint(trainer, filepath)
         if self.export_pth and trainer.is_global_zero:
             storage.remove(export_path(filepath))
+
+
+def previous_path(last: str) -> str:
+    """Where the checkpoint before ``last`` is kept (``last.ckpt`` → ``last-previous.ckpt``)."""
+    stem, extension = os.path.splitext(last)
+    return f"{stem}-previous{extension}"
+
+
+class LastCheckpoint(ExportingCheckpoint):
+    """``last.ckpt``, rewritten at every validation, for resuming; the one before it is kept as
+    ``last-previous.ckpt``, so that a ``last.ckpt`` found damaged (a store that lost it, a planted file)
+    still leaves a checkpoint to resume from."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if trainer.is_global_zero and storage.exists(filepath):
+            storage.move(filepath, previous_path(filepath))
+        super()._save_checkpoint(trainer, filepath)
 
 
 class BestPthFiles(pl.Callback):

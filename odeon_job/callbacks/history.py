@@ -78,3 +78,10 @@ class History(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.entries = dict(state_dict.get("entries", {}))
+        self.restored = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A resumed run's file holds what its checkpoint holds: a run killed after writing the history of a
+        validation but before its checkpoint would otherwise show an entry that is trained again."""
+        if getattr(self, "restored", False):
+            self._write(trainer, self.val_url, self.entries)

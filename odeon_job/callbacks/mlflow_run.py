@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import logging
 import os
@@ -345,7 +344,6 @@ def _global_tracking_uri(uri: str) -> Iterator[None]:
 
 def best_state_dict(path: str) -> dict[str, torch.Tensor]:
     """The network's weights in a Lightning checkpoint (``model.`` keys) or a ``.pth`` state dict."""
-    data = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
-    if "state_dict" in data:
-        return {key[len("model."):]: value for key, value in data["state_dict"].items() if key.startswith("model.")}
-    return data
+    from odeon_job.models.weights import read_state_dict
+
+    return read_state_dict(path, "the best model")

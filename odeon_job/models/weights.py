@@ -8,14 +8,13 @@ state dict, its first convolution adapted to the number of bands.
 
 from __future__ import annotations
 
-import io
 import logging
 
 import torch
 from torch import nn
 
-from odeon_job import storage
-from odeon_job.errors import ConfigError
+from odeon_job.errors import ConfigError, StorageError
+from odeon_job.model_files import load_plain
 
 log = logging.getLogger("odeon")
 
@@ -24,19 +23,16 @@ CHECKPOINT_PREFIX = "model."
 
 
 def read_state_dict(url: str, key: str) -> dict[str, torch.Tensor]:
-    """The tensors of the state dict or Lightning checkpoint at ``url`` (``key`` names the config field)."""
-    data = storage.read_bytes(url)
+    """The tensors of the state dict or Lightning checkpoint at ``url`` (``key``: what it is, for errors)."""
     try:
-        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"train_setup.{key}: {url} is not a state dict or checkpoint that loads with "
-                          f"weights_only=True ({reason})") from error
+        loaded = load_plain(url)
+    except StorageError as error:
+        raise ConfigError(f"{key}: {error}") from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):  # a Lightning checkpoint
         loaded = {k[len(CHECKPOINT_PREFIX):]: v for k, v in loaded["state_dict"].items()
                   if k.startswith(CHECKPOINT_PREFIX)}
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ConfigError(f"train_setup.{key}: {url} holds no state dict (a mapping of names to tensors)")
+        raise ConfigError(f"{key}: {url} holds no state dict (a mapping of names to tensors)")
     return loaded
 
 
@@ -44,7 +40,7 @@ def load_init_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor]
     """Copy every tensor of ``url`` (or of ``state``, read from it) whose name and shape fit ``model``; log
     what was left as initialised (e.g. the classifier when the number of classes differs). Nothing fitting
     is an error."""
-    state = state if state is not None else read_state_dict(url, "init_weights")
+    state = state if state is not None else read_state_dict(url, "train_setup.init_weights")
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
@@ -60,7 +56,7 @@ def load_init_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor]
 
 def load_encoder_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor] | None = None) -> None:
     """Fill the encoder of a resnet or deeplab model from a torchvision state dict (``state``, read from ``url``)."""
-    state = state if state is not None else read_state_dict(url, "encoder_weights")
+    state = state if state is not None else read_state_dict(url, "train_setup.encoder_weights")
     loader = getattr(model, "load_encoder_state_dict", None)
     if loader is None:
         raise ConfigError("train_setup.encoder_weights: this model has no pretrainable encoder")
