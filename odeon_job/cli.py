@@ -34,6 +34,9 @@ def _configure_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     log.setLevel(level if os.environ.get("LOCAL_RANK", "0") == "0" else logging.ERROR)
     log.propagate = False
+    from odeon_job.redaction import redact_log_handlers
+
+    redact_log_handlers()
 
 
 #: The first process hands the validated configuration to the processes Lightning starts for DDP,
@@ -84,12 +87,19 @@ def _report(result: TrainResult) -> None:
     log.info("run folder: %s", result.run_folder)
 
 
+def _print(text: str, **options: object) -> None:
+    """``print`` for lines that may hold URLs (config sources, CSV rows, servers): credentials redacted."""
+    from odeon_job.redaction import redact
+
+    print(redact(text), **options)  # type: ignore[call-overload]
+
+
 def _validate(args: argparse.Namespace) -> int:
     from odeon_job.validate import format_summary, validate
 
     config = _load_config(args)
     summary = validate(config, args.rows)
-    print(f"config: {_config_source(args)}: valid")
+    _print(f"config: {_config_source(args)}: valid")
     if args.services:
         from odeon_job.services import check_services, mlflow_server
 
@@ -97,22 +107,22 @@ def _validate(args: argparse.Namespace) -> int:
         summary.problems.extend(problems)
         if not problems:
             server = mlflow_server(config)
-            print(f"output folder {config.output_setup.output_folder}: writable"
+            _print(f"output folder {config.output_setup.output_folder}: writable"
                   + (f"; MLflow at {server}: answers" if server else ""))
     for line in format_summary(summary):
-        print(line)
+        _print(line)
     for warning in summary.warnings[:20]:
         log.warning("warning: %s", warning)
     if summary.problems:
         for problem in summary.problems[:20]:
-            print(f"odeon: error: {problem}", file=sys.stderr)
+            _print(f"odeon: error: {problem}", file=sys.stderr)
         more = len(summary.problems) - 20
         if more > 0:
-            print(f"odeon: error: ... and {more} more", file=sys.stderr)
-        print(f"{len(summary.problems)} problem(s) found", file=sys.stderr)
+            _print(f"odeon: error: ... and {more} more", file=sys.stderr)
+        _print(f"{len(summary.problems)} problem(s) found", file=sys.stderr)
         return EXIT_USER_ERROR
     checked = sum(min(count, args.rows or count) for count in summary.counts.values())
-    print(f"OK: {checked} samples checked")
+    _print(f"OK: {checked} samples checked")
     return 0
 
 
@@ -202,22 +212,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: An error line longer than this is cut (a user's value is quoted shorter still: errors.quote).
+MAX_ERROR_LINE = 2000
+
+
+def shorten_line(line: str) -> str:
+    return line if len(line) <= MAX_ERROR_LINE else f"{line[:MAX_ERROR_LINE]}... ({len(line)} characters)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     from odeon_job.errors import OdeonError, one_line
+    from odeon_job.redaction import redact
     from odeon_job.shutdown import EXIT_TERMINATED, Terminated
 
     try:
         return args.handler(args)
     except Terminated as stopped:
-        print(f"odeon: {stopped}", file=sys.stderr)
+        print(f"odeon: {redact(str(stopped))}", file=sys.stderr)
         return EXIT_TERMINATED
     except OdeonError as error:
         if args.verbose:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         for line in one_line(error).splitlines():
-            print(f"odeon: error: {line}", file=sys.stderr)
+            print(f"odeon: error: {shorten_line(redact(line))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("odeon: interrupted", file=sys.stderr)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from odeon_job import storage
 from odeon_job.config import JobConfig, is_folder_name, resolve_run_names
 from odeon_job.errors import ConfigError, DataError, quote
+from odeon_job.redaction import redact, redact_log_handlers, redact_values
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -313,16 +314,8 @@ def log_settings(config: JobConfig, plan: Plan) -> None:
         return
     from odeon_job.cloud import s3_endpoint
     from odeon_job.data.raster import gdal_options
-    from odeon_job.tracking import redact
 
-    def redacted(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: redacted(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [redacted(item) for item in value]
-        return redact(value) if isinstance(value, str) else value
-
-    log.debug("settings: %s", json.dumps(redacted(config.model_dump(mode="json")), sort_keys=True))
+    log.debug("settings: %s", json.dumps(redact_values(config.model_dump(mode="json")), sort_keys=True))
     for split, samples in plan.splits.items():
         first = f", first {samples[0].origin}: {samples[0].image}" if samples else ""
         log.debug("data: %s: %d sample(s)%s", split, len(samples), first)
@@ -350,7 +343,8 @@ def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> Segm
     from odeon_job.module import SegmentationModule
 
     setup = config.train_setup
-    module = SegmentationModule(config.model_dump(mode="json"), plan.spec.to_dict())
+    # Hyperparameters are saved in every checkpoint: URLs without their credentials.
+    module = SegmentationModule(redact_values(config.model_dump(mode="json")), plan.spec.to_dict())
     if setup.encoder_weights and not resume_from:
         load_encoder_weights(module.model, setup.encoder_weights, plan.weights["encoder_weights"])
     if setup.init_weights and not resume_from:
@@ -401,7 +395,8 @@ def start_run_folder(config: JobConfig, folder: str, start: RunStart) -> None:
         log.warning("run folder %s: %s; its files are removed and the run starts afresh there", folder, start.reason)
     storage.makedirs(folder)
     config_file = CONFIG_FILE if not resume_from else f"config_resumed_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    storage.write_text(storage.join(folder, config_file), config.model_dump_json(indent=2) + "\n")
+    text = json.dumps(redact_values(config.model_dump(mode="json")), indent=2)  # URLs without credentials
+    storage.write_text(storage.join(folder, config_file), text + "\n")
     log.info("run folder: %s%s", folder, f" (resuming from {resume_from})" if resume_from else "")
 
 
@@ -434,6 +429,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     stop = stop or GracefulStop(config.device_setup.stop_grace_period).install()
     stop.grace_period = config.device_setup.stop_grace_period
     _quiet_lightning()
+    redact_log_handlers()  # Lightning's handlers, installed by its import
     clear_remote_cache()  # GDAL would serve the old bytes of objects rewritten since this process read them
     config = _resolve_names(config)
     setup, out, device_setup = config.train_setup, config.output_setup, config.device_setup

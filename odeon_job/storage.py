@@ -102,6 +102,7 @@ def gdal_path(url: str) -> str:
     if kind in ("http", "https"):
         return "/vsicurl/" + url
     if kind in _GDAL_PREFIXES:
+        refuse_credentials(url)
         return _GDAL_PREFIXES[kind] + url[len(kind) + 3:]
     raise StorageError(f"{url}: rasters cannot be read from '{kind}://' URLs "
                        f"(supported: local paths, file, s3, gs, az, http, https)")
@@ -155,9 +156,24 @@ def _reporting(url: str, action: str) -> Iterator[None]:
         raise StorageError(f"{url}: cannot {action}: {reason}") from error
 
 
+#: Object stores whose credentials come from the environment, never from the URL.
+_OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs")
+
+
+def refuse_credentials(url: str) -> None:
+    """An object-store URL carries no ``key:secret@``: the store would read it as a bucket name and echo it."""
+    if scheme(url) in _OBJECT_STORES and "@" in url.split("/", 3)[2]:
+        from odeon_job.redaction import redact
+
+        raise StorageError(f"{redact(url)}: credentials in an {scheme(url)}:// URL are never used: give them in the "
+                           "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, from a Kubernetes Secret)")
+
+
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     """The fsspec filesystem serving ``url`` and the path to use with it."""
     from fsspec.core import url_to_fs
+
+    refuse_credentials(url)
 
     if scheme(url) in ("s3", "s3a"):
         from odeon_job.cloud import configure_fsspec

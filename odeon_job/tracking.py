@@ -18,10 +18,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from odeon_job import storage
 from odeon_job.config import JobConfig
+from odeon_job.redaction import redact
 
 #: The run folder's record of its MLflow run, read by ``continue_training``.
 RUN_RECORD = "mlflow_run.json"
@@ -67,16 +67,6 @@ def metric_name(name: str) -> str:
     """``name`` with every character MLflow refuses replaced by ``_`` (``bâtiment/IoU`` stays, ``a:b`` →
     ``a_b``), the same way every time."""
     return _NOT_ALLOWED.sub("_", name)
-
-
-def redact(value: str) -> str:
-    """A URL without the user and password it may carry."""
-    parts = urlsplit(value)
-    if parts.scheme and (parts.username or parts.password):
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return value
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

@@ -27,6 +27,7 @@ class MlflowServer:
         env = {**os.environ, **TEST_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1",
                "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self.log = folder / "server.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",

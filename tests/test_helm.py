@@ -191,12 +191,28 @@ def test_the_pods_arguments_make_a_valid_configuration(name: str, tmp_path: Path
     ({"config": {"train_setup": {}, "trainsetup": {}}}, "trainsetup"),
     ({"shmSize": "lots"}, "/shmSize"),
     ({"credentialsSecret": "Not A Name"}, "/credentialsSecret"),
+    # The chart never holds credentials: literal values of secret-looking variables, user:password@ URLs.
+    ({"env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+    ({"env": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+    ({"env": [{"name": "HF_TOKEN", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+    ({"env": [{"name": "api_key", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+    ({"mlflow": {"trackingUri": "https://me:pw@mlflow.example"}}, "no user:password@ in the URL"),
+    ({"configUrl": "https://me:pw@configs.example/c.json"}, "no user:password@ in the URL"),
 ])
 def test_values_schema_rejects_bad_values(values: dict[str, Any], message: str, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(values))
     result = helm("template", "train-1", str(CHART), "-f", str(tmp_path / "bad.yaml"))
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_secrets_by_reference_and_key_ids_by_value_are_accepted(tmp_path: Path) -> None:
+    values = {"env": [{"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}},
+                      {"name": "AWS_ACCESS_KEY_ID", "value": "AKIAEXAMPLE"}, {"name": "LOG_LEVEL", "value": "debug"}],
+              "mlflow": {"trackingUri": "https://mlflow.example"}}
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(values))
+    result = helm("template", "train-1", str(CHART), "-f", str(tmp_path / "good.yaml"))
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_job_without_configuration_is_refused() -> None:

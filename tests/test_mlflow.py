@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import torch
 from odeon_job import cli
 from odeon_job.callbacks.mlflow_run import MlflowRun
 from odeon_job.module import SegmentationModule
-from odeon_job.tracking import environment_tags, flatten, metric_name, redact
+from odeon_job.redaction import redact
+from odeon_job.tracking import environment_tags, flatten, metric_name
 
 from conftest import TinyDataset, make_config, use_s3_endpoint
 from mlflow_server import MlflowServer, free_port
@@ -250,3 +253,56 @@ def test_validate_services_names_a_server_that_does_not_answer(make_dataset: Cal
     assert cli.main(["validate", "-c", str(tmp_path / "c.json"), "--rows", "1", "--services"]) == 2
     assert (f"odeon: error: output_setup.mlflow_tracking_uri: MLflow at {url} does not answer: connection refused"
             in capsys.readouterr().err)
+
+
+SENTINEL = "S3ntinelPassw0rd"
+
+
+def _files_holding(folder: Path, needle: bytes) -> list[str]:
+    return [str(path) for path in folder.rglob("*") if path.is_file() and needle in path.read_bytes()]
+
+
+def test_credentials_in_urls_reach_no_output(make_dataset: Callable[..., TinyDataset], mlflow_server: MlflowServer,
+                                             moto_server: MotoServer, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracking URI with user:password@ is used as given, but the password appears in no console line
+    (ours and MLflow's), no file of the run folder (configs, run record, checkpoints, .pth, TensorBoard),
+    no MLflow parameter, tag or artifact; URLs with credentials in errors are redacted too."""
+    from mlflow import MlflowClient
+
+    use_s3_endpoint(monkeypatch, moto_server.endpoint)
+    data = make_dataset(n=6)
+    uri = mlflow_server.url.replace("http://", f"http://odeon:{SENTINEL}@")
+    config = mlflow_config(data, str(tmp_path / "out"), mlflow_tracking_uri=uri, use_tensorboard=True,
+                           registered_model_name="sentinel-model", version_name="sentinel")
+    config["train_setup"]["export_checkpoint"] = ".pth"
+    path = write_config(config, tmp_path)
+    result = subprocess.run([sys.executable, "-m", "odeon_job", "train", "-v", "-c", path], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert SENTINEL not in result.stdout + result.stderr
+    assert "http://***@127.0.0.1" in result.stderr  # the URL is shown, redacted
+    run_folder = tmp_path / "out" / "exp" / "sentinel"
+    assert _files_holding(run_folder, SENTINEL.encode()) == []
+    assert len(list(run_folder.rglob("*.ckpt"))) >= 2  # there was something to search
+    assert _files_holding(mlflow_server.folder, SENTINEL.encode()) == []  # the server's store (SQLite)
+    bucket = mlflow_server.bucket  # type: ignore[attr-defined]
+    artifacts = bucket.keys("mlartifacts/")
+    assert artifacts and not [key for key in artifacts if SENTINEL.encode() in bucket.get(key)]
+    record = json.loads((run_folder / "mlflow_run.json").read_text())
+    run = MlflowClient(mlflow_server.url).get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["output_setup.mlflow_tracking_uri"] == mlflow_server.url.replace("http://", "http://***@")
+
+    # Errors: a config URL, a CSV row and an object-store URL with credentials.
+    csv = tmp_path / "bad.csv"
+    csv.write_text(f"https://u:{SENTINEL}@127.0.0.1:9/a.tif,b.tif\n" * 4)
+    bad = mlflow_config(data, str(tmp_path / "out"), use_mlflow=False)
+    bad["data_source"]["train_file"] = str(csv)
+    s3_output = mlflow_config(data, f"s3://AKIA:{SENTINEL}@bucket/runs", use_mlflow=False)
+    for args in (["-c", f"http://u:{SENTINEL}@127.0.0.1:9/config.json"],
+                 ["-c", write_config(bad, tmp_path / "out")], ["-v", "-c", write_config(s3_output, tmp_path)]):
+        failed = subprocess.run([sys.executable, "-m", "odeon_job", "train", *args], capture_output=True, text=True,
+                                timeout=300)
+        assert failed.returncode == 2 and "odeon: error: " in failed.stderr, failed.stderr[-2000:]
+        assert SENTINEL not in failed.stdout + failed.stderr

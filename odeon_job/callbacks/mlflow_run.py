@@ -27,6 +27,7 @@ from odeon_job.callbacks.history import learning_rate
 from odeon_job.config import JobConfig
 from odeon_job.errors import StorageError
 from odeon_job.figures import confusion_image, png_bytes, sample_rows
+from odeon_job.redaction import redact, redact_log_handlers
 from odeon_job.tracking import RUN_RECORD, Store, environment_tags, flatten, metric_name, store_for
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ RETRY_AFTER = 60.0
 #: 120 s timeout) would stall a training for minutes at every call while the server is down.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+#: MLflow prints "View run ... at <tracking URI>" to stdout (not through logging), user:password included:
+#: off unless the environment says otherwise; our own line names the run with the URI redacted.
+QUIET_URLS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 SYSTEM_METRICS_INTERVAL = 10.0
 SAMPLE_TILES = 4
 #: Metric values kept for a later attempt while the server is away (the oldest are dropped beyond).
@@ -96,7 +100,7 @@ class MlflowRun(pl.Callback):
 
     def start(self) -> None:
         """Create (or, when resuming, reopen) the run and log the configuration. First process only."""
-        for name, value in HTTP_DEFAULTS.items():
+        for name, value in {**HTTP_DEFAULTS, **QUIET_URLS}.items():
             os.environ.setdefault(name, value)
         self.store = store_for(self.config, self.run_folder)
         from mlflow import MlflowClient
@@ -108,7 +112,7 @@ class MlflowRun(pl.Callback):
         if self.run_id is None:
             return
         storage.write_text(storage.join(self.run_folder, RUN_RECORD), json.dumps(
-            {"tracking_uri": self.store.tracking_uri, "run_id": self.run_id}, indent=1) + "\n")
+            {"tracking_uri": redact(self.store.tracking_uri), "run_id": self.run_id}, indent=1) + "\n")
         self._call("log the parameters", self._log_params)
         self._start_system_metrics()
         self._sync_store()
@@ -120,14 +124,14 @@ class MlflowRun(pl.Callback):
         if not storage.exists(record):
             return None
         previous = json.loads(storage.read_text(record))
-        if previous.get("tracking_uri") != self.store.tracking_uri:
+        if previous.get("tracking_uri") != redact(self.store.tracking_uri):
             log.warning("mlflow: the run being resumed was recorded at %s, not %s: starting a new MLflow run",
                         previous.get("tracking_uri"), self.store.tracking_uri)
             return None
         return previous.get("run_id")
 
     def _open_run(self) -> str:
-        tags = {**environment_tags(), "odeon.run_folder": self.run_folder,
+        tags = {**environment_tags(), "odeon.run_folder": redact(self.run_folder),
                 "odeon.model": self.config.train_setup.model_name}
         run_id = self._previous_run_id() if self.resuming else None
         if run_id is not None:
@@ -318,6 +322,7 @@ def _quiet_mlflow() -> None:
     """MLflow's INFO lines (database migrations, registrations, run links) and its system-metrics
     warnings (ours says it once) are not the job's output; its other warnings are."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    redact_log_handlers()  # MLflow's own handlers, installed by its import
     logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a "Retrying" line per attempt
     pytorch_logger = logging.getLogger("mlflow.pytorch")
