@@ -51,6 +51,9 @@ class CountingProxy:
         self.bytes_served = 0
         self.requests: list[tuple[str, str, str | None]] = []
         self.failures_left = 0
+        #: Fail every n-th request (0: never), and how many failures were injected in all.
+        self.fail_period = 0
+        self.failures_injected = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -74,14 +77,17 @@ class CountingProxy:
                 body = self.rfile.read(length) if length else None
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path, self.headers.get("Range")))
-                    fail = proxy.failures_left > 0
-                    proxy.failures_left -= int(fail)
+                    fail = proxy.failures_left > 0 or (proxy.fail_period > 0
+                                                        and len(proxy.requests) % proxy.fail_period == 0)
+                    proxy.failures_left -= int(proxy.failures_left > 0)
+                    proxy.failures_injected += int(fail)
                 if fail:
                     payload = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
                     self.send_response(503)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if self.command != "HEAD":  # a body after a HEAD's headers would be read as the next response
+                        self.wfile.write(payload)
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 upstream.request(self.command, self.path, body=body, headers=dict(self.headers.items()))

@@ -313,7 +313,8 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 
 def test_json_schema_describes_every_section_and_rejects_unknown_keys() -> None:
     schema = json_schema()
-    assert set(schema["properties"]) == {"data_source", "train_setup", "output_setup", "device_setup"}
+    assert set(schema["properties"]) == {"config_version", "data_source", "train_setup", "output_setup",
+                                         "device_setup"}
     assert schema["additionalProperties"] is False
     train_setup = schema["$defs"]["TrainSetup"]
     assert train_setup["properties"]["epochs"]["default"] == 1000

@@ -97,7 +97,7 @@ def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..
     assert {"run/config.json", "run/history_val.json", "run/history_test.json",
             "figures/confusion_matrix_val.png", "figures/confusion_matrix_test.png",
             "figures/samples/val_0.png"} <= artifacts
-    best = Path(next(p for p in (run_folder / "odeon_val_loss_ckpt").iterdir() if p.name != "last.ckpt"))
+    best = Path(next(p for p in (run_folder / "odeon_val_loss_ckpt").iterdir() if not p.name.startswith("last")))
     assert f"checkpoints/best_val_loss/{best.name}" in artifacts
     assert any(path.startswith("checkpoints/best_val_miou/lightunet-epoch=") for path in artifacts)
     png = Path(client.download_artifacts(run.info.run_id, "figures/confusion_matrix_val.png", str(tmp_path)))

@@ -108,7 +108,8 @@ def test_pth_mode_writes_three_files_and_tests_the_best(make_dataset: Callable[.
     result = train(config_from_dict(config))
     folder = Path(result.run_folder)
     assert {"ocsge.pth", "optimizer_ocsge.pth", "train_ocsge.pth"} <= set(os.listdir(folder))
-    assert os.listdir(folder / "odeon_val_loss_ckpt") == ["last.ckpt"] and not (folder / "odeon_val_miou_ckpt").exists()
+    assert sorted(os.listdir(folder / "odeon_val_loss_ckpt")) == ["last-previous.ckpt", "last.ckpt"]
+    assert not (folder / "odeon_val_miou_ckpt").exists()
     weights = torch.load(folder / "ocsge.pth", weights_only=True)
     assert set(weights) == set(build_model("lightunet", 3, 3).state_dict())
     training = torch.load(folder / "train_ocsge.pth", weights_only=True)
@@ -129,7 +130,8 @@ def test_exports_follow_the_checkpoints_they_belong_to(make_dataset: Callable[..
         names = sorted(os.listdir(folder / sub))
         checkpoints = [n for n in names if n.endswith(".ckpt")]
         assert sorted(n[:-5] + ".pth" for n in checkpoints) == [n for n in names if n.endswith(".pth")]
-    exported = next(p for p in (folder / "odeon_val_loss_ckpt").iterdir() if p.suffix == ".pth" and p.stem != "last")
+    exported = next(p for p in (folder / "odeon_val_loss_ckpt").iterdir()
+                    if p.suffix == ".pth" and not p.stem.startswith("last"))
     state = torch.load(exported, weights_only=True)
     checkpoint = torch.load(exported.with_suffix(".ckpt"), weights_only=True)["state_dict"]
     assert all(torch.equal(value, checkpoint[f"model.{key}"]) for key, value in state.items())
@@ -171,7 +173,7 @@ def test_last_checkpoint_is_renewed_at_every_validation(make_dataset: Callable[.
                          train_setup={"epochs": 3, "lr": 1e-30, "optimizer_config": {"optimizer": "sgd"}},
                          output_setup={"save_top_k": 1, "use_tensorboard": False})
     folder = Path(train(config_from_dict(config)).run_folder) / "odeon_val_loss_ckpt"
-    best = [name for name in os.listdir(folder) if name != "last.ckpt"]
+    best = [name for name in os.listdir(folder) if not name.startswith("last")]
     assert len(best) == 1 and best[0].startswith("lightunet-epoch=0-")  # the weights never change: no improvement
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
 
@@ -416,7 +418,8 @@ def test_every_validation_is_a_checkpoint_candidate_when_validating_every_batch(
     result = train(config_from_dict(config))
     history = result.history
     assert len(history) == 4
-    saved = sorted(name for name in os.listdir(Path(result.run_folder) / "odeon_val_loss_ckpt") if name != "last.ckpt")
+    saved = sorted(name for name in os.listdir(Path(result.run_folder) / "odeon_val_loss_ckpt")
+                   if not name.startswith("last"))
     assert sorted(name.rsplit("val_loss=", 1)[1][:-5] for name in saved) == \
         sorted(f"{entry['loss']:.4f}" for entry in history.values())  # one file per validation (top 4 of 4)
     best_key = min(history, key=lambda key: history[key]["loss"])

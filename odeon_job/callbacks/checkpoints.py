@@ -107,6 +107,8 @@ class LastCheckpoint(ExportingCheckpoint):
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if trainer.is_global_zero and storage.exists(filepath):
             storage.move(filepath, previous_path(filepath))
+            if self.export_pth and storage.exists(export_path(filepath)):  # an export follows its checkpoint
+                storage.move(export_path(filepath), export_path(previous_path(filepath)))
         super()._save_checkpoint(trainer, filepath)
 
 
