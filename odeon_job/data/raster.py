@@ -49,6 +49,8 @@ GDAL_DEFAULTS: dict[str, str | int] = {
 GDAL_WHOLE_FILE_DEFAULTS: dict[str, str | int] = {"GDAL_INGESTED_BYTES_AT_OPEN": "262144"}
 
 _thread = threading.local()
+#: The process that last used GDAL here (a fork shows as another pid).
+_forked: dict[str, int] = {}
 
 
 def gdal_options(whole_files: bool = False) -> dict[str, str | int]:
@@ -70,6 +72,13 @@ def ensure_gdal_env(whole_files: bool = False) -> None:
     if getattr(_thread, "pid", None) != os.getpid() or _thread.options != options:
         if getattr(_thread, "pid", None) == os.getpid():
             _thread.env.__exit__(None, None, None)
+        elif _forked.get("pid") != os.getpid():
+            # A DataLoader worker is a fork: it inherited GDAL's open HTTP connections, which its siblings (and
+            # the parent) inherited too. Two processes reading responses from one socket read each other's
+            # bytes ("CURL error: Invalid status line", or worse): each process starts with connections of its own.
+            if _forked:
+                clear_remote_cache()
+            _forked["pid"] = os.getpid()
         count_retries()
         # A DummySession leaves credentials to GDAL's own chain (environment, profile, IRSA web identity,
         # instance metadata), which renews temporary credentials; rasterio's default AWSSession would
