@@ -48,6 +48,7 @@ class GracefulStop:
     def install(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+            log.debug("SIGTERM: handler installed (grace period %g s)", self.grace_period)
         return self
 
     def restore(self) -> None:

@@ -24,7 +24,7 @@ def _train(config: dict, folder: Path) -> subprocess.CompletedProcess[str]:
     path = folder / f"{config['output_setup']['version_name']}.json"
     path.write_text(json.dumps(config))
     return subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", str(path)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def _train_as_pods(config: dict, folder: Path, style: str) -> list[subprocess.CompletedProcess[str]]:
@@ -47,7 +47,7 @@ def _train_as_pods(config: dict, folder: Path, style: str) -> list[subprocess.Co
     results = []
     for job in jobs:
         try:
-            stdout, stderr = job.communicate(timeout=300)
+            stdout, stderr = job.communicate(timeout=900)
         finally:
             job.kill()
         results.append(subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr))

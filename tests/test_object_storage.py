@@ -125,7 +125,7 @@ def test_a_killed_training_resumes_from_what_reached_s3(make_dataset: Callable[.
     epochs = saved["epoch"] + 3
     resumed = subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", config_url, "--set",
                               f"train_setup.epochs={epochs}", "--set", "train_setup.continue_training=true"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                             cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = json.loads(bucket.get(history_key))
     assert list(after) == [str(epoch) for epoch in range(epochs)]

@@ -31,23 +31,29 @@ def _start(config: dict, folder: Path, *args: str, stdout: int = subprocess.DEVN
                             stdout=stdout, stderr=subprocess.PIPE, text=True)
 
 
+#: Against hangs only: a shared CI runner may be many times slower than a quiet machine. The tests assert
+#: what the job did (which path stopped it, what it left), never how fast a loaded machine ran it.
+HANG = 1200.0
+FORCED_EXIT = "did not stop within"
+
+
 def _wait_for(condition: Callable[[], bool], job: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG
     while not condition():
         assert job.poll() is None, job.stderr.read() if job.stderr else ""
-        assert time.monotonic() < deadline, f"no {what} in two minutes"
+        assert time.monotonic() < deadline, f"no {what} in {HANG:.0f} s"
         time.sleep(0.02)
 
 
-def _terminate(job: subprocess.Popen[str]) -> tuple[float, str]:
-    """SIGTERM; the seconds the job took to exit and its standard error."""
-    sent = time.monotonic()
+def _terminate(job: subprocess.Popen[str]) -> str:
+    """SIGTERM; the job's standard error once it exited. Whether it stopped in time is what its own grace
+    timer decides (it exits forcibly and says so past stop_grace_period): the tests check which path ran."""
     job.send_signal(signal.SIGTERM)
     try:
-        _, stderr = job.communicate(timeout=GRACE + 30)
+        _, stderr = job.communicate(timeout=HANG)
     finally:
         job.kill()
-    return time.monotonic() - sent, stderr
+    return stderr
 
 
 def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(make_dataset: Callable[..., TinyDataset],
@@ -61,10 +67,10 @@ def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(make_dataset: Calla
     job = _start(config, tmp_path)
     _wait_for(lambda: history_file.exists() and len(json.loads(history_file.read_text())) >= 2, job, "history")
     time.sleep(0.3)  # into the next epoch
-    took, stderr = _terminate(job)
+    stderr = _terminate(job)
 
     assert job.returncode == EXIT_TERMINATED, stderr[-3000:]
-    assert took < GRACE, f"{took:.1f} s to stop"
+    assert FORCED_EXIT not in stderr  # it stopped after the batch, within the grace period, by itself
     assert "odeon: stopped by SIGTERM" in stderr and "continue_training" in stderr
     assert "Traceback" not in stderr
     before = json.loads(history_file.read_text())
@@ -74,7 +80,7 @@ def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(make_dataset: Calla
     epochs = len(before) + 2
     resumed = _start(config, tmp_path, "--set", f"train_setup.epochs={epochs}",
                      "--set", "train_setup.continue_training=\"auto\"")
-    _, stderr = resumed.communicate(timeout=300)
+    _, stderr = resumed.communicate(timeout=HANG)
     assert resumed.returncode == 0, stderr[-3000:]
     after = json.loads(history_file.read_text())
     assert list(after) == [str(epoch) for epoch in range(epochs)]
@@ -94,24 +100,33 @@ def test_sigterm_before_the_first_validation_saves_a_checkpoint(make_dataset: Ca
         chunk = os.read(job.stdout.fileno(), 4096).decode(errors="replace")
         assert chunk, seen[-3000:]
         seen += chunk
-    took, stderr = _terminate(job)
+    stderr = _terminate(job)
     assert job.returncode == EXIT_TERMINATED, stderr[-3000:]
-    assert took < GRACE
+    assert FORCED_EXIT not in stderr
     last = tmp_path / "out" / "exp" / "v" / "odeon_val_loss_ckpt" / "last.ckpt"
     assert "SIGTERM before the first validation: saved the current state" in stderr
     assert torch.load(last, weights_only=True)["epoch"] == 0
 
     resumed = _start(config, tmp_path, "--set", "train_setup.continue_training=true")
-    _, stderr = resumed.communicate(timeout=300)
+    _, stderr = resumed.communicate(timeout=HANG)
     assert resumed.returncode == 0, stderr[-3000:]
     assert list(json.loads((last.parent.parent / "history_val.json").read_text())) == ["0", "1", "2"]
 
 
 def test_sigterm_during_start_up_exits_at_once(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
     data = make_dataset(n=4)
-    job = _start(make_config(data.csv, str(tmp_path / "out")), tmp_path)
-    time.sleep(1.0)  # importing torch and Lightning: no training yet
-    took, stderr = _terminate(job)
+    job = _start(make_config(data.csv, str(tmp_path / "out")), tmp_path, "-v")
+    assert job.stderr is not None
+    seen = []
+    for line in job.stderr:  # the handler is installed before the heavy imports: torch and Lightning come next
+        seen.append(line)
+        if "SIGTERM: handler installed" in line:
+            break
+    else:
+        pytest.fail("".join(seen)[-3000:])
+    stderr = "".join(seen) + _terminate(job)
     assert job.returncode == EXIT_TERMINATED, stderr[-3000:]
-    assert took < 5
+    # At once: the handler ends start-up where it is; it does not wait for a training loop to notice.
+    assert "stopped by SIGTERM before training started" in stderr
+    assert "data: " not in stderr and "run folder" not in stderr and FORCED_EXIT not in stderr
     assert not (tmp_path / "out" / "exp" / "v").exists()  # nothing half-made
