@@ -86,8 +86,10 @@ def _cpu_processes(setup: DeviceSetup, explicit_cpu: bool) -> int:
                       "processes (device: 2, or num_processes: 2), or use accelerator \"gpu\"")
 
 
-def trainer_devices(setup: DeviceSetup) -> dict[str, Any]:
-    """The Trainer keyword arguments that place the training on devices."""
+def trainer_devices(setup: DeviceSetup, on_this_machine: bool = True) -> dict[str, Any]:
+    """The Trainer keyword arguments that place the training on devices. ``on_this_machine`` false (``odeon
+    validate``, which may run on a laptop or in the chart's CPU-only test pod): the settings are checked,
+    not that this machine has the GPUs they ask for."""
     accelerator = {"cuda": "gpu", None: "auto"}.get(setup.accelerator, setup.accelerator)
     explicit_cpu = accelerator == "cpu"
     if setup.device == 0:
@@ -100,7 +102,8 @@ def trainer_devices(setup: DeviceSetup) -> dict[str, Any]:
         devices = _cpu_processes(setup, explicit_cpu)
     elif accelerator == "gpu":
         devices = _gpu_devices(setup.device)
-        _check_gpus(devices)
+        if on_this_machine:
+            _check_gpus(devices)
     else:
         devices = setup.device if setup.device is not None else "auto"
     return {"accelerator": accelerator, "devices": devices, "num_nodes": setup.num_nodes,

@@ -38,14 +38,16 @@ class Plan:
     weights: dict[str, dict[str, Any]]
 
 
-def check_before_training(config: JobConfig) -> Plan:
-    """Run every check that does not need the run folder; raises the first problem as an OdeonError."""
+def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Plan:
+    """Run every check that does not need the run folder; raises the first problem as an OdeonError.
+
+    ``on_this_machine`` false (``odeon validate``): the GPUs asked for need not be visible here."""
     from odeon_job.launch import processes_per_node, trainer_devices
 
     splits = load_splits(config.data_source, config.train_setup.random_seed)
     spec = describe_data(config.data_source, splits.train[0])
     check_class_weights(config, spec.n_classes)
-    devices = trainer_devices(config.device_setup)
+    devices = trainer_devices(config.device_setup, on_this_machine)
     check_precision(config, devices["accelerator"])
     world_size = devices["num_nodes"] * processes_per_node(devices["devices"])
     check_val_check_interval(config, len(splits.train), world_size)

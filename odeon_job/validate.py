@@ -139,7 +139,9 @@ def _with_progress(results: Iterable[SampleCheck], total: int) -> Iterable[Sampl
 def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
     """Scan every row of every split (the first ``rows`` of each when given); raises only for problems
     that stop the scan itself."""
-    plan = check_before_training(config)  # every check `odeon train` runs before its first step
+    # Every check `odeon train` runs before its first step, but GPUs: validate may run on a laptop, or in the
+    # chart's test pod, which has none.
+    plan = check_before_training(config, on_this_machine=False)
     splits, spec = plan.splits, plan.spec
     summary = ValidationSummary(spec=spec, counts={split: len(samples) for split, samples in splits.items()})
     jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]

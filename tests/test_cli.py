@@ -215,3 +215,19 @@ def test_validate_and_train_refuse_the_same_configurations_with_one_line(
         assert len(errors) == 1 and errors[0].startswith(f"odeon: error: {message}"), (command, stderr)
         assert "Traceback" not in stderr
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_validate_checks_gpu_settings_without_needing_a_gpu(make_dataset: Callable[..., TinyDataset],
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart's test pod (and a laptop) has no GPU: validate passes a GPU configuration there, while
+    train on such a machine refuses it."""
+    from odeon_job.cli import INHERITED_CONFIG, main
+
+    monkeypatch.setenv(INHERITED_CONFIG, "")
+    data = make_dataset(n=4)
+    path = _write_config(tmp_path, make_config(data.csv, str(tmp_path / "out"),
+                                               device_setup={"accelerator": "gpu", "device": [0, 1]}))
+    assert main(["validate", "-c", path]) == 0, capsys.readouterr().err
+    assert main(["train", "-c", path]) == 2
+    assert "a GPU is asked for, but none is visible" in capsys.readouterr().err
