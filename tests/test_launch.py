@@ -113,3 +113,27 @@ def test_several_nodes_need_a_launcher(launch_env: Callable[..., None]) -> None:
     with pytest.raises(ConfigError, match=r"device_setup.num_nodes: 2 nodes, but no launcher says which node"):
         prepare_launch(_options(nodes=2, devices=1))
     assert prepare_launch(_options(nodes=1, devices=2)) == "single"
+
+
+def test_device_with_the_cpu_accelerator_is_the_number_of_processes(no_gpu: None,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The specification maps `device` to num_processes for the CPU: `device: 2` was silently ignored."""
+    assert _devices(accelerator="cpu", device=2)["devices"] == 2
+    assert _devices(accelerator="cpu", device=2, num_processes=2)["devices"] == 2
+    assert _devices(accelerator="cpu", num_processes=3)["devices"] == 3
+    assert _devices(device=0, num_processes=2)["devices"] == 2  # device 0 is the CPU
+    with pytest.raises(ConfigError, match=r"device_setup.device: 2 processes on the CPU, but num_processes says 3"):
+        _devices(accelerator="cpu", device=2, num_processes=3)
+    with pytest.raises(ConfigError, match=r"device_setup.device: \[0, 1\] names GPUs, but accelerator is \"cpu\""):
+        _devices(accelerator="cpu", device=[0, 1])
+    with caplog.at_level("WARNING", logger="odeon"):  # "auto" without a GPU: said, not silent
+        assert _devices(device=2)["devices"] == 1
+    assert "asks for GPUs, but none is visible" in caplog.text
+
+
+@pytest.mark.parametrize(("accelerator", "message"), [
+    ("tpu", "needs the torch_xla package"), ("ipu", "needs its vendor's Lightning plugin"),
+    ("hpu", "needs its vendor's Lightning plugin"), ("mps", r"\(Apple GPUs\) is not available")])
+def test_accelerators_this_install_cannot_drive_are_refused_by_name(accelerator: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"device_setup.accelerator: \"{accelerator}\" {message}"):
+        _devices(accelerator=accelerator)
