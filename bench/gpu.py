@@ -71,7 +71,7 @@ def make_module(model: str, channels_last: bool, compile_model: bool, bands: int
     spec = DataSpec(image_bands=tuple(range(1, bands + 1)), mask_bands=tuple(range(1, len(CLASS_LABELS) + 1)),
                     class_labels=tuple(CLASS_LABELS), mask_encoding="one_hot", image_max_value=None,
                     resolution={"train": None, "val": None, "test": None})
-    return SegmentationModule(config.model_dump(mode="json"), spec.to_dict())
+    return SegmentationModule.from_config(config.model_dump(mode="json"), spec)
 
 
 def throughput(model: str, size: int, batch: int, steps: int, warmup: int, variant: tuple[str, str, bool, bool],

@@ -64,7 +64,7 @@ def odeon_rate(config: Any, steps: int, workers: int) -> float:
     spec = describe_data(config.data_source, splits.train[0])
     datamodule = SegmentationDataModule(splits, spec, config.data_source, config.train_setup.batch_size, workers,
                                         seed=0)
-    module = SegmentationModule(config.model_dump(mode="json"), spec.to_dict())
+    module = SegmentationModule.from_config(config.model_dump(mode="json"), spec)
     timer = StepTimer(WARMUP + steps)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=WARMUP + steps, limit_val_batches=0,
                          num_sanity_val_steps=0, logger=False, enable_checkpointing=False,

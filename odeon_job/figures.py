@@ -59,7 +59,7 @@ def sample_rows(module: SegmentationModule, dataset: SegmentationDataset, count:
     module.train(was_training)
     shown = module.input_scaling(dataset.split).to_unit(images)
     shown = shown[:, :3] if shown.shape[1] >= 3 else shown[:, :1].repeat(1, 3, 1, 1)
-    colours = palette(module.spec.n_classes)
+    colours = palette(module.n_classes)
     return [torch.cat([image.clamp(0, 1), colour(item["mask"], colours), colour(prediction, colours)], dim=2)
             for image, item, prediction in zip(shown, items, predicted, strict=True)]
 

@@ -1,7 +1,8 @@
 """The LightningModule: a segmentation network, its loss, optimizer and evaluation figures.
 
-Its hyperparameters are the resolved configuration and the data spec, so a checkpoint rebuilds the
-model by itself (``SegmentationModule.load_from_checkpoint(path)``).
+Its hyperparameters are plain values (model, bands, classes, loss, optimizer, scheduler, per-split
+scaling, and the whole configuration as a JSON string for the record), so a checkpoint rebuilds the model
+by itself and loads with ``weights_only=True`` (:func:`load_module`).
 
 Each validation or test run ends with an :class:`Evaluation` in ``module.evaluation[split]``: the mean
 loss, the confusion matrix and every figure of ``metrics.py``, all synchronised across processes.
@@ -11,6 +12,7 @@ Lightning logger records them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +21,20 @@ import torch
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from odeon_job.config import CONFIG_VERSION, SPLITS, DataSource, TrainSetup, upgrade_config
+from odeon_job.config import (
+    CONFIG_VERSION,
+    SPLITS,
+    DataSource,
+    LossParams,
+    ModelParams,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainSetup,
+    upgrade_config,
+)
 from odeon_job.data.masks import IGNORE_INDEX, as_long_classes
 from odeon_job.data.spec import DataSpec
-from odeon_job.data.transforms import InputScaling, input_scaling
+from odeon_job.data.transforms import InputScaling, normalization_for
 from odeon_job.errors import ConfigError
 from odeon_job.losses import build_loss
 from odeon_job.metrics import Figures, confusion_metrics, row_normalised
@@ -68,27 +80,44 @@ class NonFiniteLoss(Exception):
 
 
 class SegmentationModule(pl.LightningModule):
-    def __init__(self, config: dict[str, Any], data_spec: dict[str, Any]) -> None:
+    """Its hyperparameters, saved in every checkpoint, are plain values (numbers, strings, lists, dicts):
+    a checkpoint loads with ``torch.load(..., weights_only=True)`` and rebuilds the model by itself
+    (``SegmentationModule.load_from_checkpoint(path)``, or :func:`load_module` for any version's file).
+    ``config_json`` is the run's whole configuration (URLs redacted), for the record; nothing reads it."""
+
+    def __init__(self, model_name: str, in_channels: int, class_labels: list[str],
+                 model_params: dict[str, Any] | None = None, loss: str = "ce",
+                 loss_params: dict[str, Any] | None = None, class_weights: list[float] | None = None,
+                 optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
+                 lr: float = 0.001, epochs: int = 1000, input_scaling: dict[str, dict[str, Any]] | None = None,
+                 channels_last: bool = False, compile: bool = False, config_version: int = CONFIG_VERSION,
+                 config_json: str | None = None) -> None:
         super().__init__()
-        config = upgrade_config(config, "the checkpoint's configuration")  # written by an older version?
-        self.save_hyperparameters({"config": config, "data_spec": data_spec})
-        self.train_setup = setup = TrainSetup.model_validate(config["train_setup"])
-        self.spec = DataSpec.from_dict(data_spec)
-        self.model = build_model(setup.model_name, self.spec.in_channels, self.spec.n_classes, setup.model_params)
-        if setup.channels_last:
+        if config_version > CONFIG_VERSION:
+            raise ConfigError(f"the checkpoint was written by a later version of odeon-job (config_version "
+                              f"{config_version}, this one reads up to {CONFIG_VERSION}): upgrade odeon-job")
+        self.save_hyperparameters()
+        self.class_labels = tuple(class_labels)
+        self.in_channels, self.loss_name, self.channels_last = in_channels, loss, channels_last
+        self.optimizer_config = OptimizerConfig.model_validate(optimizer) if optimizer else None
+        self.scheduler_config = SchedulerConfig.model_validate(scheduler) if scheduler else None
+        self.lr, self.epochs = lr, epochs
+        self.model = build_model(model_name, in_channels, self.n_classes,
+                                 ModelParams.model_validate(model_params or {}))
+        if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # torch.compile's wrapper, kept out of the module's children so that checkpoints hold the
         # network's own parameter names; compiled lazily, at the first step.
-        object.__setattr__(self, "network", torch.compile(self.model) if setup.compile else self.model)
+        object.__setattr__(self, "network", torch.compile(self.model) if compile else self.model)
         # Each split's images may have statistics of their own (data_source.normalization_weights).
-        source = DataSource.model_validate(config["data_source"])
         # (A list in SPLITS order: a ModuleDict cannot have a key named "train", Module.train's name.)
-        self.input_scalings = torch.nn.ModuleList(input_scaling(split, source, self.spec.pixel_scale)
+        scalings = input_scaling or {}
+        self.input_scalings = torch.nn.ModuleList(InputScaling(**scalings.get(split, {"scale": 255.0}))
                                                   for split in SPLITS)
-        self.criterion = build_loss(setup.loss, setup.class_imbalance, setup.loss_params)
+        self.criterion = build_loss(loss, class_weights, LossParams.model_validate(loss_params or {}))
         # Per evaluated split, summed over batches and (under DDP) processes.
         self.confusion = torch.nn.ModuleDict({
-            split: MulticlassConfusionMatrix(num_classes=self.spec.n_classes, ignore_index=IGNORE_INDEX)
+            split: MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX)
             for split in ("val", "test")})
         # A NaN loss stays NaN (null in the history) rather than being dropped from the mean with a warning.
         self.mean_loss = torch.nn.ModuleDict({split: MeanMetric(nan_strategy="disable") for split in ("val", "test")})
@@ -98,6 +127,15 @@ class SegmentationModule(pl.LightningModule):
         #: The learning rate and momentum of the last training step (None before the first).
         self.lr_used: float | None = None
         self.momentum_used: float | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_labels)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], spec: DataSpec) -> SegmentationModule:
+        """The module a configuration (as JSON values) and the data description ask for."""
+        return cls(**module_arguments(config, spec))
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         """Images and masks travel from the DataLoader workers in their small raw types (uint8 tiles,
@@ -121,13 +159,13 @@ class SegmentationModule(pl.LightningModule):
         return "val" if trainer.validating or trainer.sanity_checking else "train"
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if self.train_setup.channels_last:
+        if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         return self.network(image)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-class probabilities: softmax for ce and focal, a sigmoid per class for bce and combo."""
-        return logits.softmax(dim=1) if self.train_setup.loss in SOFTMAX_LOSSES else logits.sigmoid()
+        return logits.softmax(dim=1) if self.loss_name in SOFTMAX_LOSSES else logits.sigmoid()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Remember the learning rate (and momentum) this step trains with, for history and loggers."""
@@ -167,7 +205,7 @@ class SegmentationModule(pl.LightningModule):
     def _close_evaluation(self, split: str) -> None:
         confusion = self.confusion[split].compute().cpu()
         evaluation = Evaluation(loss=float(self.mean_loss[split].compute()), confusion=confusion,
-                                metrics=confusion_metrics(confusion, self.spec.class_labels),
+                                metrics=confusion_metrics(confusion, self.class_labels),
                                 ignored=int(self.ignored[split].compute()))
         for metric in (self.confusion[split], self.mean_loss[split], self.ignored[split]):
             metric.reset()
@@ -193,12 +231,50 @@ class SegmentationModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["config_version"] = CONFIG_VERSION
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        version = checkpoint.get("config_version", CONFIG_VERSION)
-        if version > CONFIG_VERSION:
-            raise ConfigError(f"the checkpoint was written by a later version of odeon-job (config_version {version}, "
-                              f"this one reads up to {CONFIG_VERSION}): upgrade odeon-job")
-
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.parameters(), self.train_setup.optimizer_config, self.train_setup.lr)
-        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, self.train_setup)}
+        optimizer = build_optimizer(self.parameters(), self.optimizer_config, self.lr)
+        return {"optimizer": optimizer,
+                "lr_scheduler": build_scheduler(optimizer, self.scheduler_config, self.lr, self.epochs)}
+
+
+def module_arguments(config: dict[str, Any], spec: DataSpec | dict[str, Any]) -> dict[str, Any]:
+    """The module's plain arguments from a configuration (as JSON values) and the data description: all
+    that a checkpoint needs to rebuild the model, nothing that needs a class of ours to load."""
+    config = upgrade_config(config, "the checkpoint's configuration")
+    spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
+    setup = TrainSetup.model_validate(config["train_setup"])
+    source = DataSource.model_validate(config["data_source"])
+    scaling = {}
+    for split in SPLITS:
+        stats = normalization_for(split, source)
+        scaling[split] = {"scale": spec.pixel_scale, "mean": stats.mean if stats else None,
+                          "std": stats.std if stats else None}
+    return {
+        "model_name": setup.model_name, "in_channels": spec.in_channels, "class_labels": list(spec.class_labels),
+        "model_params": setup.model_params.model_dump(mode="json"), "loss": setup.loss,
+        "loss_params": setup.loss_params.model_dump(mode="json"), "class_weights": setup.class_imbalance,
+        "optimizer": setup.optimizer_config.model_dump(mode="json") if setup.optimizer_config else None,
+        "scheduler": setup.scheduler_config.model_dump(mode="json") if setup.scheduler_config else None,
+        "lr": setup.lr, "epochs": setup.epochs, "input_scaling": scaling, "channels_last": setup.channels_last,
+        "compile": setup.compile, "config_version": CONFIG_VERSION,
+        "config_json": json.dumps(config, sort_keys=True),
+    }
+
+
+def upgrade_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyperparameters as this version's module takes them. Checkpoints written before the
+    module took plain arguments hold the whole configuration and data description instead."""
+    if set(hyperparameters) == {"config", "data_spec"}:
+        return module_arguments(hyperparameters["config"], hyperparameters["data_spec"])
+    return hyperparameters
+
+
+def load_module(url: str, map_location: Any = "cpu") -> SegmentationModule:
+    """The module of the checkpoint at ``url`` (local or remote, any version), weights loaded, in eval mode;
+    loaded with weights_only=True: nothing in the file runs."""
+    from odeon_job.model_files import load_plain
+
+    checkpoint = load_plain(url, map_location=map_location)
+    module = SegmentationModule(**upgrade_hyperparameters(dict(checkpoint["hyper_parameters"])))
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer, lr_scheduler
 
-from odeon_job.config import OptimizerConfig, SchedulerConfig, TrainSetup
+from odeon_job.config import OptimizerConfig, SchedulerConfig
 from odeon_job.errors import ConfigError, did_you_mean
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -66,15 +66,15 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimizerC
                       parameters, {**config.arguments, "lr": lr})
 
 
-def build_scheduler(optimizer: Optimizer, setup: TrainSetup) -> dict[str, Any]:
-    """Lightning's scheduler configuration for ``setup.scheduler_config`` (the specification's plateau
-    when None). CyclicLR's ``base_lr`` defaults to ``lr`` and CosineAnnealingLR's ``T_max`` to ``epochs``."""
-    config = setup.scheduler_config or SchedulerConfig()
+def build_scheduler(optimizer: Optimizer, config: SchedulerConfig | None, lr: float, epochs: int) -> dict[str, Any]:
+    """Lightning's scheduler configuration for ``scheduler_config`` (the specification's plateau when None).
+    CyclicLR's ``base_lr`` defaults to ``lr`` and CosineAnnealingLR's ``T_max`` to ``epochs``."""
+    config = config or SchedulerConfig()
     arguments = config.arguments
     if config.scheduler == "cycliclr":
-        arguments.setdefault("base_lr", setup.lr)
+        arguments.setdefault("base_lr", lr)
     if config.scheduler == "cosineannealinglr":
-        arguments.setdefault("T_max", setup.epochs)
+        arguments.setdefault("T_max", epochs)
     scheduler = _construct(SCHEDULERS[config.scheduler], "train_setup.scheduler_config", config.scheduler,
                            optimizer, arguments)
     return {"scheduler": scheduler, **STEPPING[config.scheduler]}

@@ -101,7 +101,7 @@ def check_optimization(config: JobConfig) -> None:
 
     setup = config.train_setup
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], setup.optimizer_config, setup.lr)
-    build_scheduler(optimizer, setup)
+    build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)
 
 
 def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:

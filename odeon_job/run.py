@@ -344,7 +344,7 @@ def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> Segm
 
     setup = config.train_setup
     # Hyperparameters are saved in every checkpoint: URLs without their credentials.
-    module = SegmentationModule(redact_values(config.model_dump(mode="json")), plan.spec.to_dict())
+    module = SegmentationModule.from_config(redact_values(config.model_dump(mode="json")), plan.spec)
     if setup.encoder_weights and not resume_from:
         load_encoder_weights(module.model, setup.encoder_weights, plan.weights["encoder_weights"])
     if setup.init_weights and not resume_from:

@@ -22,7 +22,7 @@ from odeon_job import config as config_module
 from odeon_job.config import config_from_dict, upgrade_config
 from odeon_job.errors import ConfigError
 from odeon_job.model_files import UnsafeModelFile
-from odeon_job.module import SegmentationModule
+from odeon_job.module import SegmentationModule, load_module
 from odeon_job.run import train
 
 from conftest import TinyDataset, make_config, stored_checkpoint_config, stored_checkpoint_dataset
@@ -30,6 +30,8 @@ from conftest import TinyDataset, make_config, stored_checkpoint_config, stored_
 pytestmark = pytest.mark.slow
 
 STORED_V1 = Path(__file__).parent / "data" / "checkpoint_v1" / "last.ckpt"
+#: The layout written before config_version: the whole configuration and data description as hyperparameters.
+STORED_LEGACY = Path(__file__).parent / "data" / "checkpoint_legacy" / "last.ckpt"
 
 
 # --- 1. loading a checkpoint never runs code; old checkpoints load --------------------------------------
@@ -39,9 +41,14 @@ def test_a_checkpoint_written_by_config_version_1_loads_and_resumes(tmp_path: Pa
     """tests/data/checkpoint_v1/last.ckpt was written by the version that introduced config_version 1 and is
     never regenerated: every later version must load it safely and resume from it."""
     stored = torch.load(STORED_V1, map_location="cpu", weights_only=True)
-    assert stored["config_version"] == 1 and stored["hyper_parameters"]["config"]["config_version"] == 1
-    module = SegmentationModule.load_from_checkpoint(STORED_V1, map_location="cpu")
-    assert module(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    hyperparameters = stored["hyper_parameters"]
+    assert stored["config_version"] == hyperparameters["config_version"] == 1
+    assert all(isinstance(value, (str, int, float, bool, list, dict, type(None))) for value in hyperparameters.values())
+    module = SegmentationModule.load_from_checkpoint(STORED_V1, map_location="cpu").eval()
+    same = load_module(str(STORED_V1))
+    tile = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert module(tile).shape == (1, 3, 16, 16) and torch.equal(module(tile), same(tile))
 
     csv = stored_checkpoint_dataset(tmp_path / "ds")
     config = config_from_dict(stored_checkpoint_config(csv, str(tmp_path / "out"), epochs=2,
@@ -52,6 +59,17 @@ def test_a_checkpoint_written_by_config_version_1_loads_and_resumes(tmp_path: Pa
     (folder / "config.json").write_text(config.model_dump_json())
     result = train(config)
     assert list(result.history) == ["0", "1"]  # epoch 0 from the stored checkpoint, epoch 1 trained now
+
+
+def test_a_checkpoint_of_the_layout_before_config_version_loads() -> None:
+    """Checkpoints written before the module took plain arguments held the whole configuration and data
+    description: load_module upgrades them."""
+    legacy = torch.load(STORED_LEGACY, map_location="cpu", weights_only=True)
+    assert set(legacy["hyper_parameters"]) == {"config", "data_spec"}
+    module = load_module(str(STORED_LEGACY))
+    assert module.class_labels == ("class 1", "class 2", "class 3") and module.hparams["model_name"] == "lightunet"
+    assert all(torch.equal(value, legacy["state_dict"][key]) for key, value in module.state_dict().items()
+               if key in legacy["state_dict"])
 
 
 class _RunsCode:

@@ -60,7 +60,7 @@ def test_invalid_argument_value_is_a_config_error() -> None:
 def test_default_scheduler_is_the_specification_plateau_on_val_loss() -> None:
     setup = _setup()
     optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
-    config = build_scheduler(optimizer, setup)
+    config = build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)
     scheduler = config["scheduler"]
     assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert (scheduler.mode, scheduler.factor, scheduler.patience, scheduler.min_lrs, scheduler.cooldown) == (
@@ -72,7 +72,7 @@ def test_the_specification_plateau_example_steps_and_reduces_the_lr() -> None:
     setup = _setup(scheduler_config={"scheduler": "reducelronplateau", "patience": 1, "cooldown": 0,
                                      "factor": 0.5, "min_lr": 1e-7}, lr=0.01)
     optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
-    scheduler = build_scheduler(optimizer, setup)["scheduler"]
+    scheduler = build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)["scheduler"]
     for _ in range(3):
         scheduler.step(1.0)  # no improvement
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
@@ -109,7 +109,7 @@ def test_every_scheduler_steps(config: dict[str, Any], cls: type, interval: str)
     setup = _setup(scheduler_config=config, lr=0.01, epochs=4,
                    optimizer_config={"optimizer": "sgd", "momentum": 0.9})
     optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
-    built = build_scheduler(optimizer, setup)
+    built = build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)
     assert type(built["scheduler"]) is cls and built["interval"] == interval
     rates = []
     for _ in range(4):
@@ -122,10 +122,12 @@ def test_every_scheduler_steps(config: dict[str, Any], cls: type, interval: str)
 def test_scheduler_defaults_follow_train_setup() -> None:
     setup = _setup(scheduler_config={"scheduler": "cycliclr", "max_lr": 0.1}, lr=0.003,
                    optimizer_config={"optimizer": "sgd", "momentum": 0.9})
-    scheduler = build_scheduler(build_optimizer(_parameters(), setup.optimizer_config, setup.lr), setup)["scheduler"]
+    optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
+    scheduler = build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)["scheduler"]
     assert scheduler.base_lrs == [0.003]
     setup = _setup(scheduler_config={"scheduler": "cosineannealinglr"}, epochs=17)
-    scheduler = build_scheduler(build_optimizer(_parameters(), setup.optimizer_config, setup.lr), setup)["scheduler"]
+    optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
+    scheduler = build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)["scheduler"]
     assert scheduler.T_max == 17
 
 
@@ -143,4 +145,4 @@ def test_scheduler_argument_errors(config: dict[str, Any], message: str) -> None
     setup = _setup(scheduler_config=config)
     optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
     with pytest.raises(ConfigError, match=message):
-        build_scheduler(optimizer, setup)
+        build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)

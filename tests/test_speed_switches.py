@@ -23,7 +23,7 @@ from conftest import TinyDataset, make_config
 def _module(config: dict, data: TinyDataset) -> SegmentationModule:
     job = config_from_dict(config)
     spec = describe_data(job.data_source, load_splits(job.data_source, 0).train[0])
-    return SegmentationModule(job.model_dump(mode="json"), spec.to_dict())
+    return SegmentationModule.from_config(job.model_dump(mode="json"), spec)
 
 
 def test_precision_is_passed_on_and_checked(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_tiles_travel_raw_and_are_scaled_on_the_device_with_each_split_s_statist
             seen.append((self._running_split(), raw, batch["image"]))
             return batch
 
-    module = Recording(job.model_dump(mode="json"), spec.to_dict())
+    module = Recording.from_config(job.model_dump(mode="json"), spec)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1,
                          num_sanity_val_steps=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)

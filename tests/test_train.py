@@ -66,8 +66,9 @@ def test_two_epochs_write_the_run_folder(make_dataset: Callable[..., TinyDataset
     checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
     assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
     module = SegmentationModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu").eval()
-    assert module.hparams["config"]["train_setup"]["model_name"] == "lightunet"
-    assert module.spec.class_labels == ("class 1", "class 2", "class 3")
+    assert module.hparams["model_name"] == "lightunet"
+    assert json.loads(module.hparams["config_json"]) == config.model_dump(mode="json")
+    assert module.class_labels == ("class 1", "class 2", "class 3")
     assert module(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
 

@@ -11,6 +11,7 @@ previous checkpoint intact.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from typing import Any
@@ -134,9 +135,10 @@ class BestPthFiles(pl.Callback):
         self.best = evaluation.loss
         if not trainer.is_global_zero:
             return
+        hyperparameters = dict(pl_module.hparams)
         training = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                    "metrics": evaluation.entry(), "config": pl_module.hparams["config"],
-                    "data_spec": pl_module.hparams["data_spec"]}
+                    "metrics": evaluation.entry(), "config": json.loads(hyperparameters.get("config_json") or "{}"),
+                    "hyper_parameters": hyperparameters}
         storage.write_bytes(self.model_path, tensors_bytes(pl_module.model.state_dict()))
         storage.write_bytes(storage.join(self.folder, f"optimizer_{self.name}.pth"),
                             tensors_bytes(trainer.optimizers[0].state_dict()))

@@ -284,7 +284,7 @@ class MlflowRun(pl.Callback):
 
         model = copy.deepcopy(module.model).cpu().eval()
         model.load_state_dict(best_state_dict(best_model))
-        channels, classes = module.spec.in_channels, module.spec.n_classes
+        channels, classes = module.in_channels, module.n_classes
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
                                    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]))
         example = np.zeros((1, channels, 64, 64), dtype=np.float32)

@@ -79,7 +79,7 @@ class TensorBoard(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        example = torch.zeros(1, pl_module.spec.in_channels, 64, 64, device=pl_module.device)
+        example = torch.zeros(1, pl_module.in_channels, 64, 64, device=pl_module.device)
         try:
             with warnings.catch_warnings():  # torch.jit.trace's deprecation and tracer notes: not the user's
                 warnings.simplefilter("ignore")
@@ -118,13 +118,13 @@ class TensorBoard(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        self._evaluation("val", pl_module.evaluation["val"], pl_module.spec.class_labels, trainer.global_step)
+        self._evaluation("val", pl_module.evaluation["val"], pl_module.class_labels, trainer.global_step)
         self._samples(trainer, pl_module)
         self.flush("val")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._evaluation("test", pl_module.evaluation["test"], pl_module.spec.class_labels, trainer.global_step)
+            self._evaluation("test", pl_module.evaluation["test"], pl_module.class_labels, trainer.global_step)
             self.flush("test")
 
     def _samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
