@@ -428,6 +428,9 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
     stop = stop or GracefulStop(config.device_setup.stop_grace_period).install()
     stop.grace_period = config.device_setup.stop_grace_period
+    from odeon_job.cloud import transient_retries
+
+    retries_before = transient_retries()
     _quiet_lightning()
     redact_log_handlers()  # Lightning's handlers, installed by its import
     clear_remote_cache()  # GDAL would serve the old bytes of objects rewritten since this process read them
@@ -500,7 +503,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
                 outputs.mlflow.finish(status, module, outputs.best_models, datamodule.datasets["val"])
             else:
                 outputs.mlflow.finish(status)
-        report_retries()
+        report_retries(retries_before)
         if own_stop:
             stop.restore()
     return result
@@ -516,11 +519,12 @@ def non_finite_loss_error(error: NonFiniteLoss, samples: Sequence[Sample], lr: f
                      f"train_setup.lr ({lr:g}); the weights of the last validation are kept")
 
 
-def report_retries() -> None:
-    """Say how many transient storage failures were retried (they were each survived, or the run stopped)."""
+def report_retries(before: int) -> None:
+    """Say how many transient storage failures this run retried (each was survived, or the run stopped);
+    ``before``: the process's count when the run started (a process may train more than once)."""
     from odeon_job.cloud import transient_retries
 
-    retries = transient_retries()
+    retries = transient_retries() - before
     if retries:
         log.warning("storage: %d transient failure(s) were retried during this run (S3 requests and GDAL reads)",
                     retries)
