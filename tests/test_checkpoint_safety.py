@@ -211,3 +211,24 @@ def test_kill_9_at_any_moment_then_auto_restart_gives_the_uninterrupted_history(
     history = json.loads((tmp_path / "out" / "exp" / "killed" / "history_val.json").read_text())
     assert list(history) == list(expected) == ["0", "1", "2"]
     assert [e["loss"] for e in history.values()] == pytest.approx([e["loss"] for e in expected.values()])
+
+
+def test_a_run_folder_moved_elsewhere_resumes_and_tests_its_own_best_checkpoint(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    """A run copied to another place (a disk, a bucket) and resumed there: its best checkpoints are found
+    in the new folder. Lightning alone forgot their scores: the resumed run took its next checkpoint for
+    the best, tested it, and kept more files than save_top_k."""
+    data = make_dataset(n=6)
+    config = make_config(data.csv, str(tmp_path / "old"), data_source={"test_file": data.csv},
+                         train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30},
+                         output_setup={"save_top_k": 1, "use_tensorboard": False})
+    train(config_from_dict(config))
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    shutil.rmtree(tmp_path / "old")
+    config["output_setup"]["output_folder"] = str(tmp_path / "new")
+    config["train_setup"].update(epochs=2, continue_training=True)
+    result = train(config_from_dict(config))  # SGD at 1e-30: no improvement, the best stays the copied one
+    assert result.best_checkpoint.startswith(str(tmp_path / "new")) and result.test
+    best = [name for name in os.listdir(tmp_path / "new" / "exp" / "v" / "odeon_val_loss_ckpt")
+            if not name.startswith("last")]
+    assert len(best) == 1  # save_top_k 1: the copied best is still the one tracked

@@ -58,6 +58,21 @@ def same_file(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
+def relocated(state: dict[str, Any], folder: str) -> dict[str, Any]:
+    """A ModelCheckpoint's state with every checkpoint path moved into ``folder``, when every such file is
+    there; else the state unchanged."""
+    def moved(path: str) -> str | None:
+        candidate = storage.join(folder, path.replace("\\", "/").rsplit("/", 1)[-1])
+        return candidate if storage.exists(candidate) else None
+
+    paths = {key: state.get(key) for key in ("best_model_path", "kth_best_model_path", "last_model_path")}
+    new_paths = {key: moved(path) if path else path for key, path in paths.items()}
+    best_k = {moved(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    if None in best_k or any(path is None for key, path in new_paths.items() if paths[key]):
+        return state
+    return {**state, **new_paths, "best_k_models": best_k, "dirpath": folder}
+
+
 class ExportingCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint that, with ``export_pth``, writes a .pth export beside every checkpoint it
     saves and deletes it with the checkpoint (``train_setup.export_checkpoint``).
@@ -74,6 +89,15 @@ class ExportingCheckpoint(ModelCheckpoint):
         kwargs.setdefault("save_on_train_epoch_end", False)
         super().__init__(*args, **kwargs)
         self.export_pth = export_pth
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A run folder moved since (copied to another disk or bucket) keeps its best checkpoints: their
+        paths are taken to the new folder when the files are there. Lightning alone keeps only the old
+        best_model_path, which a resumed run that never improves would then test from, and fail."""
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and not same_file(str(saved), str(self.dirpath)):
+            state_dict = relocated(state_dict, str(self.dirpath))
+        super().load_state_dict(state_dict)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
