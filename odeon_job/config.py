@@ -193,10 +193,12 @@ class DataSource(_Section):
         None, description="Per split mean/std (0-1 range) for (x - mean) / std; scaling to 0-1 only when absent.")
     data_augmentation: dict[Split, Annotated[list[Augmentation], BeforeValidator(_one_or_list)]] | None = Field(
         None, description="Augmentations per split (train only): rotation90, rotation, radiometry.")
-    mask_nodata: float | Literal["file", "none"] = Field(
-        "file", description="Extension: the mask value whose pixels are ignored (left out of the loss and the "
-        "metrics): a number, \"file\" (the mask file's own nodata value, if it declares one) or \"none\". "
-        "Pixels of a one-hot mask where no selected band is on are always ignored.")
+    mask_nodata: float | Literal["auto", "file", "none"] = Field(
+        "auto", description="Extension: the mask value whose pixels are ignored (left out of the loss and the "
+        "metrics): a number, \"file\" (the mask file's own nodata value, if it declares one), \"none\", or "
+        "\"auto\": the file's own unless it could also be data (a class index, an \"on\" value of one-hot "
+        "bands), which is then an error asking for \"file\" or \"none\". Pixels of a one-hot mask where no "
+        "selected band is on are always ignored.")
     image_max_value: float | None = Field(
         None, gt=0, description="Extension: the raw value that scales to 1.0. Defaults to 255 for uint8 "
         "images and is required for any other data type (e.g. 10000 for Sentinel-2 L2A).")

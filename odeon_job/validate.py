@@ -118,7 +118,8 @@ def _count_mask_pixels(check: SampleCheck, sample: Sample, spec: DataSpec, shape
     try:
         with open_raster(sample.mask, sample.origin) as src:
             raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
-            nodata = mask_nodata(spec.mask_nodata, src.nodata)
+            nodata = mask_nodata(spec.mask_nodata, src.nodata, spec.n_classes, spec.mask_encoding == "one_hot",
+                                 f"{sample.origin}: {sample.mask}")
         indices = class_indices(raw, spec.n_classes, spec.mask_encoding == "one_hot", nodata,
                                 f"{sample.origin}: {sample.mask}")
     except DataError as error:

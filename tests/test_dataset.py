@@ -181,7 +181,7 @@ def test_one_hot_nodata_counts_as_off(tmp_path: Path) -> None:
     classes = np.arange(36).reshape(6, 6) % 3
     mask = onehot(classes, 3)
     mask[:, :, 0] = 200  # every band holds the file's nodata value in the first column
-    item = _item(_pair(tmp_path, np.zeros((3, 6, 6), np.uint8), mask, nodata=200))
+    item = _item(_pair(tmp_path, np.zeros((3, 6, 6), np.uint8), mask, nodata=200), mask_nodata="file")
     assert bool((item["mask"][:, 0] == UINT8_IGNORE).all())
     assert torch.equal(item["mask"][:, 1:], torch.from_numpy(classes[:, 1:].astype(np.uint8)))
 
@@ -214,3 +214,28 @@ def test_an_image_with_nan_pixels_is_refused_naming_the_row_and_file(tmp_path: P
     sample = _pair(tmp_path, image, onehot(np.zeros((6, 6), int), 2))
     with pytest.raises(DataError, match=r"train.csv row 1: .*a_img.tif has 2 NaN or infinite pixel value"):
         _item(sample, image_max_value=1000)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("auto", "error"), ("file", "ignored"), ("none", "class 0")])
+def test_a_declared_nodata_that_is_also_a_class_is_never_guessed(tmp_path: Path, setting: str, expected: str) -> None:
+    """A class-index mask declaring nodata 0 where 0 is a class: ignoring class 0 silently (or training on
+    nodata silently) would both be wrong guesses; the default asks, "file" and "none" decide."""
+    classes = (np.arange(36).reshape(6, 6) % 3).astype(np.uint8)
+    sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), classes[None], nodata=0)
+    if expected == "error":
+        with pytest.raises(DataError, match=r"a_msk.tif declares nodata 0, also the class index 0: set "
+                                            r"data_source.mask_nodata to \"file\" .* \"none\""):
+            _item(sample, class_labels=["a", "b", "c"], mask_nodata=setting)
+        return
+    mask = _item(sample, class_labels=["a", "b", "c"], mask_nodata=setting)["mask"]
+    zero = torch.from_numpy(classes == 0)
+    assert bool((mask[zero] == (UINT8_IGNORE if expected == "ignored" else 0)).all())
+
+
+def test_a_one_hot_mask_declaring_its_on_value_as_nodata_is_refused_by_default(tmp_path: Path) -> None:
+    """0/255 class bands written with nodata 255 would have every labelled pixel ignored."""
+    classes = np.arange(36).reshape(6, 6) % 3
+    sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), onehot(classes, 3, on=255), nodata=255)
+    with pytest.raises(DataError, match=r"declares nodata 255, a value its class bands may hold for \"on\""):
+        _item(sample)
+    assert torch.equal(_item(sample, mask_nodata="none")["mask"], torch.from_numpy(classes.astype(np.uint8)))

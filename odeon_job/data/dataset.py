@@ -69,7 +69,8 @@ class SegmentationDataset(Dataset):
             check_same_size(shape, shape_at(src.height, src.width, src.res, self.resolution), sample.image,
                             sample.mask, sample.origin)
             raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
-            nodata = mask_nodata(spec.mask_nodata, src.nodata)
+            nodata = mask_nodata(spec.mask_nodata, src.nodata, spec.n_classes, spec.mask_encoding == "one_hot",
+                                 f"{sample.origin}: {sample.mask}")
         if spec.image_max_value is not None:
             image = image.astype(np.float32, copy=False)
             check_finite(image, sample)

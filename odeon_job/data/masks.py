@@ -5,7 +5,8 @@ A pixel is ignored (left out of the loss and of every metric, and counted) when:
 - one band per class (one-hot): none of the selected bands is on (> 0, and not the mask's nodata value),
   e.g. a pixel of a class that ``mask_bands`` leaves out, or a pixel no class covers;
 - one band of class indices: it holds the mask's nodata value (``data_source.mask_nodata``, by default
-  the file's own nodata). Any other value outside ``0..n-1`` is an error naming the file.
+  the file's own nodata, refused when it could also be a class). Any other value outside ``0..n-1`` is
+  an error naming the file.
 
 Nothing here imports torch: ``odeon validate`` counts ignored pixels with the same code as training.
 """
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 IGNORE_INDEX = -1
 #: The same, in the uint8 masks that leave the DataLoader workers (classes 0..254 fit beside it).
 UINT8_IGNORE = 255
-#: ``data_source.mask_nodata`` values that are not numbers: the file's own nodata, or none at all.
-FILE_NODATA, NO_NODATA = "file", "none"
+#: ``data_source.mask_nodata`` values that are not numbers: the file's own nodata unless it could be a class
+#: value (the default), the file's own nodata whatever it is, or none at all.
+AUTO_NODATA, FILE_NODATA, NO_NODATA = "auto", "file", "none"
 
 
 def mask_dtype(n_classes: int) -> type:
@@ -40,13 +42,29 @@ def ignore_value(n_classes: int) -> int:
     return UINT8_IGNORE if mask_dtype(n_classes) is np.uint8 else IGNORE_INDEX
 
 
-def mask_nodata(setting: int | float | str, file_nodata: float | None) -> float | None:
-    """The value whose pixels are ignored: the configured one, the file's, or None."""
+def mask_nodata(setting: int | float | str, file_nodata: float | None, n_classes: int, one_hot: bool,
+                where: str) -> float | None:
+    """The value whose pixels are ignored: the configured one, the file's, or None.
+
+    With "auto" (the default), a file's nodata that could also be data is refused rather than guessed: a
+    class index of a class-index mask (nodata 0 where 0 is a class), an "on" value (> 0) of a one-hot mask
+    (nodata 255 on 0/255 bands would ignore every labelled pixel)."""
     if setting == NO_NODATA:
         return None
     if setting == FILE_NODATA:
         return file_nodata
-    return float(setting)
+    if setting != AUTO_NODATA:
+        return float(setting)
+    if file_nodata is None or math.isnan(file_nodata):
+        return file_nodata
+    if one_hot and file_nodata > 0:
+        clash = "a value its class bands may hold for \"on\""
+    elif not one_hot and float(file_nodata).is_integer() and 0 <= file_nodata < n_classes:
+        clash = f"also the class index {file_nodata:g}"
+    else:
+        return file_nodata
+    raise DataError(f"{where} declares nodata {file_nodata:g}, {clash}: set data_source.mask_nodata to \"file\" "
+                    "to ignore those pixels, or to \"none\" to train on them")
 
 
 def _is_nodata(values: np.ndarray, nodata: float) -> np.ndarray:

@@ -30,7 +30,7 @@ class DataSpec:
     #: Pixel size (x, y) each split is read at; None keeps the files' own.
     resolution: dict[str, tuple[float, float] | None]
     #: The mask value whose pixels are ignored: a number, "file" (each mask's own nodata) or "none".
-    mask_nodata: float | str = "file"
+    mask_nodata: float | str = "auto"
 
     @property
     def in_channels(self) -> int:
@@ -51,7 +51,7 @@ class DataSpec:
             rule = f"pixels where none of the mask bands {list(self.mask_bands)} is on"
         else:
             rule = "no pixel"
-        if self.mask_nodata == "file":
+        if self.mask_nodata in ("auto", "file"):
             nodata = "the mask files' nodata value (where they declare one)"
         elif self.mask_nodata == "none":
             return rule
@@ -68,7 +68,7 @@ class DataSpec:
         return cls(image_bands=tuple(data["image_bands"]), mask_bands=tuple(data["mask_bands"]),
                    class_labels=tuple(data["class_labels"]), mask_encoding=data["mask_encoding"],
                    image_max_value=data["image_max_value"], resolution=resolution,  # type: ignore[arg-type]
-                   mask_nodata=data.get("mask_nodata", "file"))
+                   mask_nodata=data.get("mask_nodata", "auto"))
 
 
 def image_scale(dtype: str, configured: float | None, sample: Sample) -> float:
