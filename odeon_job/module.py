@@ -34,7 +34,7 @@ from odeon_job.config import (
 )
 from odeon_job.data.masks import IGNORE_INDEX, as_long_classes
 from odeon_job.data.spec import DataSpec
-from odeon_job.data.transforms import InputScaling, normalization_for
+from odeon_job.data.transforms import InputScaling, scaling_arguments
 from odeon_job.errors import ConfigError
 from odeon_job.losses import build_loss
 from odeon_job.metrics import Figures, confusion_metrics, row_normalised
@@ -244,11 +244,7 @@ def module_arguments(config: dict[str, Any], spec: DataSpec | dict[str, Any]) ->
     spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
     setup = TrainSetup.model_validate(config["train_setup"])
     source = DataSource.model_validate(config["data_source"])
-    scaling = {}
-    for split in SPLITS:
-        stats = normalization_for(split, source)
-        scaling[split] = {"scale": spec.pixel_scale, "mean": stats.mean if stats else None,
-                          "std": stats.std if stats else None}
+    scaling = {split: scaling_arguments(split, source, spec.pixel_scale) for split in SPLITS}
     return {
         "model_name": setup.model_name, "in_channels": spec.in_channels, "class_labels": list(spec.class_labels),
         "model_params": setup.model_params.model_dump(mode="json"), "loss": setup.loss,

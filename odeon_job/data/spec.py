@@ -7,7 +7,7 @@ checkpoint can rebuild its model without the data.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from odeon_job.config import SPLITS, DataSource
@@ -58,9 +58,6 @@ class DataSpec:
         else:
             nodata = f"the mask value {self.mask_nodata:g}"
         return f"{rule} and pixels of {nodata}" if self.mask_encoding == "one_hot" else f"pixels of {nodata}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSpec:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -153,7 +153,12 @@ def build_transform(split: str, source: DataSource, scale: float) -> Compose:
     return Compose([AUGMENTATIONS[name](scale) for name in names])
 
 
+def scaling_arguments(split: str, source: DataSource, scale: float) -> dict[str, Any]:
+    """:class:`InputScaling`'s arguments for ``split`` as plain values (a checkpoint keeps them)."""
+    stats = normalization_for(split, source)
+    return {"scale": scale, "mean": stats.mean if stats else None, "std": stats.std if stats else None}
+
+
 def input_scaling(split: str, source: DataSource, scale: float) -> InputScaling:
     """The scaling of ``split``'s images: to 0-1 by ``scale``, then by the split's statistics."""
-    stats = normalization_for(split, source)
-    return InputScaling(scale, stats.mean if stats else None, stats.std if stats else None)
+    return InputScaling(**scaling_arguments(split, source, scale))
