@@ -37,12 +37,28 @@ LossName = Literal["ce", "bce", "focal", "combo"]
 OptimizerName = Literal["adam", "radam", "adamax", "sgd", "rmsprop", "adamw"]
 SchedulerName = Literal["reducelronplateau", "cycliclr", "cosineannealinglr", "cosineannealingwarmrestarts"]
 Monitor = Literal["val_loss", "val_miou"]
+#: The direction in which each monitored metric improves.
+MONITOR_MODES = {"val_loss": "min", "val_miou": "max"}
 Precision = Literal["32", "16-mixed", "bf16-mixed"]
 
 #: The format of the configuration (and of the hyperparameters in checkpoints) this version writes.
-CONFIG_VERSION = 1
-#: ``UPGRADES[n]`` turns a configuration of version n into version n + 1 (none yet: version 1 is the first).
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+CONFIG_VERSION = 2
+
+
+def _resolution_pairs_per_split(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 → 2: a two-number ``resolution`` list was an [x, y] pixel size; version 2 reads lists as ODEON
+    does (one entry per split) and refuses two different numbers as ambiguous, so a version-1 pair with x != y
+    becomes the same pair for every split."""
+    source = data.get("data_source")
+    value = source.get("resolution") if isinstance(source, dict) else None
+    if isinstance(value, list) and len(value) == 2 and not any(isinstance(v, list) for v in value) \
+            and value[0] != value[1]:
+        data["data_source"] = {**source, "resolution": {split: list(value) for split in SPLITS}}
+    return data
+
+
+#: ``UPGRADES[n]`` turns a configuration of version n into version n + 1.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _resolution_pairs_per_split}
 
 #: The specification's default learning-rate scheduler (also the defaults of its keys when named).
 REDUCE_LR_ON_PLATEAU_DEFAULTS: dict[str, Any] = {
@@ -132,12 +148,15 @@ def _val_check_interval(value: Any) -> Any:
 
 
 def _resolution(value: Any) -> Any:
-    """A pixel size (x = y), an ``[x, y]`` pair, or a dict of either per split."""
+    """A pixel size (x = y), an ``[x, y]`` pair, or per split: a dict of either, or ODEON's list, one per split
+    in the order train, val, test (a missing test takes the last one, as ODEON's code does)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
     def one(v: Any) -> Any:
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+        if number(v):
             return float(v)
-        if (isinstance(v, list) and len(v) == 2
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)):
+        if isinstance(v, list) and len(v) == 2 and all(number(x) for x in v):
             return [float(x) for x in v]
         raise _error(f"a resolution is a positive pixel size or an [x, y] pair of them, got {quote(v)}")
 
@@ -148,6 +167,12 @@ def _resolution(value: Any) -> Any:
         if unknown:
             raise _error(f"{quote(unknown[0])} is not a split (train, val, test)")
         return {split: one(v) for split, v in value.items()}
+    if isinstance(value, list) and (len(value) == 3 or (len(value) in (1, 2) and any(isinstance(v, list) for v in value))):
+        return {split: one(value[min(i, len(value) - 1)]) for i, split in enumerate(SPLITS)}
+    if isinstance(value, list) and len(value) == 2 and all(number(v) for v in value) and value[0] != value[1]:
+        raise _error(f"{quote(value)} is ambiguous: ODEON reads it as train {value[0]}, val and test {value[1]}; a "
+                     f"pixel size would be x {value[0]}, y {value[1]}. Write {{\"train\": {value[0]}, \"val\": "
+                     f"{value[1]}, \"test\": {value[1]}}} for the first, [{quote(value)}] (one pair for every split) for the second")
     return one(value)
 
 
@@ -252,14 +277,22 @@ class OptimizerConfig(BaseModel):
         "adam", description="adam, radam, adamax, sgd, rmsprop or adamw; other keys are its arguments.")
 
     @model_validator(mode="after")
-    def _no_lr(self) -> OptimizerConfig:
-        if "lr" in (self.model_extra or {}):
-            raise _error("set the learning rate with train_setup.lr, not here", field="lr")
+    def _lr_is_a_rate(self) -> OptimizerConfig:
+        lr = (self.model_extra or {}).get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+            raise _error(f"a learning rate is a positive number, got {quote(lr)}", field="lr")
         return self
 
     @property
+    def lr(self) -> float | None:
+        """The optimizer's own learning rate, which wins over ``train_setup.lr`` (as in ODEON)."""
+        lr = (self.model_extra or {}).get("lr")
+        return float(lr) if lr is not None else None
+
+    @property
     def arguments(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        """The constructor's arguments other than ``lr`` (given on its own, see ``TrainSetup.learning_rate``)."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k != "lr"}
 
 
 class SchedulerConfig(BaseModel):
@@ -285,11 +318,35 @@ class SchedulerConfig(BaseModel):
 
 
 class EarlyStopping(_Section):
-    """Stop when the monitored validation metric has not improved for ``patience`` validations."""
+    """Stop when the monitored validation metric has not improved for ``patience`` validations; the other
+    keys are Lightning's EarlyStopping arguments (ODEON passes them through too)."""
 
     monitor: Monitor = Field("val_loss", description="val_loss (minimised) or val_miou (maximised).")
     patience: int = Field(30, ge=1, description="Validations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+    mode: Literal["min", "max"] | None = Field(None, description="min for val_loss, max for val_miou (the "
+                                               "only direction each can improve in); from monitor when absent.")
+    check_finite: bool = Field(True, description="Stop when the monitored metric becomes NaN or infinite.")
+    stopping_threshold: float | None = Field(None, description="Stop as soon as the metric reaches this value.")
+    divergence_threshold: float | None = Field(None, description="Stop as soon as the metric is worse than this.")
+    strict: bool = Field(True, description="Fail when the monitored metric is missing.")
+    verbose: bool = Field(False, description="Accepted for ODEON's configurations: the job always says why it "
+                          "stopped.")
+
+    @model_validator(mode="after")
+    def _mode_fits_monitor(self) -> EarlyStopping:
+        expected = MONITOR_MODES[self.monitor]
+        if self.mode is not None and self.mode != expected:
+            raise _error(f"{self.monitor} improves only when it {'falls' if expected == 'min' else 'rises'}: mode "
+                         f"must be {expected!r} (or left out), got {self.mode!r}", field="mode")
+        return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """Lightning's EarlyStopping arguments."""
+        return {"monitor": self.monitor, "mode": MONITOR_MODES[self.monitor], "patience": self.patience,
+                "min_delta": self.min_delta, "check_finite": self.check_finite, "strict": self.strict,
+                "stopping_threshold": self.stopping_threshold, "divergence_threshold": self.divergence_threshold}
 
 
 class ModelParams(_Section):
@@ -298,7 +355,16 @@ class ModelParams(_Section):
     upsampling: Literal["bilinear", "transposed"] = Field(
         "bilinear", description="U-Net decoders (unet, lightunet, resnet*): bilinear x2 upsampling or a "
         "transposed convolution of stride 2.")
+    align_corners: bool = Field(False, description="U-Net decoders with bilinear upsampling: interpolate with "
+                                "align_corners=True, as ODEON's unet and lightunet do (set by itself when "
+                                "init_weights holds ODEON weights).")
     output_stride: Literal[8, 16] = Field(8, description="deeplab: the backbone's output stride (8 or 16).")
+
+    @model_validator(mode="after")
+    def _corners_need_bilinear(self) -> ModelParams:
+        if self.align_corners and self.upsampling != "bilinear":
+            raise _error("applies to bilinear upsampling, but upsampling is \"transposed\"", field="align_corners")
+        return self
 
 
 class LossParams(_Section):
@@ -317,8 +383,8 @@ def _changed(section: BaseModel) -> list[str]:
 
 
 #: Which keys of model_params / loss_params apply to which model or loss.
-_MODEL_PARAM_USERS = {"upsampling": ("unet", "lightunet", "resnet18", "resnet34", "resnet50", "resnet101",
-                                     "resnet152"), "output_stride": ("deeplab",)}
+_U_NETS = ("unet", "lightunet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+_MODEL_PARAM_USERS = {"upsampling": _U_NETS, "align_corners": _U_NETS, "output_stride": ("deeplab",)}
 _LOSS_PARAM_USERS = {"gamma": ("focal",), "alpha": ("focal",), "bce_weight": ("combo",),
                      "jaccard_weight": ("combo",)}
 #: Models whose encoder accepts torchvision ImageNet-style weights (encoder_weights).
@@ -353,8 +419,10 @@ class TrainSetup(_Section):
     continue_training: bool | Literal["auto"] = Field(
         False, description="Resume from the last checkpoint of the version folder. Extension: \"auto\" resumes "
         "when that checkpoint exists and starts afresh otherwise (a restarted pod continues its run).")
-    export_checkpoint: Annotated[list[Literal[".pth"]] | None, BeforeValidator(_one_or_list)] = Field(
-        None, description="Extra formats to export saved checkpoints to (\".pth\").")
+    export_checkpoint: Annotated[list[Literal[".pth", "odeon_pth"]] | None, BeforeValidator(_one_or_list)] = Field(
+        None, description="Extra formats to export saved checkpoints to: \".pth\" (the network's state dict) and "
+        "\"odeon_pth\" (unet, lightunet: the same under ODEON's layer names, file .odeon.pth). Also read from "
+        "output_setup, where ODEON's configurations may put it.")
     val_check_interval: Annotated[int | float, BeforeValidator(_val_check_interval)] = Field(
         1.0, description="Validate after this fraction of an epoch (float) or this many batches (int).")
     deterministic: bool = Field(False, description="Use deterministic algorithms where PyTorch has them.")
@@ -369,11 +437,18 @@ class TrainSetup(_Section):
     compile: bool = Field(False, description="Extension: compile the network with torch.compile (minutes of "
                           "compilation at start-up, then faster steps on GPUs).")
 
+    @property
+    def learning_rate(self) -> float:
+        """The starting learning rate: ``optimizer_config.lr`` when given (it wins, as in ODEON), else ``lr``."""
+        own = self.optimizer_config.lr if self.optimizer_config is not None else None
+        return own if own is not None else self.lr
+
     @field_validator("export_checkpoint", mode="before")
     @classmethod
     def _dot_pth(cls, value: Any) -> Any:
         values = _one_or_list(value)
-        return [v if not isinstance(v, str) or v.startswith(".") else "." + v for v in values] if values else values
+        return [v if not isinstance(v, str) or v.startswith(".") or v == "odeon_pth" else "." + v for v in values] \
+            if values else values
 
     @model_validator(mode="after")
     def _options_fit_model_and_loss(self) -> TrainSetup:
@@ -392,6 +467,9 @@ class TrainSetup(_Section):
         if self.model_name == "deeplab" and self.batch_size < 2:
             raise _error("deeplab needs at least 2 samples per batch (the image-pooling branch of its ASPP "
                          "has batch norm)", field="batch_size")
+        if "odeon_pth" in (self.export_checkpoint or []) and self.model_name not in ("unet", "lightunet"):
+            raise _error(f"\"odeon_pth\" writes ODEON's U-Net layer names: unet and lightunet only, not "
+                         f"{self.model_name}", field="export_checkpoint")
         if self.encoder_weights is not None and self.model_name not in PRETRAINABLE_ENCODERS:
             raise _error(f"{self.model_name} has no pretrainable encoder (resnet* and deeplab do); use "
                          "init_weights for weights of the whole model", field="encoder_weights")
@@ -489,6 +567,26 @@ class JobConfig(_Section):
     train_setup: TrainSetup
     output_setup: OutputSetup
     device_setup: DeviceSetup = Field(default_factory=DeviceSetup)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _export_checkpoint_anywhere(cls, data: Any) -> Any:
+        """ODEON merges its four sections, so its configurations may give ``export_checkpoint`` in
+        ``output_setup``: it is taken to ``train_setup``, where the specification lists it."""
+        if not isinstance(data, dict) or not isinstance(data.get("output_setup"), dict):
+            return data
+        out = dict(data["output_setup"])
+        if "export_checkpoint" not in out:
+            return data
+        value = out.pop("export_checkpoint")
+        setup = dict(data.get("train_setup") or {}) if isinstance(data.get("train_setup"), dict) else None
+        if setup is None:
+            return data
+        if setup.get("export_checkpoint", value) != value:
+            raise _error("given in both output_setup and train_setup with different values: keep one",
+                         field="train_setup.export_checkpoint")
+        setup["export_checkpoint"] = value
+        return {**data, "output_setup": out, "train_setup": setup}
 
     @model_validator(mode="after")
     def _predictions_need_a_test_set(self) -> JobConfig:

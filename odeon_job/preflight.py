@@ -28,6 +28,8 @@ TESTING_BATCHES = 4
 class Plan:
     """What the checks found out, for the training to use."""
 
+    #: The configuration, its model parameters fitted to ODEON ``init_weights`` (see ``fit_to_weights``).
+    config: JobConfig
     splits: Splits
     spec: DataSpec
     #: The Trainer's accelerator, devices, num_nodes and strategy.
@@ -53,8 +55,9 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Pl
     check_val_check_interval(config, len(splits.train), world_size)
     check_optimization(config)
     weights = read_weights_files(config)
+    config = fit_model_to_weights(config, weights)
     check_wandb(config)
-    return Plan(splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights)
+    return Plan(config=config, splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights)
 
 
 def check_class_weights(config: JobConfig, n_classes: int) -> None:
@@ -100,8 +103,11 @@ def check_optimization(config: JobConfig) -> None:
     from odeon_job.optim import build_optimizer, build_scheduler
 
     setup = config.train_setup
-    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], setup.optimizer_config, setup.lr)
-    build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)
+    lr = setup.learning_rate
+    if lr != setup.lr and "lr" in setup.model_fields_set:
+        log.info("learning rate: optimizer_config.lr %g wins over train_setup.lr %g (as in ODEON)", lr, setup.lr)
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], setup.optimizer_config, lr)
+    build_scheduler(optimizer, setup.scheduler_config, lr, setup.epochs)
 
 
 def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:
@@ -112,6 +118,16 @@ def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:
     setup = config.train_setup
     files = (("init_weights", setup.init_weights), ("encoder_weights", setup.encoder_weights))
     return {key: read_state_dict(url, f"train_setup.{key}") for key, url in files if url}
+
+
+def fit_model_to_weights(config: JobConfig, weights: dict[str, dict[str, Any]]) -> JobConfig:
+    """``config`` with the model parameters ODEON ``init_weights`` need (ours leave it as it is)."""
+    from odeon_job.models.weights import fit_to_weights
+
+    if "init_weights" not in weights:
+        return config
+    setup = fit_to_weights(config.train_setup, weights["init_weights"])
+    return config if setup is config.train_setup else config.model_copy(update={"train_setup": setup})
 
 
 def check_wandb(config: JobConfig) -> None:

@@ -227,18 +227,18 @@ def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckp
     from odeon_job.callbacks.checkpoints import ExportingCheckpoint, LastCheckpoint
 
     base, top_k = model_basename(config), config.output_setup.save_top_k
-    export = ".pth" in (config.train_setup.export_checkpoint or [])
+    exports = config.train_setup.export_checkpoint or []
     loss_folder = storage.join(folder, VAL_LOSS_CKPT_FOLDER)
     last = LastCheckpoint(dirpath=loss_folder, filename=os.path.splitext(LAST_CHECKPOINT)[0], monitor=None,
-                          save_top_k=1, enable_version_counter=False, export_pth=export)
+                          save_top_k=1, enable_version_counter=False, exports=exports)
     if model_file_extension(config) == ".pth":
         return [last]
     return [
         ExportingCheckpoint(dirpath=loss_folder, filename=f"{base}-{{epoch}}-{{val_loss:.4f}}", monitor="val_loss",
-                            mode="min", save_top_k=top_k, export_pth=export),
+                            mode="min", save_top_k=top_k, exports=exports),
         ExportingCheckpoint(dirpath=storage.join(folder, VAL_MIOU_CKPT_FOLDER),
                             filename=f"{base}-{{epoch}}-{{val_miou:.4f}}", monitor="val_miou", mode="max",
-                            save_top_k=top_k, export_pth=export),
+                            save_top_k=top_k, exports=exports),
         last,
     ]
 
@@ -254,8 +254,7 @@ def optional_callbacks(config: JobConfig) -> list[Callback]:
         callbacks.append(TQDMProgressBar(refresh_rate=config.output_setup.progress))
     stop = config.train_setup.early_stopping
     if stop is not None:
-        callbacks.append(ReportingEarlyStopping(monitor=stop.monitor, mode="min" if stop.monitor == "val_loss" else
-                                                "max", patience=stop.patience, min_delta=stop.min_delta))
+        callbacks.append(ReportingEarlyStopping(**stop.arguments))
     return callbacks
 
 
@@ -442,6 +441,8 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
 
     started = time.monotonic()
     plan = check_before_training(config)  # what `odeon validate` checks too
+    config = plan.config  # model parameters fitted to ODEON weights
+    setup = config.train_setup
     splits, spec, devices = plan.splits, plan.spec, plan.devices
     prepare_launch(devices)
     log_settings(config, plan)
@@ -488,7 +489,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         status = "KILLED"
         raise
     except NonFiniteLoss as error:
-        raise non_finite_loss_error(error, datamodule.datasets["train"].samples, setup.lr) from error
+        raise non_finite_loss_error(error, datamodule.datasets["train"].samples, setup.learning_rate) from error
     except BaseException as error:
         if not is_sigterm_stop(error):
             raise
@@ -516,7 +517,7 @@ def non_finite_loss_error(error: NonFiniteLoss, samples: Sequence[Sample], lr: f
     where = "in a batch of" if error.here else "on another process; this process's batch:"
     return DataError(f"the training loss became NaN or infinite at epoch {error.epoch + 1}, step {error.step} "
                      f"{where} {shown}; check those tiles (extreme values? data_source.image_max_value?) or lower "
-                     f"train_setup.lr ({lr:g}); the weights of the last validation are kept")
+                     f"the learning rate ({lr:g}); the weights of the last validation are kept")
 
 
 def report_retries(before: int) -> None:

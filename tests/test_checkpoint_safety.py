@@ -137,13 +137,15 @@ def test_a_configuration_of_an_older_version_is_upgraded_and_a_newer_one_refused
         monkeypatch: pytest.MonkeyPatch) -> None:
     data = {"data_source": {"train_file": "a.csv"}, "train_setup": {"model_name": "unet"},
             "output_setup": {"output_folder": "o"}}
-    with pytest.raises(ConfigError, match="config_version 2 was written by a later version of odeon-job"):
-        config_from_dict({**data, "config_version": 2})
-    # A future version 2 that renamed a key: version-1 files (and checkpoints) still read.
-    monkeypatch.setattr(config_module, "CONFIG_VERSION", 2)
-    monkeypatch.setattr(config_module, "UPGRADES", {1: lambda d: {**d, "renamed": d.pop("data_source")}})
+    later = config_module.CONFIG_VERSION + 1
+    with pytest.raises(ConfigError, match=f"config_version {later} was written by a later version of odeon-job"):
+        config_from_dict({**data, "config_version": later})
+    # A future version that renamed a key: files (and checkpoints) of the versions before still read.
+    monkeypatch.setattr(config_module, "CONFIG_VERSION", later)
+    monkeypatch.setattr(config_module, "UPGRADES", {**config_module.UPGRADES,
+                                                    later - 1: lambda d: {**d, "renamed": d.pop("data_source")}})
     upgraded = upgrade_config({**data, "config_version": 1})
-    assert upgraded["config_version"] == 2 and upgraded["renamed"] == {"train_file": "a.csv"}
+    assert upgraded["config_version"] == later and upgraded["renamed"] == {"train_file": "a.csv"}
 
 
 # --- 2. a killed job always comes back ---------------------------------------------------------------

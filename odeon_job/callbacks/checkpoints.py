@@ -1,7 +1,9 @@
 """Model files: Lightning checkpoints with optional .pth exports, and the specification's ".pth" mode.
 
 A ``.pth`` file is the network's plain state dict (``torch.save(model.state_dict())``): it loads with
-``torch.load(..., weights_only=True)``, into our models (``init_weights``) or anyone's.
+``torch.load(..., weights_only=True)``, into our models (``init_weights``) or anyone's. An ``odeon_pth``
+export (``.odeon.pth``) is the same U-Net state dict under ODEON's layer names, which ODEON's own
+``load_state_dict(strict=True)`` takes.
 
 Every model file is written through :mod:`odeon_job.storage` (:class:`StorageCheckpointIO`): a file
 appears whole or not at all, locally and in object storage, so a pod killed while saving leaves the
@@ -14,6 +16,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -31,8 +34,21 @@ def tensors_bytes(data: Any) -> bytes:
     return buffer.getvalue()
 
 
-def export_path(checkpoint: str) -> str:
-    return os.path.splitext(checkpoint)[0] + ".pth"
+#: ``export_checkpoint`` format → the suffix of its file beside each checkpoint.
+EXPORT_SUFFIXES = {".pth": ".pth", "odeon_pth": ".odeon.pth"}
+
+
+def export_path(checkpoint: str, export: str = ".pth") -> str:
+    return os.path.splitext(checkpoint)[0] + EXPORT_SUFFIXES[export]
+
+
+def exported_state(model: torch.nn.Module, export: str) -> dict[str, torch.Tensor]:
+    """What an export of ``model`` holds: its state dict, under ODEON's names for ``odeon_pth``."""
+    if export == "odeon_pth":
+        from odeon_job.models.odeon_names import to_odeon
+
+        return to_odeon(model.state_dict())
+    return model.state_dict()
 
 
 class StorageCheckpointIO(CheckpointIO):
@@ -74,21 +90,21 @@ def relocated(state: dict[str, Any], folder: str) -> dict[str, Any]:
 
 
 class ExportingCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint that, with ``export_pth``, writes a .pth export beside every checkpoint it
-    saves and deletes it with the checkpoint (``train_setup.export_checkpoint``).
+    """A ModelCheckpoint that writes the ``exports`` (``.pth``, ``odeon_pth``) beside every checkpoint it
+    saves and deletes them with the checkpoint (``train_setup.export_checkpoint``).
 
     It also never deletes the checkpoint a run resumed from, nor a file outside its folder: Lightning
     keeps both rules for local files only, and on ``s3://`` deletes the checkpoint it resumed from
     (Lightning-AI/pytorch-lightning#21813).
     """
 
-    def __init__(self, *args: Any, export_pth: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, exports: Sequence[str] = (), **kwargs: Any) -> None:
         # Every validation is a candidate. Left to itself, Lightning saves at the end of the training
         # epoch instead when ``val_check_interval == 1.0``, which an int 1 (validate every batch) also
         # equals: only the epoch's last validation was then ever a candidate, and the best was lost.
         kwargs.setdefault("save_on_train_epoch_end", False)
         super().__init__(*args, **kwargs)
-        self.export_pth = export_pth
+        self.exports = tuple(exports)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """A run folder moved since (copied to another disk or bucket) keeps its best checkpoints: their
@@ -101,8 +117,10 @@ class ExportingCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
-        if self.export_pth and trainer.is_global_zero:
-            storage.write_bytes(export_path(filepath), tensors_bytes(trainer.lightning_module.model.state_dict()))
+        if trainer.is_global_zero:
+            for export in self.exports:
+                storage.write_bytes(export_path(filepath, export),
+                                    tensors_bytes(exported_state(trainer.lightning_module.model, export)))
 
     def _should_remove_checkpoint(self, trainer: pl.Trainer, previous: str, current: str) -> bool:
         if same_file(previous, current):
@@ -114,8 +132,9 @@ class ExportingCheckpoint(ModelCheckpoint):
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)
-        if self.export_pth and trainer.is_global_zero:
-            storage.remove(export_path(filepath))
+        if trainer.is_global_zero:
+            for export in self.exports:
+                storage.remove(export_path(filepath, export))
 
 
 def previous_path(last: str) -> str:
@@ -132,8 +151,9 @@ class LastCheckpoint(ExportingCheckpoint):
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if trainer.is_global_zero and storage.exists(filepath):
             storage.move(filepath, previous_path(filepath))
-            if self.export_pth and storage.exists(export_path(filepath)):  # an export follows its checkpoint
-                storage.move(export_path(filepath), export_path(previous_path(filepath)))
+            for export in self.exports:  # an export follows its checkpoint
+                if storage.exists(export_path(filepath, export)):
+                    storage.move(export_path(filepath, export), export_path(previous_path(filepath), export))
         super()._save_checkpoint(trainer, filepath)
 
 

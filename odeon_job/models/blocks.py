@@ -20,10 +20,10 @@ class DoubleConv(nn.Sequential):
         super().__init__(*layers)
 
 
-def upsampler(channels: int, upsampling: str) -> nn.Module:
+def upsampler(channels: int, upsampling: str, align_corners: bool = False) -> nn.Module:
     """x2 upsampling keeping ``channels``: bilinear, or a 2x2 transposed convolution of stride 2."""
     if upsampling == "bilinear":
-        return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners)
     return nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
 
 
