@@ -1,0 +1,240 @@
+"""Coming from ODEON: its weights load here, our exports load there, its configurations run.
+
+ODEON's networks are stood in for by tests/odeon_reference.py (same module names, shapes and forward).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from odeon_reference import odeon_checkpoint, randomised, ref_lightunet, ref_unet
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from conftest import TinyDataset, make_config
+from odeon_job.config import ModelParams, TrainSetup, config_from_dict
+from odeon_job.errors import ConfigError
+from odeon_job.models import build_model
+from odeon_job.models.weights import fit_to_weights, load_encoder_weights, load_init_weights, read_state_dict
+from odeon_job.run import train
+
+N_CLASSES, BANDS = 5, 3
+
+
+def _setup(model_name: str, init_weights: str, **model_params: object) -> TrainSetup:
+    return TrainSetup.model_validate({"model_name": model_name, "init_weights": init_weights,
+                                      **({"model_params": model_params} if model_params else {})})
+
+
+def _ours_from(url: str, setup: TrainSetup) -> torch.nn.Module:
+    """Our model as ``odeon train`` builds it from ``init_weights``: parameters fitted, tensors translated."""
+    state = read_state_dict(url, "train_setup.init_weights")
+    setup = fit_to_weights(setup, state)
+    model = build_model(setup.model_name, BANDS, N_CLASSES, setup.model_params)
+    load_init_weights(model, url, state)
+    return model.eval()
+
+
+def test_odeon_u_nets_have_our_parameter_counts() -> None:
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    for reference, name, bilinear, expected in [(ref_unet, "unet", True, 28_955_471),
+                                                (ref_unet, "unet", False, 31_044_431),
+                                                (ref_lightunet, "lightunet", True, 453_303),
+                                                (ref_lightunet, "lightunet", False, 485_943)]:
+        ours = build_model(name, 3, 15, ModelParams(upsampling="bilinear" if bilinear else "transposed"))
+        assert count(reference(3, 15, bilinear)) == count(ours) == expected
+
+
+@pytest.mark.parametrize(("reference", "name", "bilinear", "kind"), [
+    (ref_lightunet, "lightunet", True, "pth"), (ref_lightunet, "lightunet", True, "ckpt"),
+    (ref_lightunet, "lightunet", False, "ckpt"), (ref_unet, "unet", True, "pth")])
+def test_odeon_weights_load_by_name_and_predict_what_odeon_predicted(
+        reference: Callable[..., torch.nn.Module], name: str, bilinear: bool, kind: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    odeon_model = randomised(reference(BANDS, N_CLASSES, bilinear))
+    path = tmp_path / f"odeon.{kind}"
+    torch.save(odeon_model.state_dict() if kind == "pth" else
+               odeon_checkpoint(odeon_model, name, BANDS, [f"c{i}" for i in range(N_CLASSES)]), path)
+    tile = torch.rand(2, BANDS, 48, 48, generator=torch.Generator().manual_seed(1))
+    with caplog.at_level(logging.INFO, logger="odeon"):
+        ours = _ours_from(str(path), _setup(name, str(path)))
+    with torch.no_grad():
+        expected, got = odeon_model(tile), ours(tile)
+    assert torch.equal(expected.argmax(1), got.argmax(1))
+    assert torch.allclose(expected, got, atol=1e-5)
+    assert f"holds ODEON {name} weights" in caplog.text
+    tensors = len(ours.state_dict())
+    assert f"init_weights: {tensors} of {tensors} tensors loaded" in caplog.text
+    if bilinear:  # ODEON's interpolation is part of what it predicted: without it, another map
+        plain = build_model(name, BANDS, N_CLASSES, ModelParams())
+        plain.load_state_dict(ours.state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(expected, plain.eval()(tile), atol=1e-3)
+
+
+def test_odeon_weights_of_another_model_or_decoder_are_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "odeon_lightunet.pth"
+    torch.save(ref_lightunet(BANDS, N_CLASSES, bilinear=False).state_dict(), path)
+    state = read_state_dict(str(path), "train_setup.init_weights")
+    with pytest.raises(ConfigError, match=r"train_setup.init_weights: .* holds ODEON lightunet weights, but "
+                       r"train_setup.model_name is unet"):
+        fit_to_weights(_setup("unet", str(path)), state)
+    with pytest.raises(ConfigError, match=r"model_params.upsampling: bilinear, but the ODEON weights of .* were "
+                       r"trained with transposed upsampling"):
+        fit_to_weights(_setup("lightunet", str(path), upsampling="bilinear"), state)
+    fitted = fit_to_weights(_setup("lightunet", str(path)), state).model_params
+    assert (fitted.upsampling, fitted.align_corners) == ("transposed", False)
+
+
+def _odeon_resnet_state(depth: int = 18) -> dict[str, torch.Tensor]:
+    """An ODEON UNetResNet state dict: torchvision's ResNet as ``encoder`` (first convolution for the bands,
+    classifier for the classes), its parts registered again as ``conv1``..``conv5``, and its own decoder."""
+    encoder = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=N_CLASSES)
+    encoder.conv1 = torch.nn.Conv2d(BANDS, 64, 7, stride=2, padding=3, bias=False)
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    aliases = {"conv1.0": encoder.conv1, "conv1.1": encoder.bn1, "conv2": encoder.layer1, "conv3": encoder.layer2,
+               "conv4": encoder.layer3, "conv5": encoder.layer4}
+    for prefix, module in aliases.items():
+        state.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+    state.update({"center.block.1.conv.weight": torch.zeros(512, 512, 3, 3), "dec5.block.1.conv.weight":
+                  torch.zeros(512, 768, 3, 3), "final.weight": torch.zeros(N_CLASSES, 32, 1, 1)})
+    return state
+
+
+def test_odeon_resnet_weights_fill_our_encoder_and_say_what_did_not_load(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = _odeon_resnet_state()
+    path = tmp_path / "odeon_resnet18.pth"
+    torch.save(state, path)
+    with caplog.at_level(logging.INFO, logger="odeon"):
+        ours = _ours_from(str(path), _setup("resnet18", str(path)))
+    encoder = {k: v for k, v in state.items() if k.startswith("encoder.") and not k.startswith("encoder.fc.")}
+    own = ours.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in encoder.items())
+    assert f"init_weights: {len(encoder)} of {len(own)} tensors loaded" in caplog.text
+    assert "resnet decoder (center, dec5..dec0, final) has another structure: left as initialised" in caplog.text
+    assert "left as initialised: decoder.0." in caplog.text
+    # As encoder_weights too: the encoder alone, however many bands.
+    model = build_model("resnet18", BANDS, N_CLASSES)
+    load_encoder_weights(model, str(path), read_state_dict(str(path), "train_setup.encoder_weights"))
+    assert torch.equal(model.state_dict()["encoder.layer4.1.bn2.running_var"],
+                       state["encoder.layer4.1.bn2.running_var"])
+
+
+def _odeon_deeplab_state() -> dict[str, torch.Tensor]:
+    """An ODEON DeeplabV3p state dict: MobileNetV2 ``backbone.features`` (its last block dropped), the
+    low-level alias, the unused classifier, torchvision's ASPP, and its decoder's own names."""
+    generator = torch.Generator().manual_seed(2)
+    mobilenet = torchvision.models.mobilenet_v2(weights=None)
+    features = mobilenet.features[:18]
+    features[0][0] = torch.nn.Conv2d(BANDS, 32, 3, stride=2, padding=1, bias=False)
+    state = {f"backbone.features.{k}": torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+             for k, v in features.state_dict().items()}
+    state.update({f"backbone.low_features.0.{k}": v for k, v in state.items() if k.split(".")[2] in "012"})
+    state.update({f"backbone.{k}": v for k, v in mobilenet.classifier.state_dict().items()})
+    state.update({f"aspp.{k}": v for k, v in ASPP(320, [12, 24, 36]).state_dict().items()})
+    shapes = {"conv1.weight": (48, 24, 1, 1), "last_conv.0.weight": (256, 304, 3, 3),
+              "last_conv.4.weight": (256, 256, 3, 3), "last_conv.8.weight": (N_CLASSES, 256, 1, 1),
+              "last_conv.8.bias": (N_CLASSES,)}
+    for bn, size in (("bn1", 48), ("last_conv.1", 256), ("last_conv.5", 256)):
+        shapes.update({f"{bn}.{p}": (size,) for p in ("weight", "bias", "running_mean", "running_var")})
+    state.update({f"decoder.{k}": torch.randn(shape, generator=generator) for k, shape in shapes.items()})
+    state.update({f"decoder.{bn}.num_batches_tracked": torch.tensor(7) for bn in ("bn1", "last_conv.1", "last_conv.5")})
+    return state
+
+
+def test_odeon_deeplab_weights_map_every_tensor_and_say_the_network_differs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = _odeon_deeplab_state()
+    path = tmp_path / "odeon_deeplab.pth"
+    torch.save(state, path)
+    with caplog.at_level(logging.INFO, logger="odeon"):
+        ours = _ours_from(str(path), _setup("deeplab", str(path)))
+    own = ours.state_dict()
+    assert f"init_weights: {len(own)} of {len(own)} tensors loaded" in caplog.text
+    assert torch.equal(own["aspp.project.0.weight"], state["aspp.project.0.weight"])
+    assert torch.equal(own["decoder.fuse.3.weight"], state["decoder.last_conv.4.weight"])
+    assert torch.equal(own["decoder.classifier.bias"], state["decoder.last_conv.8.bias"])
+    assert torch.equal(own["backbone.17.conv.0.0.weight"], state["backbone.features.17.conv.0.0.weight"])
+    assert "not used: backbone.1.weight, backbone.1.bias" in caplog.text  # the classifier, named
+    assert "output stride 32" in caplog.text  # the architecture differs: said, not hidden
+
+
+def test_our_odeon_pth_export_loads_strictly_in_odeon_and_predicts_the_same(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=6, size=32)
+    config = make_config(data.csv, str(tmp_path / "out"),
+                         train_setup={"epochs": 2, "export_checkpoint": ["odeon_pth", "pth"],
+                                      "model_params": {"align_corners": True}},
+                         output_setup={"save_top_k": 1, "use_tensorboard": False})
+    result = train(config_from_dict(config))
+    best = Path(result.best_checkpoint)
+    exported = best.with_name(best.stem + ".odeon.pth")
+    assert exported.exists() and best.with_suffix(".pth").exists()
+    odeon_model = ref_lightunet(BANDS, 3)
+    odeon_model.load_state_dict(torch.load(exported, weights_only=True), strict=True)
+    from odeon_job.module import load_module
+
+    module = load_module(str(best)).eval()
+    tile = torch.rand(1, BANDS, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(odeon_model.eval()(tile), module.model(tile), atol=1e-5)
+    with pytest.raises(ConfigError, match="odeon_pth.*unet and lightunet only, not resnet18"):
+        config_from_dict(make_config(data.csv, "o", train_setup={"model_name": "resnet18",
+                                                                 "export_checkpoint": "odeon_pth"}))
+
+
+def test_a_training_from_an_odeon_checkpoint_keeps_odeon_s_upsampling_in_its_own(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    data = make_dataset(n=6, size=32)
+    odeon_model = randomised(ref_lightunet(BANDS, 3))
+    path = tmp_path / "odeon.ckpt"
+    torch.save(odeon_checkpoint(odeon_model, "lightunet", BANDS, ["a", "b", "c"]), path)
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"init_weights": str(path), "lr": 1e-9},
+                         output_setup={"use_tensorboard": False})
+    result = train(config_from_dict(config))
+    saved = json.loads((Path(result.run_folder) / "config.json").read_text())
+    assert saved["train_setup"]["model_params"]["align_corners"] is True
+    checkpoint = torch.load(result.best_checkpoint, weights_only=True)
+    assert checkpoint["hyper_parameters"]["model_params"]["align_corners"] is True
+
+
+def test_odeon_configuration_keys_run(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    data = make_dataset(n=6, size=32)
+    config = make_config(
+        data.csv, str(tmp_path / "out"),
+        train_setup={"epochs": 4, "lr": 0.001, "optimizer_config": {"optimizer": "sgd", "lr": 0.05},
+                     # Lightning's EarlyStopping arguments, as ODEON passes them: stops once val_loss < 1000
+                     "early_stopping": {"monitor": "val_loss", "mode": "min", "patience": 5, "min_delta": 0.0,
+                                        "check_finite": True, "stopping_threshold": 1000.0, "verbose": True}},
+        output_setup={"export_checkpoint": "pth", "use_tensorboard": False})
+    with caplog.at_level(logging.INFO, logger="odeon"):
+        result = train(config_from_dict(config))
+    assert len(result.history) == 1  # stopped at the threshold after the first validation
+    assert "optimizer_config.lr 0.05 wins over train_setup.lr 0.001" in caplog.text
+    assert next(iter(result.history.values()))["learning rate"] == pytest.approx(0.05)
+    assert Path(result.best_checkpoint).with_suffix(".pth").exists()  # export_checkpoint from output_setup
+
+
+@pytest.mark.parametrize(("section", "value", "message"), [
+    ("early_stopping", {"monitor": "val_miou", "mode": "min"},
+     "train_setup.early_stopping.mode: val_miou improves only when it rises: mode must be 'max'"),
+    ("both_exports", None, "train_setup.export_checkpoint: given in both output_setup and train_setup"),
+    ("optimizer_config", {"optimizer": "sgd", "lr": -1}, "train_setup.optimizer_config.lr: a learning rate is a "
+     "positive number, got -1"),
+])
+def test_odeon_keys_that_make_no_sense_are_refused_by_name(section: str, value: object, message: str) -> None:
+    config = make_config("a.csv", "o")
+    if section == "both_exports":
+        config["train_setup"]["export_checkpoint"] = ".pth"
+        config["output_setup"]["export_checkpoint"] = "odeon_pth"
+    else:
+        config["train_setup"][section] = value
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        config_from_dict(config)
