@@ -167,12 +167,15 @@ def _resolution(value: Any) -> Any:
         if unknown:
             raise _error(f"{quote(unknown[0])} is not a split (train, val, test)")
         return {split: one(v) for split, v in value.items()}
-    if isinstance(value, list) and (len(value) == 3 or (len(value) in (1, 2) and any(isinstance(v, list) for v in value))):
+    per_split = isinstance(value, list) and (
+        len(value) == 3 or (len(value) in (1, 2) and any(isinstance(v, list) for v in value)))
+    if per_split:
         return {split: one(value[min(i, len(value) - 1)]) for i, split in enumerate(SPLITS)}
     if isinstance(value, list) and len(value) == 2 and all(number(v) for v in value) and value[0] != value[1]:
         raise _error(f"{quote(value)} is ambiguous: ODEON reads it as train {value[0]}, val and test {value[1]}; a "
                      f"pixel size would be x {value[0]}, y {value[1]}. Write {{\"train\": {value[0]}, \"val\": "
-                     f"{value[1]}, \"test\": {value[1]}}} for the first, [{quote(value)}] (one pair for every split) for the second")
+                     f"{value[1]}, \"test\": {value[1]}}} for the first, [{quote(value)}] (one pair for every split) "
+                     "for the second")
     return one(value)
 
 

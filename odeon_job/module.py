@@ -251,7 +251,8 @@ def module_arguments(config: dict[str, Any], spec: DataSpec | dict[str, Any]) ->
         "loss_params": setup.loss_params.model_dump(mode="json"), "class_weights": setup.class_imbalance,
         "optimizer": setup.optimizer_config.model_dump(mode="json") if setup.optimizer_config else None,
         "scheduler": setup.scheduler_config.model_dump(mode="json") if setup.scheduler_config else None,
-        "lr": setup.learning_rate, "epochs": setup.epochs, "input_scaling": scaling, "channels_last": setup.channels_last,
+        "lr": setup.learning_rate, "epochs": setup.epochs, "input_scaling": scaling,
+        "channels_last": setup.channels_last,
         "compile": setup.compile, "config_version": CONFIG_VERSION,
         "config_json": json.dumps(config, sort_keys=True),
     }

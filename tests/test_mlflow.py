@@ -11,12 +11,13 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 
 from odeon_job import cli
 from odeon_job.callbacks.mlflow_run import MlflowRun
-from odeon_job.module import SegmentationModule
 from odeon_job.redaction import redact
 from odeon_job.tracking import environment_tags, flatten, metric_name
 
@@ -64,7 +65,8 @@ def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..
     monkeypatch.setenv("IMAGE_TAG", "registry.example/odeon:1.2.3")
     data, test = make_dataset(n=8), make_dataset(n=2, name="test", seed=1)
     config = mlflow_config(data, str(tmp_path / "out"), registered_model_name="odeon-test-model",
-                           mlflow_experiment="tracking-test", get_prediction=True, save_top_k=1)
+                           mlflow_experiment="tracking-test", get_prediction=True, save_top_k=1,
+                           prediction_output_type="float32")
     config["data_source"]["test_file"] = test.csv
     assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 0
 
@@ -109,11 +111,15 @@ def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..
     # The best val_loss model, registered, predicts what its checkpoint predicts.
     (version,) = client.search_model_versions("name='odeon-test-model'")
     assert version.run_id == run.info.run_id
+    # It takes raw pixels (the test split's scaling is inside) and gives what odeon predicted for the tile.
     model = mlflow.pytorch.load_model("models:/odeon-test-model/1")
-    reference = SegmentationModule.load_from_checkpoint(best, map_location="cpu").model.eval()
-    tile = torch.rand(1, 3, 32, 32)
+    raw = torch.from_numpy(rasterio.open(test.images[0]).read())[None]
+    assert raw.dtype == torch.uint8
+    predicted = rasterio.open(run_folder / "predictions" / Path(test.images[0]).name).read()
     with torch.no_grad():
-        assert torch.allclose(model(tile), reference(tile), atol=1e-6)
+        assert np.allclose(model(raw)[0].numpy(), predicted, atol=1e-5)
+    model_info = mlflow.models.get_model_info("models:/odeon-test-model/1")
+    assert model_info.signature.inputs.inputs[0].type == np.dtype("uint8")
 
 
 @pytest.fixture

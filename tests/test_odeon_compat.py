@@ -16,12 +16,13 @@ import torchvision
 from odeon_reference import odeon_checkpoint, randomised, ref_lightunet, ref_unet
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from conftest import TinyDataset, make_config
 from odeon_job.config import ModelParams, TrainSetup, config_from_dict
 from odeon_job.errors import ConfigError
 from odeon_job.models import build_model
 from odeon_job.models.weights import fit_to_weights, load_encoder_weights, load_init_weights, read_state_dict
 from odeon_job.run import train
+
+from conftest import TinyDataset, make_config
 
 N_CLASSES, BANDS = 5, 3
 

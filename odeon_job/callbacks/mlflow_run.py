@@ -223,7 +223,8 @@ class MlflowRun(pl.Callback):
             if status == "FINISHED" and module is not None:
                 self._log_artifacts(module, best_models or {}, val_dataset)
                 if best_models and best_models.get("val_loss"):
-                    self._call("log and register the model", lambda: self._log_model(module, best_models["val_loss"]))
+                    self._call("log and register the model", lambda: self._log_model(
+                        module, best_models["val_loss"], _raw_dtype(val_dataset)))
             if self.monitor is not None:
                 self.monitor.finish()
             self._call("send the metrics kept during the outage", self._flush_metrics, record=False)
@@ -269,8 +270,9 @@ class MlflowRun(pl.Callback):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _log_model(self, module: SegmentationModule, best_model: str) -> None:
-        """The best val_loss model as an MLflow PyTorch model, registered when a name is configured.
+    def _log_model(self, module: SegmentationModule, best_model: str, raw_dtype: torch.dtype) -> None:
+        """The best val_loss model as an MLflow PyTorch model of raw pixels (see
+        :class:`~odeon_job.models.raw_pixels.RawPixelModel`), registered when a name is configured.
 
         Saved as a pickled module with odeon_job's code beside it (``code_paths``), so it loads wherever
         torch is installed: torch.export (MLflow's default) fixes the U-Nets' input size to the example's.
@@ -281,13 +283,18 @@ class MlflowRun(pl.Callback):
         from mlflow.types import Schema, TensorSpec
 
         import odeon_job
+        from odeon_job.models.raw_pixels import RawPixelModel
+        from odeon_job.module import SOFTMAX_LOSSES
 
-        model = copy.deepcopy(module.model).cpu().eval()
-        model.load_state_dict(best_state_dict(best_model))
+        network = copy.deepcopy(module.model).cpu().eval()
+        network.load_state_dict(best_state_dict(best_model))
+        scaling = copy.deepcopy(module.input_scaling("test")).cpu()
+        model = RawPixelModel(network, scaling, softmax=module.loss_name in SOFTMAX_LOSSES).eval()
         channels, classes = module.in_channels, module.n_classes
-        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
+        dtype = torch.empty(0, dtype=raw_dtype).numpy().dtype
+        signature = ModelSignature(inputs=Schema([TensorSpec(dtype, (-1, channels, -1, -1))]),
                                    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]))
-        example = np.zeros((1, channels, 64, 64), dtype=np.float32)
+        example = np.zeros((1, channels, 64, 64), dtype=dtype)
         import torchvision
 
         requirements = [f"torch=={torch.__version__.split('+')[0]}",
@@ -298,6 +305,11 @@ class MlflowRun(pl.Callback):
                                      serialization_format="pickle", pip_requirements=requirements,
                                      code_paths=[os.path.dirname(odeon_job.__file__)],
                                      registered_model_name=self.registered_model_name)
+
+
+def _raw_dtype(dataset: Any) -> torch.dtype:
+    """The type of the tiles as read (the first one's), which the logged model takes."""
+    return dataset[0]["image"].dtype if dataset is not None and len(dataset) else torch.float32
 
 
 def _reason(error: BaseException) -> str:
