@@ -150,6 +150,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_history(args: argparse.Namespace) -> int:
+    from odeon_job.odeon_history import convert_file
+
+    entries = convert_file(args.source, args.target, args.to, sanity_check=not args.no_sanity_check)
+    log.info("%s: %d entries written in %s's format", args.target, entries, "ODEON" if args.to == "odeon" else
+             "odeon-job")
+    return 0
+
+
 def _job(args: argparse.Namespace) -> int:
     from odeon_job import jobs
 
@@ -190,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="odeon-demo", help="folder for the dataset and the run "
                       "(default: %(default)s)")
     demo.set_defaults(handler=_demo)
+
+    convert = commands.add_parser("convert-history", parents=[common], help="turn an ODEON history "
+                                  "(metrics.json) into ours, or ours into ODEON's")
+    convert.add_argument("source", help="the history to read (a path or URL)")
+    convert.add_argument("target", help="where to write the converted history")
+    convert.add_argument("--to", choices=("ours", "odeon"), required=True, help="ours: ODEON's metrics.json → "
+                         "history_val.json; odeon: the reverse")
+    convert.add_argument("--no-sanity-check", action="store_true", help="with --to ours: ODEON's entry \"0\" is "
+                         "an epoch (its trainer ran no sanity check), not the sanity check to leave out")
+    convert.set_defaults(handler=_convert_history)
 
     from odeon_job.jobs import parse_duration
 

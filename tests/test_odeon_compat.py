@@ -239,3 +239,71 @@ def test_odeon_keys_that_make_no_sense_are_refused_by_name(section: str, value: 
         config["train_setup"][section] = value
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         config_from_dict(config)
+
+
+# --- histories ------------------------------------------------------------------------------------------------
+
+def _odeon_entry(counts: list[list[int]], labels: list[str], loss: float, lr: float) -> dict[str, object]:
+    """An entry as ODEON's JSON logger writes it (from its documented rules, computed here with NumPy)."""
+    import numpy as np
+
+    cm = np.array(counts, dtype=float)
+    tp = np.diag(cm)
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    tn = cm.sum() - tp - fp - fn
+    s = 1e-6
+    per_class = {"Accuracy": (tp + tn) / (tp + fp + tn + fn + s), "Precision": tp / (tp + fp + s),
+                 "Recall": tp / (tp + fn + s), "Specificity": tn / (tn + fp + s),
+                 "F1-Score": 2 * tp / (2 * tp + fp + fn + s), "IoU": tp / (tp + fp + fn + s), "FPR": fp / (fp + tn + s)}
+    entry: dict[str, object] = {"cm_macro": counts,
+                                "cm_micro": [[tp.sum(), fp.sum()], [fn.sum(), tn.sum()]],
+                                "Overall/Accuracy": tp.sum() / (tp.sum() + fp.sum() + s) * 100,
+                                "Overall/Precision": tp.sum() / (tp.sum() + fp.sum() + fn.sum() + s) * 100}
+    for name, values in per_class.items():
+        entry[f"Average/{name}"] = values.mean() * 100
+        entry.update({f"{label}/{name}": values[i] * 100 for i, label in enumerate(labels)})
+    return {**json.loads(json.dumps(entry, default=float)), "loss": loss, "learning rate": lr}
+
+
+def test_convert_history_turns_odeon_s_into_ours_and_back(tmp_path: Path) -> None:
+    from odeon_job import cli
+
+    labels = ["bati", "route", "eau"]  # "eau" absent from truth and prediction
+    epochs = [[[50, 10, 0], [5, 35, 0], [0, 0, 0]], [[58, 2, 0], [1, 39, 0], [0, 0, 0]]]
+    odeon = {"0": _odeon_entry([[1, 99, 0], [0, 0, 0], [0, 0, 0]], labels, 9.0, 0.01),  # the sanity check
+             "1": _odeon_entry(epochs[0], labels, 0.7, 0.01), "2": _odeon_entry(epochs[1], labels, 0.3, 0.005)}
+    (tmp_path / "metrics.json").write_text(json.dumps(odeon))
+    assert cli.main(["convert-history", str(tmp_path / "metrics.json"), str(tmp_path / "ours.json"),
+                     "--to", "ours"]) == 0
+    ours = json.loads((tmp_path / "ours.json").read_text())
+    assert list(ours) == ["0", "1"]
+    first = ours["0"]
+    assert first["cm_micro"] == epochs[0] and first["loss"] == 0.7 and first["learning rate"] == 0.01
+    assert first["bati/IoU"] == pytest.approx(50 / 65) and first["route/IoU"] == pytest.approx(35 / 50)
+    assert first["eau/IoU"] is None  # absent: no figure, and out of the average
+    assert first["Average/IoU"] == pytest.approx((50 / 65 + 35 / 50) / 2)
+    assert first["Overall/Accuracy"] == pytest.approx(85 / 100)
+    assert first["cm_macro"][0] == pytest.approx([50 / 60, 10 / 60, 0])
+    # And back: ODEON's own entries again (percent, absent class at 0, its 2x2 cm_micro).
+    assert cli.main(["convert-history", str(tmp_path / "ours.json"), str(tmp_path / "back.json"),
+                     "--to", "odeon"]) == 0
+    back = json.loads((tmp_path / "back.json").read_text())
+    assert list(back) == ["1", "2"]
+    for key in ("1", "2"):
+        assert back[key].keys() == odeon[key].keys()
+        for name, value in odeon[key].items():
+            if name.startswith("cm_"):
+                assert back[key][name] == value, name
+            else:
+                assert back[key][name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
+
+
+def test_convert_history_names_a_file_that_is_not_a_history(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from odeon_job import cli
+
+    (tmp_path / "bad.json").write_text(json.dumps({"1": {"loss": 0.5, "cm_macro": [[1, 2]]}}))
+    assert cli.main(["convert-history", str(tmp_path / "bad.json"), str(tmp_path / "o.json"), "--to", "ours"]) == 2
+    assert f"{tmp_path / 'bad.json'}: entry '1': cm_macro is not a square matrix of pixel counts" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
