@@ -187,6 +187,9 @@ def test_same_grid_is_judged_in_pixels_not_in_map_units() -> None:
 @pytest.mark.parametrize(("section", "values", "message"), [
     ("train_setup", {"optimizer_config": {"optimizer": "sgd", "momentun": 0.9}},
      "train_setup.optimizer_config.momentun: sgd has no argument 'momentun' (did you mean 'momentum'?)"),
+    # ODEON passed sgd no betas and said nothing: a key written for nothing is refused, by validate too.
+    ("train_setup", {"optimizer_config": {"optimizer": "sgd", "betas": [0.9, 0.99]}},
+     "train_setup.optimizer_config.betas: sgd has no argument 'betas'"),
     ("train_setup", {"scheduler_config": {"scheduler": "cycliclr"}},
      "train_setup.scheduler_config.max_lr: cycliclr needs this argument"),
     # 9 rows, percentage_val 0.25: 7 training samples in batches of 2, the single last one dropped: 3.

@@ -307,3 +307,19 @@ def test_convert_history_names_a_file_that_is_not_a_history(tmp_path: Path,
     assert f"{tmp_path / 'bad.json'}: entry '1': cm_macro is not a square matrix of pixel counts" in \
         capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_validate_says_which_odeon_weights_do_not_fit_the_model(make_dataset: Callable[..., TinyDataset],
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from odeon_job import cli
+
+    data = make_dataset(n=4)
+    weights = tmp_path / "odeon.pth"
+    torch.save(ref_lightunet(BANDS, 3).state_dict(), weights)
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"model_name": "unet",
+                                                                      "init_weights": str(weights)})
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert cli.main(["validate", "-c", str(tmp_path / "c.json")]) == 2
+    assert f"odeon: error: train_setup.init_weights: {weights} holds ODEON lightunet weights, but " \
+           "train_setup.model_name is unet" in capsys.readouterr().err
