@@ -13,7 +13,7 @@ Lightning logger records them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
@@ -36,6 +36,7 @@ from odeon_job.data.masks import IGNORE_INDEX, as_long_classes
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import InputScaling, scaling_arguments
 from odeon_job.errors import ConfigError
+from odeon_job.figures import SAMPLE_TILES, Sample
 from odeon_job.losses import build_loss
 from odeon_job.metrics import Figures, confusion_metrics, row_normalised
 from odeon_job.models import build_model
@@ -52,6 +53,10 @@ class Evaluation:
     metrics: Figures
     #: Pixels left out of the loss and the matrix (no selected class, or the mask's nodata).
     ignored: int = 0
+    #: The first tiles of the run as the network saw them, for pictures (this process's).
+    samples: list[Sample] = field(default_factory=list)
+    #: The epoch the evaluation closed (0-based), for titles.
+    epoch: int | None = None
 
     @property
     def miou(self) -> float:
@@ -124,6 +129,9 @@ class SegmentationModule(pl.LightningModule):
         #: Pixels of no class (IGNORE_INDEX), left out of the loss and the confusion matrix, counted.
         self.ignored = torch.nn.ModuleDict({split: SumMetric() for split in ("val", "test")})
         self.evaluation: dict[str, Evaluation] = {}
+        self.samples: dict[str, list[Sample]] = {"val": [], "test": []}
+        #: Each epoch's mean training loss (epoch → loss), for the training curves.
+        self.train_losses: dict[int, float] = {}
         #: The learning rate and momentum of the last training step (None before the first).
         self.lr_used: float | None = None
         self.momentum_used: float | None = None
@@ -167,6 +175,11 @@ class SegmentationModule(pl.LightningModule):
         """Per-class probabilities: softmax for ce and focal, a sigmoid per class for bce and combo."""
         return logits.softmax(dim=1) if self.loss_name in SOFTMAX_LOSSES else logits.sigmoid()
 
+    def on_train_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("train_loss_epoch")
+        if loss is not None:
+            self.train_losses[self.current_epoch] = float(loss)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Remember the learning rate (and momentum) this step trains with, for history and loggers."""
         group = self.trainer.optimizers[0].param_groups[0]
@@ -200,13 +213,31 @@ class SegmentationModule(pl.LightningModule):
         # Batches of tiles of mixed sizes are padded with ignored pixels: those are not the data's.
         padding = batch["mask"].numel() - batch["shape"].prod(dim=1).sum() if "shape" in batch else 0
         self.ignored[split].update((batch["mask"] == IGNORE_INDEX).sum() - padding)
+        self._keep_samples(batch, logits, split)
         return logits
+
+    def _keep_samples(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, split: str) -> None:
+        """Keep the first tiles of the run for pictures, from the batch already on the device (a few
+        small copies to the CPU, for the first batches only)."""
+        kept = self.samples[split]
+        count = min(SAMPLE_TILES - len(kept), len(batch["image"]))
+        if count <= 0:
+            return
+        images = self.input_scaling(split).unit_from_input(batch["image"][:count].detach()).float().cpu()
+        images = images[:, :3] if images.shape[1] >= 3 else images[:, :1].repeat(1, 3, 1, 1)
+        truths, predictions = batch["mask"][:count].cpu(), logits[:count].argmax(dim=1).cpu()
+        shapes = batch["shape"][:count].tolist() if "shape" in batch else [None] * count
+        for image, truth, prediction, shape in zip(images, truths, predictions, shapes, strict=True):
+            height, width = shape if shape is not None else truth.shape
+            kept.append(Sample(image[:, :height, :width], truth[:height, :width], prediction[:height, :width]))
 
     def _close_evaluation(self, split: str) -> None:
         confusion = self.confusion[split].compute().cpu()
         evaluation = Evaluation(loss=float(self.mean_loss[split].compute()), confusion=confusion,
                                 metrics=confusion_metrics(confusion, self.class_labels),
-                                ignored=int(self.ignored[split].compute()))
+                                ignored=int(self.ignored[split].compute()), samples=self.samples[split],
+                                epoch=self.current_epoch)
+        self.samples[split] = []
         for metric in (self.confusion[split], self.mean_loss[split], self.ignored[split]):
             metric.reset()
         self.evaluation[split] = evaluation

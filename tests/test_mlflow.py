@@ -93,12 +93,11 @@ def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..
     assert history_of(client, run.info.run_id, "test/loss") == [next(iter(test_history.values()))["loss"]]
     assert any(name.startswith("system/cpu_utilization") for name in run.data.metrics)
 
-    artifacts = {info.path for folder in ("run", "figures", "figures/samples", "checkpoints/best_val_loss",
-                                          "checkpoints/best_val_miou")
+    artifacts = {info.path for folder in ("run", "figures", "checkpoints/best_val_loss", "checkpoints/best_val_miou")
                  for info in client.list_artifacts(run.info.run_id, folder)}
     assert {"run/config.json", "run/history_val.json", "run/history_test.json",
-            "figures/confusion_matrix_val.png", "figures/confusion_matrix_test.png",
-            "figures/samples/val_0.png"} <= artifacts
+            "figures/confusion_matrix_val.png", "figures/confusion_matrix_test.png", "figures/iou_val.png",
+            "figures/samples_val.png", "figures/samples_test.png", "figures/training_curves.png"} <= artifacts
     best = Path(next(p for p in (run_folder / "odeon_val_loss_ckpt").iterdir() if not p.name.startswith("last")))
     assert f"checkpoints/best_val_loss/{best.name}" in artifacts
     assert any(path.startswith("checkpoints/best_val_miou/lightunet-epoch=") for path in artifacts)

@@ -95,7 +95,10 @@ def test_tensorboard_runs_hold_figures_images_and_histograms(make_dataset: Calla
     assert _scalars(board / "val", "Average/IoU") == [pytest.approx(e["Average/IoU"]) for e in result.history.values()]
     assert _scalars(board / "val", "class 2/F1-Score") and _scalars(board / "test", "Overall/Accuracy")
     val = EventAccumulator(str(board / "val"), size_guidance={"images": 0}).Reload()
-    assert {"samples/0", "samples/1", "confusion matrix"} <= set(val.Tags()["images"])
+    assert {"samples", "confusion matrix", "IoU per class", "training curves"} <= set(val.Tags()["images"])
+    assert len(val.Images("confusion matrix")) == 2  # one per validation
+    test = EventAccumulator(str(board / "test"), size_guidance={"images": 0}).Reload()
+    assert {"samples", "confusion matrix", "IoU per class"} <= set(test.Tags()["images"])
     train_run = EventAccumulator(str(board / "train"), size_guidance={"histograms": 0}).Reload()
     assert "inc.0.weight" in train_run.Tags()["histograms"] and train_run.Tags()["graph"]
 

@@ -26,7 +26,7 @@ from odeon_job import storage
 from odeon_job.callbacks.history import learning_rate
 from odeon_job.config import JobConfig
 from odeon_job.errors import StorageError
-from odeon_job.figures import confusion_image, png_bytes, sample_rows
+from odeon_job.figures import confusion_figure, curves_figure, iou_figure, png_bytes, samples_figure
 from odeon_job.redaction import redact, redact_log_handlers
 from odeon_job.tracking import RUN_RECORD, Store, environment_tags, flatten, metric_name, store_for
 
@@ -48,7 +48,6 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
 #: off unless the environment says otherwise; our own line names the run with the URI redacted.
 QUIET_URLS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 SYSTEM_METRICS_INTERVAL = 10.0
-SAMPLE_TILES = 4
 #: Metric values kept for a later attempt while the server is away (the oldest are dropped beyond).
 PENDING_LIMIT = 200_000
 #: MLflow's limit of metrics per log_batch call.
@@ -221,7 +220,7 @@ class MlflowRun(pl.Callback):
         """Artifacts and model (when the training succeeded), the run's status, and what was not logged."""
         if self.run_id is not None:
             if status == "FINISHED" and module is not None:
-                self._log_artifacts(module, best_models or {}, val_dataset)
+                self._log_artifacts(module, best_models or {})
                 if best_models and best_models.get("val_loss"):
                     self._call("log and register the model", lambda: self._log_model(
                         module, best_models["val_loss"], _raw_dtype(val_dataset)))
@@ -240,7 +239,7 @@ class MlflowRun(pl.Callback):
         elif self.run_id is not None:
             log.info("mlflow: everything logged to run %s at %s", self.run_id, self.store.tracking_uri)
 
-    def _log_artifacts(self, module: SegmentationModule, best_models: dict[str, str], val_dataset: Any) -> None:
+    def _log_artifacts(self, module: SegmentationModule, best_models: dict[str, str]) -> None:
         """Configs, history files, best checkpoints and pictures, gathered locally then logged in one call."""
         folder = storage.staging_folder("mlflow-artifacts")
         try:
@@ -258,13 +257,22 @@ class MlflowRun(pl.Callback):
             for monitor, path in best_models.items():
                 if path:
                     put(f"checkpoints/best_{monitor}/{os.path.basename(path)}", storage.read_bytes(path))
+            labels = module.class_labels
             for split in ("val", "test"):
                 evaluation = module.evaluation.get(split)
-                if evaluation is not None:
-                    put(f"figures/confusion_matrix_{split}.png", png_bytes(confusion_image(evaluation.confusion)))
-            if val_dataset is not None:
-                for number, row in enumerate(sample_rows(module, val_dataset, SAMPLE_TILES)):
-                    put(f"figures/samples/val_{number}.png", png_bytes(row))
+                if evaluation is None:
+                    continue
+                put(f"figures/confusion_matrix_{split}.png", png_bytes(confusion_figure(
+                    evaluation.confusion, labels, split, evaluation.epoch, evaluation.miou)))
+                put(f"figures/iou_{split}.png", png_bytes(iou_figure(evaluation.metrics, labels, split,
+                                                                     evaluation.epoch)))
+                if evaluation.samples:
+                    put(f"figures/samples_{split}.png", png_bytes(samples_figure(evaluation.samples, labels, split,
+                                                                                 evaluation.epoch)))
+            history = storage.join(self.run_folder, "history_val.json")
+            if storage.exists(history):
+                put("figures/training_curves.png", png_bytes(curves_figure(json.loads(storage.read_text(history)),
+                                                                           module.train_losses)))
             self._call("log the artifacts (configs, history, checkpoints, figures)",
                        lambda: self.client.log_artifacts(self.run_id, folder))
         finally:

@@ -4,9 +4,9 @@ figure overlay. Steps are the training's global step.
 - train: the epoch's mean loss; with ``log_learning_rate`` the learning rate and momentum; the model
   graph (once); every epoch, the distribution and histogram of each convolution's and layer's weights;
 - val: every figure of the history (``Overall/IoU``, ``batiment/F1-Score``, ...) and the loss; the
-  confusion matrix (an image of the row-normalised matrix, and a table of pixel counts); a few
-  validation tiles, each as input (first three bands, de-normalised) | truth | prediction;
-- test: every figure and the loss, and the confusion matrix, of the tested checkpoint.
+  pictures of :mod:`odeon_job.figures`: the confusion matrix (and a table of its pixel counts), the IoU
+  per class, the first validation tiles as input | truth | prediction; at the end, the training curves;
+- test: the same figures and pictures, for the tested checkpoint.
 
 Only rank 0 writes. TensorBoard's writer appends to its event file, which object stores cannot do:
 for a remote run folder, events are written to a local staging folder (``storage.staging_folder``),
@@ -26,12 +26,11 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from odeon_job import storage
-from odeon_job.figures import confusion_image, confusion_table, sample_rows
+from odeon_job.callbacks.history import History
+from odeon_job.figures import confusion_figure, confusion_table, curves_figure, iou_figure, samples_figure
 from odeon_job.module import Evaluation
 
 log = logging.getLogger("odeon")
-
-SAMPLE_TILES = 4
 
 
 class TensorBoard(pl.Callback):
@@ -112,26 +111,33 @@ class TensorBoard(pl.Callback):
         for name, value in evaluation.metrics.items():
             if value is not None:
                 writer.add_scalar(name, value, step)
-        writer.add_image("confusion matrix", confusion_image(evaluation.confusion), step)
+        writer.add_image("confusion matrix", confusion_figure(evaluation.confusion, labels, split, evaluation.epoch,
+                                                              evaluation.miou), step, dataformats="HWC")
         writer.add_text("confusion matrix", confusion_table(evaluation.confusion, labels), step)
+        writer.add_image("IoU per class", iou_figure(evaluation.metrics, labels, split, evaluation.epoch), step,
+                         dataformats="HWC")
+        if evaluation.samples:
+            writer.add_image("samples", samples_figure(evaluation.samples, labels, split, evaluation.epoch), step,
+                             dataformats="HWC")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         self._evaluation("val", pl_module.evaluation["val"], pl_module.class_labels, trainer.global_step)
-        self._samples(trainer, pl_module)
         self.flush("val")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The training curves, once, over the whole run."""
+        history = next((c for c in trainer.callbacks if isinstance(c, History)), None)  # type: ignore[attr-defined]
+        if trainer.is_global_zero and history is not None and history.entries:
+            self.writer("val").add_image("training curves", curves_figure(history.entries, pl_module.train_losses),
+                                         trainer.global_step, dataformats="HWC")
+            self.flush("val")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self._evaluation("test", pl_module.evaluation["test"], pl_module.class_labels, trainer.global_step)
             self.flush("test")
-
-    def _samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The first validation tiles: input | truth | prediction."""
-        dataset = trainer.datamodule.datasets["val"]  # type: ignore[attr-defined]
-        for number, row in enumerate(sample_rows(pl_module, dataset, SAMPLE_TILES)):
-            self.writer("val").add_image(f"samples/{number}", row, trainer.global_step)
 
     def close(self) -> None:
         """Flush every writer; for a remote run folder, upload what is left and remove the staging folder."""

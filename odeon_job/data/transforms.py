@@ -119,9 +119,9 @@ class InputScaling(torch.nn.Module):
         """(bands, H, W) or (B, bands, H, W) raw images → normalised float32."""
         return torch.addcmul(self.bias, images.float(), self.weight)
 
-    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw images → the 0-1 scale (to show them)."""
-        return images.float() / self.scale
+    def unit_from_input(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The network's input (this scaling's output) → the 0-1 scale, to show what it saw."""
+        return (inputs.float() - self.bias) / (self.weight * self.scale)
 
 
 class Compose:
