@@ -67,7 +67,8 @@ def _load_config(args: argparse.Namespace) -> JobConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from odeon_job.shutdown import DEFAULT_GRACE_PERIOD, GracefulStop
+    from odeon_job.config import DEFAULT_GRACE_PERIOD
+    from odeon_job.shutdown import GracefulStop
 
     stop = GracefulStop(DEFAULT_GRACE_PERIOD).install()  # before torch's imports: seconds of start-up
     from odeon_job.run import train

@@ -27,7 +27,6 @@ from pydantic_core import PydanticCustomError
 
 from odeon_job import storage
 from odeon_job.errors import ConfigError, did_you_mean, quote
-from odeon_job.shutdown import DEFAULT_GRACE_PERIOD
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = typing.get_args(Split)
@@ -43,6 +42,9 @@ Precision = Literal["32", "16-mixed", "bf16-mixed"]
 
 #: The format of the configuration (and of the hyperparameters in checkpoints) this version writes.
 CONFIG_VERSION = 2
+#: Seconds between SIGTERM and the end of the job: below Kubernetes' default terminationGracePeriodSeconds
+#: (30), with room to upload what is staged.
+DEFAULT_GRACE_PERIOD = 20.0
 
 
 def _resolution_pairs_per_split(data: dict[str, Any]) -> dict[str, Any]:

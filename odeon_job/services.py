@@ -42,14 +42,14 @@ def check_mlflow(config: JobConfig) -> str | None:
         return None
     from mlflow import MlflowClient
 
-    from odeon_job.callbacks.mlflow_run import _reason
+    from odeon_job.tracking import failure_reason
 
     saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="15")
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # MlflowException and requests' errors alike
-        return f"output_setup.mlflow_tracking_uri: MLflow at {uri} does not answer: {_reason(error)}"
+        return f"output_setup.mlflow_tracking_uri: MLflow at {uri} does not answer: {failure_reason(error)}"
     finally:
         for name, value in saved.items():
             if value is None:

@@ -28,8 +28,6 @@ log = logging.getLogger("odeon")
 
 #: 128 + SIGTERM, as a shell reports a process killed by it: Kubeflow treats 128-255 as retryable.
 EXIT_TERMINATED = 143
-#: Below Kubernetes' default terminationGracePeriodSeconds (30), with room to upload what is staged.
-DEFAULT_GRACE_PERIOD = 20.0
 
 
 class Terminated(Exception):

@@ -105,3 +105,14 @@ def environment_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     host = environ.get("HOSTNAME") or socket.gethostname()
     tags["k8s.pod" if environ.get("KUBERNETES_SERVICE_HOST") else "host"] = host
     return tags
+
+
+def failure_reason(error: BaseException) -> str:
+    """The cause of a failed MLflow call in a few words (MLflow wraps urllib3's long messages)."""
+    text = str(error).strip()
+    for marker, reason in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                           ("Name or service not known", "unknown host"),
+                           ("Temporary failure in name resolution", "unknown host")):
+        if marker in text:
+            return reason
+    return text.splitlines()[0][:300] if text else type(error).__name__

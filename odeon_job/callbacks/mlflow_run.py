@@ -27,8 +27,9 @@ from odeon_job.callbacks.history import learning_rate
 from odeon_job.config import JobConfig
 from odeon_job.errors import StorageError
 from odeon_job.figures import confusion_figure, curves_figure, iou_figure, png_bytes, samples_figure
+from odeon_job.models.weights import read_state_dict
 from odeon_job.redaction import redact, redact_log_handlers
-from odeon_job.tracking import RUN_RECORD, Store, environment_tags, flatten, metric_name, store_for
+from odeon_job.tracking import RUN_RECORD, Store, environment_tags, failure_reason, flatten, metric_name, store_for
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -82,7 +83,7 @@ class MlflowRun(pl.Callback):
         try:
             return action()
         except Exception as error:  # MlflowException, requests' and the artifact stores' errors alike
-            reason = _reason(error)
+            reason = failure_reason(error)
             if self.required:
                 raise StorageError(f"MLflow at {self.store.tracking_uri}: cannot {what}: {reason} "
                                    "(output_setup.mlflow_required is true)") from error
@@ -295,7 +296,7 @@ class MlflowRun(pl.Callback):
         from odeon_job.module import SOFTMAX_LOSSES
 
         network = copy.deepcopy(module.model).cpu().eval()
-        network.load_state_dict(best_state_dict(best_model))
+        network.load_state_dict(read_state_dict(best_model, "the best model"))
         scaling = copy.deepcopy(module.input_scaling("test")).cpu()
         model = RawPixelModel(network, scaling, softmax=module.loss_name in SOFTMAX_LOSSES).eval()
         channels, classes = module.in_channels, module.n_classes
@@ -318,17 +319,6 @@ class MlflowRun(pl.Callback):
 def _raw_dtype(dataset: Any) -> torch.dtype:
     """The type of the tiles as read (the first one's), which the logged model takes."""
     return dataset[0]["image"].dtype if dataset is not None and len(dataset) else torch.float32
-
-
-def _reason(error: BaseException) -> str:
-    """The cause of a failed MLflow call in a few words (MLflow wraps urllib3's long messages)."""
-    text = str(error).strip()
-    for marker, reason in (("Connection refused", "connection refused"), ("timed out", "timed out"),
-                           ("Name or service not known", "unknown host"),
-                           ("Temporary failure in name resolution", "unknown host")):
-        if marker in text:
-            return reason
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 class _Chosen(logging.Filter):
@@ -365,10 +355,3 @@ def _global_tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(None)  # back to "not set": the environment's value or MLflow's default
         if before is not None:
             os.environ["MLFLOW_TRACKING_URI"] = before
-
-
-def best_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The network's weights in a Lightning checkpoint (``model.`` keys) or a ``.pth`` state dict."""
-    from odeon_job.models.weights import read_state_dict
-
-    return read_state_dict(path, "the best model")
