@@ -24,7 +24,8 @@ import torch
 
 NAMES = ("Accuracy", "Precision", "Recall", "Specificity", "F1-Score", "IoU")
 
-Figures = dict[str, float | None]
+#: Every score of a run by name ("Overall/Accuracy", "batiment/IoU"...); None for an absent class.
+Scores = dict[str, float | None]
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ def _figures(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, tn: torch.Ten
     }
 
 
-def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Figures:
+def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Scores:
     """``{"Overall/Accuracy": …, "Average/IoU": …, "<label>/F1-Score": …}`` for every figure."""
     cm = confusion.to(torch.float64).cpu()
     tp = cm.diagonal()
@@ -59,7 +60,7 @@ def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Figures
         "Specificity": _ratio(tn.sum(), tn.sum() + fp.sum()),
         "IoU": _ratio(tp.sum(), tp.sum() + fp.sum() + fn.sum()),
     }
-    result: Figures = {}
+    result: Scores = {}
     for name in NAMES:
         result[f"Overall/{name}"] = float(overall[name])
         result[f"Average/{name}"] = float(per_class[name][present].mean()) if present.any() else None

@@ -38,7 +38,7 @@ from odeon_job.data.transforms import InputScaling, scaling_arguments
 from odeon_job.errors import ConfigError
 from odeon_job.figures import SAMPLE_TILES, Sample
 from odeon_job.losses import build_loss
-from odeon_job.metrics import Figures, confusion_metrics, row_normalised
+from odeon_job.metrics import Scores, confusion_metrics, row_normalised
 from odeon_job.models import build_model
 from odeon_job.optim import build_optimizer, build_scheduler
 
@@ -50,7 +50,7 @@ SOFTMAX_LOSSES = ("ce", "focal")
 class Evaluation:
     loss: float
     confusion: torch.Tensor  # pixel counts, rows = truth, columns = prediction (CPU, int64)
-    metrics: Figures
+    metrics: Scores
     #: Pixels left out of the loss and the matrix (no selected class, or the mask's nodata).
     ignored: int = 0
     #: The first tiles of the run as the network saw them, for pictures (this process's).
