@@ -25,16 +25,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from odeon_job import storage
+from odeon_job import catalog, storage
 from odeon_job.errors import ConfigError, did_you_mean, quote
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = typing.get_args(Split)
 Augmentation = Literal["rotation90", "rotation", "radiometry"]
-ModelName = Literal["unet", "lightunet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "deeplab"]
-LossName = Literal["ce", "bce", "focal", "combo"]
-OptimizerName = Literal["adam", "radam", "adamax", "sgd", "rmsprop", "adamw"]
-SchedulerName = Literal["reducelronplateau", "cycliclr", "cosineannealinglr", "cosineannealingwarmrestarts"]
+# Derived from the catalog, the one list of names (Literal[...] of a tuple is the union of its values).
+ModelName = Literal[tuple(catalog.MODELS)]  # type: ignore[valid-type]
+LossName = Literal[tuple(catalog.LOSSES)]  # type: ignore[valid-type]
+OptimizerName = Literal[catalog.OPTIMIZERS]  # type: ignore[valid-type]
+SchedulerName = Literal[catalog.SCHEDULERS]  # type: ignore[valid-type]
 Monitor = Literal["val_loss", "val_miou"]
 #: The direction in which each monitored metric improves.
 MONITOR_MODES = {"val_loss": "min", "val_miou": "max"}
@@ -279,7 +280,7 @@ class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     optimizer: Annotated[OptimizerName, BeforeValidator(_lower)] = Field(
-        "adam", description="adam, radam, adamax, sgd, rmsprop or adamw; other keys are its arguments.")
+        "adam", description=f"{catalog.spoken(catalog.OPTIMIZERS)}; other keys are its arguments.")
 
     @model_validator(mode="after")
     def _lr_is_a_rate(self) -> OptimizerConfig:
@@ -306,8 +307,7 @@ class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     scheduler: Annotated[SchedulerName, BeforeValidator(_lower)] = Field(
-        "reducelronplateau", description="reducelronplateau, cycliclr, cosineannealinglr or "
-        "cosineannealingwarmrestarts; other keys are its arguments.")
+        "reducelronplateau", description=f"{catalog.spoken(catalog.SCHEDULERS)}; other keys are its arguments.")
 
     @model_validator(mode="before")
     @classmethod
@@ -388,19 +388,19 @@ def _changed(section: BaseModel) -> list[str]:
 
 
 #: Which keys of model_params / loss_params apply to which model or loss.
-_U_NETS = ("unet", "lightunet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-_MODEL_PARAM_USERS = {"upsampling": _U_NETS, "align_corners": _U_NETS, "output_stride": ("deeplab",)}
-_LOSS_PARAM_USERS = {"gamma": ("focal",), "alpha": ("focal",), "bce_weight": ("combo",),
-                     "jaccard_weight": ("combo",)}
+_MODEL_PARAM_USERS = {key: catalog.users_of(key, catalog.MODELS) for key in ModelParams.model_fields}
+_LOSS_PARAM_USERS = {key: catalog.users_of(key, catalog.LOSSES) for key in LossParams.model_fields}
 #: Models whose encoder accepts torchvision ImageNet-style weights (encoder_weights).
-PRETRAINABLE_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "deeplab")
+PRETRAINABLE_ENCODERS = tuple(name for name, model in catalog.MODELS.items() if model.pretrainable_encoder)
+#: Models with ODEON's U-Net layer names (the odeon_pth export).
+ODEON_U_NETS = tuple(name for name, model in catalog.MODELS.items() if model.odeon_u_net)
 
 
 class TrainSetup(_Section):
     """The model and how to train it."""
 
     model_name: Annotated[ModelName, BeforeValidator(_model_name)] = Field(
-        description="unet, lightunet, resnet18, resnet34, resnet50, resnet101, resnet152 or deeplab.")
+        description=f"{catalog.spoken(list(catalog.MODELS))}.")
     model_params: ModelParams = Field(default_factory=ModelParams, description="Extension: architecture "
                                       "options (upsampling, output_stride).")
     init_weights: str | None = Field(None, description="Extension: path or URL of weights for the whole "
@@ -410,7 +410,8 @@ class TrainSetup(_Section):
     epochs: int = Field(1000, ge=1, description="Number of training epochs.")
     batch_size: int = Field(3, ge=1, description="Samples per mini-batch (per process).")
     lr: float = Field(0.001, gt=0, description="Starting learning rate.")
-    loss: Annotated[LossName, BeforeValidator(_lower)] = Field("ce", description="ce, bce, focal or combo.")
+    loss: Annotated[LossName, BeforeValidator(_lower)] = Field(
+        "ce", description=f"{catalog.spoken(list(catalog.LOSSES))}.")
     loss_params: LossParams = Field(default_factory=LossParams, description="Extension: loss options "
                                     "(gamma, alpha, bce_weight, jaccard_weight).")
     class_imbalance: list[Annotated[float, Field(ge=0)]] | None = Field(
@@ -457,8 +458,10 @@ class TrainSetup(_Section):
 
     @model_validator(mode="after")
     def _options_fit_model_and_loss(self) -> TrainSetup:
-        if self.class_imbalance is not None and self.loss != "ce":
-            raise _error(f"weights the ce loss only, but loss is {self.loss!r}", field="class_imbalance")
+        if self.class_imbalance is not None and not catalog.LOSSES[self.loss].class_weights:
+            weighted = [name for name, loss in catalog.LOSSES.items() if loss.class_weights]
+            raise _error(f"weights the {catalog.spoken(weighted)} loss only, but loss is {self.loss!r}",
+                         field="class_imbalance")
         # A value other than the default for a model or loss that does not use it is a mistake (a default
         # is fine: resolved configs, such as the saved config.json, carry every key).
         for key in _changed(self.model_params):
@@ -472,9 +475,9 @@ class TrainSetup(_Section):
         if self.model_name == "deeplab" and self.batch_size < 2:
             raise _error("deeplab needs at least 2 samples per batch (the image-pooling branch of its ASPP "
                          "has batch norm)", field="batch_size")
-        if "odeon_pth" in (self.export_checkpoint or []) and self.model_name not in ("unet", "lightunet"):
-            raise _error(f"\"odeon_pth\" writes ODEON's U-Net layer names: unet and lightunet only, not "
-                         f"{self.model_name}", field="export_checkpoint")
+        if "odeon_pth" in (self.export_checkpoint or []) and self.model_name not in ODEON_U_NETS:
+            raise _error(f"\"odeon_pth\" writes ODEON's U-Net layer names: {catalog.spoken(ODEON_U_NETS)} only, "
+                         f"not {self.model_name}", field="export_checkpoint")
         if self.encoder_weights is not None and self.model_name not in PRETRAINABLE_ENCODERS:
             raise _error(f"{self.model_name} has no pretrainable encoder (resnet* and deeplab do); use "
                          "init_weights for weights of the whole model", field="encoder_weights")

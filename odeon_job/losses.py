@@ -11,7 +11,7 @@ each loss is a mean over the other pixels, and 0 for a batch that has none (neve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,17 +101,17 @@ class ComboLoss(nn.Module):
         return self.bce_weight * bce + self.jaccard_weight * (1 - soft_jaccard(logits, target))
 
 
+#: The losses by name (``catalog.LOSSES``): each built from the class weights and loss parameters.
+LOSSES: dict[str, Callable[[Sequence[float] | None, LossParams], nn.Module]] = {
+    "ce": lambda weights, params: CrossEntropyLoss(
+        torch.tensor(weights, dtype=torch.float32) if weights is not None else None),
+    "bce": lambda weights, params: BCELoss(),
+    "focal": lambda weights, params: FocalLoss(params.gamma, params.alpha),
+    "combo": lambda weights, params: ComboLoss(params.bce_weight, params.jaccard_weight),
+}
+
+
 def build_loss(name: str, class_weights: Sequence[float] | None = None,
                params: LossParams | None = None) -> nn.Module:
-    """The loss ``name``; ``class_weights`` (``class_imbalance``) apply to ``ce`` only."""
-    params = params or LossParams()
-    if name == "ce":
-        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        return CrossEntropyLoss(weight)
-    if name == "bce":
-        return BCELoss()
-    if name == "focal":
-        return FocalLoss(params.gamma, params.alpha)
-    if name == "combo":
-        return ComboLoss(params.bce_weight, params.jaccard_weight)
-    raise ValueError(f"unknown loss {name!r}")  # the config schema admits only the names above
+    """The loss ``name``; ``class_weights`` (``class_imbalance``) apply to the losses the catalog says."""
+    return LOSSES[name](class_weights, params or LossParams())

@@ -21,6 +21,7 @@ import torch
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from odeon_job import catalog
 from odeon_job.config import (
     CONFIG_VERSION,
     SPLITS,
@@ -43,7 +44,7 @@ from odeon_job.models import build_model
 from odeon_job.optim import build_optimizer, build_scheduler
 
 #: Losses whose classes compete (softmax); the others score each class on its own (sigmoid).
-SOFTMAX_LOSSES = ("ce", "focal")
+SOFTMAX_LOSSES = tuple(name for name, loss in catalog.LOSSES.items() if loss.softmax)
 
 
 @dataclass
