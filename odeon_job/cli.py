@@ -39,11 +39,6 @@ def _configure_logging(verbose: bool) -> None:
     redact_log_handlers()
 
 
-#: The first process hands the validated configuration to the processes Lightning starts for DDP,
-#: which could not read it again from the standard input (or could read a changed URL).
-INHERITED_CONFIG = "ODEON_RESOLVED_CONFIG"
-
-
 def _config_source(args: argparse.Namespace) -> str:
     from odeon_job.errors import ConfigError
 
@@ -55,14 +50,15 @@ def _config_source(args: argparse.Namespace) -> str:
 
 
 def _load_config(args: argparse.Namespace) -> JobConfig:
-    from odeon_job.config import load_config, parse_config
-    from odeon_job.run import is_first_process
+    from odeon_job.config import load_config
+    from odeon_job.launch import hand_over_config, inherited_config
 
-    inherited = os.environ.get(INHERITED_CONFIG)
-    if inherited and not is_first_process():
-        return parse_config(inherited, "configuration of the first process")
-    config = load_config(_config_source(args), args.overrides or ())
-    os.environ[INHERITED_CONFIG] = config.model_dump_json()
+    # The processes Lightning starts for DDP could not read the configuration again from the standard input
+    # (or could read a changed URL): the first process hands its validated one over.
+    config = inherited_config()
+    if config is None:
+        config = load_config(_config_source(args), args.overrides or ())
+        hand_over_config(config)
     return config
 
 

@@ -14,6 +14,11 @@ Three ways to start several processes, all checked against ``num_nodes`` × devi
   and ``RANK`` (the pod's index) by the operator. Lightning does not recognise these (both pods
   would take rank 0), so the pod's index becomes ``NODE_RANK`` and Lightning starts the pod's
   processes as on one machine.
+
+This module is also the one home of how this process was started: whether it is the first process,
+and what the first process hands to the processes Lightning starts (the validated configuration, the
+run folder's names), which cannot read them again themselves (a configuration from the standard
+input, a clock of their own).
 """
 
 from __future__ import annotations
@@ -23,15 +28,66 @@ import logging
 import os
 from typing import Any
 
-import torch
-
-from odeon_job.config import DeviceSetup
-from odeon_job.errors import ConfigError
+from odeon_job.config import DeviceSetup, JobConfig, is_folder_name, parse_config, resolve_run_names
+from odeon_job.errors import ConfigError, quote
 
 log = logging.getLogger("odeon")
 
 #: Variables the Kubeflow training operator gives every pod of a PyTorchJob.
 POD_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+#: The validated configuration, handed by the first process to the processes Lightning starts for DDP.
+INHERITED_CONFIG = "ODEON_RESOLVED_CONFIG"
+#: The run folder's names (``name_exp_log/version_name``), handed the same way.
+RUN_NAMES_VARIABLE = "ODEON_RUN_NAMES"
+#: The job's name (set by the Helm chart): names the run folder when the configuration does not.
+JOB_NAME_VARIABLE = "ODEON_JOB_NAME"
+
+
+def is_first_process() -> bool:
+    """False in the other processes of a distributed run (started by Lightning, torchrun or a PyTorchJob)."""
+    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def inherited_config() -> JobConfig | None:
+    """The configuration the first process handed over, in a process it started; else None."""
+    inherited = os.environ.get(INHERITED_CONFIG)
+    if inherited and not is_first_process():
+        return parse_config(inherited, "configuration of the first process")
+    return None
+
+
+def hand_over_config(config: JobConfig) -> None:
+    """For the processes this one will start (they inherit its environment)."""
+    os.environ[INHERITED_CONFIG] = config.model_dump_json()
+
+
+def hand_over_run_names(config: JobConfig) -> None:
+    out = config.output_setup
+    os.environ[RUN_NAMES_VARIABLE] = f"{out.name_exp_log}/{out.version_name}"
+
+
+def with_run_names(config: JobConfig) -> JobConfig:
+    """``config`` with its run folder's names: the first process's when it started this one, else those the
+    configuration gives, else the job's (``ODEON_JOB_NAME``: pods do not share a clock, and a restarted pod
+    must find its run to resume it), else the start date and time."""
+    inherited = os.environ.get(RUN_NAMES_VARIABLE)
+    if inherited and not is_first_process():
+        experiment, version = inherited.split("/", 1)
+        names = {"name_exp_log": experiment, "version_name": version}
+        return config.model_copy(update={"output_setup": config.output_setup.model_copy(update=names)})
+    out = config.output_setup
+    job = os.environ.get(JOB_NAME_VARIABLE)
+    if job and not is_folder_name(job):
+        raise ConfigError(f"{JOB_NAME_VARIABLE}={quote(job)} in the environment: must be a single folder name (it "
+                          "names the run folder inside output_folder)")
+    if job and not (out.name_exp_log and out.version_name):  # one name whatever the pod and its restarts
+        names = {"name_exp_log": out.name_exp_log or job, "version_name": out.version_name or job}
+        config = config.model_copy(update={"output_setup": out.model_copy(update=names)})
+    elif config.device_setup.num_nodes > 1 and not (out.name_exp_log and out.version_name):
+        raise ConfigError("output_setup.version_name: set name_exp_log and version_name when training on "
+                          f"{config.device_setup.num_nodes} nodes (each would otherwise name the run after its "
+                          f"own clock), or set {JOB_NAME_VARIABLE}")
+    return resolve_run_names(config)
 
 
 def _gpu_devices(device: int | str | list[int] | None) -> int | list[int]:
@@ -43,6 +99,8 @@ def _gpu_devices(device: int | str | list[int] | None) -> int | list[int]:
 
 
 def _check_gpus(devices: int | list[int]) -> None:
+    import torch
+
     available = torch.cuda.device_count()
     if not torch.cuda.is_available() or available == 0:
         raise ConfigError("device_setup.accelerator: a GPU is asked for, but none is visible to this process "
@@ -56,6 +114,8 @@ def _check_gpus(devices: int | list[int]) -> None:
 def _check_accelerator(accelerator: str) -> None:
     """Accelerators this installation cannot drive are refused by name (Lightning would fail with an
     import traceback after start-up)."""
+    import torch
+
     if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
         raise ConfigError("device_setup.accelerator: \"tpu\" needs the torch_xla package, which this installation "
                           "lacks; use \"gpu\" or \"cpu\"")
@@ -90,6 +150,8 @@ def trainer_devices(setup: DeviceSetup, on_this_machine: bool = True) -> dict[st
     """The Trainer keyword arguments that place the training on devices. ``on_this_machine`` false (``odeon
     validate``, which may run on a laptop or in the chart's CPU-only test pod): the settings are checked,
     not that this machine has the GPUs they ask for."""
+    import torch  # here, not at the top: importing this module (the process's identity) needs no torch
+
     accelerator = {"cuda": "gpu", None: "auto"}.get(setup.accelerator, setup.accelerator)
     explicit_cpu = accelerator == "cpu"
     if setup.device == 0:
@@ -112,6 +174,8 @@ def trainer_devices(setup: DeviceSetup, on_this_machine: bool = True) -> dict[st
 
 def processes_per_node(devices: int | str | list[int]) -> int:
     """How many processes Lightning runs on each node for these ``devices``."""
+    import torch
+
     if isinstance(devices, list):
         return len(devices)
     if isinstance(devices, int) and devices > 0:

@@ -7,7 +7,6 @@ so a mistake never leaves an empty or partial run behind.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
@@ -19,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from odeon_job import storage
-from odeon_job.config import JobConfig, is_folder_name, resolve_run_names
-from odeon_job.errors import ConfigError, DataError, quote
+from odeon_job.config import JobConfig
+from odeon_job.errors import ConfigError, DataError
+from odeon_job.launch import is_first_process, with_run_names
 from odeon_job.redaction import redact, redact_log_handlers, redact_values
+from odeon_job.run_folder import LAST_CHECKPOINT, RunFolder
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -40,16 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("odeon")
 
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history_val.json"
-TEST_HISTORY_FILE = "history_test.json"
-VAL_LOSS_CKPT_FOLDER = "odeon_val_loss_ckpt"
-VAL_MIOU_CKPT_FOLDER = "odeon_val_miou_ckpt"
-LAST_CHECKPOINT = "last.ckpt"
-TENSORBOARD_FOLDER = "tensorboard"
-PREDICTIONS_FOLDER = "predictions"
-#: Set by the first process for the processes Lightning starts for DDP: the run folder's names.
-RUN_NAMES_VARIABLE = "ODEON_RUN_NAMES"
 
 
 @dataclass
@@ -69,11 +60,6 @@ class TrainResult:
         return next(iter(self.test.values()), None)
 
 
-def is_first_process() -> bool:
-    """False in the other processes of a distributed run (started by Lightning, torchrun or a PyTorchJob)."""
-    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
 def model_file_extension(config: JobConfig) -> str:
     """``model_out_ext``, else ``model_filename``'s extension when it is .pth or .ckpt, else .ckpt."""
     out = config.output_setup
@@ -84,115 +70,6 @@ def model_file_extension(config: JobConfig) -> str:
 def model_basename(config: JobConfig) -> str:
     name = config.output_setup.model_filename
     return os.path.splitext(os.path.basename(name))[0] if name else config.train_setup.model_name
-
-
-def run_folder(config: JobConfig) -> str:
-    """``output_folder/name_exp_log/version_name`` of a config whose names are resolved."""
-    out = config.output_setup
-    assert out.name_exp_log and out.version_name, "resolve_run_names first"
-    return storage.join(out.output_folder, out.name_exp_log, out.version_name)
-
-
-def _resolve_names(config: JobConfig) -> JobConfig:
-    """Names from the first process when Lightning started this one, else from the start time.
-
-    In a job (``ODEON_JOB_NAME``, set by the Helm chart) the names the configuration leaves out are
-    the job's: pods do not share a clock, and a restarted pod must find its run to resume it."""
-    inherited = os.environ.get(RUN_NAMES_VARIABLE)
-    if inherited and not is_first_process():
-        experiment, version = inherited.split("/", 1)
-        names = {"name_exp_log": experiment, "version_name": version}
-        return config.model_copy(update={"output_setup": config.output_setup.model_copy(update=names)})
-    out = config.output_setup
-    job = os.environ.get("ODEON_JOB_NAME")
-    if job and not is_folder_name(job):
-        raise ConfigError(f"ODEON_JOB_NAME={quote(job)} in the environment: must be a single folder name (it names "
-                          "the run folder inside output_folder)")
-    if job and not (out.name_exp_log and out.version_name):  # one name whatever the pod and its restarts
-        names = {"name_exp_log": out.name_exp_log or job, "version_name": out.version_name or job}
-        config = config.model_copy(update={"output_setup": out.model_copy(update=names)})
-    elif config.device_setup.num_nodes > 1 and not (out.name_exp_log and out.version_name):
-        raise ConfigError("output_setup.version_name: set name_exp_log and version_name when training on "
-                          f"{config.device_setup.num_nodes} nodes (each would otherwise name the run after its "
-                          "own clock), or set ODEON_JOB_NAME")
-    return resolve_run_names(config)
-
-
-def last_checkpoint(folder: str) -> str:
-    """The checkpoint rewritten at every validation: where a run resumes from."""
-    return storage.join(folder, VAL_LOSS_CKPT_FOLDER, LAST_CHECKPOINT)
-
-
-def holds_checkpoint(folder: str) -> bool:
-    """Whether a run folder holds any model file: a checkpoint in its checkpoint folders or a .pth."""
-    patterns = (storage.join(folder, VAL_LOSS_CKPT_FOLDER, "*.ckpt"),
-                storage.join(folder, VAL_MIOU_CKPT_FOLDER, "*.ckpt"), storage.join(folder, "*.pth"))
-    return any(storage.glob(pattern) for pattern in patterns)
-
-
-@dataclass(frozen=True)
-class RunStart:
-    """How a training starts in its run folder: from a checkpoint, or afresh (``empty_first``: the folder
-    holds a previous attempt's files, with nothing usable to resume, and is emptied once the checks pass)."""
-
-    resume_from: str | None = None
-    empty_first: bool = False
-    reason: str = ""
-
-
-def usable_last_checkpoint(folder: str) -> str | None:
-    """``last.ckpt``, or ``last-previous.ckpt`` when ``last.ckpt`` is damaged (one warning); None when
-    neither loads. A checkpoint that would run code is refused (:class:`UnsafeModelFile`), never skipped."""
-    from odeon_job.callbacks.checkpoints import previous_path
-    from odeon_job.model_files import DamagedModelFile, load_plain
-
-    last = last_checkpoint(folder)
-    for candidate in (last, previous_path(last)):
-        if not storage.exists(candidate):
-            continue
-        try:
-            load_plain(candidate)
-        except DamagedModelFile as error:
-            log.warning("resume: %s", error)
-            continue
-        if candidate != last:
-            log.warning("resume: from %s, the checkpoint of the validation before", candidate)
-        return candidate
-    return None
-
-
-def plan_run_start(config: JobConfig, folder: str) -> RunStart:
-    """Where the run starts (``continue_training``), after checking the run folder.
-
-    A folder our run started (its config.json) that holds no checkpoint yet is reused, whatever
-    ``continue_training`` says: fixing a CSV and running the same command again must work, and so must a
-    pod restarted after a kill before the first validation. With "auto", a folder of ours whose
-    checkpoints are all damaged starts afresh too (a restarted pod must never crash-loop)."""
-    resume = config.train_setup.continue_training
-    last = last_checkpoint(folder)
-    if resume:
-        usable = usable_last_checkpoint(folder)
-        if usable:
-            return RunStart(resume_from=usable)
-    if not is_first_process():
-        return RunStart()  # the first process has checked (and perhaps emptied) the folder
-    if storage.is_nonempty_folder(folder):
-        ours = storage.exists(storage.join(folder, CONFIG_FILE))
-        if ours and not holds_checkpoint(folder):
-            return RunStart(empty_first=True, reason="a previous attempt stopped before its first checkpoint")
-        if ours and resume == "auto":
-            return RunStart(empty_first=True, reason=f"no checkpoint to resume from loads ({last})")
-        if resume == "auto":
-            raise ConfigError(f"train_setup.continue_training: \"auto\" found no checkpoint to resume from ({last}) "
-                              f"in the run folder {folder}, which is not empty and not a run of this job; remove it "
-                              "or choose another version_name")
-        if not resume:
-            raise ConfigError(f"output_setup.version_name: the run folder {folder} already exists and is not empty; "
-                              "choose another version_name, or set train_setup.continue_training to resume it")
-    if resume is True:
-        raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist or does not "
-                          "load (set output_setup.name_exp_log and version_name to those of the run to continue)")
-    return RunStart()
 
 
 def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
@@ -215,7 +92,7 @@ def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
     }
 
 
-def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckpoint]:
+def checkpoint_callbacks(config: JobConfig, folder: RunFolder) -> list[ExportingCheckpoint]:
     """``.ckpt`` mode: the top-k lowest ``val_loss`` and top-k highest ``val_miou`` checkpoints.
     ``.pth`` mode: none of those. Both: ``last.ckpt``, rewritten at every validation, for resuming.
     ``export_checkpoint`` adds .pth exports.
@@ -228,7 +105,7 @@ def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckp
 
     base, top_k = model_basename(config), config.output_setup.save_top_k
     exports = config.train_setup.export_checkpoint or []
-    loss_folder = storage.join(folder, VAL_LOSS_CKPT_FOLDER)
+    loss_folder = folder.val_loss_checkpoints
     last = LastCheckpoint(dirpath=loss_folder, filename=os.path.splitext(LAST_CHECKPOINT)[0], monitor=None,
                           save_top_k=1, enable_version_counter=False, exports=exports)
     if model_file_extension(config) == ".pth":
@@ -236,7 +113,7 @@ def checkpoint_callbacks(config: JobConfig, folder: str) -> list[ExportingCheckp
     return [
         ExportingCheckpoint(dirpath=loss_folder, filename=f"{base}-{{epoch}}-{{val_loss:.4f}}", monitor="val_loss",
                             mode="min", save_top_k=top_k, exports=exports),
-        ExportingCheckpoint(dirpath=storage.join(folder, VAL_MIOU_CKPT_FOLDER),
+        ExportingCheckpoint(dirpath=folder.val_miou_checkpoints,
                             filename=f"{base}-{{epoch}}-{{val_miou:.4f}}", monitor="val_miou", mode="max",
                             save_top_k=top_k, exports=exports),
         last,
@@ -258,13 +135,13 @@ def optional_callbacks(config: JobConfig) -> list[Callback]:
     return callbacks
 
 
-def wandb_logger(config: JobConfig, folder: str) -> Any:
+def wandb_logger(config: JobConfig, folder: RunFolder) -> Any:
     """A Weights & Biases logger, offline unless an API key is set (``WANDB_API_KEY``)."""
     from pytorch_lightning.loggers import WandbLogger
 
     out = config.output_setup
     offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
-    save_dir = folder if storage.is_local(folder) else storage.staging_folder("wandb")  # wandb writes locally
+    save_dir = folder.url if storage.is_local(folder.url) else storage.staging_folder("wandb")  # wandb: local files
     return WandbLogger(project=out.name_exp_log, name=out.version_name, save_dir=save_dir, offline=offline)
 
 
@@ -351,7 +228,8 @@ def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> Segm
     return module
 
 
-def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDataModule, resuming: bool) -> Outputs:
+def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule,
+                     resuming: bool) -> Outputs:
     from odeon_job.callbacks.checkpoints import BestPthFiles
     from odeon_job.callbacks.epoch_order import EpochOrder
     from odeon_job.callbacks.history import History
@@ -360,16 +238,16 @@ def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDat
     from odeon_job.callbacks.tensorboard import TensorBoard
 
     out, has_test = config.output_setup, datamodule.has_test
-    history = History(storage.join(folder, HISTORY_FILE) if out.save_history else None,
-                      storage.join(folder, TEST_HISTORY_FILE) if out.save_history and has_test else None)
+    history = History(folder.history_val if out.save_history else None,
+                      folder.history_test if out.save_history and has_test else None)
     checkpoints = checkpoint_callbacks(config, folder)
-    pth_files = BestPthFiles(folder, model_basename(config)) if model_file_extension(config) == ".pth" else None
-    tensorboard = (TensorBoard(storage.join(folder, TENSORBOARD_FOLDER), out.log_learning_rate)
+    pth_files = BestPthFiles(folder.url, model_basename(config)) if model_file_extension(config) == ".pth" else None
+    tensorboard = (TensorBoard(folder.tensorboard, out.log_learning_rate)
                    if out.use_tensorboard else None)
     callbacks: list[Callback] = [EpochOrder(), history, ValidationReport(), *checkpoints, *optional_callbacks(config),
                                  *(c for c in (pth_files, tensorboard) if c is not None)]
     if out.get_prediction:
-        callbacks.append(PredictionWriter(storage.join(folder, PREDICTIONS_FOLDER), out.prediction_output_type,
+        callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type,
                                           datamodule.datasets["test"]))
     mlflow = None
     if out.use_mlflow and is_first_process():
@@ -378,25 +256,6 @@ def output_callbacks(config: JobConfig, folder: str, datamodule: SegmentationDat
         mlflow = MlflowRun(config, folder, resuming)
         callbacks.append(mlflow)
     return Outputs(history, checkpoints, pth_files, tensorboard, mlflow, callbacks)
-
-
-def start_run_folder(config: JobConfig, folder: str, start: RunStart) -> None:
-    """Create (or empty) the run folder and save the configuration (first process only)."""
-    resume_from = start.resume_from
-    if resume_from:  # the checkpoint folders of the run being resumed are expected to hold files
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    if not is_first_process():
-        return
-    out = config.output_setup
-    os.environ[RUN_NAMES_VARIABLE] = f"{out.name_exp_log}/{out.version_name}"  # for the DDP processes
-    if start.empty_first:
-        storage.remove_tree(folder)
-        log.warning("run folder %s: %s; its files are removed and the run starts afresh there", folder, start.reason)
-    storage.makedirs(folder)
-    config_file = CONFIG_FILE if not resume_from else f"config_resumed_{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    text = json.dumps(redact_values(config.model_dump(mode="json")), indent=2)  # URLs without credentials
-    storage.write_text(storage.join(folder, config_file), text + "\n")
-    log.info("run folder: %s%s", folder, f" (resuming from {resume_from})" if resume_from else "")
 
 
 def evaluate_best_model(trainer: pl.Trainer, module: SegmentationModule, datamodule: SegmentationDataModule,
@@ -433,10 +292,10 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     _quiet_lightning()
     redact_log_handlers()  # Lightning's handlers, installed by its import
     clear_remote_cache()  # GDAL would serve the old bytes of objects rewritten since this process read them
-    config = _resolve_names(config)
+    config = with_run_names(config)
     setup, out, device_setup = config.train_setup, config.output_setup, config.device_setup
-    folder = run_folder(config)
-    start = plan_run_start(config, folder)
+    folder = RunFolder.of(config)
+    start = folder.plan_start(config)
     resume_from = start.resume_from
 
     started = time.monotonic()
@@ -463,14 +322,14 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
                  "without one runs as usual and PyTorch warns about it once")
     try:
-        callbacks = [*outputs.callbacks, stop_callback(stop, last_checkpoint(folder))]
+        callbacks = [*outputs.callbacks, stop_callback(stop, folder.last_checkpoint)]
         trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=callbacks,
-                             logger=logger, default_root_dir=folder, plugins=[StorageCheckpointIO()])
+                             logger=logger, default_root_dir=folder.url, plugins=[StorageCheckpointIO()])
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
 
     log.debug("timing: start-up checks and set-up took %.1f s", time.monotonic() - started)
-    start_run_folder(config, folder, start)
+    folder.start(config, start)
     if outputs.mlflow is not None:
         outputs.mlflow.start()
     status = "FAILED"
@@ -478,7 +337,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         started = time.monotonic()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         log.debug("timing: training took %.1f s", time.monotonic() - started)
-        result = TrainResult(run_folder=folder, best_checkpoint=outputs.best_model, history=outputs.history.entries)
+        result = TrainResult(run_folder=folder.url, best_checkpoint=outputs.best_model, history=outputs.history.entries)
         if datamodule.has_test and outputs.best_model:
             started = time.monotonic()
             evaluate_best_model(trainer, module, datamodule, outputs)
@@ -494,7 +353,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         if not is_sigterm_stop(error):
             raise
         status = "KILLED"
-        raise Terminated(f"stopped by SIGTERM; {last_checkpoint(folder)} holds the last validated epoch: run again "
+        raise Terminated(f"stopped by SIGTERM; {folder.last_checkpoint} holds the last validated epoch: run again "
                          "with train_setup.continue_training true (or \"auto\") to resume") from None
     finally:
         if outputs.tensorboard is not None:

@@ -21,10 +21,11 @@ from typing import Any
 
 from odeon_job import storage
 from odeon_job.config import JobConfig
+from odeon_job.launch import JOB_NAME_VARIABLE
 from odeon_job.redaction import redact
+from odeon_job.run_folder import RunFolder
 
-#: The run folder's record of its MLflow run, read by ``continue_training``.
-RUN_RECORD = "mlflow_run.json"
+#: The SQLite store shared by the runs of a local output folder.
 STORE_FILE = "mlflow.db"
 #: MLflow accepts metric and parameter names matching ``^[/\w.\- ]*$``.
 _NOT_ALLOWED = re.compile(r"[^/\w.\- ]")
@@ -44,7 +45,7 @@ class Store:
     upload_url: str | None = None
 
 
-def store_for(config: JobConfig, run_folder: str, environ: Mapping[str, str] = os.environ) -> Store:
+def store_for(config: JobConfig, run_folder: RunFolder, environ: Mapping[str, str] = os.environ) -> Store:
     out = config.output_setup
     uri = out.mlflow_tracking_uri or environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -55,11 +56,11 @@ def store_for(config: JobConfig, run_folder: str, environ: Mapping[str, str] = o
         return Store(f"sqlite:///{os.path.join(folder, STORE_FILE)}", artifact_location=os.path.join(folder,
                                                                                                   "mlartifacts"))
     local = os.path.join(storage.staging_folder("mlflow"), STORE_FILE)
-    upload = storage.join(run_folder, STORE_FILE)
+    upload = run_folder.mlflow_store
     if storage.exists(upload):  # a resumed run continues in its own store
         with open(local, "wb") as stream:
             stream.write(storage.read_bytes(upload))
-    return Store(f"sqlite:///{local}", artifact_location=storage.join(run_folder, "mlflow-artifacts"),
+    return Store(f"sqlite:///{local}", artifact_location=run_folder.mlflow_artifacts,
                  local_file=local, upload_url=upload)
 
 
@@ -93,7 +94,7 @@ _TAG_SOURCES: dict[str, tuple[str, ...]] = {
     "ci.job_id": ("CI_JOB_ID",),
     "ci.project": ("CI_PROJECT_PATH",),
     "image.tag": ("IMAGE_TAG", "ODEON_IMAGE_TAG"),
-    "k8s.job": ("ODEON_JOB_NAME", "PYTORCHJOB_NAME"),
+    "k8s.job": (JOB_NAME_VARIABLE, "PYTORCHJOB_NAME"),
     "k8s.namespace": ("POD_NAMESPACE", "ODEON_NAMESPACE"),
 }
 

@@ -205,7 +205,8 @@ def test_same_grid_is_judged_in_pixels_not_in_map_units() -> None:
 def test_validate_and_train_refuse_the_same_configurations_with_one_line(
         make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str],
         section: str, values: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from odeon_job.cli import INHERITED_CONFIG, main
+    from odeon_job.cli import main
+    from odeon_job.launch import INHERITED_CONFIG
 
     monkeypatch.setenv(INHERITED_CONFIG, "")  # main() hands its config to DDP children here: undone after
 
@@ -225,7 +226,8 @@ def test_validate_checks_gpu_settings_without_needing_a_gpu(make_dataset: Callab
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The chart's test pod (and a laptop) has no GPU: validate passes a GPU configuration there, while
     train on such a machine refuses it."""
-    from odeon_job.cli import INHERITED_CONFIG, main
+    from odeon_job.cli import main
+    from odeon_job.launch import INHERITED_CONFIG
 
     monkeypatch.setenv(INHERITED_CONFIG, "")
     data = make_dataset(n=4)

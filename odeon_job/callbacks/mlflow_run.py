@@ -29,7 +29,8 @@ from odeon_job.errors import StorageError
 from odeon_job.figures import confusion_figure, curves_figure, iou_figure, png_bytes, samples_figure
 from odeon_job.models.weights import read_state_dict
 from odeon_job.redaction import redact, redact_log_handlers
-from odeon_job.tracking import RUN_RECORD, Store, environment_tags, failure_reason, flatten, metric_name, store_for
+from odeon_job.run_folder import RunFolder
+from odeon_job.tracking import Store, environment_tags, failure_reason, flatten, metric_name, store_for
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -56,7 +57,7 @@ BATCH = 1000
 
 
 class MlflowRun(pl.Callback):
-    def __init__(self, config: JobConfig, run_folder: str, resuming: bool) -> None:
+    def __init__(self, config: JobConfig, run_folder: RunFolder, resuming: bool) -> None:
         out = config.output_setup
         self.config, self.run_folder, self.resuming = config, run_folder, resuming
         self.store = Store(out.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(local store)")
@@ -111,7 +112,7 @@ class MlflowRun(pl.Callback):
         self.run_id = self._call("start the run", self._open_run)
         if self.run_id is None:
             return
-        storage.write_text(storage.join(self.run_folder, RUN_RECORD), json.dumps(
+        storage.write_text(self.run_folder.mlflow_record, json.dumps(
             {"tracking_uri": redact(self.store.tracking_uri), "run_id": self.run_id}, indent=1) + "\n")
         self._call("log the parameters", self._log_params)
         self._start_system_metrics()
@@ -120,7 +121,7 @@ class MlflowRun(pl.Callback):
                  self.store.tracking_uri)
 
     def _previous_run_id(self) -> str | None:
-        record = storage.join(self.run_folder, RUN_RECORD)
+        record = self.run_folder.mlflow_record
         if not storage.exists(record):
             return None
         previous = json.loads(storage.read_text(record))
@@ -131,7 +132,7 @@ class MlflowRun(pl.Callback):
         return previous.get("run_id")
 
     def _open_run(self) -> str:
-        tags = {**environment_tags(), "odeon.run_folder": redact(self.run_folder),
+        tags = {**environment_tags(), "odeon.run_folder": redact(self.run_folder.url),
                 "odeon.model": self.config.train_setup.model_name}
         run_id = self._previous_run_id() if self.resuming else None
         if run_id is not None:
@@ -250,9 +251,7 @@ class MlflowRun(pl.Callback):
                 with open(path, "wb") as stream:
                     stream.write(data)
 
-            for name in storage.glob(storage.join(self.run_folder, "config*.json")) + [
-                    storage.join(self.run_folder, "history_val.json"),
-                    storage.join(self.run_folder, "history_test.json")]:
+            for name in [*self.run_folder.config_files(), self.run_folder.history_val, self.run_folder.history_test]:
                 if storage.exists(name):
                     put(f"run/{os.path.basename(name)}", storage.read_bytes(name))
             for monitor, path in best_models.items():
@@ -270,7 +269,7 @@ class MlflowRun(pl.Callback):
                 if evaluation.samples:
                     put(f"figures/samples_{split}.png", png_bytes(samples_figure(evaluation.samples, labels, split,
                                                                                  evaluation.epoch)))
-            history = storage.join(self.run_folder, "history_val.json")
+            history = self.run_folder.history_val
             if storage.exists(history):
                 put("figures/training_curves.png", png_bytes(curves_figure(json.loads(storage.read_text(history)),
                                                                            module.train_losses)))
