@@ -241,7 +241,7 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
     history = History(folder.history_val if out.save_history else None,
                       folder.history_test if out.save_history and has_test else None)
     checkpoints = checkpoint_callbacks(config, folder)
-    pth_files = BestPthFiles(folder.url, model_basename(config)) if model_file_extension(config) == ".pth" else None
+    pth_files = BestPthFiles(folder, model_basename(config)) if model_file_extension(config) == ".pth" else None
     tensorboard = (TensorBoard(folder.tensorboard, out.log_learning_rate)
                    if out.use_tensorboard else None)
     callbacks: list[Callback] = [EpochOrder(), history, ValidationReport(), *checkpoints, *optional_callbacks(config),

@@ -105,6 +105,10 @@ class RunFolder:
     def mlflow_artifacts(self) -> str:
         return self.path("mlflow-artifacts")
 
+    def pth_file(self, name: str, kind: str | None = None) -> str:
+        """``.pth`` mode's files: ``{name}.pth`` (the network), ``optimizer_{name}.pth``, ``train_{name}.pth``."""
+        return self.path(f"{kind}_{name}.pth" if kind else f"{name}.pth")
+
     def config_files(self) -> list[str]:
         """``config.json`` and every ``config_resumed_*.json``."""
         return storage.glob(self.path("config*.json"))
@@ -120,7 +124,7 @@ class RunFolder:
     def usable_last_checkpoint(self) -> str | None:
         """``last.ckpt``, or ``last-previous.ckpt`` when ``last.ckpt`` is damaged (one warning); None when
         neither loads. A checkpoint that would run code is refused (:class:`UnsafeModelFile`), never skipped."""
-        from odeon_job.callbacks.checkpoints import previous_path
+        from odeon_job.callbacks.checkpoints import previous_path  # here: that module needs Lightning
         from odeon_job.model_files import DamagedModelFile, load_plain
 
         last = self.last_checkpoint

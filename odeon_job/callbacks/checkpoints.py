@@ -26,6 +26,7 @@ from pytorch_lightning.plugins import CheckpointIO
 
 from odeon_job import storage
 from odeon_job.model_files import load_plain
+from odeon_job.run_folder import RunFolder
 
 
 def tensors_bytes(data: Any) -> bytes:
@@ -162,13 +163,13 @@ class BestPthFiles(pl.Callback):
     optimizer's) and ``train_{name}.pth`` (epoch, step, figures, config), rewritten whenever val_loss
     improves."""
 
-    def __init__(self, folder: str, name: str) -> None:
+    def __init__(self, folder: RunFolder, name: str) -> None:
         self.folder, self.name = folder, name
         self.best = math.inf
 
     @property
     def model_path(self) -> str:
-        return storage.join(self.folder, f"{self.name}.pth")
+        return self.folder.pth_file(self.name)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -184,9 +185,9 @@ class BestPthFiles(pl.Callback):
                     "metrics": evaluation.entry(), "config": json.loads(hyperparameters.get("config_json") or "{}"),
                     "hyper_parameters": hyperparameters}
         storage.write_bytes(self.model_path, tensors_bytes(pl_module.model.state_dict()))
-        storage.write_bytes(storage.join(self.folder, f"optimizer_{self.name}.pth"),
-                            tensors_bytes(trainer.optimizers[0].state_dict()))
-        storage.write_bytes(storage.join(self.folder, f"train_{self.name}.pth"), tensors_bytes(training))
+        optimizer = trainer.optimizers[0].state_dict()
+        storage.write_bytes(self.folder.pth_file(self.name, "optimizer"), tensors_bytes(optimizer))
+        storage.write_bytes(self.folder.pth_file(self.name, "train"), tensors_bytes(training))
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
