@@ -11,7 +11,7 @@ import datetime as _dt
 import json
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -247,32 +247,6 @@ class DataSource(_Section):
                 raise _error(f"augmentations apply to the train split only, got {value[split]}", field=split)
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> DataSource:
-        if self.mask_bands is not None and self.class_labels is not None:
-            if len(self.mask_bands) >= 2 and len(self.class_labels) != len(self.mask_bands):
-                raise _error(f"{len(self.class_labels)} labels but mask_bands selects {len(self.mask_bands)} "
-                             "bands (one band per class)", field="class_labels")
-        if self.mask_bands is not None and len(self.mask_bands) == 1:
-            if self.class_labels is None or len(self.class_labels) < 2:
-                raise _error("a single mask band is read as class indices 0..n-1: class_labels must name "
-                             "the n classes (at least 2)", field="class_labels")
-        if self.normalization_weights and self.image_bands is not None:
-            for split, stats in self.normalization_weights.items():
-                if len(stats.mean) != len(self.image_bands):
-                    raise _error(f"{len(stats.mean)} values but image_bands selects {len(self.image_bands)} "
-                                 "bands", field=f"normalization_weights.{split}.mean")
-        return self
-
-    @property
-    def configured_class_count(self) -> int | None:
-        """The number of classes when the config alone tells it (else the first mask file does)."""
-        if self.mask_bands is None:
-            return None
-        if len(self.mask_bands) == 1:
-            return len(self.class_labels or ())
-        return len(self.mask_bands)
-
 
 class OptimizerConfig(BaseModel):
     """``optimizer`` names the optimizer; every other key is passed to its constructor."""
@@ -444,6 +418,13 @@ class TrainSetup(_Section):
                           "compilation at start-up, then faster steps on GPUs).")
 
     @property
+    def per_class_weights(self) -> dict[str, list[float] | None]:
+        """The lists of one weight per class, by field: ``class_imbalance`` and a list ``loss_params.alpha``."""
+        alpha = self.loss_params.alpha
+        return {"train_setup.class_imbalance": self.class_imbalance,
+                "train_setup.loss_params.alpha": alpha if isinstance(alpha, list) else None}
+
+    @property
     def learning_rate(self) -> float:
         """The starting learning rate: ``optimizer_config.lr`` when given (it wins, as in ODEON), else ``lr``."""
         own = self.optimizer_config.lr if self.optimizer_config is not None else None
@@ -604,14 +585,45 @@ class JobConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _one_weight_per_class(self) -> JobConfig:
-        classes = self.data_source.configured_class_count
-        alpha = self.train_setup.loss_params.alpha
-        for field, weights in (("train_setup.class_imbalance", self.train_setup.class_imbalance),
-                               ("train_setup.loss_params.alpha", alpha if isinstance(alpha, list) else None)):
-            if weights is not None and classes is not None and len(weights) != classes:
-                raise _error(f"{len(weights)} weights but there are {classes} classes", field=field)
+    def _counts_agree(self) -> JobConfig:
+        """What the configuration alone tells (bands listed); the first files tell the rest (data/spec.py)."""
+        source = self.data_source
+        problem = count_problem(source, self.train_setup.per_class_weights,
+                                len(source.image_bands) if source.image_bands else None,
+                                len(source.mask_bands) if source.mask_bands else None,
+                                "image_bands selects", "mask_bands selects")
+        if problem:
+            raise _error(problem[1], field=problem[0])
         return self
+
+
+def count_problem(source: DataSource, weights: Mapping[str, Sequence[float] | None], image_bands: int | None,
+                  mask_bands: int | None, images: str, masks: str) -> tuple[str, str] | None:
+    """The first disagreement between the counts of bands and classes, as (field, message); None when they
+    agree. The one place these counts are checked: by the schema with the bands the configuration lists,
+    then with those of the first training files. ``image_bands``/``mask_bands``: how many bands are read
+    (None: not known yet); ``images``/``masks``: what says so, for messages ("mask_bands selects");
+    ``weights``: the lists of one weight per class, by field (``TrainSetup.per_class_weights``)."""
+    labels = source.class_labels
+    classes: int | None = None
+    if mask_bands == 1:
+        if labels is None or len(labels) < 2:
+            return ("data_source.class_labels", f"{masks} a single band, read as class indices 0..n-1: "
+                    "class_labels must name the n classes (at least 2)")
+        classes = len(labels)
+    elif mask_bands is not None:
+        if labels is not None and len(labels) != mask_bands:
+            return ("data_source.class_labels", f"{len(labels)} labels but {masks} {mask_bands} bands (one band per "
+                    "class)")
+        classes = mask_bands
+    for field, values in weights.items():
+        if values is not None and classes is not None and len(values) != classes:
+            return field, f"{len(values)} weights but there are {classes} classes"
+    for split, stats in (source.normalization_weights or {}).items():
+        if image_bands is not None and len(stats.mean) != image_bands:
+            return (f"data_source.normalization_weights.{split}.mean",
+                    f"{len(stats.mean)} values but {images} {image_bands} bands")
+    return None
 
 
 def json_schema() -> dict[str, Any]:

@@ -47,8 +47,7 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Pl
     from odeon_job.launch import processes_per_node, trainer_devices
 
     splits = load_splits(config.data_source, config.train_setup.random_seed)
-    spec = describe_data(config.data_source, splits.train[0])
-    check_class_weights(config, spec.n_classes)
+    spec = describe_data(config.data_source, splits.train[0], config.train_setup.per_class_weights)
     devices = trainer_devices(config.device_setup, on_this_machine)
     check_precision(config, devices["accelerator"])
     world_size = devices["num_nodes"] * processes_per_node(devices["devices"])
@@ -58,16 +57,6 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Pl
     config = fit_model_to_weights(config, weights)
     check_wandb(config)
     return Plan(config=config, splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights)
-
-
-def check_class_weights(config: JobConfig, n_classes: int) -> None:
-    """``class_imbalance`` and a list ``loss_params.alpha`` hold one weight per class of the masks."""
-    setup = config.train_setup
-    alpha = setup.loss_params.alpha
-    for key, weights in (("class_imbalance", setup.class_imbalance),
-                         ("loss_params.alpha", alpha if isinstance(alpha, list) else None)):
-        if weights is not None and len(weights) != n_classes:
-            raise ConfigError(f"train_setup.{key}: {len(weights)} weights but the masks have {n_classes} classes")
 
 
 def check_precision(config: JobConfig, accelerator: str) -> None:

@@ -300,11 +300,11 @@ def test_class_imbalance_only_weights_ce() -> None:
 
 
 def test_a_single_mask_band_needs_the_class_labels() -> None:
-    with pytest.raises(ConfigError, match=r"data_source\.class_labels: a single mask band is read as class"):
+    with pytest.raises(ConfigError, match=r"data_source\.class_labels: mask_bands selects a single band, read as"):
         config_from_dict(_with(MINIMAL, ("data_source", "mask_bands"), [1]))
     config = config_from_dict(_with(_with(MINIMAL, ("data_source", "mask_bands"), [1]),
                                     ("data_source", "class_labels"), ["a", "b", "c"]))
-    assert config.data_source.configured_class_count == 3
+    assert config.data_source.class_labels == ["a", "b", "c"]
 
 
 def test_missing_sections_and_keys_are_each_reported() -> None:

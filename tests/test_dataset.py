@@ -100,7 +100,8 @@ def test_class_index_outside_the_labels_is_named(tmp_path: Path) -> None:
 
 def test_single_band_mask_without_labels_is_refused(tmp_path: Path) -> None:
     sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), np.zeros((1, 6, 6), np.uint8))
-    with pytest.raises(DataError, match="has a single band, read as class indices 0..n-1: data_source.class_labels"):
+    with pytest.raises(DataError, match=r"data_source.class_labels: .*_msk\.tif has a single band, read as class "
+                       r"indices 0..n-1: class_labels must"):
         _item(sample)
 
 

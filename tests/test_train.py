@@ -325,13 +325,13 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_run_again(
     ("train_setup", {"scheduler_config": {"scheduler": "cosineannealingwarmrestarts"}},
      "train_setup.scheduler_config.T_0: cosineannealingwarmrestarts needs this argument"),
     ("train_setup", {"loss": "focal", "loss_params": {"alpha": [1, 2]}},
-     "train_setup.loss_params.alpha: 2 weights but the masks have 3 classes"),
+     "train_setup.loss_params.alpha: 2 weights but there are 3 classes"),
     ("train_setup", {"init_weights": "/nonexistent/w.pth"}, "/nonexistent/w.pth: not found"),
     ("train_setup", {"optimizer_config": {"optimizer": "adam", "momentum": 0.9}},
      "train_setup.optimizer_config.momentum: adam has no argument 'momentum'"),
     ("data_source", {"image_bands": [1, 2, 7]}, "data_source.image_bands asks for band 7"),
-    ("data_source", {"class_labels": ["a", "b"]}, "data_source.class_labels has 2 labels but"),
-    ("train_setup", {"class_imbalance": [1, 1]}, "train_setup.class_imbalance: 2 weights but the masks have 3"),
+    ("data_source", {"class_labels": ["a", "b"]}, "data_source.class_labels: 2 labels but"),
+    ("train_setup", {"class_imbalance": [1, 1]}, "train_setup.class_imbalance: 2 weights but there are 3"),
     # 3 training samples in batches of 2: the single last one is dropped, so one batch.
     ("train_setup", {"val_check_interval": 50}, "train_setup.val_check_interval: 50 batches, but an epoch has "
                                                 "only 1"),

@@ -7,10 +7,11 @@ checkpoint can rebuild its model without the data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from odeon_job.config import SPLITS, DataSource
+from odeon_job.config import SPLITS, DataSource, count_problem
 from odeon_job.data.raster import check_bands, raster_info
 from odeon_job.data.samples import Sample
 from odeon_job.errors import DataError
@@ -90,8 +91,10 @@ def _resolutions(source: DataSource) -> dict[str, tuple[float, float] | None]:
     return {split: pair(source.resolution) for split in SPLITS}
 
 
-def describe_data(source: DataSource, first: Sample) -> DataSpec:
-    """The :class:`DataSpec` of ``source``; ``first`` (a training sample) fills in unlisted bands."""
+def describe_data(source: DataSource, first: Sample,
+                  weights: Mapping[str, Sequence[float] | None] | None = None) -> DataSpec:
+    """The :class:`DataSpec` of ``source``; ``first`` (a training sample) fills in unlisted bands. The counts of
+    bands, classes and ``weights`` (one per class, by field: ``TrainSetup.per_class_weights``) must agree."""
     image_count = raster_info(first.image, first.origin).count
     mask_count = raster_info(first.mask, first.origin).count
     image_bands = source.image_bands or list(range(1, image_count + 1))
@@ -99,21 +102,13 @@ def describe_data(source: DataSource, first: Sample) -> DataSpec:
     check_bands(image_bands, image_count, first.image, first.origin, "image_bands")
     check_bands(mask_bands, mask_count, first.mask, first.origin, "mask_bands")
 
+    problem = count_problem(source, weights or {}, len(image_bands), len(mask_bands),
+                            f"{first.image} has" if source.image_bands is None else "image_bands selects",
+                            f"{first.mask} has" if source.mask_bands is None else "mask_bands selects")
+    if problem:
+        raise DataError(f"{first.origin}: {problem[0]}: {problem[1]}")
     encoding: MaskEncoding = "class_index" if len(mask_bands) == 1 else "one_hot"
-    labels = source.class_labels
-    if encoding == "class_index" and (labels is None or len(labels) < 2):
-        raise DataError(f"{first.origin}: {first.mask} has a single band, read as class indices 0..n-1: "
-                        "data_source.class_labels must name the n classes")
-    if encoding == "one_hot":
-        if labels is not None and len(labels) != len(mask_bands):
-            raise DataError(f"{first.origin}: data_source.class_labels has {len(labels)} labels but "
-                            f"{first.mask} has {len(mask_bands)} bands (one per class)")
-        labels = labels or [f"class {i}" for i in range(1, len(mask_bands) + 1)]
-
-    for split, stats in (source.normalization_weights or {}).items():
-        if len(stats.mean) != len(image_bands):
-            raise DataError(f"{first.origin}: data_source.normalization_weights.{split} has {len(stats.mean)} "
-                            f"values but the images have {len(image_bands)} bands")
+    labels = source.class_labels or [f"class {i}" for i in range(1, len(mask_bands) + 1)]
 
     return DataSpec(image_bands=tuple(image_bands), mask_bands=tuple(mask_bands), class_labels=tuple(labels),
                     mask_encoding=encoding, image_max_value=source.image_max_value,
