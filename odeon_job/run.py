@@ -188,8 +188,8 @@ def log_settings(config: JobConfig, plan: Plan) -> None:
     """What ``-v`` shows before training: the resolved settings, the data per split, storage settings."""
     if not log.isEnabledFor(logging.DEBUG):
         return
-    from odeon_job.cloud import s3_endpoint
     from odeon_job.data.raster import gdal_options
+    from odeon_job.s3_settings import s3_endpoint
 
     log.debug("settings: %s", json.dumps(redact_values(config.model_dump(mode="json")), sort_keys=True))
     for split, samples in plan.splits.items():
@@ -286,7 +286,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
     stop = stop or GracefulStop(config.device_setup.stop_grace_period).install()
     stop.grace_period = config.device_setup.stop_grace_period
-    from odeon_job.cloud import transient_retries
+    from odeon_job.retries import transient_retries
 
     retries_before = transient_retries()
     _quiet_lightning()
@@ -382,7 +382,7 @@ def non_finite_loss_error(error: NonFiniteLoss, samples: Sequence[Sample], lr: f
 def report_retries(before: int) -> None:
     """Say how many transient storage failures this run retried (each was survived, or the run stopped);
     ``before``: the process's count when the run started (a process may train more than once)."""
-    from odeon_job.cloud import transient_retries
+    from odeon_job.retries import transient_retries
 
     retries = transient_retries() - before
     if retries:

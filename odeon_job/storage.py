@@ -148,7 +148,7 @@ def _reporting(url: str, action: str) -> Iterator[None]:
             raise
         reason = describe_failure(error)
         if isinstance(error, PermissionError) and scheme(url) in ("s3", "s3a"):
-            from odeon_job.cloud import credentials_hint
+            from odeon_job.s3_settings import credentials_hint
 
             reason += credentials_hint()
         if isinstance(error, (FileNotFoundError, IsADirectoryError)):
@@ -176,7 +176,7 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     refuse_credentials(url)
 
     if scheme(url) in ("s3", "s3a"):
-        from odeon_job.cloud import configure_fsspec
+        from odeon_job.s3_settings import configure_fsspec
 
         configure_fsspec()  # endpoint, region, retries from the environment, read at each call
     with _reporting(url, "open"):

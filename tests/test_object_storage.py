@@ -21,7 +21,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from odeon_job import cli, cloud, storage
+from odeon_job import cli, retries, s3_settings, storage
 from odeon_job.config import load_config
 from odeon_job.data import raster
 from odeon_job.errors import DataError, StorageError
@@ -252,15 +252,15 @@ def test_transient_failures_are_retried_and_counted(bucket: Bucket, proxy: Count
     tif_url = bucket.put("t.tif", tif.read_bytes())
     use_s3_endpoint(monkeypatch, proxy.endpoint)
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")  # GDAL's own variable overrides our default
-    before = cloud.transient_retries()
+    before = retries.transient_retries()
 
     proxy.fail_next(2)
     assert storage.read_text(url) == "hello"
-    assert cloud.transient_retries() - before == 2
+    assert retries.transient_retries() - before == 2
     proxy.fail_next(2)
     with raster.open_raster(tif_url, "test") as src:
         assert int(src.read()[0, 0, 0]) == 7
-    assert cloud.transient_retries() - before == 4
+    assert retries.transient_retries() - before == 4
 
 
 def test_every_injected_failure_of_a_training_with_workers_is_retried_and_counted_once(
@@ -275,7 +275,7 @@ def test_every_injected_failure_of_a_training_with_workers_is_retried_and_counte
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
     config = make_config(csv, bucket.url("runs"), train_setup={"epochs": 2}, device_setup={"num_workers": 2})
     proxy.fail_period = 5
-    before = cloud.transient_retries()
+    before = retries.transient_retries()
     with caplog.at_level("WARNING", logger="odeon"):
         from odeon_job.config import config_from_dict
         from odeon_job.run import train
@@ -283,7 +283,7 @@ def test_every_injected_failure_of_a_training_with_workers_is_retried_and_counte
         train(config_from_dict(config))
     proxy.fail_period = 0
     assert proxy.failures_injected > 5
-    assert cloud.transient_retries() - before == proxy.failures_injected
+    assert retries.transient_retries() - before == proxy.failures_injected
     assert f"storage: {proxy.failures_injected} transient failure(s) were retried" in caplog.text
 
 
@@ -386,16 +386,16 @@ def test_rasters_on_unsupported_schemes_and_gdal_settings_from_the_environment(
     assert storage.gdal_path("az://c/a.tif") == "/vsiaz/c/a.tif"
     assert storage.gdal_path("https://h/a.tif") == "/vsicurl/https://h/a.tif"
     env = {"AWS_ENDPOINT_URL": "https://minio.example:9000", "AWS_ENDPOINT_URL_S3": "http://ceph.local:7480/"}
-    assert cloud.gdal_s3_options(env) == {"AWS_S3_ENDPOINT": "ceph.local:7480", "AWS_HTTPS": "NO",
+    assert s3_settings.gdal_s3_options(env) == {"AWS_S3_ENDPOINT": "ceph.local:7480", "AWS_HTTPS": "NO",
                                           "AWS_VIRTUAL_HOSTING": "FALSE"}
-    assert cloud.gdal_s3_options({**env, "AWS_VIRTUAL_HOSTING": "TRUE"})["AWS_S3_ENDPOINT"] == "ceph.local:7480"
-    assert "AWS_VIRTUAL_HOSTING" not in cloud.gdal_s3_options({**env, "AWS_VIRTUAL_HOSTING": "TRUE"})
-    assert cloud.gdal_s3_options({}) == {}
-    options = cloud.fsspec_s3_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-3"})
+    assert s3_settings.gdal_s3_options({**env, "AWS_VIRTUAL_HOSTING": "TRUE"})["AWS_S3_ENDPOINT"] == "ceph.local:7480"
+    assert "AWS_VIRTUAL_HOSTING" not in s3_settings.gdal_s3_options({**env, "AWS_VIRTUAL_HOSTING": "TRUE"})
+    assert s3_settings.gdal_s3_options({}) == {}
+    options = s3_settings.fsspec_s3_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-3"})
     assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-3"},
                        "config_kwargs": {"s3": {"addressing_style": "path"},
-                                         "retries": {"mode": "standard", "max_attempts": cloud.S3_MAX_ATTEMPTS}}}
-    assert "retries" not in cloud.fsspec_s3_options({"AWS_MAX_ATTEMPTS": "3"}).get("config_kwargs", {})
+                                         "retries": {"mode": "standard", "max_attempts": s3_settings.S3_MAX_ATTEMPTS}}}
+    assert "retries" not in s3_settings.fsspec_s3_options({"AWS_MAX_ATTEMPTS": "3"}).get("config_kwargs", {})
     monkeypatch.setenv("GDAL_CACHEMAX", "64")
     assert "GDAL_CACHEMAX" not in raster.gdal_options()  # the environment's value stands
     with pytest.raises(DataError):

@@ -24,8 +24,9 @@ from rasterio.errors import RasterioError
 from rasterio.session import DummySession
 
 from odeon_job import storage
-from odeon_job.cloud import count_retries, gdal_s3_options
 from odeon_job.errors import DataError
+from odeon_job.retries import count_retries
+from odeon_job.s3_settings import gdal_s3_options
 
 #: GDAL options for reading tiles; an environment variable of the same name overrides each.
 GDAL_DEFAULTS: dict[str, str | int] = {
@@ -37,7 +38,7 @@ GDAL_DEFAULTS: dict[str, str | int] = {
     # DataLoader worker has its own. rasterio wants an int here.
     "GDAL_CACHEMAX": 256,
     # Retry HTTP 429/5xx with exponential backoff (0.5 s, 1 s, 2 s, ... 16 s): a remote read survives
-    # a short outage of the store. Each retry is counted (odeon_job.cloud).
+    # a short outage of the store. Each retry is counted (odeon_job.retries).
     "GDAL_HTTP_MAX_RETRY": "6",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
 }

@@ -11,14 +11,12 @@ derives each one's settings from the variables users already set for the AWS CLI
   Ceph, ...), with path-style addressing;
 - ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``) names the region;
 - transient failures (5xx, throttling, connection resets, timeouts) are retried with exponential
-  backoff by both clients; each retry is counted (:func:`transient_retries`), across DataLoader
-  workers, so a run can say at the end how many it survived.
+  backoff by both clients (each retry is counted: :mod:`odeon_job.retries`).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -90,6 +88,8 @@ def configure_fsspec(environ: Mapping[str, str] = os.environ) -> None:
             fsspec.config.conf[protocol] = options
         else:
             fsspec.config.conf.pop(protocol, None)
+    from odeon_job.retries import count_retries
+
     count_retries()
 
 
@@ -106,55 +106,3 @@ def gdal_s3_options(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         "AWS_VIRTUAL_HOSTING": "FALSE",
     }
     return {key: value for key, value in derived.items() if key not in environ}
-
-
-# --- counting retries --------------------------------------------------------------------------------
-
-#: Shared with forked DataLoader workers, whose GDAL reads retry too.
-_RETRIES = multiprocessing.get_context("fork").Value("i", 0)
-#: (logger, what its retry messages contain): botocore (also under aiobotocore and s3fs) and s3fs's own
-#: retry loop announce retries at DEBUG; GDAL (through rasterio) warns.
-_RETRY_ANNOUNCERS = (
-    ("botocore.retryhandler", "Retry needed"),
-    ("botocore.retries.standard", "Retry needed"),
-    ("botocore.retries.adaptive", "Retry needed"),
-    ("s3fs", "Retryable error"),
-    ("rasterio._env", "Retrying again"),
-)
-_DEBUG_ANNOUNCERS = {name for name, _ in _RETRY_ANNOUNCERS if name != "rasterio._env"}
-
-
-class _RetryCounter(logging.Filter):
-    """Counts the retries a library announces; lets through only what the user would have seen."""
-
-    def __init__(self, marker: str, passes_level: int) -> None:
-        super().__init__()
-        self.marker, self.passes_level = marker, passes_level
-        self.warned_pid = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.marker in record.getMessage():
-            with _RETRIES.get_lock():
-                _RETRIES.value += 1
-            if self.warned_pid != os.getpid():  # one line per process; the total comes at the end
-                self.warned_pid = os.getpid()
-                log.warning("storage: transient failure, retrying with backoff (%s)", record.getMessage()[:200])
-            return False
-        return record.levelno >= self.passes_level
-
-
-def count_retries() -> None:
-    """Install the retry counters (idempotent)."""
-    for name, marker in _RETRY_ANNOUNCERS:
-        logger = logging.getLogger(name)
-        if any(isinstance(f, _RetryCounter) for f in logger.filters):
-            continue
-        debug_only = name in _DEBUG_ANNOUNCERS
-        logger.addFilter(_RetryCounter(marker, logging.INFO if debug_only else logging.NOTSET))
-        if debug_only and logger.getEffectiveLevel() > logging.DEBUG:
-            logger.setLevel(logging.DEBUG)  # to see the announcements; the filter drops the rest of DEBUG
-
-
-def transient_retries() -> int:
-    """How many transient failures this process and its DataLoader workers retried so far."""
-    return int(_RETRIES.value)
