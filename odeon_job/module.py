@@ -56,7 +56,7 @@ class Evaluation:
     ignored: int = 0
     #: The first tiles of the run as the network saw them, for pictures (this process's).
     samples: list[Sample] = field(default_factory=list)
-    #: The epoch the evaluation closed (0-based), for titles.
+    #: The epoch a validation closed, counted from 1 as the console does (None for a test), for titles.
     epoch: int | None = None
 
     @property
@@ -237,7 +237,7 @@ class SegmentationModule(pl.LightningModule):
         evaluation = Evaluation(loss=float(self.mean_loss[split].compute()), confusion=confusion,
                                 metrics=confusion_metrics(confusion, self.class_labels),
                                 ignored=int(self.ignored[split].compute()), samples=self.samples[split],
-                                epoch=self.current_epoch)
+                                epoch=self.current_epoch + 1 if split == "val" else None)
         self.samples[split] = []
         for metric in (self.confusion[split], self.mean_loss[split], self.ignored[split]):
             metric.reset()

@@ -162,3 +162,18 @@ def proxy(moto_server: MotoServer) -> Iterator[CountingProxy]:
     counting = CountingProxy(moto_server.port)
     yield counting
     counting.stop()
+
+
+# --- the quick loop: pytest -m "not slow" ----------------------------------------------------------------
+
+#: Fixtures that mean real data on disk, servers or trainings: a test using one is slow.
+SLOW_FIXTURES = {"make_dataset", "moto_server", "bucket", "proxy", "mlflow_server", "doomed_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow every test that needs data, servers or a training, besides those marked by hand, so that
+    ``pytest -m "not slow"`` is a loop of a minute or less (``make test`` runs everything)."""
+    for item in items:
+        needs_more = item.get_closest_marker("e2e") or item.get_closest_marker("image")
+        if needs_more or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -126,7 +126,7 @@ def test_input_scaling_scales_then_normalises_per_band_and_batch() -> None:
     assert out.dtype == torch.float32 and out[:, 0, 0].tolist() == pytest.approx([1.0, 0.5], abs=1e-6)
     batch = scaling(raw[None].repeat(3, 1, 1, 1))
     assert batch.shape == (3, 2, 4, 4) and torch.allclose(batch[2], out)
-    assert scaling.to_unit(raw)[:, 0, 0].tolist() == pytest.approx([0.6, 0.4])
+    assert scaling.unit_from_input(out)[:, 0, 0].tolist() == pytest.approx([0.6, 0.4])  # what the network saw
     assert InputScaling(10000.0)(torch.full((1, 2, 2), 5000.0)).unique().tolist() == [0.5]  # no statistics: 0-1
     assert "weight" not in scaling.state_dict()  # rebuilt from the configuration, not kept in checkpoints
 
