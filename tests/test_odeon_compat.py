@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from odeon_reference import odeon_checkpoint, randomised, ref_lightunet, ref_unet
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
@@ -323,3 +325,54 @@ def test_validate_says_which_odeon_weights_do_not_fit_the_model(make_dataset: Ca
     assert cli.main(["validate", "-c", str(tmp_path / "c.json")]) == 2
     assert f"odeon: error: train_setup.init_weights: {weights} holds ODEON lightunet weights, but " \
            "train_setup.model_name is unet" in capsys.readouterr().err
+
+
+# --- properties -----------------------------------------------------------------------------------------------
+
+_size = st.floats(min_value=0.01, max_value=100, allow_nan=False)
+_entry = st.one_of(_size, st.lists(_size, min_size=2, max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.one_of(_size, st.lists(_size, min_size=2, max_size=2), st.lists(_entry, min_size=1, max_size=3),
+                       st.dictionaries(st.sampled_from(["train", "val", "test"]), _entry, min_size=1)))
+def test_a_resolution_is_read_one_way_or_refused_as_ambiguous(value: object) -> None:
+    from odeon_job.config import SPLITS
+
+    config = make_config("a.csv", "o")
+    config["data_source"]["resolution"] = value
+    two_numbers = isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value)
+    if two_numbers and value[0] != value[1]:  # type: ignore[index]
+        with pytest.raises(ConfigError, match="is ambiguous"):
+            config_from_dict(config)
+        return
+    try:
+        read = config_from_dict(config).data_source.resolution
+    except ConfigError as error:  # only a list of one bare number, which is neither form
+        assert isinstance(value, list) and len(value) == 1 and not isinstance(value[0], list), error
+        return
+    per_split = isinstance(value, list) and (len(value) == 3 or (len(value) in (1, 2) and any(
+        isinstance(v, list) for v in value)))
+    if per_split:  # ODEON's order: train, val, test; a missing one takes the last
+        assert isinstance(read, dict) and list(read) == list(SPLITS)
+        assert all(read[split] == value[min(i, len(value) - 1)] for i, split in enumerate(SPLITS))  # type: ignore
+    else:
+        assert read == value
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.integers(min_value=2, max_value=6).flatmap(
+    lambda n: st.lists(st.lists(st.integers(0, 10_000), min_size=n, max_size=n), min_size=n, max_size=n)),
+    loss=st.floats(0, 10, allow_nan=False), lr=st.floats(1e-6, 1, allow_nan=False))
+def test_a_history_goes_to_odeon_and_back_unchanged(counts: list[list[int]], loss: float, lr: float) -> None:
+    from odeon_job.metrics import confusion_metrics
+    from odeon_job.module import Evaluation
+    from odeon_job.odeon_history import from_odeon, to_odeon
+
+    labels = [f"c{i}" for i in range(len(counts))]
+    confusion = torch.tensor(counts)
+    ours = {"0": Evaluation(loss, confusion, confusion_metrics(confusion, labels)).entry(lr)}
+    back = from_odeon(to_odeon(ours))
+    assert back.keys() == ours.keys()
+    for key, value in ours["0"].items():
+        assert back["0"][key] == (pytest.approx(value) if isinstance(value, float) else value), key
