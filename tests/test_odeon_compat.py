@@ -179,6 +179,9 @@ def test_our_odeon_pth_export_loads_strictly_in_odeon_and_predicts_the_same(
     best = Path(result.best_checkpoint)
     exported = best.with_name(best.stem + ".odeon.pth")
     assert exported.exists() and best.with_suffix(".pth").exists()
+    for folder in (best.parent, best.parent.parent / "odeon_val_miou_ckpt"):  # each export follows its checkpoint
+        stems = sorted(p.name[:-len(".ckpt")] for p in folder.glob("*.ckpt"))
+        assert sorted(p.name[:-len(".odeon.pth")] for p in folder.glob("*.odeon.pth")) == stems
     odeon_model = ref_lightunet(BANDS, 3)
     odeon_model.load_state_dict(torch.load(exported, weights_only=True), strict=True)
     from odeon_job.module import load_module
@@ -187,7 +190,7 @@ def test_our_odeon_pth_export_loads_strictly_in_odeon_and_predicts_the_same(
     tile = torch.rand(1, BANDS, 32, 32)
     with torch.no_grad():
         assert torch.allclose(odeon_model.eval()(tile), module.model(tile), atol=1e-5)
-    with pytest.raises(ConfigError, match="odeon_pth.*unet and lightunet only, not resnet18"):
+    with pytest.raises(ConfigError, match="odeon_pth.*unet or lightunet only, not resnet18"):
         config_from_dict(make_config(data.csv, "o", train_setup={"model_name": "resnet18",
                                                                  "export_checkpoint": "odeon_pth"}))
 
