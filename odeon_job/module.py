@@ -133,6 +133,8 @@ class SegmentationModule(pl.LightningModule):
         self.samples: dict[str, list[Sample]] = {"val": [], "test": []}
         #: Each epoch's mean training loss (epoch → loss), for the training curves.
         self.train_losses: dict[int, float] = {}
+        #: The type of the tiles as read (uint8...), seen in the batches.
+        self.raw_image_dtype = torch.float32
         #: The learning rate and momentum of the last training step (None before the first).
         self.lr_used: float | None = None
         self.momentum_used: float | None = None
@@ -150,6 +152,7 @@ class SegmentationModule(pl.LightningModule):
         """Images and masks travel from the DataLoader workers in their small raw types (uint8 tiles,
         uint8 class indices): here, on the device, images are scaled and normalised for the split
         being run, and masks become the int64 that the loss and metrics want."""
+        self.raw_image_dtype = batch["image"].dtype  # what the MLflow model of raw pixels takes
         batch["image"] = self.scale_images(batch["image"], self._running_split())
         batch["mask"] = as_long_classes(batch["mask"])
         return batch
@@ -180,6 +183,15 @@ class SegmentationModule(pl.LightningModule):
         loss = self.trainer.callback_metrics.get("train_loss_epoch")
         if loss is not None:
             self.train_losses[self.current_epoch] = float(loss)
+        if self.lr_used is not None:  # what the epoch trained with
+            optimizer_state = {"train/learning rate": self.lr_used}
+            if self.momentum_used is not None:
+                optimizer_state["train/momentum"] = self.momentum_used
+            self.log_dict(optimizer_state, sync_dist=True)
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                if hasattr(logger, "log_weights"):
+                    logger.log_weights(self.model, self.global_step)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Remember the learning rate (and momentum) this step trains with, for history and loggers."""
@@ -245,8 +257,36 @@ class SegmentationModule(pl.LightningModule):
         # Already synchronised: sync_dist only keeps Lightning from warning (a mean of equal values).
         self.log(f"{split}_loss", evaluation.loss, prog_bar=True, sync_dist=True)
         self.log(f"{split}_miou", evaluation.miou, prog_bar=True, sync_dist=True)
-        self.log_dict({f"{split}/{name}": value for name, value in evaluation.metrics.items() if value is not None},
-                      sync_dist=True)
+        # Every figure of the entry reaches every logger through Lightning (val/loss, val/Average/IoU...).
+        # (float64 tensors: Lightning would keep a number as float32, and the loggers' figures must be the
+        # history's to the last digit.)
+        shown = {name: value for name, value in evaluation.entry().items()
+                 if not name.startswith("cm_") and value is not None}
+        self.log_dict({f"{split}/{name}": torch.tensor(float(value), dtype=torch.float64)
+                       for name, value in shown.items()}, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self._publish_figures(split, evaluation)
+
+    def _publish_figures(self, split: str, evaluation: Evaluation) -> None:
+        """Each picture of the evaluation, drawn once, to every logger that shows pictures (first process)."""
+        from odeon_job.figures import confusion_figure, confusion_table, iou_figure, samples_figure
+        from odeon_job.loggers import publish_figure
+
+        trainer = self.trainer
+        if not trainer.is_global_zero or not any(hasattr(lg, "log_figure") or hasattr(lg, "log_image")
+                                                 for lg in trainer.loggers):
+            return
+        labels = self.class_labels
+        publish_figure(trainer, split, "confusion matrix", confusion_figure(evaluation.confusion, labels, split,
+                                                                            evaluation.epoch, evaluation.miou))
+        publish_figure(trainer, split, "IoU per class", iou_figure(evaluation.metrics, labels, split, evaluation.epoch))
+        if evaluation.samples:
+            publish_figure(trainer, split, "samples", samples_figure(evaluation.samples, labels, split,
+                                                                     evaluation.epoch))
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_text"):  # the numbers behind the confusion matrix's colours
+                logger.log_text(split, "confusion matrix", confusion_table(evaluation.confusion, labels),
+                                trainer.global_step)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

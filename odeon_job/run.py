@@ -27,11 +27,9 @@ from odeon_job.run_folder import LAST_CHECKPOINT, RunFolder
 if TYPE_CHECKING:
     import pytorch_lightning as pl
     from pytorch_lightning import Callback
+    from pytorch_lightning.loggers import Logger
 
-    from odeon_job.callbacks.checkpoints import BestPthFiles, ExportingCheckpoint
-    from odeon_job.callbacks.history import History
-    from odeon_job.callbacks.mlflow_run import MlflowRun
-    from odeon_job.callbacks.tensorboard import TensorBoard
+    from odeon_job.callbacks.checkpoints import ExportingCheckpoint
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.samples import Sample
     from odeon_job.data.spec import DataSpec
@@ -160,30 +158,6 @@ def _quiet_lightning() -> None:
             handler.addFilter(_NoTips())
 
 
-@dataclass
-class Outputs:
-    """The callbacks that write the run's outputs, and the ones ``train`` asks things of afterwards."""
-
-    history: History
-    checkpoints: list[ExportingCheckpoint]
-    pth_files: BestPthFiles | None
-    tensorboard: TensorBoard | None
-    mlflow: MlflowRun | None
-    callbacks: list[Callback]
-
-    @property
-    def best_model(self) -> str:
-        """The best val_loss model: ``{name}.pth`` in .pth mode, else the best checkpoint."""
-        return self.pth_files.model_path if self.pth_files else self.checkpoints[0].best_model_path
-
-    @property
-    def best_models(self) -> dict[str, str]:
-        """The best model file per monitored figure (.pth mode keeps val_loss's only)."""
-        if self.pth_files:
-            return {"val_loss": self.pth_files.model_path}
-        return {"val_loss": self.checkpoints[0].best_model_path, "val_miou": self.checkpoints[1].best_model_path}
-
-
 def log_settings(config: JobConfig, plan: Plan) -> None:
     """What ``-v`` shows before training: the resolved settings, the data per split, storage settings."""
     if not log.isEnabledFor(logging.DEBUG):
@@ -228,46 +202,68 @@ def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> Segm
     return module
 
 
-def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule,
-                     resuming: bool) -> Outputs:
+def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule) -> list[Callback]:
+    """History, console report, model files, early stopping, progress bars, predictions."""
     from odeon_job.callbacks.checkpoints import BestPthFiles
     from odeon_job.callbacks.epoch_order import EpochOrder
     from odeon_job.callbacks.history import History
     from odeon_job.callbacks.predictions import PredictionWriter
     from odeon_job.callbacks.report import ValidationReport
-    from odeon_job.callbacks.tensorboard import TensorBoard
 
     out, has_test = config.output_setup, datamodule.has_test
     history = History(folder.history_val if out.save_history else None,
                       folder.history_test if out.save_history and has_test else None)
-    checkpoints = checkpoint_callbacks(config, folder)
-    pth_files = BestPthFiles(folder, model_basename(config)) if model_file_extension(config) == ".pth" else None
-    tensorboard = (TensorBoard(folder.tensorboard, out.log_learning_rate)
-                   if out.use_tensorboard else None)
-    callbacks: list[Callback] = [EpochOrder(), history, ValidationReport(), *checkpoints, *optional_callbacks(config),
-                                 *(c for c in (pth_files, tensorboard) if c is not None)]
+    callbacks: list[Callback] = [EpochOrder(), history, ValidationReport(), *checkpoint_callbacks(config, folder),
+                                 *optional_callbacks(config)]
+    if model_file_extension(config) == ".pth":
+        callbacks.append(BestPthFiles(folder, model_basename(config)))
     if out.get_prediction:
         callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type,
                                           datamodule.datasets["test"]))
-    mlflow = None
-    if out.use_mlflow and is_first_process():
-        from odeon_job.callbacks.mlflow_run import MlflowRun
+    return callbacks
 
-        mlflow = MlflowRun(config, folder, resuming)
-        callbacks.append(mlflow)
-    return Outputs(history, checkpoints, pth_files, tensorboard, mlflow, callbacks)
+
+def output_loggers(config: JobConfig, folder: RunFolder, resuming: bool, test_follows: bool,
+                   stop: GracefulStop) -> list[Logger]:
+    """TensorBoard, MLflow (first process) and Weights & Biases, as the configuration asks: Lightning drives
+    them, from the start of the training to the end of the test."""
+    out = config.output_setup
+    loggers: list[Logger] = []
+    if out.use_tensorboard:
+        from odeon_job.loggers.tensorboard import TensorBoardOutput
+
+        loggers.append(TensorBoardOutput(folder.tensorboard, out.log_learning_rate))
+    if out.use_mlflow and is_first_process():
+        from odeon_job.loggers.mlflow import MlflowOutput
+
+        pth_model = folder.pth_file(model_basename(config)) if model_file_extension(config) == ".pth" else None
+        loggers.append(MlflowOutput(config, folder, resuming, test_follows, killed=lambda: stop.received_at is not None,
+                                    pth_model=pth_model))
+    if out.use_wandb:
+        loggers.append(wandb_logger(config, folder))
+    return loggers
+
+
+def best_model(callbacks: list[Callback]) -> str:
+    """The best val_loss model: ``{name}.pth`` in .pth mode, else the best val_loss checkpoint ("" before any)."""
+    from odeon_job.callbacks.checkpoints import BestPthFiles, ExportingCheckpoint
+
+    for callback in callbacks:
+        if isinstance(callback, BestPthFiles):
+            return callback.model_path
+    return next(c.best_model_path for c in callbacks if isinstance(c, ExportingCheckpoint) and c.monitor == "val_loss")
 
 
 def evaluate_best_model(trainer: pl.Trainer, module: SegmentationModule, datamodule: SegmentationDataModule,
-                        outputs: Outputs) -> None:
+                        model_file: str) -> None:
     """Evaluate the best val_loss model on the test split (figures, history, predictions)."""
     from odeon_job.models.weights import read_state_dict
 
-    if outputs.pth_files:  # .pth mode: the best weights are in {name}.pth
-        module.model.load_state_dict(read_state_dict(outputs.best_model, "the best model"))
+    if model_file.endswith(".pth"):  # .pth mode: the best weights are in {name}.pth
+        module.model.load_state_dict(read_state_dict(model_file, "the best model"))
         trainer.test(module, datamodule=datamodule, verbose=False)
     else:
-        trainer.test(module, datamodule=datamodule, ckpt_path=outputs.best_model, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=model_file, verbose=False)
 
 
 def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
@@ -276,6 +272,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     import pytorch_lightning as pl
 
     from odeon_job.callbacks.checkpoints import StorageCheckpointIO
+    from odeon_job.callbacks.history import History
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.raster import clear_remote_cache
     from odeon_job.launch import prepare_launch
@@ -293,7 +290,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     redact_log_handlers()  # Lightning's handlers, installed by its import
     clear_remote_cache()  # GDAL would serve the old bytes of objects rewritten since this process read them
     config = with_run_names(config)
-    setup, out, device_setup = config.train_setup, config.output_setup, config.device_setup
+    setup, device_setup = config.train_setup, config.device_setup
     folder = RunFolder.of(config)
     start = folder.plan_start(config)
     resume_from = start.resume_from
@@ -305,7 +302,6 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     splits, spec, devices = plan.splits, plan.spec, plan.devices
     prepare_launch(devices)
     log_settings(config, plan)
-    logger = wandb_logger(config, folder) if out.use_wandb else False
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
 
@@ -317,52 +313,38 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
                                         prefetch_factor=device_setup.prefetch_factor)
     report_ignored_pixels(spec, datamodule.check_first_samples())
     module = build_module(config, plan, resume_from)
-    outputs = output_callbacks(config, folder, datamodule, resuming=resume_from is not None)
+    callbacks = [*output_callbacks(config, folder, datamodule), stop_callback(stop, folder.last_checkpoint)]
+    loggers = output_loggers(config, folder, resume_from is not None, datamodule.has_test, stop)
     if setup.deterministic:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
                  "without one runs as usual and PyTorch warns about it once")
     try:
-        callbacks = [*outputs.callbacks, stop_callback(stop, folder.last_checkpoint)]
         trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=callbacks,
-                             logger=logger, default_root_dir=folder.url, plugins=[StorageCheckpointIO()])
+                             logger=loggers, default_root_dir=folder.url, plugins=[StorageCheckpointIO()])
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
 
     log.debug("timing: start-up checks and set-up took %.1f s", time.monotonic() - started)
     folder.start(config, start)
-    if outputs.mlflow is not None:
-        outputs.mlflow.start()
-    status = "FAILED"
+    history = next(c for c in callbacks if isinstance(c, History))
     try:
         started = time.monotonic()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         log.debug("timing: training took %.1f s", time.monotonic() - started)
-        result = TrainResult(run_folder=folder.url, best_checkpoint=outputs.best_model, history=outputs.history.entries)
-        if datamodule.has_test and outputs.best_model:
+        result = TrainResult(run_folder=folder.url, best_checkpoint=best_model(callbacks), history=history.entries)
+        if datamodule.has_test:
             started = time.monotonic()
-            evaluate_best_model(trainer, module, datamodule, outputs)
+            evaluate_best_model(trainer, module, datamodule, result.best_checkpoint)
             log.debug("timing: the test took %.1f s", time.monotonic() - started)
-            result.test = outputs.history.test_entry
-        status = "FINISHED"
-    except (KeyboardInterrupt, Terminated):
-        status = "KILLED"
-        raise
+            result.test = history.test_entry
     except NonFiniteLoss as error:
         raise non_finite_loss_error(error, datamodule.datasets["train"].samples, setup.learning_rate) from error
     except BaseException as error:
         if not is_sigterm_stop(error):
             raise
-        status = "KILLED"
         raise Terminated(f"stopped by SIGTERM; {folder.last_checkpoint} holds the last validated epoch: run again "
                          "with train_setup.continue_training true (or \"auto\") to resume") from None
     finally:
-        if outputs.tensorboard is not None:
-            outputs.tensorboard.close()
-        if outputs.mlflow is not None:
-            if status == "FINISHED":
-                outputs.mlflow.finish(status, module, outputs.best_models, datamodule.datasets["val"])
-            else:
-                outputs.mlflow.finish(status)
         report_retries(retries_before)
         if own_stop:
             stop.restore()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from odeon_job.callbacks.history import History
 from odeon_job.callbacks.report import ValidationReport
-from odeon_job.callbacks.tensorboard import TensorBoard
+from odeon_job.loggers.tensorboard import TensorBoardOutput
 from odeon_job.module import SegmentationModule
 
 LABELS = ["bati", "route", "eau"]
@@ -36,11 +37,12 @@ class Tiles(Dataset[dict[str, torch.Tensor]]):
         return {"image": self.images[index], "mask": self.masks[index], "index": torch.tensor(index)}
 
 
-def _fit(tmp_path: Path, callbacks: list[pl.Callback], epochs: int = 2,
-         val_check_interval: float = 1.0) -> tuple[pl.Trainer, SegmentationModule]:
+def _fit(tmp_path: Path, callbacks: list[pl.Callback], epochs: int = 2, val_check_interval: float = 1.0,
+         loggers: list[Any] | None = None) -> tuple[pl.Trainer, SegmentationModule]:
     pl.seed_everything(0, verbose=False)
     module = SegmentationModule("lightunet", 3, LABELS, lr=0.01, epochs=epochs)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=loggers or False,
+                         enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
                          val_check_interval=val_check_interval, num_sanity_val_steps=1, default_root_dir=tmp_path)
     trainer.fit(module, DataLoader(Tiles(8, 0), batch_size=2), DataLoader(Tiles(4, 1), batch_size=2))
@@ -66,12 +68,11 @@ def test_the_report_says_one_line_per_validation(tmp_path: Path, caplog: pytest.
     assert all("train_loss" in line and "val_miou" in line for line in lines)
 
 
-def test_tensorboard_gets_the_pictures_drawn_from_the_batches(tmp_path: Path) -> None:
+def test_the_tensorboard_logger_gets_metrics_and_the_pictures_drawn_from_the_batches(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    board = TensorBoard(str(tmp_path / "tb"), log_learning_rate=True)
-    _, module = _fit(tmp_path, [History(), board], epochs=2)
-    board.close()
+    board = TensorBoardOutput(str(tmp_path / "tb"), log_learning_rate=True)
+    _, module = _fit(tmp_path, [History()], epochs=2, loggers=[board])  # Lightning finalizes it
     val = EventAccumulator(str(tmp_path / "tb" / "val"), size_guidance={"images": 0}).Reload()
     assert {"confusion matrix", "IoU per class", "samples", "training curves"} <= set(val.Tags()["images"])
     assert len(val.Images("samples")) == 2  # one per validation, none for the sanity check
@@ -79,6 +80,7 @@ def test_tensorboard_gets_the_pictures_drawn_from_the_batches(tmp_path: Path) ->
     assert sorted(module.train_losses) == [0, 1]
     train = EventAccumulator(str(tmp_path / "tb" / "train"), size_guidance={"histograms": 0}).Reload()
     assert "inc.0.weight" in train.Tags()["histograms"] and len(train.Scalars("learning rate")) == 2
+    assert len(train.Scalars("loss")) == 2 and len(val.Scalars("Average/IoU")) == 2 and val.Scalars("loss")
 
 
 def test_the_samples_are_the_validation_tiles_as_the_network_saw_them(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import rasterio
 import torch
 
 from odeon_job import cli
-from odeon_job.callbacks.mlflow_run import MlflowRun
+from odeon_job.loggers.mlflow import MlflowOutput
 from odeon_job.redaction import redact
 from odeon_job.tracking import environment_tags, flatten, metric_name
 
@@ -135,16 +135,16 @@ def test_the_training_survives_the_tracking_server_going_away(make_dataset: Call
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", doomed_server.url)
     validations = []
-    logged = MlflowRun.on_validation_end
+    logged = MlflowOutput.log_metrics
 
-    def then_stop_the_server(self: MlflowRun, trainer: object, module: object) -> None:
-        logged(self, trainer, module)
-        if not trainer.sanity_checking:  # type: ignore[attr-defined]
-            validations.append(trainer.current_epoch)  # type: ignore[attr-defined]
+    def then_stop_the_server(self: MlflowOutput, metrics: dict[str, float], step: int | None = None) -> None:
+        logged(self, metrics, step)
+        if any(name.startswith("val/") for name in metrics):
+            validations.append(step)
             if len(validations) == 1:
                 doomed_server.stop()
 
-    monkeypatch.setattr(MlflowRun, "on_validation_end", then_stop_the_server)
+    monkeypatch.setattr(MlflowOutput, "log_metrics", then_stop_the_server)
     config = mlflow_config(make_dataset(n=8), str(tmp_path / "out"))
     config["train_setup"]["epochs"] = 3
     assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 0
@@ -311,3 +311,33 @@ def test_credentials_in_urls_reach_no_output(make_dataset: Callable[..., TinyDat
                                 timeout=300)
         assert failed.returncode == 2 and "odeon: error: " in failed.stderr, failed.stderr[-2000:]
         assert SENTINEL not in failed.stdout + failed.stderr
+
+
+def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run is the MLflow logger's: opened by Lightning at the start of the training, closed FAILED when a
+    step fails (here a loss that overflows), with nothing left RUNNING."""
+    from mlflow import MlflowClient
+
+    from odeon_job.config import config_from_dict
+    from odeon_job.errors import DataError
+    from odeon_job.run import train
+
+    from conftest import onehot, write_tif
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        write_tif(tmp_path / f"i{i}.tif", np.full((3, 16, 16), 3e38, np.float32))
+        write_tif(tmp_path / f"m{i}.tif", onehot(rng.integers(0, 2, (16, 16)), 2))
+        rows.append(f"i{i}.tif,m{i}.tif")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    config = make_config(str(tmp_path / "train.csv"), str(tmp_path / "out"),
+                         data_source={"image_max_value": 1, "val_file": str(tmp_path / "train.csv")},
+                         train_setup={"batch_size": 4}, output_setup={"use_mlflow": True})
+    with pytest.raises(DataError):
+        train(config_from_dict(config))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert run.info.status == "FAILED"

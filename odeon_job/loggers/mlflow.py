@@ -1,7 +1,13 @@
-"""MLflow: the run's parameters, per-validation metrics, tags, system metrics, artifacts and best model.
+"""MLflow as a Lightning logger: the run's parameters, per-validation metrics, tags, system metrics,
+pictures, artifacts and best model.
+
+Lightning drives it: ``log_hyperparams`` at the start of the training opens the run (or, when resuming,
+reopens it), ``log_metrics`` sends what the module logs, ``after_save_checkpoint`` learns the best
+checkpoints, and ``finalize`` closes it: after the test when one follows the training, else after the
+training (FINISHED with artifacts and model; FAILED, or KILLED after SIGTERM, as soon as a step fails).
 
 Only the first process talks to MLflow. Losing the tracking server never costs the training: every
-call goes through :meth:`MlflowRun._call`, which on the first failure warns once, stops calling for
+call goes through :meth:`MlflowOutput._call`, which on the first failure warns once, stops calling for
 :data:`RETRY_AFTER` seconds (a dead server would otherwise cost MLflow's retries at every call),
 keeps the metrics that could not be sent to send them when the server answers again, and lists at the
 end what was not logged. ``output_setup.mlflow_required`` turns any failure into an error instead.
@@ -19,14 +25,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import pytorch_lightning as pl
+import numpy as np
 import torch
+from pytorch_lightning.loggers import Logger
 
 from odeon_job import storage
-from odeon_job.callbacks.history import learning_rate
 from odeon_job.config import JobConfig
 from odeon_job.errors import StorageError
-from odeon_job.figures import confusion_figure, curves_figure, iou_figure, png_bytes, samples_figure
+from odeon_job.figures import png_bytes
+from odeon_job.loggers import output_metrics
 from odeon_job.models.weights import read_state_dict
 from odeon_job.redaction import redact, redact_log_handlers
 from odeon_job.run_folder import RunFolder
@@ -56,12 +63,23 @@ PENDING_LIMIT = 200_000
 BATCH = 1000
 
 
-class MlflowRun(pl.Callback):
-    def __init__(self, config: JobConfig, run_folder: RunFolder, resuming: bool) -> None:
+#: The artifact file of each picture (``figures/<name>_<split>.png``, the curves without a split).
+FIGURE_FILES = {"confusion matrix": "confusion_matrix", "IoU per class": "iou", "samples": "samples"}
+
+
+class MlflowOutput(Logger):
+    """``test_follows``: a test runs after the training (the run closes after it); ``killed``: whether a
+    failure is a SIGTERM stop (KILLED rather than FAILED); ``pth_model``: the best model in ``.pth`` mode
+    (otherwise the best val_loss checkpoint)."""
+
+    def __init__(self, config: JobConfig, run_folder: RunFolder, resuming: bool, test_follows: bool,
+                 killed: Callable[[], bool] = lambda: False, pth_model: str | None = None) -> None:
+        super().__init__()
         out = config.output_setup
         self.config, self.run_folder, self.resuming = config, run_folder, resuming
+        self.test_follows, self.killed = test_follows, killed
         self.store = Store(out.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(local store)")
-        self.experiment = out.mlflow_experiment or out.name_exp_log or "Default"
+        self.experiment_name = out.mlflow_experiment or out.name_exp_log or "Default"
         self.run_name = out.mlflow_run_name or out.version_name
         self.required = out.mlflow_required
         self.registered_model_name = out.registered_model_name
@@ -72,6 +90,22 @@ class MlflowRun(pl.Callback):
         self.down_until = 0.0
         self.warned = False
         self.monitor: Any = None
+        self.started = self.closed = False
+        self.module: SegmentationModule | None = None
+        self.best_models: dict[str, str] = {"val_loss": pth_model} if pth_model else {}
+        self.figures: dict[str, bytes] = {}
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self.run_id or ""
+
+    @property
+    def experiment(self) -> MlflowOutput:
+        return self
 
     # --- calls that may fail -----------------------------------------------------------------------------
 
@@ -99,6 +133,50 @@ class MlflowRun(pl.Callback):
 
     # --- the run -----------------------------------------------------------------------------------------
 
+    # --- what Lightning hands every logger ---------------------------------------------------------------
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """At the start of the training (and of the test): open the run once. Its parameters are the
+        flattened configuration, not the module's hyperparameters (which hold it as one JSON string)."""
+        if not self.started:
+            self.started = True
+            self.start()
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        """Lightning hands every logger the module here: kept to log the model at the end."""
+        self.module = model
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        values = output_metrics(metrics)
+        if values:
+            self._log_metrics(values, step or 0)  # type: ignore[arg-type]
+        if any(name.startswith("val/") for name in values):
+            self._sync_store()
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        monitor = getattr(checkpoint_callback, "monitor", None)
+        if monitor in ("val_loss", "val_miou") and checkpoint_callback.best_model_path:
+            self.best_models[monitor] = checkpoint_callback.best_model_path
+
+    def log_figure(self, split: str, name: str, image: np.ndarray, step: int) -> None:
+        """Kept (the latest of each) and logged as artifacts when the run closes."""
+        file = FIGURE_FILES.get(name, name.replace(" ", "_"))
+        self.figures[f"{file}_{split}.png" if name in FIGURE_FILES else f"{file}.png"] = png_bytes(image)
+
+    def finalize(self, status: str) -> None:
+        """Lightning's end of a training or test: the run closes after the last of them, or at a failure."""
+        if self.closed or not self.started:
+            return
+        fitting = self.module is not None and self.module.trainer.state.fn == "fit"
+        if status == "success" and fitting and self.test_follows:
+            self._call("send the metrics kept during the outage", self._flush_metrics, record=False)
+            self._sync_store()
+            return
+        self.closed = True
+        self.finish("FINISHED" if status == "success" else "KILLED" if self.killed() else "FAILED")
+
+    # --- the run -----------------------------------------------------------------------------------------
+
     def start(self) -> None:
         """Create (or, when resuming, reopen) the run and log the configuration. First process only."""
         for name, value in {**HTTP_DEFAULTS, **QUIET_URLS}.items():
@@ -117,7 +195,7 @@ class MlflowRun(pl.Callback):
         self._call("log the parameters", self._log_params)
         self._start_system_metrics()
         self._sync_store()
-        log.info("mlflow: run %s (%s) in experiment %r at %s", self.run_name, self.run_id, self.experiment,
+        log.info("mlflow: run %s (%s) in experiment %r at %s", self.run_name, self.run_id, self.experiment_name,
                  self.store.tracking_uri)
 
     def _previous_run_id(self) -> str | None:
@@ -140,9 +218,9 @@ class MlflowRun(pl.Callback):
             for key, value in tags.items():
                 self.client.set_tag(run_id, key, value)
             return run_id
-        experiment = self.client.get_experiment_by_name(self.experiment)
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
         experiment_id = (experiment.experiment_id if experiment is not None else
-                         self.client.create_experiment(self.experiment, self.store.artifact_location))
+                         self.client.create_experiment(self.experiment_name, self.store.artifact_location))
         return self.client.create_run(experiment_id, run_name=self.run_name, tags=tags).info.run_id
 
     def _log_params(self) -> None:
@@ -194,38 +272,17 @@ class MlflowRun(pl.Callback):
             self.client.log_batch(self.run_id, metrics=self.pending[:BATCH])
             del self.pending[:BATCH]
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero and "train_loss_epoch" in trainer.callback_metrics:
-            self._log_metrics({"train/loss": float(trainer.callback_metrics["train_loss_epoch"])},
-                              trainer.global_step)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        entry = pl_module.evaluation["val"].entry()  # type: ignore[operator]
-        values = {f"val/{key}": value for key, value in entry.items() if not key.startswith("cm_")}
-        values["lr"] = learning_rate(trainer)
-        values["epoch"] = trainer.current_epoch
-        self._log_metrics(values, trainer.global_step)
-        self._sync_store()
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            entry = pl_module.evaluation["test"].entry()  # type: ignore[operator]
-            self._log_metrics({f"test/{key}": value for key, value in entry.items() if not key.startswith("cm_")},
-                              trainer.global_step)
-
     # --- the end -----------------------------------------------------------------------------------------
 
-    def finish(self, status: str, module: SegmentationModule | None = None, best_models: dict[str, str] | None = None,
-               val_dataset: Any = None) -> None:
+    def finish(self, status: str) -> None:
         """Artifacts and model (when the training succeeded), the run's status, and what was not logged."""
+        module, best_models = self.module, self.best_models
         if self.run_id is not None:
             if status == "FINISHED" and module is not None:
-                self._log_artifacts(module, best_models or {})
-                if best_models and best_models.get("val_loss"):
+                self._log_artifacts(best_models)
+                if best_models.get("val_loss"):
                     self._call("log and register the model", lambda: self._log_model(
-                        module, best_models["val_loss"], _raw_dtype(val_dataset)))
+                        module, best_models["val_loss"], module.raw_image_dtype))
             if self.monitor is not None:
                 self.monitor.finish()
             self._call("send the metrics kept during the outage", self._flush_metrics, record=False)
@@ -241,7 +298,7 @@ class MlflowRun(pl.Callback):
         elif self.run_id is not None:
             log.info("mlflow: everything logged to run %s at %s", self.run_id, self.store.tracking_uri)
 
-    def _log_artifacts(self, module: SegmentationModule, best_models: dict[str, str]) -> None:
+    def _log_artifacts(self, best_models: dict[str, str]) -> None:
         """Configs, history files, best checkpoints and pictures, gathered locally then logged in one call."""
         folder = storage.staging_folder("mlflow-artifacts")
         try:
@@ -257,22 +314,8 @@ class MlflowRun(pl.Callback):
             for monitor, path in best_models.items():
                 if path:
                     put(f"checkpoints/best_{monitor}/{os.path.basename(path)}", storage.read_bytes(path))
-            labels = module.class_labels
-            for split in ("val", "test"):
-                evaluation = module.evaluation.get(split)
-                if evaluation is None:
-                    continue
-                put(f"figures/confusion_matrix_{split}.png", png_bytes(confusion_figure(
-                    evaluation.confusion, labels, split, evaluation.epoch, evaluation.miou)))
-                put(f"figures/iou_{split}.png", png_bytes(iou_figure(evaluation.metrics, labels, split,
-                                                                     evaluation.epoch)))
-                if evaluation.samples:
-                    put(f"figures/samples_{split}.png", png_bytes(samples_figure(evaluation.samples, labels, split,
-                                                                                 evaluation.epoch)))
-            history = self.run_folder.history_val
-            if storage.exists(history):
-                put("figures/training_curves.png", png_bytes(curves_figure(json.loads(storage.read_text(history)),
-                                                                           module.train_losses)))
+            for name, data in self.figures.items():
+                put(f"figures/{name}", data)
             self._call("log the artifacts (configs, history, checkpoints, figures)",
                        lambda: self.client.log_artifacts(self.run_id, folder))
         finally:
@@ -315,13 +358,8 @@ class MlflowRun(pl.Callback):
                                      registered_model_name=self.registered_model_name)
 
 
-def _raw_dtype(dataset: Any) -> torch.dtype:
-    """The type of the tiles as read (the first one's), which the logged model takes."""
-    return dataset[0]["image"].dtype if dataset is not None and len(dataset) else torch.float32
-
-
 class _Chosen(logging.Filter):
-    """Drops MLflow's advice against the pickle format, which :meth:`MlflowRun._log_model` chose knowingly."""
+    """Drops MLflow's advice against the pickle format, which :meth:`MlflowOutput._log_model` chose knowingly."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "by Pickle or CloudPickle format" not in record.getMessage()

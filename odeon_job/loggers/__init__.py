@@ -1,0 +1,43 @@
+"""The run's outputs as Lightning loggers: TensorBoard, MLflow (and Lightning's own Weights & Biases logger).
+
+Metrics reach every logger through Lightning (the module's ``self.log``); each picture is drawn once and
+handed to every logger by :func:`publish_figure`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+#: Lightning's names of what the module logs → the names the outputs show (None: not shown: the monitors
+#: and per-step values Lightning logs for the progress bar and checkpoints, which the split's figures repeat).
+RENAMED: dict[str, str | None] = {"train_loss_epoch": "train/loss", "train_loss_step": None, "train_loss": None,
+                                  "val_loss": None, "val_miou": None, "test_loss": None, "test_miou": None}
+
+
+def output_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics Lightning hands a logger, under the names the run's outputs show (``train/loss``,
+    ``val/Average/IoU``, ``test/loss``, ``epoch``...)."""
+    shown: dict[str, float] = {}
+    for name, value in metrics.items():
+        name = RENAMED.get(name, name)  # type: ignore[assignment]
+        if name is not None:
+            shown[name] = float(value)
+    return shown
+
+
+def publish_figure(trainer: pl.Trainer, split: str, name: str, image: np.ndarray) -> None:
+    """Hand one picture to every logger of ``trainer`` that shows pictures (first process only)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_figure"):
+            logger.log_figure(split, name, image, trainer.global_step)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=f"{split}/{name}", images=[image], step=trainer.global_step)
