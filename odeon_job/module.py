@@ -183,11 +183,12 @@ class SegmentationModule(pl.LightningModule):
         loss = self.trainer.callback_metrics.get("train_loss_epoch")
         if loss is not None:
             self.train_losses[self.current_epoch] = float(loss)
+        state = self._at_global_step()  # with the epoch's mean loss, which Lightning logs now
         if self.lr_used is not None:  # what the epoch trained with
-            optimizer_state = {"train/learning rate": self.lr_used}
+            state["train/learning rate"] = torch.tensor(self.lr_used, dtype=torch.float64)
             if self.momentum_used is not None:
-                optimizer_state["train/momentum"] = self.momentum_used
-            self.log_dict(optimizer_state, sync_dist=True)
+                state["train/momentum"] = torch.tensor(self.momentum_used, dtype=torch.float64)
+        self.log_dict(state, sync_dist=True)
         if self.trainer.is_global_zero:
             for logger in self.trainer.loggers:
                 if hasattr(logger, "log_weights"):
@@ -262,10 +263,16 @@ class SegmentationModule(pl.LightningModule):
         # history's to the last digit.)
         shown = {name: value for name, value in evaluation.entry().items()
                  if not name.startswith("cm_") and value is not None}
-        self.log_dict({f"{split}/{name}": torch.tensor(float(value), dtype=torch.float64)
-                       for name, value in shown.items()}, sync_dist=True)
+        self.log_dict({**{f"{split}/{name}": torch.tensor(float(value), dtype=torch.float64)
+                          for name, value in shown.items()}, **self._at_global_step()}, sync_dist=True)
         if not self.trainer.sanity_checking:
             self._publish_figures(split, evaluation)
+
+    def _at_global_step(self) -> dict[str, torch.Tensor]:
+        """Lightning logs epoch-end figures at its count of optimizer steps before the last one; a ``step``
+        value makes the loggers show them at the training's global step, where the curves of train, val and
+        test line up (and where the pictures are)."""
+        return {"step": torch.tensor(float(self.global_step), dtype=torch.float64)}
 
     def _publish_figures(self, split: str, evaluation: Evaluation) -> None:
         """Each picture of the evaluation, drawn once, to every logger that shows pictures (first process)."""

@@ -102,6 +102,19 @@ def stored_checkpoint_dataset(folder: Path) -> str:
     return str(folder / "samples.csv")
 
 
+def overflowing_dataset(folder: Path) -> str:
+    """4 tiles of finite but absurd float pixels (3e38, read with image_max_value 1) that overflow any network:
+    the training loss becomes infinite at the first step. Returns the CSV."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        write_tif(folder / f"i{i}.tif", np.full((3, 16, 16), 3e38, np.float32))
+        write_tif(folder / f"m{i}.tif", onehot(rng.integers(0, 2, (16, 16)), 2))
+        rows.append(f"i{i}.tif,m{i}.tif")
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return str(folder / "train.csv")
+
+
 def stored_checkpoint_config(csv: str, output: str, epochs: int, **train_setup: Any) -> dict[str, Any]:
     """The configuration tests/data/checkpoint_v1 was trained with (``epochs`` and ``train_setup`` changed)."""
     return make_config(csv, output, data_source={"val_file": csv},

@@ -323,18 +323,11 @@ def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(tmp_path
     from odeon_job.errors import DataError
     from odeon_job.run import train
 
-    from conftest import onehot, write_tif
+    from conftest import overflowing_dataset
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(4):
-        write_tif(tmp_path / f"i{i}.tif", np.full((3, 16, 16), 3e38, np.float32))
-        write_tif(tmp_path / f"m{i}.tif", onehot(rng.integers(0, 2, (16, 16)), 2))
-        rows.append(f"i{i}.tif,m{i}.tif")
-    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    config = make_config(str(tmp_path / "train.csv"), str(tmp_path / "out"),
-                         data_source={"image_max_value": 1, "val_file": str(tmp_path / "train.csv")},
+    csv = overflowing_dataset(tmp_path)
+    config = make_config(csv, str(tmp_path / "out"), data_source={"image_max_value": 1, "val_file": csv},
                          train_setup={"batch_size": 4}, output_setup={"use_mlflow": True})
     with pytest.raises(DataError):
         train(config_from_dict(config))

@@ -21,7 +21,7 @@ from odeon_job.module import SegmentationModule
 from odeon_job.preflight import TESTING_BATCHES, check_val_check_interval
 from odeon_job.run import train, trainer_options
 
-from conftest import TinyDataset, make_config, onehot, write_tif
+from conftest import TinyDataset, make_config, onehot, overflowing_dataset, write_tif
 
 pytestmark = pytest.mark.slow
 
@@ -506,15 +506,8 @@ def test_tiles_of_different_sizes_train_padded_and_predict_at_their_own_size(
 def test_a_non_finite_training_loss_stops_with_one_line_naming_the_batch(tmp_path: Path) -> None:
     """Finite but absurd pixel values (1e38 with image_max_value 1) overflow the network: the run used to
     go on at 'loss nan', write a bare NaN into history_val.json and die in TensorBoard's histogram."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(4):
-        write_tif(tmp_path / f"i{i}.tif", np.full((3, 16, 16), 3e38, np.float32))
-        write_tif(tmp_path / f"m{i}.tif", onehot(rng.integers(0, 2, (16, 16)), 2))
-        rows.append(f"i{i}.tif,m{i}.tif")
-    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    config = make_config(str(tmp_path / "train.csv"), str(tmp_path / "out"),
-                         data_source={"image_max_value": 1, "val_file": str(tmp_path / "train.csv")},
+    csv = overflowing_dataset(tmp_path)
+    config = make_config(csv, str(tmp_path / "out"), data_source={"image_max_value": 1, "val_file": csv},
                          train_setup={"batch_size": 4})
     with pytest.raises(DataError) as raised:
         train(config_from_dict(config))
