@@ -125,6 +125,8 @@ class SegmentationModule(pl.LightningModule):
         self.confusion = torch.nn.ModuleDict({
             split: MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX)
             for split in ("val", "test")})
+        #: The training batches' predictions, for the train run's figures (as the batches pass: no extra pass).
+        self.train_confusion = MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX)
         # A NaN loss stays NaN (null in the history) rather than being dropped from the mean with a warning.
         self.mean_loss = torch.nn.ModuleDict({split: MeanMetric(nan_strategy="disable") for split in ("val", "test")})
         #: Pixels of no class (IGNORE_INDEX), left out of the loss and the confusion matrix, counted.
@@ -184,6 +186,12 @@ class SegmentationModule(pl.LightningModule):
         if loss is not None:
             self.train_losses[self.current_epoch] = float(loss)
         state = self._at_global_step()  # with the epoch's mean loss, which Lightning logs now
+        # The spec's "metrics" for the training too: the scores of the epoch's batches (the model changing
+        # as it trains, so a trend, not an evaluation).
+        scores = confusion_metrics(self.train_confusion.compute().cpu(), self.class_labels)
+        self.train_confusion.reset()
+        state.update({f"train/{name}": torch.tensor(value, dtype=torch.float64)
+                      for name, value in scores.items() if value is not None})
         if self.lr_used is not None:  # what the epoch trained with
             state["train/learning rate"] = torch.tensor(self.lr_used, dtype=torch.float64)
             if self.momentum_used is not None:
@@ -202,8 +210,10 @@ class SegmentationModule(pl.LightningModule):
         self.momentum_used = float(momentum) if momentum is not None else None
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.criterion(self(batch["image"]), batch["mask"])
+        logits = self(batch["image"])
+        loss = self.criterion(logits, batch["mask"])
         self._check_finite(loss, batch)
+        self.train_confusion.update(logits.detach().argmax(dim=1), batch["mask"])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]),
                  sync_dist=True)
         return loss

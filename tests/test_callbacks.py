@@ -83,6 +83,7 @@ def test_the_tensorboard_logger_gets_metrics_and_the_pictures_drawn_from_the_bat
     # The curves of train and val line up at the training's global step (4 batches per epoch).
     assert [e.step for e in train.Scalars("loss")] == [e.step for e in val.Scalars("loss")] == [4, 8]
     assert [e.step for e in val.Images("confusion matrix")] == [4, 8]
+    assert len(train.Scalars("Average/IoU")) == 2  # the training batches' scores, as they passed
 
 
 def test_the_samples_are_the_validation_tiles_as_the_network_saw_them(tmp_path: Path) -> None:
