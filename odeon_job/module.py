@@ -188,10 +188,12 @@ class SegmentationModule(pl.LightningModule):
         state = self._at_global_step()  # with the epoch's mean loss, which Lightning logs now
         # The spec's "metrics" for the training too: the scores of the epoch's batches (the model changing
         # as it trains, so a trend, not an evaluation).
-        scores = confusion_metrics(self.train_confusion.compute().cpu(), self.class_labels)
+        # (None when no batch was trained here: a run resumed from the end of an epoch finishes it empty.)
+        if self.train_confusion.update_count:
+            scores = confusion_metrics(self.train_confusion.compute().cpu(), self.class_labels)
+            state.update({f"train/{name}": torch.tensor(value, dtype=torch.float64)
+                          for name, value in scores.items() if value is not None})
         self.train_confusion.reset()
-        state.update({f"train/{name}": torch.tensor(value, dtype=torch.float64)
-                      for name, value in scores.items() if value is not None})
         if self.lr_used is not None:  # what the epoch trained with
             state["train/learning rate"] = torch.tensor(self.lr_used, dtype=torch.float64)
             if self.momentum_used is not None:
