@@ -130,3 +130,23 @@ def test_sigterm_during_start_up_exits_at_once(make_dataset: Callable[..., TinyD
     assert "stopped by SIGTERM before training started" in stderr
     assert "data: " not in stderr and "run folder" not in stderr and FORCED_EXIT not in stderr
     assert not (tmp_path / "out" / "exp" / "v").exists()  # nothing half-made
+
+
+def test_sigterm_leaves_the_mlflow_run_killed(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning closes the MLflow logger at the stop; the run says KILLED (not FAILED, not RUNNING)."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = make_dataset(n=40)
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 500},
+                         output_setup={"use_tensorboard": False, "use_mlflow": True},
+                         device_setup={"stop_grace_period": GRACE})
+    history_file = tmp_path / "out" / "exp" / "v" / "history_val.json"
+    job = _start(config, tmp_path)
+    _wait_for(lambda: history_file.exists() and len(json.loads(history_file.read_text())) >= 1, job, "history")
+    stderr = _terminate(job)
+    assert job.returncode == EXIT_TERMINATED, stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert run.info.status == "KILLED"
