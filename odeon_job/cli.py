@@ -147,6 +147,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    import json
+
+    from odeon_job.stats import compute_stats, describe, pasteable
+
+    stats = compute_stats(_load_config(args), args.rows)
+    for line in describe(stats):
+        log.info("stats: %s", line)
+    print(json.dumps(pasteable(stats), indent=2))
+    return 0
+
+
 def _convert_history(args: argparse.Namespace) -> int:
     from odeon_job.odeon_history import convert_file
 
@@ -197,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: %(default)s)")
     demo.set_defaults(handler=_demo)
 
+    stats = commands.add_parser("stats", parents=[with_config], help="compute normalization_weights and "
+                                "class_imbalance over every tile; prints the JSON to paste into the configuration")
+    stats.add_argument("--rows", type=int, metavar="N", help="use only the first N rows of each split")
+    stats.set_defaults(handler=_stats)
     convert = commands.add_parser("convert-history", parents=[common], help="turn an ODEON history "
                                   "(metrics.json) into ours, or ours into ODEON's")
     convert.add_argument("source", help="the history to read (a path or URL)")

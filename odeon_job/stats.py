@@ -1,0 +1,114 @@
+"""``odeon stats``: the specification's ``normalization_weights`` (per split, the mean and standard deviation
+of each image band on the 0-1 scale) and the class frequencies of the training masks, with suggested
+``class_imbalance`` weights, computed over every tile and printed as JSON to paste into the configuration.
+
+Tiles are read as the training reads them (the same bands, resolution, pixel scale, mask encoding and
+ignored pixels: ``SegmentationDataset.read``), one at a time: memory holds one tile and a few sums. Sums
+are float64, so millions of tiles lose nothing worth a digit of the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from odeon_job.config import JobConfig
+from odeon_job.data.masks import ignore_value
+
+log = logging.getLogger("odeon")
+
+#: Seconds between two progress lines.
+PROGRESS_EVERY = 10.0
+
+
+class BandMoments:
+    """Running per-band sums of the pixels on the 0-1 scale, for their mean and (population) standard deviation."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale, self.count = scale, 0
+        self.total: np.ndarray | None = None
+        self.squares: np.ndarray | None = None
+
+    def add(self, image: np.ndarray) -> None:
+        values = image.reshape(image.shape[0], -1).astype(np.float64) / self.scale
+        total, squares = values.sum(axis=1), (values ** 2).sum(axis=1)
+        self.total = total if self.total is None else self.total + total
+        self.squares = squares if self.squares is None else self.squares + squares
+        self.count += values.shape[1]
+
+    def result(self) -> dict[str, list[float]]:
+        if self.total is None or self.squares is None or self.count == 0:
+            return {"mean": [], "std": []}
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.squares / self.count - mean ** 2, 0.0))
+        return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
+
+
+def median_frequency_weights(counts: np.ndarray) -> list[float]:
+    """Median frequency balancing (Eigen and Fergus 2015): weight c = median frequency / frequency of c, over
+    the classes present; a class absent from the training masks gets 0 (it cannot be learnt from them)."""
+    total = counts.sum()
+    if total == 0:
+        return [0.0] * len(counts)
+    frequencies = counts / total
+    median = float(np.median(frequencies[frequencies > 0]))
+    return [round(median / f, 4) if f > 0 else 0.0 for f in frequencies]
+
+
+def compute_stats(config: JobConfig, max_rows: int | None = None) -> dict[str, Any]:
+    """The normalization weights of every split and the training masks' class statistics."""
+    from odeon_job.data.dataset import SegmentationDataset
+    from odeon_job.data.samples import load_splits
+    from odeon_job.data.spec import describe_data
+
+    source = config.data_source
+    splits = load_splits(source, config.train_setup.random_seed)
+    spec = describe_data(source, splits.train[0], config.train_setup.per_class_weights)
+    weights: dict[str, dict[str, list[float]]] = {}
+    counts = np.zeros(spec.n_classes, dtype=np.int64)
+    ignored, marker = 0, ignore_value(spec.n_classes)
+    for split, samples in splits.items():
+        samples = list(samples)[:max_rows] if max_rows else list(samples)
+        if not samples:
+            continue
+        dataset, moments = SegmentationDataset(samples, spec, split), BandMoments(spec.pixel_scale)
+        last = time.monotonic()
+        for number, sample in enumerate(samples, start=1):
+            image, mask = dataset.read(sample)
+            moments.add(image)
+            if split == "train":
+                kept = mask[mask != marker].astype(np.int64)
+                counts += np.bincount(kept, minlength=spec.n_classes)
+                ignored += int(mask.size - kept.size)
+            if time.monotonic() - last > PROGRESS_EVERY:
+                last = time.monotonic()
+                log.info("stats: %s: %d/%d tiles", split, number, len(samples))
+        weights[split] = moments.result()
+        log.info("stats: %s: %d tiles", split, len(samples))
+    total = int(counts.sum())
+    pixels = {label: int(c) for label, c in zip(spec.class_labels, counts, strict=True)}
+    return {"normalization_weights": weights,
+            "class_frequencies": {label: c / total if total else 0.0 for label, c in pixels.items()},
+            "class_pixels": pixels,
+            "ignored_pixels": ignored, "class_imbalance": median_frequency_weights(counts)}
+
+
+def pasteable(stats: dict[str, Any]) -> dict[str, Any]:
+    """The keys to paste into the configuration, in their sections."""
+    return {"data_source": {"normalization_weights": stats["normalization_weights"]},
+            "train_setup": {"class_imbalance": stats["class_imbalance"]}}
+
+
+def describe(stats: dict[str, Any]) -> list[str]:
+    """The class frequencies in words, for the console."""
+    lines = [f"{label}: {share:.2%} of the training pixels ({stats['class_pixels'][label]})"
+             for label, share in stats["class_frequencies"].items()]
+    if stats["ignored_pixels"]:
+        lines.append(f"ignored: {stats['ignored_pixels']} pixels (no class: left out of the frequencies)")
+    if any(math.isclose(w, 0.0) for w in stats["class_imbalance"]):
+        lines.append("a class absent from the training masks gets the weight 0: it cannot be learnt from them")
+    return lines

@@ -1,0 +1,46 @@
+"""odeon stats against NumPy on the whole data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from odeon_job import cli
+from odeon_job.stats import median_frequency_weights
+
+from conftest import TinyDataset, make_config
+
+
+def test_stats_are_numpy_s_over_every_tile_and_paste_into_the_configuration(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train, val = make_dataset(n=6, bands=4, n_classes=3), make_dataset(n=3, bands=4, n_classes=3, name="v", seed=5)
+    config = make_config(train.csv, str(tmp_path / "out"),
+                         data_source={"val_file": val.csv, "image_bands": [3, 1, 2]})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    assert cli.main(["stats", "-c", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+
+    for data, split in ((train, "train"), (val, "val")):
+        pixels = np.concatenate([rasterio.open(image).read([3, 1, 2]).reshape(3, -1) for image in data.images],
+                                axis=1).astype(np.float64) / 255
+        stats = printed["data_source"]["normalization_weights"][split]
+        assert stats["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), abs=1e-6)
+        assert stats["std"] == pytest.approx(pixels.std(axis=1).tolist(), abs=1e-6)
+    counts = np.bincount(np.concatenate([classes.ravel() for classes in train.classes]), minlength=3)
+    assert printed["train_setup"]["class_imbalance"] == median_frequency_weights(counts)
+    # What it prints is configuration: pasted in, it is accepted and used.
+    config["data_source"].update(printed["data_source"])
+    config["train_setup"].update(printed["train_setup"])
+    path.write_text(json.dumps(config))
+    assert cli.main(["validate", "-c", str(path)]) == 0
+
+
+def test_median_frequency_balancing() -> None:
+    assert median_frequency_weights(np.array([60, 30, 10, 0])) == [0.5, 1.0, 3.0, 0.0]  # median of 0.6, 0.3, 0.1
+    assert median_frequency_weights(np.array([0, 0])) == [0.0, 0.0]
