@@ -109,13 +109,19 @@ def _odeon_resnet_state(depth: int = 18) -> dict[str, torch.Tensor]:
     return state
 
 
+def _saved_and_loaded(state: dict[str, torch.Tensor], model_name: str, tmp_path: Path,
+                      caplog: pytest.LogCaptureFixture) -> tuple[str, torch.nn.Module]:
+    """``state`` saved as an ODEON .pth, then our ``model_name`` built from it as odeon train does."""
+    path = tmp_path / f"odeon_{model_name}.pth"
+    torch.save(state, path)
+    with caplog.at_level(logging.INFO, logger="odeon"):
+        return str(path), _ours_from(str(path), _setup(model_name, str(path)))
+
+
 def test_odeon_resnet_weights_fill_our_encoder_and_say_what_did_not_load(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = _odeon_resnet_state()
-    path = tmp_path / "odeon_resnet18.pth"
-    torch.save(state, path)
-    with caplog.at_level(logging.INFO, logger="odeon"):
-        ours = _ours_from(str(path), _setup("resnet18", str(path)))
+    path, ours = _saved_and_loaded(state, "resnet18", tmp_path, caplog)
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.") and not k.startswith("encoder.fc.")}
     own = ours.state_dict()
     assert all(torch.equal(own[k], v) for k, v in encoder.items())
@@ -124,7 +130,7 @@ def test_odeon_resnet_weights_fill_our_encoder_and_say_what_did_not_load(
     assert "left as initialised: decoder.0." in caplog.text
     # As encoder_weights too: the encoder alone, however many bands.
     model = build_model("resnet18", BANDS, N_CLASSES)
-    load_encoder_weights(model, str(path), read_state_dict(str(path), "train_setup.encoder_weights"))
+    load_encoder_weights(model, path, read_state_dict(path, "train_setup.encoder_weights"))
     assert torch.equal(model.state_dict()["encoder.layer4.1.bn2.running_var"],
                        state["encoder.layer4.1.bn2.running_var"])
 
@@ -154,10 +160,7 @@ def _odeon_deeplab_state() -> dict[str, torch.Tensor]:
 def test_odeon_deeplab_weights_map_every_tensor_and_say_the_network_differs(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = _odeon_deeplab_state()
-    path = tmp_path / "odeon_deeplab.pth"
-    torch.save(state, path)
-    with caplog.at_level(logging.INFO, logger="odeon"):
-        ours = _ours_from(str(path), _setup("deeplab", str(path)))
+    _, ours = _saved_and_loaded(state, "deeplab", tmp_path, caplog)
     own = ours.state_dict()
     assert f"init_weights: {len(own)} of {len(own)} tensors loaded" in caplog.text
     assert torch.equal(own["aspp.project.0.weight"], state["aspp.project.0.weight"])
