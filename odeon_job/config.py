@@ -233,11 +233,32 @@ class DataSource(_Section):
     image_max_value: float | None = Field(
         None, gt=0, description="Extension: the raw value that scales to 1.0. Defaults to 255 for uint8 "
         "images and is required for any other data type (e.g. 10000 for Sentinel-2 L2A).")
+    patch_size: int | None = Field(
+        None, ge=8, description="Extension: read every CSV row as a scene of any size, in windows of patch_size x "
+        "patch_size pixels (at the split's resolution): random windows for training (train_windows), a regular grid "
+        "for validation and test (grid_overlap). Without it each row is one tile, read whole, as the specification "
+        "says. A row may add col_off,row_off,width,height (the image's pixels) to use only that window of its scene.")
+    train_windows: Annotated[int, Field(ge=1)] | Literal["area"] = Field(
+        "area", description="Extension, with patch_size: random training windows per epoch: a number in all (scenes "
+        "drawn in proportion to their area), or \"area\": each scene gives as many as it holds patches.")
+    grid_overlap: int = Field(0, ge=0, description="Extension, with patch_size: pixels shared by neighbouring "
+                              "windows of the validation and test grids. Predictions average the overlaps; metrics "
+                              "count every pixel once.")
 
     @field_validator("image_bands", "mask_bands", "class_labels")
     @classmethod
     def _unique(cls, values: list[Any] | None) -> list[Any] | None:
         return _no_duplicates(values)
+
+    @model_validator(mode="after")
+    def _windows_need_a_patch_size(self) -> DataSource:
+        for key in ("train_windows", "grid_overlap"):  # (a saved configuration holds their defaults: those pass)
+            if self.patch_size is None and getattr(self, key) != type(self).model_fields[key].default:
+                raise _error("applies to scenes read in windows: set data_source.patch_size too", field=key)
+        if self.patch_size is not None and self.grid_overlap >= self.patch_size:
+            raise _error(f"{self.grid_overlap} pixels, but windows are {self.patch_size} wide: the overlap must be "
+                         "smaller than patch_size", field="grid_overlap")
+        return self
 
     @field_validator("data_augmentation")
     @classmethod

@@ -237,10 +237,17 @@ class SegmentationModule(pl.LightningModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["image"])
-        self.mean_loss[split].update(self.criterion(logits, batch["mask"]), weight=len(batch["image"]))
+        # The loss is a mean over the batch's scored pixels: weighted by their number, the split's loss is the
+        # mean over all its scored pixels, whatever the batches (and processes) they were shared out in.
+        scored = (batch["mask"] != IGNORE_INDEX).sum()
+        self.mean_loss[split].update(self.criterion(logits, batch["mask"]), weight=scored)
         self.confusion[split].update(logits.argmax(dim=1), batch["mask"])
         # Batches of tiles of mixed sizes are padded with ignored pixels: those are not the data's.
-        padding = batch["mask"].numel() - batch["shape"].prod(dim=1).sum() if "shape" in batch else 0
+        # (So are the pixels of a grid window that its neighbour owns: ``owned`` counts the window's own.)
+        if "owned" in batch:
+            padding = batch["mask"].numel() - batch["owned"].sum()
+        else:
+            padding = batch["mask"].numel() - batch["shape"].prod(dim=1).sum() if "shape" in batch else 0
         self.ignored[split].update((batch["mask"] == IGNORE_INDEX).sum() - padding)
         self._keep_samples(batch, logits, split)
         return logits

@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from odeon_job.config import JobConfig
 from odeon_job.data.samples import Splits, load_splits
 from odeon_job.data.spec import DataSpec, describe_data
+from odeon_job.data.windows import WindowPlan, plan_windows
 from odeon_job.errors import ConfigError
 
 log = logging.getLogger("odeon")
@@ -38,6 +39,8 @@ class Plan:
     world_size: int
     #: ``init_weights`` / ``encoder_weights`` as loaded (plain tensors), by key.
     weights: dict[str, dict[str, Any]]
+    #: Which window of which row each item of a split reads (one item per row for tiles).
+    windows: dict[str, WindowPlan] = field(default_factory=dict)
 
 
 def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Plan:
@@ -51,12 +54,25 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Pl
     devices = trainer_devices(config.device_setup, on_this_machine)
     check_precision(config, devices["accelerator"])
     world_size = devices["num_nodes"] * processes_per_node(devices["devices"])
-    check_val_check_interval(config, len(splits.train), world_size)
+    check_stitching(config, splits, world_size)
+    windows = plan_windows(splits, spec, config.data_source, config.train_setup.random_seed)
+    check_val_check_interval(config, len(windows["train"]), world_size)
     check_optimization(config)
     weights = read_weights_files(config)
     config = fit_model_to_weights(config, weights)
     check_wandb(config)
-    return Plan(config=config, splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights)
+    return Plan(config=config, splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights,
+                windows=windows)
+
+
+def check_stitching(config: JobConfig, splits: Splits, world_size: int) -> None:
+    """Each process stitches whole test scenes: every process needs one (one waiting on none would hang the
+    others at the end of the test)."""
+    if config.output_setup.get_prediction and config.data_source.patch_size is not None \
+            and len(splits.test) < world_size:
+        raise ConfigError(f"output_setup.get_prediction: each of the {world_size} processes stitches whole test "
+                          f"scenes, but the test CSV lists {len(splits.test)}: list at least {world_size} rows (rows "
+                          "may name parts of a scene with col_off,row_off,width,height), or use fewer processes")
 
 
 def check_precision(config: JobConfig, accelerator: str) -> None:
@@ -65,7 +81,8 @@ def check_precision(config: JobConfig, accelerator: str) -> None:
 
 
 def batches_per_epoch(config: JobConfig, n_train_samples: int, world_size: int) -> int:
-    """Training batches each process runs per epoch, as the data module makes them."""
+    """Training batches each process runs per epoch, as the data module makes them (``n_train_samples``: tiles,
+    or windows of scenes, per epoch)."""
     from odeon_job.data.sampler import last_batch_is_single
 
     batch_size = config.train_setup.batch_size
@@ -81,7 +98,7 @@ def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size
     batches = batches_per_epoch(config, n_train_samples, world_size)
     if isinstance(interval, int) and interval > batches:
         raise ConfigError(f"train_setup.val_check_interval: {interval} batches, but an epoch has only {batches} "
-                          f"({n_train_samples} training samples, batch_size {config.train_setup.batch_size}, "
+                          f"({n_train_samples} training samples per epoch, batch_size {config.train_setup.batch_size}, "
                           f"{world_size} process(es)); use a fraction of the epoch (a float) or a smaller number")
 
 

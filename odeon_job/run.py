@@ -13,7 +13,6 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 
     from odeon_job.callbacks.checkpoints import ExportingCheckpoint
     from odeon_job.data.datamodule import SegmentationDataModule
-    from odeon_job.data.samples import Sample
+    from odeon_job.data.dataset import SegmentationDataset
     from odeon_job.data.spec import DataSpec
     from odeon_job.module import NonFiniteLoss, SegmentationModule
     from odeon_job.preflight import Plan
@@ -217,10 +216,19 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
                                  *optional_callbacks(config)]
     if model_file_extension(config) == ".pth":
         callbacks.append(BestPthFiles(folder, model_basename(config)))
-    if out.get_prediction:
+    if out.get_prediction and stitches_scenes(config):
+        from odeon_job.callbacks.stitching import SceneStitcher
+
+        callbacks.append(SceneStitcher(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
+    elif out.get_prediction:
         callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type,
                                           datamodule.datasets["test"]))
     return callbacks
+
+
+def stitches_scenes(config: JobConfig) -> bool:
+    """Whether test predictions are stitched, one file per scene (scenes read in windows), not one per tile."""
+    return config.output_setup.get_prediction and config.data_source.patch_size is not None
 
 
 def output_loggers(config: JobConfig, folder: RunFolder, resuming: bool, test_follows: bool,
@@ -304,13 +312,18 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     log_settings(config, plan)
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
+    if config.data_source.patch_size is not None:
+        from odeon_job.data.windows import describe_plans
+
+        log.info("data: %s", describe_plans(plan.windows, config.data_source))
 
     pl.seed_everything(setup.random_seed, workers=True, verbose=False)
     pin_memory = devices["accelerator"] == "gpu" if device_setup.pin_memory is None else device_setup.pin_memory
     datamodule = SegmentationDataModule(splits, spec, config.data_source, setup.batch_size, device_setup.num_workers,
                                         pin_memory=pin_memory, seed=setup.random_seed,
                                         persistent_workers=device_setup.persistent_workers,
-                                        prefetch_factor=device_setup.prefetch_factor)
+                                        prefetch_factor=device_setup.prefetch_factor, windows=plan.windows,
+                                        test_by_scene=stitches_scenes(config))
     report_ignored_pixels(spec, datamodule.check_first_samples())
     module = build_module(config, plan, resume_from)
     callbacks = [*output_callbacks(config, folder, datamodule), stop_callback(stop, folder.last_checkpoint)]
@@ -319,8 +332,9 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
                  "without one runs as usual and PyTorch warns about it once")
     try:
-        trainer = pl.Trainer(**trainer_options(config, len(splits.train)), **devices, callbacks=callbacks,
-                             logger=loggers, default_root_dir=folder.url, plugins=[StorageCheckpointIO()])
+        trainer = pl.Trainer(**trainer_options(config, len(datamodule.datasets["train"])), **devices,
+                             callbacks=callbacks, logger=loggers, default_root_dir=folder.url,
+                             plugins=[StorageCheckpointIO()])
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
 
@@ -338,7 +352,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
             log.debug("timing: the test took %.1f s", time.monotonic() - started)
             result.test = history.test_entry
     except NonFiniteLoss as error:
-        raise non_finite_loss_error(error, datamodule.datasets["train"].samples, setup.learning_rate) from error
+        raise non_finite_loss_error(error, datamodule.datasets["train"], setup.learning_rate) from error
     except BaseException as error:
         if not is_sigterm_stop(error):
             raise
@@ -351,9 +365,9 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     return result
 
 
-def non_finite_loss_error(error: NonFiniteLoss, samples: Sequence[Sample], lr: float) -> DataError:
+def non_finite_loss_error(error: NonFiniteLoss, dataset: SegmentationDataset, lr: float) -> DataError:
     """One line naming the epoch, step and the samples of the batch whose loss was NaN or infinite."""
-    rows = [samples[index].origin for index in error.indices]
+    rows = [dataset.origin(index, error.epoch) for index in error.indices]
     shown = "; ".join(rows[:8]) + (f"; ... ({len(rows)} samples)" if len(rows) > 8 else "")
     where = "in a batch of" if error.here else "on another process; this process's batch:"
     return DataError(f"the training loss became NaN or infinite at epoch {error.epoch + 1}, step {error.step} "

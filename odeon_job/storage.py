@@ -12,6 +12,7 @@ import os
 import posixpath
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -282,6 +283,30 @@ def write_bytes(url: str, data: bytes) -> None:
     fs, path = filesystem(url)
     with _reporting(url, "write"):
         fs.pipe_file(path, data)
+
+
+def put_file(local_path: str, url: str) -> None:
+    """Copy the local file ``local_path`` to ``url`` as :func:`write_bytes` writes (complete or not at all),
+    streamed: a file larger than memory is never held in it."""
+    if is_local(url):
+        path = _local_path(url)
+        with _reporting(url, "write"):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            handle, temporary = _new_part_file(path)
+            try:
+                with os.fdopen(handle, "wb") as stream, open(local_path, "rb") as source:
+                    shutil.copyfileobj(source, stream, 8 << 20)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.replace(temporary, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+        return
+    fs, path = filesystem(url)
+    with _reporting(url, "write"):
+        fs.put_file(local_path, path)
 
 
 def _new_part_file(path: str) -> tuple[int, str]:

@@ -26,6 +26,7 @@ from odeon_job.data.raster import (
     open_raster,
     raster_info,
     read_bands,
+    same_grid,
     shape_at,
 )
 from odeon_job.data.samples import Sample
@@ -65,15 +66,6 @@ class ValidationSummary:
     ignored: Counter = field(default_factory=Counter)
     #: Per split: tile sizes (width, height) at the split's resolution.
     split_sizes: dict[str, Counter] = field(default_factory=dict)
-
-
-def same_grid(first: tuple[float, ...], second: tuple[float, ...]) -> bool:
-    """Affine transforms (a, b, c, d, e, f) with the same pixel size and rotation (to 1e-6 relative) and
-    origins less than 1 % of a pixel apart."""
-    a, b, c, d, e, f = first
-    size_ok = all(abs(x - y) <= 1e-6 * max(abs(x), abs(y), 1e-12)
-                  for x, y in zip((a, b, d, e), (second[0], second[1], second[3], second[4]), strict=True))
-    return size_ok and abs(c - second[2]) <= 0.01 * abs(a) and abs(f - second[5]) <= 0.01 * abs(e)
 
 
 def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:

@@ -89,6 +89,64 @@ def make_dataset(tmp_path: Path) -> Callable[..., TinyDataset]:
     return make
 
 
+def write_scene(path: Path, data: np.ndarray, block: int = 128, *, origin: tuple[float, float] = ORIGIN,
+                pixel: float = PIXEL) -> str:
+    """Write a (bands, H, W) array as a tiled, deflate GeoTIFF with ``block``-pixel blocks (a COG's layout
+    without the overviews); returns its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=CRS, transform=from_origin(origin[0], origin[1], pixel, pixel),
+                       tiled=True, blockxsize=block, blockysize=block, compress="deflate") as dst:
+        dst.write(data)
+    return str(path)
+
+
+def scene_class_map(rng: np.random.Generator, height: int, width: int, n_classes: int) -> np.ndarray:
+    """A (height, width) map of class indices: rectangles of random classes on class 0, all over the scene."""
+    classes = np.zeros((height, width), np.uint8)
+    for _ in range(max(4, height * width // 4096)):
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        h, w = rng.integers(8, 48, 2)
+        classes[y:y + h, x:x + w] = rng.integers(1, n_classes)
+    return classes
+
+
+@dataclass
+class Scenes:
+    folder: Path
+    csv: str
+    classes: list[np.ndarray]
+    images: list[np.ndarray]
+    image_paths: list[str]
+    mask_paths: list[str]
+
+
+@pytest.fixture
+def make_scenes(tmp_path: Path) -> Callable[..., Scenes]:
+    """``make_scenes(sizes=((384, 320), (256, 448)), block=128, n_classes=3, name="scenes")``: scenes of the given
+    (height, width), class-index masks, a CSV of them."""
+
+    def make(sizes: tuple[tuple[int, int], ...] = ((384, 320), (256, 448)), block: int = 128, n_classes: int = 3,
+             name: str = "scenes", seed: int = 0) -> Scenes:
+        rng = np.random.default_rng(seed)
+        folder = tmp_path / name
+        rows, maps, images, image_paths, mask_paths = [], [], [], [], []
+        for i, (height, width) in enumerate(sizes):
+            classes = scene_class_map(rng, height, width, n_classes)
+            origin = (ORIGIN[0] + i * 10_000 * PIXEL, ORIGIN[1])
+            image = paint(classes, rng)
+            image_paths.append(write_scene(folder / "img" / f"scene{i}.tif", image, block, origin=origin))
+            mask_paths.append(write_scene(folder / "msk" / f"scene{i}.tif", classes[None], block, origin=origin))
+            rows.append(f"img/scene{i}.tif,msk/scene{i}.tif")
+            maps.append(classes)
+            images.append(image)
+        csv = folder / "scenes.csv"
+        csv.write_text("\n".join(rows) + "\n")
+        return Scenes(folder, str(csv), maps, images, image_paths, mask_paths)
+
+    return make
+
+
 def stored_checkpoint_dataset(folder: Path) -> str:
     """The 4 tiles of 16 x 16 (3 bands, 3 classes) that tests/data/checkpoint_v1 was trained on; returns the CSV."""
     rng = np.random.default_rng(0)
@@ -180,7 +238,7 @@ def proxy(moto_server: MotoServer) -> Iterator[CountingProxy]:
 # --- the quick loop: pytest -m "not slow" ----------------------------------------------------------------
 
 #: Fixtures that mean real data on disk, servers or trainings: a test using one is slow.
-SLOW_FIXTURES = {"make_dataset", "moto_server", "bucket", "proxy", "mlflow_server", "doomed_server"}
+SLOW_FIXTURES = {"make_dataset", "make_scenes", "moto_server", "bucket", "proxy", "mlflow_server", "doomed_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -50,6 +50,8 @@ class CountingProxy:
         self.upstream_port = upstream_port
         self.bytes_served = 0
         self.requests: list[tuple[str, str, str | None]] = []
+        #: (method, path, bytes of the response body) of every request answered by the upstream.
+        self.responses: list[tuple[str, str, int]] = []
         self.failures_left = 0
         #: Fail every n-th request (0: never), and how many failures were injected in all.
         self.fail_period = 0
@@ -104,6 +106,7 @@ class CountingProxy:
                     self.wfile.write(data)
                     with proxy._lock:
                         proxy.bytes_served += len(data)
+                        proxy.responses.append((self.command, self.path, len(data)))
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
 

@@ -87,7 +87,7 @@ def test_every_default_is_the_specification_s() -> None:
         "train_file": "train.csv", "val_file": None, "test_file": None, "percentage_val": 0.3,
         "image_bands": None, "mask_bands": None, "class_labels": None, "resolution": None,
         "normalization_weights": None, "data_augmentation": None, "image_max_value": None,
-        "mask_nodata": "auto",
+        "mask_nodata": "auto", "patch_size": None, "train_windows": "area", "grid_overlap": 0,
     }
     assert setup.model_dump() == {
         "model_name": "unet", "model_params": {"upsampling": "bilinear", "align_corners": False, "output_stride": 8},

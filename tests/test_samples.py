@@ -136,7 +136,7 @@ def test_a_csv_pairs_each_image_with_its_own_mask_or_names_its_first_bad_line(
         with pytest.raises(DataError, match=rf"^x\.csv row {first_bad}: expected 'image,mask'"):
             parse_rows("x.csv", text)
         return
-    images, masks, lines = parse_rows("x.csv", text)
+    images, masks, lines, _ = parse_rows("x.csv", text)
     assert list(zip(images, masks, strict=True)) == expected_pairs
     assert lines.tolist() == expected_lines
 

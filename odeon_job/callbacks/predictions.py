@@ -20,6 +20,7 @@ import numpy as np
 import pytorch_lightning as pl
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
+from rasterio.windows import Window
 
 from odeon_job import storage
 from odeon_job.data.dataset import SegmentationDataset
@@ -61,6 +62,9 @@ class PredictionWriter(pl.Callback):
         sample = self.dataset.samples[index]
         with open_raster(sample.image, sample.origin) as src:
             crs, transform, width, height = src.crs, src.transform, src.width, src.height
+            if sample.window is not None:  # the part of the scene the CSV row names
+                col, row, width, height = sample.window
+                transform = src.window_transform(Window(col, row, width, height))
         data, options = encode(probabilities, self.output_type)
         rows, columns = data.shape[-2:]
         grid = transform * Affine.scale(width / columns, height / rows)  # the read grid, if resampled

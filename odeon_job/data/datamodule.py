@@ -16,23 +16,27 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from odeon_job.config import DataSource
 from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.masks import ignore_value
-from odeon_job.data.sampler import EpochShuffleSampler, ShardSampler, last_batch_is_single
+from odeon_job.data.sampler import EpochShuffleSampler, GroupShardSampler, ShardSampler, last_batch_is_single
 from odeon_job.data.samples import Splits
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import build_transform
+from odeon_job.data.windows import GridWindows, WindowPlan
 
 
 class PadToLargest:
     """Collate samples into a batch; tiles of different sizes are padded (bottom and right) to the largest
     of the batch, images with 0 and masks with the ignore marker, so padding counts in no loss or metric.
-    Each item's ``shape`` keeps its own size (predictions are cropped back to it)."""
+    Each item's ``shape`` keeps its own size (predictions are cropped back to it).
 
-    def __init__(self, mask_ignore: int) -> None:
-        self.mask_ignore = mask_ignore
+    ``at_least``: windows of scenes are padded to the patch size whatever their batch, so that the prediction
+    of a window of a scene smaller than the patch never depends on the windows it is batched with."""
+
+    def __init__(self, mask_ignore: int, at_least: int = 0) -> None:
+        self.mask_ignore, self.at_least = mask_ignore, at_least
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        height = max(item["image"].shape[-2] for item in items)
-        width = max(item["image"].shape[-1] for item in items)
+        height = max(self.at_least, *(item["image"].shape[-2] for item in items))
+        width = max(self.at_least, *(item["image"].shape[-1] for item in items))
         if any(item["image"].shape[-2:] != (height, width) for item in items):
             items = [{**item, "image": _pad(item["image"], height, width, 0),
                       "mask": _pad(item["mask"], height, width, self.mask_ignore)} for item in items]
@@ -46,12 +50,18 @@ def _pad(tensor: torch.Tensor, height: int, width: int, value: int) -> torch.Ten
 class SegmentationDataModule(pl.LightningDataModule):
     def __init__(self, splits: Splits, spec: DataSpec, source: DataSource, batch_size: int,
                  num_workers: int, pin_memory: bool = False, seed: int = 0, persistent_workers: bool | None = None,
-                 prefetch_factor: int | None = None) -> None:
+                 prefetch_factor: int | None = None, windows: dict[str, WindowPlan] | None = None,
+                 test_by_scene: bool = False) -> None:
         super().__init__()
+        windows = windows or {}
         self.datasets = {
-            split: SegmentationDataset(samples, spec, split, build_transform(split, source, spec.pixel_scale), seed)
+            split: SegmentationDataset(samples, spec, split, build_transform(split, source, spec.pixel_scale), seed,
+                                       windows.get(split))
             for split, samples in splits.items() if samples
         }
+        #: Test windows sharded by scene (each process stitches the scenes it predicts).
+        self.test_by_scene = test_by_scene
+        self.patch_size = source.patch_size
         self.seed = seed
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -65,7 +75,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         return {split: dataset[0] for split, dataset in self.datasets.items()}
 
     def _loader(self, split: str, sampler: Sampler, drop_last: bool = False) -> DataLoader:
-        collate = PadToLargest(ignore_value(self.datasets[split].spec.n_classes))
+        collate = PadToLargest(ignore_value(self.datasets[split].spec.n_classes), self.patch_size or 0)
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.persistent_workers,
                           prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, drop_last=drop_last)
@@ -78,7 +88,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._loader("val", ShardSampler(len(self.datasets["val"])))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", ShardSampler(len(self.datasets["test"])))
+        dataset = self.datasets["test"]
+        if self.test_by_scene and isinstance(dataset.windows, GridWindows):
+            return self._loader("test", GroupShardSampler([dataset.windows.items_of_row(row)
+                                                           for row in range(len(dataset.samples))]))
+        return self._loader("test", ShardSampler(len(dataset)))
 
     @property
     def has_test(self) -> bool:

@@ -10,11 +10,21 @@ import torch
 from rasterio.enums import Resampling
 from torch.utils.data import Dataset
 
-from odeon_job.data.masks import class_indices, mask_nodata
-from odeon_job.data.raster import check_bands, check_same_size, open_raster, read_bands, shape_at
+from odeon_job.data.masks import class_indices, ignore_value, mask_nodata
+from odeon_job.data.raster import (
+    check_bands,
+    check_same_size,
+    open_raster,
+    open_rasters,
+    raster_info_of,
+    read_bands,
+    read_window,
+    shape_at,
+)
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import DataSpec, image_scale
 from odeon_job.data.transforms import Compose
+from odeon_job.data.windows import Box, WholeRows, WindowPlan, row_region
 from odeon_job.errors import DataError
 
 
@@ -32,32 +42,48 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class SegmentationDataset(Dataset):
-    """Samples → ``{"image": (C, H, W) in raw units, "mask": uint8 (H, W) class indices, "index": int,
-    "shape": (H, W)}`` (``shape``: the tile's own size, where a batch of mixed sizes pads it).
+    """Items → ``{"image": (C, H, W) in raw units, "mask": uint8 (H, W) class indices, "index": int,
+    "shape": (H, W), "owned": int}`` (``shape``: the item's own size, where a batch of mixed sizes pads it;
+    ``owned``: how many of its pixels it scores, the others being marked ignored: a grid window's share of
+    its overlaps).
 
-    An item is asked for by ``index`` or, from the training sampler, ``(index, epoch)``; the sample's
-    random augmentations are drawn from a generator seeded by ``(seed, epoch, index)``.
+    An item is asked for by ``index`` or, from the training sampler, ``(index, epoch)``. ``windows`` says which
+    window of which row each item reads (one item per row, read whole, when absent); the item's random
+    augmentations are drawn from a generator seeded by ``(seed, epoch, index)``.
     """
 
     def __init__(self, samples: Sequence[Sample], spec: DataSpec, split: str, transform: Compose | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, windows: WindowPlan | None = None) -> None:
         self.samples = samples
         self.spec = spec
         self.split = split
         self.resolution = spec.resolution.get(split)
         self.transform = transform
         self.seed = seed
+        self.windows: WindowPlan = windows if windows is not None else WholeRows(len(samples))
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.windows)
 
-    def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        """The image in raw units and the mask as class indices, at the split's resolution.
+    def read(self, sample: Sample, window: Box | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The image in raw units and the mask as class indices, at the split's resolution: all of the row (a
+        tile, or the window its CSV names) or ``window`` of its scene.
 
         The image stays uint8 for 0-255 imagery (no ``image_max_value``: every image is uint8, or an
         error); with ``image_max_value``, float32 whatever each file's type, so that files of several
         types still make one batch. The module scales it on its device (``InputScaling``).
         """
+        if window is None and sample.window is None:
+            image, mask = self._read_tile(sample)
+        else:
+            image, mask = self._read_window(sample, window)
+        if self.spec.image_max_value is not None:
+            image = image.astype(np.float32, copy=False)
+            check_finite(image, sample)
+        return image, mask
+
+    def _read_tile(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """A whole file, opened for this read alone (a tile is read once an epoch: keeping it open gains nothing)."""
         spec = self.spec
         with open_raster(sample.image, sample.origin, whole_file=True) as src:
             check_bands(spec.image_bands, src.count, sample.image, sample.origin, "image_bands")
@@ -69,19 +95,56 @@ class SegmentationDataset(Dataset):
             check_same_size(shape, shape_at(src.height, src.width, src.res, self.resolution), sample.image,
                             sample.mask, sample.origin)
             raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
-            nodata = mask_nodata(spec.mask_nodata, src.nodata, spec.n_classes, spec.mask_encoding == "one_hot",
-                                 f"{sample.origin}: {sample.mask}")
-        if spec.image_max_value is not None:
-            image = image.astype(np.float32, copy=False)
-            check_finite(image, sample)
-        return image, class_indices(raw, spec.n_classes, spec.mask_encoding == "one_hot", nodata,
-                                    f"{sample.origin}: {sample.mask}")
+            return image, self._classes(raw, src.nodata, sample)
+
+    def _read_window(self, sample: Sample, window: Box | None) -> tuple[np.ndarray, np.ndarray]:
+        """A window of a scene, from datasets kept open by this worker (only the blocks it touches are fetched)."""
+        spec, rasters = self.spec, open_rasters()
+        src = rasters.get(sample.image, sample.origin)
+        check_bands(spec.image_bands, src.count, sample.image, sample.origin, "image_bands")
+        image_scale(src.dtypes[0], spec.image_max_value, sample)
+        if window is None:  # the CSV's window of a tile read whole
+            window = row_region(sample, raster_info_of(src), self.resolution)
+        image = read_window(src, spec.image_bands, window, self.resolution, sample.origin, Resampling.bilinear)
+        src = rasters.get(sample.mask, sample.origin)
+        check_bands(spec.mask_bands, src.count, sample.mask, sample.origin, "mask_bands")
+        raw = read_window(src, spec.mask_bands, window, self.resolution, sample.origin, Resampling.nearest)
+        return image, self._classes(raw, src.nodata, sample)
+
+    def _classes(self, raw: np.ndarray, file_nodata: float | None, sample: Sample) -> np.ndarray:
+        spec, where = self.spec, f"{sample.origin}: {sample.mask}"
+        nodata = mask_nodata(spec.mask_nodata, file_nodata, spec.n_classes, spec.mask_encoding == "one_hot", where)
+        return class_indices(raw, spec.n_classes, spec.mask_encoding == "one_hot", nodata, where)
+
+    def origin(self, index: int, epoch: int = 0) -> str:
+        """The CSV row of an item (and its window of the scene), for messages."""
+        read = self.windows(index, epoch)
+        origin = self.samples[read.row].origin
+        if read.window is None:
+            return origin
+        row, col, height, width = read.window
+        return f"{origin} (window col {col}, row {row}, {width}x{height})"
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        image, mask = self.read(self.samples[index])
+        read = self.windows(index, epoch)
+        image, mask = self.read(self.samples[read.row], read.window)
+        owned = mask.size
+        if read.owned is not None and read.owned != (0, 0, *mask.shape):
+            mask = mask_outside(mask, read.owned, ignore_value(self.spec.n_classes))
+            top, left, bottom, right = read.owned
+            owned = (bottom - top) * (right - left)
         image_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
         if self.transform is not None:
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
             image_t, mask_t = self.transform(image_t, mask_t, generator)
-        return {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape)}
+        return {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape),
+                "owned": owned}
+
+
+def mask_outside(mask: np.ndarray, owned: tuple[int, int, int, int], marker: int) -> np.ndarray:
+    """``mask`` with the pixels outside ``owned`` (top, left, bottom, right) set to ``marker`` (ignored)."""
+    top, left, bottom, right = owned
+    kept = np.full_like(mask, marker)
+    kept[top:bottom, left:right] = mask[top:bottom, left:right]
+    return kept

@@ -14,6 +14,7 @@ import functools
 import glob
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.session import DummySession
+from rasterio.windows import Window
 
 from odeon_job import storage
 from odeon_job.errors import DataError
@@ -127,6 +129,13 @@ class RasterInfo:
     transform: tuple[float, ...]
     res: tuple[float, float]
     nodata: float | None = None
+    #: (height, width) of the first band's blocks: strips are as wide as the raster.
+    block: tuple[int, int] = (1, 1)
+
+    @property
+    def striped(self) -> bool:
+        """Stored in strips (whole rows): a window reads every column of its rows, not only its own."""
+        return self.block[1] >= self.width and self.width > 512
 
 
 def open_raster(url: str, origin: str, whole_file: bool = False) -> rasterio.io.DatasetReader:
@@ -146,9 +155,81 @@ def open_raster(url: str, origin: str, whole_file: bool = False) -> rasterio.io.
 
 def raster_info(url: str, origin: str) -> RasterInfo:
     with open_raster(url, origin) as src:
-        return RasterInfo(width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
-                          crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
-                          res=(float(src.res[0]), float(src.res[1])), nodata=src.nodata)
+        return raster_info_of(src)
+
+
+def raster_info_of(src: rasterio.io.DatasetReader) -> RasterInfo:
+    return RasterInfo(width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
+                      crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
+                      res=(float(src.res[0]), float(src.res[1])), nodata=src.nodata,
+                      block=tuple(src.block_shapes[0]))  # type: ignore[arg-type]
+
+
+class OpenRasters:
+    """Datasets kept open, the most recently used first (an LRU of ``size``): a scene read in windows is opened
+    once per DataLoader worker, not once per window (an open of a remote file costs a request or more)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._open: OrderedDict[str, rasterio.io.DatasetReader] = OrderedDict()
+        self.opens = 0
+
+    def get(self, url: str, origin: str) -> rasterio.io.DatasetReader:
+        src = self._open.pop(url, None)
+        if src is None:
+            src = open_raster(url, origin)
+            self.opens += 1
+        self._open[url] = src
+        while len(self._open) > self.size:
+            self._open.popitem(last=False)[1].close()
+        return src
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
+
+
+def open_rasters() -> OpenRasters:
+    """This process's and thread's :class:`OpenRasters` (a forked DataLoader worker starts with none of the
+    parent's: GDAL handles are never shared across processes)."""
+    if getattr(_thread, "rasters_pid", None) != os.getpid():
+        _thread.rasters, _thread.rasters_pid = OpenRasters(), os.getpid()
+    return _thread.rasters
+
+
+def read_window(src: rasterio.io.DatasetReader, bands: Sequence[int], window: tuple[int, int, int, int],
+                resolution: tuple[float, float] | None, origin: str,
+                resampling: Resampling = Resampling.nearest) -> np.ndarray:
+    """Read ``bands`` in ``window`` = (row_off, col_off, height, width) on the grid of ``resolution`` (the file's
+    own when None) as a (bands, height, width) array: GDAL fetches only the blocks the window touches."""
+    row, col, height, width = window
+    sx, sy = (1.0, 1.0) if resolution is None else (resolution[0] / abs(src.res[0]), resolution[1] / abs(src.res[1]))
+    x, y = col * sx, row * sy
+    area = Window(x, y, min(width * sx, src.width - x), min(height * sy, src.height - y))  # edges: rounding
+    try:
+        return src.read(list(bands), window=area, out_shape=(len(bands), height, width), resampling=resampling)
+    except RasterioError as error:
+        raise DataError(f"{origin}: cannot read {src.name}: {error}") from error
+
+
+def compressed_bytes_touched(src: rasterio.io.DatasetReader, window: tuple[int, int, int, int]) -> int:
+    """The stored (compressed) bytes of the blocks that ``window`` = (row_off, col_off, height, width) touches, in
+    the file's pixels: what a windowed read has to fetch at the least."""
+    row, col, height, width = window
+    block_height, block_width = src.block_shapes[0]
+    bands = [1] if src.interleaving is None or src.interleaving.value == "PIXEL" else range(1, src.count + 1)
+    return sum(src.block_size(band, i, j) for band in bands
+               for i in range(row // block_height, (row + height - 1) // block_height + 1)
+               for j in range(col // block_width, (col + width - 1) // block_width + 1))
+
+
+def same_grid(first: tuple[float, ...], second: tuple[float, ...]) -> bool:
+    """Affine transforms (a, b, c, d, e, f) with the same pixel size and rotation (to 1e-6 relative) and
+    origins less than 1 % of a pixel apart."""
+    a, b, c, d, e, f = first
+    size_ok = all(abs(x - y) <= 1e-6 * max(abs(x), abs(y), 1e-12)
+                  for x, y in zip((a, b, d, e), (second[0], second[1], second[3], second[4]), strict=True))
+    return size_ok and abs(c - second[2]) <= 0.01 * abs(a) and abs(f - second[5]) <= 0.01 * abs(e)
 
 
 def check_bands(bands: Sequence[int], count: int, url: str, origin: str, key: str) -> None:

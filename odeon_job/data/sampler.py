@@ -6,14 +6,15 @@ DistributedSampler does). Each item is ``(index, epoch)``, so the dataset can se
 augmentations from ``(seed, epoch, index)``: a run gives the same batches and augmentations
 whatever the number of DataLoader workers, and a resumed run the same as one never interrupted.
 
-Validation and test: each process takes every ``world_size``-th sample in CSV order, without
-repetition, so every sample counts exactly once in the confusion matrix.
+Validation and test: each process takes every ``world_size``-th item in order, without repetition, so
+every item counts exactly once in the confusion matrix; where predictions of scenes are stitched, each
+process takes whole scenes instead (every ``world_size``-th), so that one process writes each scene.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -62,6 +63,23 @@ class ShardSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         rank, world = process_group()
         return iter(range(rank, self.length, world))
+
+
+class GroupShardSampler(Sampler[int]):
+    """Each process takes every ``world_size``-th group of items (a scene's windows), each item once."""
+
+    def __init__(self, groups: Sequence[range]) -> None:
+        self.groups = groups
+
+    def _mine(self) -> Sequence[range]:
+        rank, world = process_group()
+        return self.groups[rank::world]
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self._mine())
+
+    def __iter__(self) -> Iterator[int]:
+        return (index for group in self._mine() for index in group)
 
 
 def last_batch_is_single(samples: int, batch_size: int) -> bool:

@@ -18,6 +18,11 @@ from odeon_job import storage
 from odeon_job.config import DataSource
 from odeon_job.errors import DataError
 
+#: A row's window of its scene, as the CSV lists it: (col_off, row_off, width, height) in the image's pixels.
+RowWindow = tuple[int, int, int, int]
+#: The columns a row may add after image and mask to name a window of its scene.
+WINDOW_COLUMNS = ("col_off", "row_off", "width", "height")
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -26,6 +31,8 @@ class Sample:
     image: str
     mask: str
     origin: str  # "<csv url> row <n>"
+    #: The part of the scene the row uses (None: all of it).
+    window: RowWindow | None = None
 
 
 class SampleList(Sequence[Sample]):
@@ -34,8 +41,10 @@ class SampleList(Sequence[Sample]):
     a parse of its text, nothing per row at start-up beyond that."""
 
     def __init__(self, csv_url: str, images: list[str], masks: list[str], rows: np.ndarray,
-                 keep: np.ndarray | None = None) -> None:
+                 keep: np.ndarray | None = None, windows: np.ndarray | None = None) -> None:
         self.csv_url, self._images, self._masks, self._rows = csv_url, images, masks, rows
+        #: (rows, 4) int64 of col_off, row_off, width, height, -1 where a row names no window; None: no row does.
+        self._windows = windows
         self._keep = keep  # indices of the rows this list holds (a split of the CSV), None for all
         self._resolve = storage.resolver(storage.parent(csv_url))
 
@@ -55,13 +64,22 @@ class SampleList(Sequence[Sample]):
         if not 0 <= index < len(self):
             raise IndexError(index)
         row = index if self._keep is None else int(self._keep[index])
+        window = None
+        if self._windows is not None and self._windows[row, 0] >= 0:
+            window = tuple(int(v) for v in self._windows[row])
         return Sample(self._resolve(self._images[row]), self._resolve(self._masks[row]),
-                      f"{self.csv_url} row {self._rows[row]}")
+                      f"{self.csv_url} row {self._rows[row]}", window)  # type: ignore[arg-type]
+
+    @property
+    def has_windows(self) -> bool:
+        """Whether some row names a window of its scene."""
+        return self._windows is not None
 
     def subset(self, indices: np.ndarray) -> SampleList:
         """The rows at ``indices`` (of this list), in that order."""
         keep = indices if self._keep is None else self._keep[indices]
-        return SampleList(self.csv_url, self._images, self._masks, self._rows, np.asarray(keep, dtype=np.int64))
+        return SampleList(self.csv_url, self._images, self._masks, self._rows, np.asarray(keep, dtype=np.int64),
+                          self._windows)
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,7 @@ def _is_header(fields: list[str]) -> bool:
 _PLAIN_FILE = re.compile(r"(?:[^,\n\r\t \"]+,[^,\n\r\t \"]+\n)*[^,\n\r\t \"]+,[^,\n\r\t \"]+\n?")
 
 
-def _plain_columns(text: str) -> tuple[list[str], list[str], np.ndarray] | None:
+def _plain_columns(text: str) -> Columns | None:
     """Images, masks and line numbers of a CSV of plain ``image,mask`` lines (no quotes, spaces, blank
     lines or header: nearly every file), split by C string methods alone: a 100,000-row file in about
     20 ms. None when the file needs the general reader (which also names the line of a bad row)."""
@@ -95,14 +113,34 @@ def _plain_columns(text: str) -> tuple[list[str], list[str], np.ndarray] | None:
     images, masks = fields[0::2], fields[1::2]
     if _is_header([images[0], masks[0]]):
         return None
-    return images, masks, np.arange(1, len(images) + 1)
+    return images, masks, np.arange(1, len(images) + 1), None
 
 
-def _csv_columns(csv_url: str, text: str) -> tuple[list[str], list[str], np.ndarray]:
-    """Images, masks and line numbers of any CSV: quotes, spaces around fields, blank lines, a header,
-    and any line ending (a spreadsheet may save lone ``\\r``)."""
+Columns = tuple[list[str], list[str], np.ndarray, np.ndarray | None]
+
+
+def _window_of(fields: list[str], where: str) -> list[int]:
+    """The window columns of a row (col_off, row_off, width, height): whole numbers, offsets >= 0, sizes >= 1."""
+    values = []
+    for name, field in zip(WINDOW_COLUMNS, fields, strict=True):
+        try:
+            number = float(field)
+        except ValueError:
+            number = float("nan")
+        least = 1 if name in ("width", "height") else 0
+        if not (number == number and number == int(number) and number >= least):  # NaN fails the first test
+            raise DataError(f"{where}: {name} must be a whole number >= {least} (pixels of the image), got "
+                            f"{field[:40]!r}")
+        values.append(int(number))
+    return values
+
+
+def _csv_columns(csv_url: str, text: str) -> Columns:
+    """Images, masks, line numbers and windows of any CSV: quotes, spaces around fields, blank lines, a
+    header, and any line ending (a spreadsheet may save lone ``\\r``). A row is ``image,mask`` or
+    ``image,mask,col_off,row_off,width,height``."""
     reader = csv.reader(io.StringIO(text, newline=None))
-    images, masks, rows = [], [], []
+    images, masks, rows, windows = [], [], [], []
     first = True
     line = 0
     try:
@@ -115,15 +153,19 @@ def _csv_columns(csv_url: str, text: str) -> tuple[list[str], list[str], np.ndar
                 first = False
                 continue
             first = False
-            if len(fields) != 2 or not all(fields):
+            if len(fields) not in (2, 6) or not all(fields):
                 raise DataError(f"{csv_url} row {start}: expected 'image,mask', got {len(fields)} field(s): "
-                                f"{','.join(fields)[:120]!r}{_separator_hint(fields)}")
+                                f"{','.join(fields)[:120]!r}{_separator_hint(fields)} (a row may add a window of its "
+                                "scene: image,mask,col_off,row_off,width,height)")
+            windows.append(_window_of(fields[2:], f"{csv_url} row {start}") if len(fields) == 6 else [-1] * 4)
             images.append(fields[0])
             masks.append(fields[1])
             rows.append(start)
     except csv.Error as error:
         raise DataError(f"{csv_url} row {reader.line_num}: not a CSV row ({error})") from error
-    return images, masks, np.asarray(rows, dtype=np.int64)
+    window_array = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+    has_windows = bool(len(window_array)) and bool((window_array[:, 0] >= 0).any())
+    return images, masks, np.asarray(rows, dtype=np.int64), window_array if has_windows else None
 
 
 def _separator_hint(fields: list[str]) -> str:
@@ -135,8 +177,9 @@ def _separator_hint(fields: list[str]) -> str:
     return ""
 
 
-def parse_rows(csv_url: str, text: str) -> tuple[list[str], list[str], np.ndarray]:
-    """Images, masks and the line number of each row of the CSV text ``text`` (read from ``csv_url``)."""
+def parse_rows(csv_url: str, text: str) -> Columns:
+    """Images, masks, the line number and the window of each row of the CSV text ``text`` (read from
+    ``csv_url``); windows are None when no row names one."""
     return _plain_columns(text) or _csv_columns(csv_url, text)
 
 
@@ -145,10 +188,10 @@ def read_samples(csv_url: str) -> SampleList:
 
     Relative paths are relative to the CSV's own folder (or URL prefix).
     """
-    images, masks, rows = parse_rows(csv_url, storage.read_text(csv_url))
+    images, masks, rows, windows = parse_rows(csv_url, storage.read_text(csv_url))
     if not images:
         raise DataError(f"{csv_url}: no samples (the file lists no image,mask rows)")
-    return SampleList(csv_url, images, masks, rows)
+    return SampleList(csv_url, images, masks, rows, windows=windows)
 
 
 def split_train_val(samples: SampleList, fraction: float, seed: int) -> tuple[SampleList, SampleList]:

@@ -1,0 +1,277 @@
+"""Scenes read in windows (data_source.patch_size): reads equal to the scene's pixels, the checks at start,
+open handles kept, predictions stitched into one GeoTIFF per scene, trainings locally, on S3 (bytes fetched
+counted at the server) and on two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import from_origin
+
+from odeon_job.callbacks.stitching import Mosaic
+from odeon_job.config import config_from_dict
+from odeon_job.data import raster
+from odeon_job.data.dataset import SegmentationDataset
+from odeon_job.data.samples import load_splits, read_samples
+from odeon_job.data.spec import describe_data
+from odeon_job.data.windows import GridWindows, plan_windows
+from odeon_job.errors import DataError
+from odeon_job.preflight import check_before_training
+
+from conftest import CRS, ORIGIN, PIXEL, Scenes, make_config, write_scene
+from s3_server import Bucket, CountingProxy
+
+
+def _datasets(config: dict) -> dict[str, SegmentationDataset]:
+    job = config_from_dict(config)
+    splits = load_splits(job.data_source, 42)
+    spec = describe_data(job.data_source, splits.train[0])
+    plans = plan_windows(splits, spec, job.data_source, 42)
+    return {split: SegmentationDataset(samples, spec, split, windows=plans[split], seed=42)
+            for split, samples in splits.items() if samples}
+
+
+def _scene_config(scenes: Scenes, output: str = "out", **data_source: object) -> dict:
+    return make_config(scenes.csv, output, data_source={"val_file": scenes.csv, "patch_size": 128,
+                                                        "class_labels": ["a", "b", "c"], **data_source})
+
+
+def test_grid_windows_put_together_are_the_scene_and_each_pixel_is_scored_once(
+        make_scenes: Callable[..., Scenes]) -> None:
+    scenes = make_scenes()
+    dataset = _datasets(_scene_config(scenes, grid_overlap=32))["val"]
+    assert isinstance(dataset.windows, GridWindows)
+    for row, (classes, image) in enumerate(zip(scenes.classes, scenes.images, strict=True)):
+        built = np.zeros_like(image)
+        scored = np.zeros(classes.shape, np.int64)
+        for index in dataset.windows.items_of_row(row):
+            item, read = dataset[index], dataset.windows(index)
+            r, c, h, w = read.window
+            built[:, r:r + h, c:c + w] = item["image"].numpy()
+            mask = item["mask"].numpy()
+            scored[r:r + h, c:c + w] += mask != 255
+            assert np.array_equal(mask[mask != 255], classes[r:r + h, c:c + w][mask != 255])
+            assert item["owned"] == int((mask != 255).sum())
+        assert np.array_equal(built, image)
+        assert (scored == 1).all()
+
+
+def test_training_windows_are_the_scene_s_pixels_and_the_same_for_the_same_epoch(
+        make_scenes: Callable[..., Scenes]) -> None:
+    scenes = make_scenes()
+    dataset = _datasets(_scene_config(scenes, train_windows=12))["train"]
+    assert len(dataset) == 12
+    opens = raster.open_rasters().opens
+    for index in range(12):
+        read = dataset.windows(index, 3)
+        r, c, h, w = read.window
+        item = dataset[(index, 3)]
+        assert (h, w) == (128, 128)
+        assert np.array_equal(item["image"].numpy(), scenes.images[read.row][:, r:r + h, c:c + w])
+        assert np.array_equal(item["mask"].numpy(), scenes.classes[read.row][r:r + h, c:c + w])
+    assert raster.open_rasters().opens - opens == 4  # two scenes and their masks, opened once each in this process
+
+
+def test_scenes_at_another_resolution_are_read_resampled_on_one_grid(make_scenes: Callable[..., Scenes]) -> None:
+    scenes = make_scenes()
+    dataset = _datasets(_scene_config(scenes, resolution=2 * PIXEL))["val"]
+    assert [tuple(region) for region in dataset.windows.regions] == [(0, 0, 192, 160), (0, 0, 128, 224)]
+    wholes = []
+    for path, (_, _, height, width) in zip(scenes.mask_paths, dataset.windows.regions, strict=True):
+        with rasterio.open(path) as src:  # the whole scene resampled at once, as a tile is read
+            wholes.append(src.read(1, out_shape=(int(height), int(width)), resampling=Resampling.nearest))
+    for index in range(len(dataset)):
+        read = dataset.windows(index)
+        r, c, h, w = read.window
+        mask, whole = dataset[index]["mask"].numpy(), wholes[read.row][r:r + h, c:c + w]
+        assert np.array_equal(mask[mask != 255], whole[mask != 255])  # the pixels the window owns
+        assert (mask != 255).sum() == dataset[index]["owned"] > 0
+
+
+def test_a_mask_on_another_grid_and_a_window_past_its_image_are_refused_with_the_row(
+        make_scenes: Callable[..., Scenes], tmp_path: Path) -> None:
+    scenes = make_scenes()
+    shifted = write_scene(tmp_path / "shifted.tif", scenes.classes[0][None],
+                          origin=(ORIGIN[0] + 10 * PIXEL, ORIGIN[1]))
+    csv = tmp_path / "bad.csv"
+    csv.write_text(f"{scenes.image_paths[0]},{shifted}\n")
+    with pytest.raises(DataError, match=r"bad\.csv row 1: mask .*shifted\.tif is not on the grid of image"):
+        check_before_training(config_from_dict(_scene_config(scenes, train_file=str(csv))))
+    coarse = tmp_path / "coarse.tif"
+    with rasterio.open(coarse, "w", driver="GTiff", width=160, height=192, count=1, dtype="uint8", crs=CRS,
+                       transform=from_origin(*ORIGIN, 2 * PIXEL, 2 * PIXEL)) as dst:
+        dst.write(scenes.classes[0][None, ::2, ::2])
+    csv.write_text(f"{scenes.image_paths[0]},{coarse}\n")
+    with pytest.raises(DataError, match=r"row 1: image .* is 320x384 pixels but mask .* is 160x192"):
+        check_before_training(config_from_dict(_scene_config(scenes, train_file=str(csv))))
+    # resolution resamples both: the same ground, so accepted
+    plan = check_before_training(config_from_dict(_scene_config(scenes, train_file=str(csv), resolution=0.4)))
+    assert len(plan.windows["train"]) == 2  # 192 x 160 at 0.4 m: 30 720 pixels, two patches of 128²
+    csv.write_text(f"{scenes.image_paths[0]},{scenes.mask_paths[0]},300,0,64,64\n")
+    with pytest.raises(DataError, match=r"row 1: the window col_off 300, row_off 0, width 64, height 64 goes past"):
+        check_before_training(config_from_dict(_scene_config(scenes, train_file=str(csv))))
+
+
+def test_csv_windows_name_the_part_of_a_scene_a_row_uses(make_scenes: Callable[..., Scenes], tmp_path: Path) -> None:
+    scenes = make_scenes()
+    csv = tmp_path / "windows.csv"
+    csv.write_text("image,mask,col_off,row_off,width,height\n"
+                   f"{scenes.image_paths[0]},{scenes.mask_paths[0]},10,20,100,50\n"
+                   f"{scenes.image_paths[1]},{scenes.mask_paths[1]}\n")
+    samples = read_samples(str(csv))
+    assert [sample.window for sample in samples] == [(10, 20, 100, 50), None]
+    tiles = _datasets(make_config(str(csv), "o", data_source={"val_file": str(csv), "class_labels": ["a", "b", "c"]}))
+    assert np.array_equal(tiles["val"][0]["image"].numpy(), scenes.images[0][:, 20:70, 10:110])  # a tile: read whole
+    assert tiles["val"][1]["image"].shape == (3, 256, 448)
+    grid = _datasets(_scene_config(scenes, train_file=str(csv), val_file=str(csv)))["val"]
+    assert [tuple(region) for region in grid.windows.regions] == [(20, 10, 50, 100), (0, 0, 256, 448)]
+    assert grid.windows(0).window == (20, 10, 50, 100)
+
+
+def test_a_mosaic_averages_overlaps_and_holds_one_band_of_rows(tmp_path: Path) -> None:
+    """Each window predicts a value that depends on the window (so overlaps disagree); the stitched pixel is
+    the mean over the windows covering it, and memory holds patch_size rows, not the scene."""
+    height, width, patch = 300, 250, 64
+    plan = GridWindows(np.array([[0, 0, height, width]]), patch, 24)
+    expected_sum, expected_count = np.zeros((2, height, width)), np.zeros((height, width))
+    path = str(tmp_path / "stitched.tif")
+    mosaic = Mosaic(path, (0, 0, height, width), 2, patch, "float32",
+                    {"crs": CRS, "transform": from_origin(*ORIGIN, PIXEL, PIXEL)})
+    assert mosaic.sums.shape == (2, patch, width)
+    for index in range(len(plan)):
+        r, c, h, w = plan(index).window
+        value = (index % 7) / 7
+        probabilities = np.stack([np.full((h, w), value), np.full((h, w), 1 - value)]).astype(np.float32)
+        mosaic.add((r, c, h, w), probabilities)
+        expected_sum[:, r:r + h, c:c + w] += probabilities
+        expected_count[r:r + h, c:c + w] += 1
+    mosaic.finish()
+    with rasterio.open(path) as src:
+        np.testing.assert_allclose(src.read(), expected_sum / expected_count, atol=1e-6)
+        assert src.transform == from_origin(*ORIGIN, PIXEL, PIXEL)
+
+
+@pytest.mark.parametrize("output_type", ["uint8", "bit"])
+def test_a_scene_training_stitches_one_cog_per_test_scene_on_its_grid(make_scenes: Callable[..., Scenes],
+                                                                      tmp_path: Path, output_type: str) -> None:
+    from odeon_job.config import config_from_dict
+    from odeon_job.run import train
+
+    scenes = make_scenes()
+    config = _scene_config(scenes, str(tmp_path / "out"), test_file=scenes.csv, grid_overlap=32)
+    config["output_setup"].update(get_prediction=True, prediction_output_type=output_type)
+    config["train_setup"].update(epochs=2, batch_size=4)
+    result = train(config_from_dict(config))
+    predictions = Path(result.run_folder) / "predictions"
+    assert sorted(os.listdir(predictions)) == ["scene0.tif", "scene1.tif"]
+    for name, image_path, classes in zip(("scene0.tif", "scene1.tif"), scenes.image_paths, scenes.classes,
+                                         strict=True):
+        with rasterio.open(predictions / name) as out, rasterio.open(image_path) as image:
+            assert (out.crs, out.transform, out.shape) == (image.crs, image.transform, image.shape)
+            assert out.count == 3 and out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert out.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") == ("1" if output_type == "bit" else None)
+            predicted = out.read().argmax(axis=0)
+        assert (predicted == classes).mean() > 0.5  # two epochs of a tiny U-Net: well above chance (1/3)
+    for split in ("val", "test"):
+        entry = result.history if split == "val" else result.test
+        last = next(reversed(entry.values()))
+        assert sum(map(sum, last["cm_micro"])) == sum(c.size for c in scenes.classes)  # every pixel once
+        assert last["ignored pixels"] == 0
+
+
+@pytest.mark.slow
+def test_scenes_on_s3_train_validate_and_stitch_fetching_only_the_blocks_they_touch(
+        make_scenes: Callable[..., Scenes], bucket: Bucket, proxy: CountingProxy, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import use_s3_endpoint
+    from odeon_job.run import train
+
+    scenes = make_scenes(sizes=((512, 512), (384, 640)), block=128)
+    bucket.upload_folder(scenes.folder, "scenes")
+    csv = bucket.url("scenes/scenes.csv")
+    config = _scene_config(scenes, bucket.url("runs"), train_file=csv, val_file=csv, test_file=csv,
+                           train_windows=16)
+    config["output_setup"].update(get_prediction=True, prediction_output_type="float32")
+    config["train_setup"].update(epochs=2, batch_size=4)
+    config["device_setup"]["num_workers"] = 1
+    use_s3_endpoint(monkeypatch, proxy.endpoint)
+    raster.clear_remote_cache()
+    result = train(config_from_dict(config))
+
+    entry = next(reversed(result.history.values()))
+    assert sum(map(sum, entry["cm_micro"])) == 512 * 512 + 384 * 640
+    for key, image in zip(("scene0.tif", "scene1.tif"), scenes.image_paths, strict=True):
+        local = tmp_path / key
+        local.write_bytes(bucket.get(f"runs/exp/v/predictions/{key}"))
+        with rasterio.open(local) as out, rasterio.open(image) as src:
+            assert (out.crs, out.transform, out.shape, out.dtypes[0]) == (src.crs, src.transform, src.shape,
+                                                                          "float32")
+            np.testing.assert_allclose(out.read().sum(axis=0), 1.0, atol=1e-4)  # softmax, averaged
+    # Bytes fetched from the scenes ÷ the stored bytes of the blocks each window read touches.
+    fetched = sum(size for method, path, size in proxy.responses if method == "GET" and path.endswith(".tif")
+                  and "/scenes/" in path)
+    touched = _bytes_of_blocks_read(result, scenes, config)
+    print("BYTES", fetched, touched, fetched / touched)
+    assert fetched / touched <= 1.5, (fetched, touched)
+
+
+def _bytes_of_blocks_read(result: object, scenes: Scenes, config: dict) -> int:
+    """Stored bytes of the blocks touched by every window the training, its validations and the test read
+    (from the plans: they depend on the seed, epoch and index alone)."""
+    datasets = _datasets({**config, "data_source": {**config["data_source"], "train_file": scenes.csv,
+                                                    "val_file": scenes.csv, "test_file": scenes.csv}})
+    epochs = config["train_setup"]["epochs"]
+    reads = [datasets["train"].windows(i, epoch) for epoch in range(epochs) for i in range(len(datasets["train"]))]
+    reads += [datasets["val"].windows(i) for i in range(len(datasets["val"]))] * epochs
+    reads += [datasets["test"].windows(i) for i in range(len(datasets["test"]))]
+    total = 0
+    with rasterio.open(scenes.image_paths[0]) as i0, rasterio.open(scenes.image_paths[1]) as i1, \
+            rasterio.open(scenes.mask_paths[0]) as m0, rasterio.open(scenes.mask_paths[1]) as m1:
+        files = [(i0, m0), (i1, m1)]
+        for read in reads:
+            image, mask = files[read.row]
+            total += raster.compressed_bytes_touched(image, read.window)
+            total += raster.compressed_bytes_touched(mask, read.window)
+    return total
+
+
+@pytest.mark.slow
+def test_two_processes_validate_each_scene_pixel_once_and_agree_with_one(make_scenes: Callable[..., Scenes],
+                                                                        tmp_path: Path) -> None:
+    scenes = make_scenes(sizes=((384, 320), (256, 448), (200, 200)))
+
+    def run(processes: int) -> dict:
+        # SGD at 1e-30 cannot move float32 weights: both runs validate the same initial model.
+        config = _scene_config(scenes, str(tmp_path / "out"), test_file=scenes.csv, grid_overlap=16)
+        config["train_setup"].update(optimizer_config={"optimizer": "sgd"}, lr=1e-30, batch_size=3)
+        config["output_setup"].update(version_name=f"p{processes}", get_prediction=True)
+        config["device_setup"].update(num_processes=processes, strategy="ddp" if processes > 1 else None)
+        path = tmp_path / f"p{processes}.json"
+        path.write_text(json.dumps(config))
+        done = subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", str(path)], capture_output=True,
+                              text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        folder = tmp_path / "out" / "exp" / f"p{processes}"
+        return {"val": json.loads((folder / "history_val.json").read_text())["0"],
+                "test": next(iter(json.loads((folder / "history_test.json").read_text()).values())),
+                "predictions": {name: rasterio.open(folder / "predictions" / name).read()
+                                for name in sorted(os.listdir(folder / "predictions"))}}
+
+    one, two = run(1), run(2)
+    pixels = sum(c.size for c in scenes.classes)
+    for split in ("val", "test"):
+        assert sum(map(sum, one[split]["cm_micro"])) == pixels  # every pixel once: no window read twice
+        assert two[split]["cm_micro"] == one[split]["cm_micro"]
+        assert two[split]["loss"] == pytest.approx(one[split]["loss"], rel=1e-5), split
+    assert list(two["predictions"]) == ["scene0.tif", "scene1.tif", "scene2.tif"]
+    for name, stitched in one["predictions"].items():
+        assert np.array_equal(two["predictions"][name], stitched)
