@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torchmetrics import Metric
 
 NAMES = ("Accuracy", "Precision", "Recall", "Specificity", "F1-Score", "IoU")
 
@@ -79,3 +80,26 @@ def row_normalised(confusion: torch.Tensor) -> list[list[float]]:
     """Each row divided by its sum (the fraction of a true class predicted as each class); empty rows 0."""
     cm = confusion.to(torch.float64).cpu()
     return _ratio(cm, cm.sum(1, keepdim=True).expand_as(cm)).tolist()
+
+
+class WeightedMean(Metric):
+    """A mean of values weighted by ``weight`` (a batch's loss by its scored pixels), summed across processes.
+
+    torchmetrics' ``MeanMetric(nan_strategy="disable")`` (1.9) replaces every weight by 1, which made the split's
+    loss a plain mean of batch means (a short last batch counted as a full one); with "ignore" or "warn" a NaN
+    loss would be dropped instead of kept. Here a NaN stays NaN and the weights count."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: torch.Tensor) -> None:
+        weight = torch.as_tensor(weight, dtype=torch.float64, device=self.total.device)
+        self.total += value.detach().to(torch.float64) * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.weight

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from odeon_job import catalog
@@ -39,7 +39,7 @@ from odeon_job.data.transforms import InputScaling, scaling_arguments
 from odeon_job.errors import ConfigError
 from odeon_job.figures import SAMPLE_TILES, Sample
 from odeon_job.losses import build_loss
-from odeon_job.metrics import Scores, confusion_metrics, row_normalised
+from odeon_job.metrics import Scores, WeightedMean, confusion_metrics, row_normalised
 from odeon_job.models import build_model
 from odeon_job.optim import build_optimizer, build_scheduler
 
@@ -131,7 +131,7 @@ class SegmentationModule(pl.LightningModule):
         self.train_confusion = MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX,
                                                          validate_args=False)
         # A NaN loss stays NaN (null in the history) rather than being dropped from the mean with a warning.
-        self.mean_loss = torch.nn.ModuleDict({split: MeanMetric(nan_strategy="disable") for split in ("val", "test")})
+        self.mean_loss = torch.nn.ModuleDict({split: WeightedMean() for split in ("val", "test")})
         #: Pixels of no class (IGNORE_INDEX), left out of the loss and the confusion matrix, counted.
         self.ignored = torch.nn.ModuleDict({split: SumMetric() for split in ("val", "test")})
         self.evaluation: dict[str, Evaluation] = {}

@@ -80,3 +80,16 @@ def test_rows_are_truth_and_columns_prediction() -> None:
     assert mean_iou(cm) == pytest.approx(0.375)
     assert row_normalised(cm) == [[0.75, 0.25], [0.0, 0.0]]
     assert mean_iou(torch.zeros(3, 3, dtype=torch.int64)) == 0.0
+
+
+def test_a_weighted_mean_counts_its_weights_and_keeps_a_nan() -> None:
+    """torchmetrics' MeanMetric(nan_strategy="disable") drops the weights (1.9): the split's loss was a mean of
+    batch means, a short last batch counted as a full one."""
+    from odeon_job.metrics import WeightedMean
+
+    mean = WeightedMean()
+    mean.update(torch.tensor(1.0), torch.tensor(10))
+    mean.update(torch.tensor(2.0), torch.tensor(30))
+    assert float(mean.compute()) == pytest.approx(1.75)
+    mean.update(torch.tensor(float("nan")), torch.tensor(5))
+    assert torch.isnan(mean.compute())

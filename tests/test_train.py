@@ -536,3 +536,19 @@ def test_odeon_job_name_must_be_one_folder_name(make_dataset: Callable[..., Tiny
     with pytest.raises(ConfigError, match=r"^ODEON_JOB_NAME=.* must be a single folder name"):
         train(config_from_dict(config))
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_validation_loss_is_the_mean_over_its_pixels_whatever_the_batches(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    """5 validation tiles in batches of 2 (2, 2, 1) or 5: the same loss. It was a plain mean of batch means (the
+    weights given to torchmetrics' MeanMetric were dropped), so the last tile weighed twice as much."""
+    train_data, val = make_dataset(n=4), make_dataset(n=5, name="val", seed=3)
+    losses = {}
+    for batch_size in (2, 5):
+        # SGD at 1e-30 cannot move float32 weights: both runs validate the same initial model.
+        config = make_config(train_data.csv, str(tmp_path / "out"), data_source={"val_file": val.csv},
+                             train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30,
+                                          "batch_size": batch_size},
+                             output_setup={"version_name": f"b{batch_size}", "use_tensorboard": False})
+        losses[batch_size] = train(config_from_dict(config)).history["0"]["loss"]
+    assert losses[2] == pytest.approx(losses[5], rel=1e-6)
