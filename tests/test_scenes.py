@@ -220,7 +220,6 @@ def test_scenes_on_s3_train_validate_and_stitch_fetching_only_the_blocks_they_to
     fetched = sum(size for method, path, size in proxy.responses if method == "GET" and path.endswith(".tif")
                   and "/scenes/" in path)
     touched = _bytes_of_blocks_read(result, scenes, config)
-    print("BYTES", fetched, touched, fetched / touched)
     assert fetched / touched <= 1.5, (fetched, touched)
 
 
@@ -253,7 +252,8 @@ def test_two_processes_validate_each_scene_pixel_once_and_agree_with_one(make_sc
         # SGD at 1e-30 cannot move float32 weights: both runs validate the same initial model.
         config = _scene_config(scenes, str(tmp_path / "out"), test_file=scenes.csv, grid_overlap=16)
         config["train_setup"].update(optimizer_config={"optimizer": "sgd"}, lr=1e-30, batch_size=3)
-        config["output_setup"].update(version_name=f"p{processes}", get_prediction=True)
+        config["output_setup"].update(version_name=f"p{processes}", get_prediction=True,
+                                      prediction_output_type="float32")
         config["device_setup"].update(num_processes=processes, strategy="ddp" if processes > 1 else None)
         path = tmp_path / f"p{processes}.json"
         path.write_text(json.dumps(config))
@@ -273,5 +273,5 @@ def test_two_processes_validate_each_scene_pixel_once_and_agree_with_one(make_sc
         assert two[split]["cm_micro"] == one[split]["cm_micro"]
         assert two[split]["loss"] == pytest.approx(one[split]["loss"], rel=1e-5), split
     assert list(two["predictions"]) == ["scene0.tif", "scene1.tif", "scene2.tif"]
-    for name, stitched in one["predictions"].items():
-        assert np.array_equal(two["predictions"][name], stitched)
+    for name, stitched in one["predictions"].items():  # (convolutions of other batch sizes: float rounding)
+        np.testing.assert_allclose(two["predictions"][name], stitched, atol=1e-5)
