@@ -152,7 +152,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     from odeon_job.stats import compute_stats, describe, pasteable
 
-    stats = compute_stats(_load_config(args), args.rows)
+    stats = compute_stats(_load_config(args), args.rows, args.windows)
     for line in describe(stats):
         log.info("stats: %s", line)
     print(json.dumps(pasteable(stats), indent=2))
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[with_config], help="compute normalization_weights and "
                                 "class_imbalance over every tile; prints the JSON to paste into the configuration")
     stats.add_argument("--rows", type=int, metavar="N", help="use only the first N rows of each split")
+    stats.add_argument("--windows", type=int, metavar="N", help="scenes (data_source.patch_size): read N windows "
+                       "per split, spread over its scenes, instead of every pixel")
     stats.set_defaults(handler=_stats)
     convert = commands.add_parser("convert-history", parents=[common], help="turn an ODEON history "
                                   "(metrics.json) into ours, or ours into ODEON's")

@@ -1,6 +1,7 @@
 """``odeon stats``: the specification's ``normalization_weights`` (per split, the mean and standard deviation
 of each image band on the 0-1 scale) and the class frequencies of the training masks, with suggested
-``class_imbalance`` weights, computed over every tile and printed as JSON to paste into the configuration.
+``class_imbalance`` weights, computed over every tile (or every pixel of the scenes, in windows that do not
+overlap, or a sample of windows spread over them) and printed as JSON to paste into the configuration.
 
 Tiles are read as the training reads them (the same bands, resolution, pixel scale, mask encoding and
 ignored pixels: ``SegmentationDataset.read``), one at a time: memory holds one tile and a few sums. Sums
@@ -12,12 +13,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from odeon_job.config import JobConfig
 from odeon_job.data.masks import ignore_value
+from odeon_job.data.samples import Sample
+from odeon_job.data.spec import DataSpec
+from odeon_job.data.windows import GridWindows, WholeRows, WindowPlan, scene_regions
 
 log = logging.getLogger("odeon")
 
@@ -59,8 +64,23 @@ def median_frequency_weights(counts: np.ndarray) -> list[float]:
     return [round(median / f, 4) if f > 0 else 0.0 for f in frequencies]
 
 
-def compute_stats(config: JobConfig, max_rows: int | None = None) -> dict[str, Any]:
-    """The normalization weights of every split and the training masks' class statistics."""
+def evaluation_plan(samples: Sequence[Sample], spec: DataSpec, split: str, patch_size: int | None) -> WindowPlan:
+    """Every pixel of a split once: each tile whole, or each scene in a grid of windows that do not overlap."""
+    if patch_size is None:
+        return WholeRows(len(samples))
+    return GridWindows(scene_regions(samples, spec, split), patch_size, 0)
+
+
+def chosen_items(total: int, at_most: int | None) -> np.ndarray:
+    """All items, or ``at_most`` of them spread evenly over the split (a sample of every scene, not the first)."""
+    if at_most is None or at_most >= total:
+        return np.arange(total)
+    return np.unique(np.linspace(0, total - 1, at_most).round().astype(np.int64))
+
+
+def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: int | None = None) -> dict[str, Any]:
+    """The normalization weights of every split and the training masks' class statistics (``max_rows``: the first
+    rows of each split only; ``max_windows``: that many windows of scenes per split, spread over them)."""
     from odeon_job.data.dataset import SegmentationDataset
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
@@ -71,14 +91,21 @@ def compute_stats(config: JobConfig, max_rows: int | None = None) -> dict[str, A
     weights: dict[str, dict[str, list[float]]] = {}
     counts = np.zeros(spec.n_classes, dtype=np.int64)
     ignored, marker = 0, ignore_value(spec.n_classes)
+    unit = "tiles" if source.patch_size is None else "windows"
     for split, samples in splits.items():
-        samples = list(samples)[:max_rows] if max_rows else list(samples)
+        samples = samples[:max_rows] if max_rows else samples
         if not samples:
             continue
-        dataset, moments = SegmentationDataset(samples, spec, split), BandMoments(spec.pixel_scale)
+        plan = evaluation_plan(samples, spec, split, source.patch_size)
+        dataset, moments = SegmentationDataset(samples, spec, split, windows=plan), BandMoments(spec.pixel_scale)
+        items = chosen_items(len(plan), max_windows if source.patch_size is not None else None)
         last = time.monotonic()
-        for number, sample in enumerate(samples, start=1):
-            image, mask = dataset.read(sample)
+        for number, index in enumerate(items.tolist(), start=1):
+            read = plan(index)
+            image, mask = dataset.read(samples[read.row], read.window)
+            if read.owned is not None:  # only the pixels this window owns: every pixel of a scene once
+                top, left, bottom, right = read.owned
+                image, mask = image[:, top:bottom, left:right], mask[top:bottom, left:right]
             moments.add(image)
             if split == "train":
                 kept = mask[mask != marker].astype(np.int64)
@@ -86,9 +113,9 @@ def compute_stats(config: JobConfig, max_rows: int | None = None) -> dict[str, A
                 ignored += int(mask.size - kept.size)
             if time.monotonic() - last > PROGRESS_EVERY:
                 last = time.monotonic()
-                log.info("stats: %s: %d/%d tiles", split, number, len(samples))
+                log.info("stats: %s: %d/%d %s", split, number, len(items), unit)
         weights[split] = moments.result()
-        log.info("stats: %s: %d tiles", split, len(samples))
+        log.info("stats: %s: %d %s", split, len(items), unit)
     total = int(counts.sum())
     pixels = {label: int(c) for label, c in zip(spec.class_labels, counts, strict=True)}
     return {"normalization_weights": weights,

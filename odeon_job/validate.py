@@ -66,6 +66,11 @@ class ValidationSummary:
     ignored: Counter = field(default_factory=Counter)
     #: Per split: tile sizes (width, height) at the split's resolution.
     split_sizes: dict[str, Counter] = field(default_factory=dict)
+    #: Per split: windows per epoch (training) or per evaluation, when scenes are read in windows.
+    windows: dict[str, int] = field(default_factory=dict)
+    #: Scenes stored in strips, and the first row naming one.
+    striped: set[str] = field(default_factory=set)
+    first_striped: str = ""
 
 
 def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
@@ -137,14 +142,20 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
     plan = check_before_training(config, on_this_machine=False)
     splits, spec = plan.splits, plan.spec
     summary = ValidationSummary(spec=spec, counts={split: len(samples) for split, samples in splits.items()})
+    scenes = config.data_source.patch_size is not None
+    if scenes:
+        summary.windows = {split: len(plan) for split, plan in plan.windows.items()}
     jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]
     with ThreadPoolExecutor(max_workers=PARALLEL_OPENS) as pool:
         checks = pool.map(lambda job: check_sample(job[0], spec, job[1]), jobs)
-        for (_, split), check in zip(jobs, _with_progress(checks, len(jobs)), strict=True):
+        for (sample, split), check in zip(jobs, _with_progress(checks, len(jobs)), strict=True):
             summary.problems.extend(check.problems)
             summary.warnings.extend(check.warnings)
             summary.pixels[split] += check.pixels
             summary.ignored[split] += check.ignored
+            if check.image is not None and scenes and check.image.striped:
+                summary.striped.add(sample.image)
+                summary.first_striped = summary.first_striped or f"{sample.origin}: {sample.image}"
             if check.image is not None:
                 size = shape_at(check.image.height, check.image.width, check.image.res, spec.resolution.get(split))
                 summary.split_sizes.setdefault(split, Counter())[(size[1], size[0])] += 1
@@ -152,8 +163,13 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
                 summary.dtypes[check.image.dtype] += 1
                 summary.crs[check.image.crs or "none"] += 1
                 summary.resolutions[tuple(round(r, 6) for r in check.image.res)] += 1
+    if summary.striped:
+        summary.warnings.append(
+            f"{len(summary.striped)} scene(s) stored in strips (the first: {summary.first_striped}): a window reads "
+            "every column of its rows, several times the bytes of a tiled file; convert them to Cloud-Optimized "
+            "GeoTIFFs (gdal_translate -of COG) to read only the blocks a window touches")
     for split, sizes in summary.split_sizes.items():
-        if len(sizes) > 1:
+        if len(sizes) > 1 and not scenes:  # scenes of many sizes are read in windows of one size
             shown = ", ".join(f"{w}x{h} ({count})" for (w, h), count in sizes.most_common(4))
             summary.warnings.append(f"{split}: tiles of {len(sizes)} sizes ({shown}): each batch is padded to its "
                                     "largest tile and the padding is ignored (left out of the loss and metrics); "
@@ -173,6 +189,8 @@ def format_summary(summary: ValidationSummary) -> list[str]:
                         for split in summary.pixels if summary.pixels[split])
     return [
         "samples: " + ", ".join(f"{split} {count}" for split, count in summary.counts.items()),
+        *(["windows: " + ", ".join(f"{split} {count}" for split, count in summary.windows.items())
+           + " (train: per epoch)"] if summary.windows else []),
         "tile size: " + most(summary.sizes, lambda s: f"{s[0]}x{s[1]}"),
         f"image bands: {list(spec.image_bands)}, data type: {most(summary.dtypes)}",
         f"mask bands: {list(spec.mask_bands)} ({encoding})",

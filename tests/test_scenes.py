@@ -275,3 +275,27 @@ def test_two_processes_validate_each_scene_pixel_once_and_agree_with_one(make_sc
     assert list(two["predictions"]) == ["scene0.tif", "scene1.tif", "scene2.tif"]
     for name, stitched in one["predictions"].items():  # (convolutions of other batch sizes: float rounding)
         np.testing.assert_allclose(two["predictions"][name], stitched, atol=1e-5)
+
+
+def test_validate_counts_the_windows_and_warns_of_scenes_stored_in_strips(make_scenes: Callable[..., Scenes],
+                                                                          tmp_path: Path) -> None:
+    from odeon_job.validate import format_summary, validate
+
+    scenes = make_scenes()
+    striped = tmp_path / "striped.tif"
+    with rasterio.open(striped, "w", driver="GTiff", width=640, height=256, count=3, dtype="uint8", crs=CRS,
+                       transform=from_origin(*ORIGIN, PIXEL, PIXEL)) as dst:  # GDAL's default layout: strips
+        dst.write(np.zeros((3, 256, 640), np.uint8))
+        assert dst.block_shapes[0][1] == 640
+    mask = write_scene(tmp_path / "striped_mask.tif", np.zeros((1, 256, 640), np.uint8))
+    csv = tmp_path / "mixed.csv"
+    csv.write_text(f"{scenes.image_paths[0]},{scenes.mask_paths[0]}\n{striped},{mask}\n")
+    summary = validate(config_from_dict(_scene_config(scenes, train_file=str(csv), val_file=str(csv))))
+    assert summary.windows == {"train": 8 + 10, "val": 3 * 3 + 2 * 5}
+    lines = format_summary(summary)
+    assert "windows: train 18, val 19 (train: per epoch)" in lines
+    assert [w for w in summary.warnings if "stored in strips" in w] == [
+        f"1 scene(s) stored in strips (the first: {csv} row 2: {striped}): a window reads every column of its rows, "
+        "several times the bytes of a tiled file; convert them to Cloud-Optimized GeoTIFFs (gdal_translate -of COG) "
+        "to read only the blocks a window touches"]
+    assert not any("sizes" in w for w in summary.warnings)  # scenes of many sizes are no problem

@@ -13,7 +13,7 @@ import rasterio
 from odeon_job import cli
 from odeon_job.stats import median_frequency_weights
 
-from conftest import TinyDataset, make_config
+from conftest import Scenes, TinyDataset, make_config
 
 
 def test_stats_are_numpy_s_over_every_tile_and_paste_into_the_configuration(
@@ -44,3 +44,30 @@ def test_stats_are_numpy_s_over_every_tile_and_paste_into_the_configuration(
 def test_median_frequency_balancing() -> None:
     assert median_frequency_weights(np.array([60, 30, 10, 0])) == [0.5, 1.0, 3.0, 0.0]  # median of 0.6, 0.3, 0.1
     assert median_frequency_weights(np.array([0, 0])) == [0.0, 0.0]
+
+
+def test_stats_of_scenes_are_numpy_s_over_every_pixel_and_a_sample_of_windows_is_spread(
+        make_scenes: Callable[..., Scenes], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scenes of 384x320 and 256x448 in windows of 128 (the last ones overlapping their neighbours): every pixel
+    counts once, as NumPy counts the whole arrays."""
+    scenes = make_scenes()
+    config = make_config(scenes.csv, str(tmp_path / "out"),
+                         data_source={"val_file": scenes.csv, "patch_size": 128, "class_labels": ["a", "b", "c"]})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    assert cli.main(["stats", "-c", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    pixels = np.concatenate([image.reshape(3, -1) for image in scenes.images], axis=1).astype(np.float64) / 255
+    for split in ("train", "val"):
+        stats = printed["data_source"]["normalization_weights"][split]
+        assert stats["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), abs=1e-6)
+        assert stats["std"] == pytest.approx(pixels.std(axis=1).tolist(), abs=1e-6)
+    counts = np.bincount(np.concatenate([classes.ravel() for classes in scenes.classes]), minlength=3)
+    assert printed["train_setup"]["class_imbalance"] == median_frequency_weights(counts)
+
+    from odeon_job.stats import chosen_items
+    assert chosen_items(15, 4).tolist() == [0, 5, 9, 14] and chosen_items(3, 10).tolist() == [0, 1, 2]
+    assert cli.main(["stats", "-c", str(path), "--windows", "4"]) == 0
+    sampled = json.loads(capsys.readouterr().out)["data_source"]["normalization_weights"]["train"]
+    assert sampled["mean"] != printed["data_source"]["normalization_weights"]["train"]["mean"]
+    assert sampled["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), abs=0.05)  # a sample, near the truth
