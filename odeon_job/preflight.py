@@ -98,7 +98,7 @@ def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size
     batches = batches_per_epoch(config, n_train_samples, world_size)
     if isinstance(interval, int) and interval > batches:
         raise ConfigError(f"train_setup.val_check_interval: {interval} batches, but an epoch has only {batches} "
-                          f"({n_train_samples} training samples per epoch, batch_size {config.train_setup.batch_size}, "
+                          f"({n_train_samples} training samples, batch_size {config.train_setup.batch_size}, "
                           f"{world_size} process(es)); use a fraction of the epoch (a float) or a smaller number")
 
 

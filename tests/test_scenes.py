@@ -299,3 +299,16 @@ def test_validate_counts_the_windows_and_warns_of_scenes_stored_in_strips(make_s
         "several times the bytes of a tiled file; convert them to Cloud-Optimized GeoTIFFs (gdal_translate -of COG) "
         "to read only the blocks a window touches"]
     assert not any("sizes" in w for w in summary.warnings)  # scenes of many sizes are no problem
+
+
+def test_gdal_s_block_cache_holds_megabytes_so_a_block_is_decoded_once() -> None:
+    """rasterio hands an int GDAL_CACHEMAX to GDALSetCacheMax64, in bytes: the default of 256 meant 256 bytes, no
+    block cache at all, and every window decoded (and, remote, fetched) each block it touched again."""
+    import ctypes
+
+    library = raster._gdal_library()
+    assert library is not None
+    library.GDALGetCacheMax64.restype = ctypes.c_int64
+    raster.ensure_gdal_env()
+    if "GDAL_CACHEMAX" not in os.environ:
+        assert library.GDALGetCacheMax64() == 256 * 1024 * 1024

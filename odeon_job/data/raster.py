@@ -36,9 +36,9 @@ GDAL_DEFAULTS: dict[str, str | int] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     # Only these extensions are fetched through /vsicurl/-style paths.
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.vrt,.jp2",
-    # Block cache per process, in MB (GDAL reads values below 100000 as MB); bounded, since every
-    # DataLoader worker has its own. rasterio wants an int here.
-    "GDAL_CACHEMAX": 256,
+    # Block cache per process, 256 MB, bounded since every DataLoader worker has its own. In bytes: rasterio
+    # hands an int to GDALSetCacheMax64 (GDAL's own reading of "256" as MB applies to the environment variable).
+    "GDAL_CACHEMAX": 256 * 1024 * 1024,
     # Retry HTTP 429/5xx with exponential backoff (0.5 s, 1 s, 2 s, ... 16 s): a remote read survives
     # a short outage of the store. Each retry is counted (odeon_job.retries).
     "GDAL_HTTP_MAX_RETRY": "6",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -46,10 +47,16 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
         self.iterated_epoch = self.epoch
         rank, world = process_group()
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.length, generator=generator).tolist()
+        order = torch.randperm(self.length, generator=generator)
         total = math.ceil(self.length / world) * world
-        order = (order * math.ceil(total / self.length))[:total]  # repeat a few so all processes have as many
-        return iter([(index, self.epoch) for index in order[rank::world]])
+        order = order.repeat(math.ceil(total / self.length))[:total]  # repeat a few so all processes have as many
+        # One int64 per item, not a Python tuple: an epoch of a million windows of scenes costs 8 MB, not 100.
+        return self._items(order[rank::world].numpy(), self.epoch)
+
+    @staticmethod
+    def _items(order: np.ndarray, epoch: int) -> Iterator[tuple[int, int]]:
+        for index in order:
+            yield int(index), epoch
 
 
 class ShardSampler(Sampler[int]):
