@@ -3,6 +3,7 @@
     make bench-torchgeo-env      # once: .venv-torchgeo from requirements/bench-torchgeo.txt
     python bench/peer_torchgeo.py [--tiles 300] [--val 16] [--batch 8] [--workers 2]
                                   [--torchgeo-python .venv-torchgeo/bin/python]
+    python bench/peer_torchgeo.py --scene 8192 [--windows 160] [--val-scene 1024]   # on TorchGeo's own ground
 
 The tiles are the demo's (256 x 256 x 3 uint8 deflate GeoTIFFs in EPSG:2154, side by side on a grid,
 as if cut from one mosaic), with single-band class-index masks (5 classes). Each side runs in a process of
@@ -90,7 +91,83 @@ def odeon_side(data: str, batch: int, workers: int) -> dict[str, float]:
     return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
 
 
+def odeon_scene_side(data: str, batch: int, workers: int, windows: int) -> dict[str, float]:
+    """The job on the scenes: random training windows, a grid over the validation scene."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import pytorch_lightning as pl
+
+    from odeon_job import run
+    from odeon_job.config import config_from_dict
+    from odeon_job.data.datamodule import SegmentationDataModule
+    from odeon_job.data.samples import load_splits
+    from odeon_job.data.spec import describe_data
+    from odeon_job.data.windows import plan_windows
+
+    config = config_from_dict({
+        "data_source": {"train_file": os.path.join(data, "train.csv"), "val_file": os.path.join(data, "val.csv"),
+                        "class_labels": ["0", "1", "2", "3", "4"], "patch_size": 256, "train_windows": windows},
+        "train_setup": {"model_name": "resnet18", "epochs": 1, "batch_size": batch, "lr": 0.001},
+        "output_setup": {"output_folder": os.path.join(data, "odeon-out"), "name_exp_log": "peer", "progress": 0,
+                         "use_tensorboard": False, "use_mlflow": False, "save_top_k": 1},
+        "device_setup": {"accelerator": "cpu", "num_workers": workers},
+    })
+    splits = load_splits(config.data_source, 0)
+    spec = describe_data(config.data_source, splits.train[0])
+    plans = plan_windows(splits, spec, config.data_source, 0)
+    loader = SegmentationDataModule(splits, spec, config.data_source, batch, workers, seed=0,
+                                    windows=plans).train_dataloader()
+    rate = loader_rate(loader)
+    del loader
+
+    timer = epoch_timer(pl)
+    original = run.optional_callbacks
+    run.optional_callbacks = lambda config: [*original(config), timer]  # type: ignore[assignment]
+    run.train(config)
+    return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
+
+
 # --- the TorchGeo side (its own environment) -----------------------------------------------------------
+
+def torchgeo_scene_side(data: str, batch: int, workers: int, windows: int) -> dict[str, float]:
+    """TorchGeo on its own ground: RasterDataset images & masks, RandomGeoSampler(size=256) for training and
+    GridGeoSampler(size=256, stride=256) over the validation scene."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import RasterDataset, stack_samples
+    from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+    from torchgeo.trainers import SemanticSegmentationTask
+
+    class Images(RasterDataset):
+        filename_glob = "*.tif"
+        is_image = True
+
+    class Masks(RasterDataset):
+        filename_glob = "*.tif"
+        is_image = False
+
+    def dataset(split: str) -> object:
+        return Images(paths=os.path.join(data, split, "img")) & Masks(paths=os.path.join(data, split, "idx"))
+
+    def loader(split: str) -> DataLoader:
+        ds = dataset(split)
+        sampler = RandomGeoSampler(ds, size=256, length=windows) if split == "train" else \
+            GridGeoSampler(ds, size=256, stride=256)
+        return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=stack_samples,
+                          persistent_workers=workers > 0)
+
+    train, val = loader("train"), loader("val")
+    rate = loader_rate(train)
+    train = loader("train")
+    task = SemanticSegmentationTask(model="unet", backbone="resnet18", weights=None, in_channels=3, num_classes=5,
+                                    loss="ce", lr=0.001)
+    timer = epoch_timer(pl)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[timer])
+    trainer.fit(task, train_dataloaders=train, val_dataloaders=val)
+    return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
+
+
 
 def torchgeo_side(data: str, batch: int, workers: int) -> dict[str, float]:
     import lightning.pytorch as pl
@@ -163,10 +240,40 @@ def write_tiles(folder: str, tiles: int, val: int) -> None:
             stream.writelines(rows)
 
 
-def side(python: str, name: str, data: str, batch: int, workers: int) -> dict[str, float]:
+def write_scenes(folder: str, size: int, val_size: int) -> None:
+    """A training scene of ``size``² and a validation scene of ``val_size``² (3-band uint8 COGs, deflate, 512²
+    blocks, painted by class with noise) with class-index masks, in train/ and val/ folders and their CSVs."""
+    import numpy as np
+    import rasterio
+    import rasterio.shutil
+
+    colours = np.array([(200, 180, 120), (180, 60, 50), (40, 70, 140), (60, 150, 50), (90, 90, 90)], np.uint8)
+    rng = np.random.default_rng(0)
+    for split, side_length, east in (("train", size, 0.0), ("val", val_size, size * 0.2 + 1000)):
+        classes = np.zeros((side_length, side_length), np.uint8)
+        for _ in range(side_length * side_length // 20_000):
+            y, x = rng.integers(0, side_length, 2)
+            h, w = rng.integers(16, 160, 2)
+            classes[y:y + h, x:x + w] = rng.integers(1, len(colours))
+        image = np.clip(colours[classes].transpose(2, 0, 1) + rng.normal(0, 6, (3, *classes.shape)), 0, 255)
+        profile = {"driver": "GTiff", "width": side_length, "height": side_length, "dtype": "uint8",
+                   "crs": "EPSG:2154", "transform": rasterio.transform.from_origin(651_000 + east, 6_862_000, 0.2, 0.2)}
+        for sub, data in (("img", image.astype(np.uint8)), ("idx", classes[None])):
+            os.makedirs(os.path.join(folder, split, sub), exist_ok=True)
+            plain = os.path.join(folder, f"{split}-{sub}.tif")
+            with rasterio.open(plain, "w", count=len(data), **profile) as dst:
+                dst.write(data)
+            rasterio.shutil.copy(plain, os.path.join(folder, split, sub, "scene.tif"), driver="COG",
+                                 compress="DEFLATE", blocksize=512, overviews="NONE")
+            os.unlink(plain)
+        with open(os.path.join(folder, f"{split}.csv"), "w") as stream:
+            stream.write(f"{split}/img/scene.tif,{split}/idx/scene.tif\n")
+
+
+def side(python: str, name: str, data: str, batch: int, workers: int, windows: int = 0) -> dict[str, float]:
     result = subprocess.run([python, os.path.abspath(__file__), "--side", name, "--data", data, "--batch",
-                             str(batch), "--workers", str(workers)], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                             str(batch), "--workers", str(workers), "--windows", str(windows)],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if result.returncode != 0:
         raise SystemExit(f"{name} side failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -179,15 +286,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--torchgeo-python", default=os.environ.get("TORCHGEO_PYTHON", ".venv-torchgeo/bin/python"))
-    parser.add_argument("--side", choices=["odeon", "torchgeo"], help=argparse.SUPPRESS)
+    parser.add_argument("--scene", type=int, metavar="SIZE", help="scenes instead of tiles: a training scene of "
+                        "SIZE² read in --windows random windows of 256² and a grid over a validation scene")
+    parser.add_argument("--windows", type=int, default=160)
+    parser.add_argument("--val-scene", type=int, default=1024)
+    parser.add_argument("--side", choices=["odeon", "torchgeo", "odeon-scene", "torchgeo-scene"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        run_side = odeon_side if args.side == "odeon" else torchgeo_side
-        print(json.dumps(run_side(args.data, args.batch, args.workers)))
+        sides = {"odeon": odeon_side, "torchgeo": torchgeo_side}
+        scene_sides = {"odeon-scene": odeon_scene_side, "torchgeo-scene": torchgeo_scene_side}
+        if args.side in sides:
+            print(json.dumps(sides[args.side](args.data, args.batch, args.workers)))
+        else:
+            print(json.dumps(scene_sides[args.side](args.data, args.batch, args.workers, args.windows)))
         return
     if not os.path.exists(args.torchgeo_python):
         raise SystemExit(f"{args.torchgeo_python}: no such interpreter; run `make bench-torchgeo-env` first")
+    if args.scene:
+        scenes_main(args)
+        return
     with tempfile.TemporaryDirectory() as folder:
         write_tiles(folder, args.tiles, args.val)
         odeon = side(sys.executable, "odeon", folder, args.batch, args.workers)
@@ -201,6 +320,21 @@ def main() -> None:
     print(f"| images/s in the epoch | {args.tiles / odeon['epoch_s']:.2f} | {args.tiles / torchgeo['epoch_s']:.2f} | "
           f"{torchgeo['epoch_s'] / odeon['epoch_s']:.2f} |")
     print(f"| loader tiles/s | {odeon['loader_tiles_per_s']:.1f} | {torchgeo['loader_tiles_per_s']:.1f} | "
+          f"{odeon['loader_tiles_per_s'] / torchgeo['loader_tiles_per_s']:.2f} |")
+
+
+def scenes_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        write_scenes(folder, args.scene, args.val_scene)
+        odeon = side(sys.executable, "odeon-scene", folder, args.batch, args.workers, args.windows)
+        torchgeo = side(args.torchgeo_python, "torchgeo-scene", folder, args.batch, args.workers, args.windows)
+    print(f"a {args.scene}² training scene, {args.windows} random windows of 256² an epoch; a {args.val_scene}² "
+          f"validation scene on a grid; batch {args.batch}, {args.workers} workers, {os.cpu_count()} CPUs")
+    print("| | odeon | TorchGeo 0.8.1 | odeon ÷ TorchGeo |")
+    print("|---|---:|---:|---:|")
+    print(f"| training epoch (s) | {odeon['epoch_s']:.1f} | {torchgeo['epoch_s']:.1f} | "
+          f"{odeon['epoch_s'] / torchgeo['epoch_s']:.3f} |")
+    print(f"| loader windows/s | {odeon['loader_tiles_per_s']:.1f} | {torchgeo['loader_tiles_per_s']:.1f} | "
           f"{odeon['loader_tiles_per_s'] / torchgeo['loader_tiles_per_s']:.2f} |")
 
 

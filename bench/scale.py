@@ -1,6 +1,7 @@
 """Start-up time and peak memory of a training against the length of its CSV: both must stay flat.
 
     python bench/scale.py [--rows 100 10000 100000] [--repeats 3] [--workers 2]
+    python bench/scale.py --scene 8192 --rows 1 1000      # rows of scenes (the same one, repeated)
 
 For each row count, a training CSV of that many rows (the demo's 16 tiles repeated) and a 2-row
 validation CSV; a fresh process runs ``odeon_job.run.train`` (lightunet, batch 8, ``testing``: 4
@@ -63,6 +64,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", type=int, default=[100, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--scene", type=int, metavar="SIZE", help="rows naming one SIZE² scene read in windows of "
+                        "256² (train_windows \"area\": each row gives SIZE² / 256² windows an epoch) instead of tiles")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -74,14 +77,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         dataset = write_dataset(os.path.join(folder, "data"), n_train=16, n_val=2, n_test=1)
         tiles = open(dataset.train_csv).read().splitlines()
+        if args.scene:  # every row names the same scene (its mask's class indices): the rows, not the data, grow
+            from scenes import write_scene
+
+            os.makedirs(os.path.join(folder, "scene"))
+            tiles = [open(write_scene(os.path.join(folder, "scene"), args.scene)).read().strip()]
         configs = {}
         for rows in args.rows:
-            csv = os.path.join(folder, "data", f"train_{rows}.csv")
+            csv = os.path.join(folder, "scene" if args.scene else "data", f"train_{rows}.csv")
             with open(csv, "w") as stream:
                 stream.writelines(f"{tiles[i % len(tiles)]}\n" for i in range(rows))
             config = demo_config(dataset, os.path.join(folder, "out"))
             config["data_source"].update(train_file=csv)
             config["data_source"].pop("test_file")
+            if args.scene:
+                config["data_source"].update(val_file=os.path.join(folder, "scene", "scenes.csv"), patch_size=256,
+                                             mask_bands=[1], data_augmentation=None)
             config["train_setup"].update(batch_size=8, testing=True, epochs=1)
             config["output_setup"].update(version_name=f"rows-{rows}", use_tensorboard=False, use_mlflow=False,
                                           progress=0)
@@ -96,6 +107,8 @@ def main() -> None:
                 subprocess.run(["rm", "-rf", version], check=True)
                 runs[rows].append(run_once(configs[rows]))
         print(f"lightunet, batch 8, 4 training batches, {args.workers} workers; median of {args.repeats} runs")
+        if args.scene:
+            print(f"rows naming one {args.scene}² scene, windows of 256²")
         print("| CSV rows | start-up (s) | ÷ first | peak RSS (MB) | ÷ first | worker peak RSS (MB) |")
         print("|---:|---:|---:|---:|---:|---:|")
         base = None

@@ -192,8 +192,9 @@ def test_a_scene_training_stitches_one_cog_per_test_scene_on_its_grid(make_scene
 def test_scenes_on_s3_train_validate_and_stitch_fetching_only_the_blocks_they_touch(
         make_scenes: Callable[..., Scenes], bucket: Bucket, proxy: CountingProxy, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import use_s3_endpoint
     from odeon_job.run import train
+
+    from conftest import use_s3_endpoint
 
     scenes = make_scenes(sizes=((512, 512), (384, 640)), block=128)
     bucket.upload_folder(scenes.folder, "scenes")

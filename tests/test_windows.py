@@ -135,7 +135,8 @@ def _config(**data_source: object) -> dict:
 def test_window_keys_are_checked_by_the_schema() -> None:
     source = config_from_dict(_config(patch_size=256)).data_source
     assert (source.train_windows, source.grid_overlap) == ("area", 0)
-    assert config_from_dict(_config(patch_size=256, train_windows=500, grid_overlap=32)).data_source.train_windows == 500
+    windowed = config_from_dict(_config(patch_size=256, train_windows=500, grid_overlap=32)).data_source
+    assert (windowed.train_windows, windowed.grid_overlap) == (500, 32)
     for keys, message in [({"grid_overlap": 8}, r"data_source\.grid_overlap.*set data_source\.patch_size"),
                           ({"train_windows": 10}, r"data_source\.train_windows.*patch_size"),
                           ({"patch_size": 64, "grid_overlap": 64}, r"grid_overlap.*smaller than patch_size"),

@@ -83,6 +83,9 @@ def class_indices(raw: np.ndarray, n_classes: int, one_hot: bool, nodata: float 
         indices[~(largest > 0)] = ignored  # no selected class is on (NaN included)
         return indices
     band = raw[0]
+    low, high = band.min(), band.max()  # nearly always: every value a class, no nodata among them (NaN fails)
+    if 0 <= low and high < n_classes and (nodata is None or not low <= nodata <= high):
+        return band.astype(dtype, copy=False)
     outside = ~((band >= 0) & (band < n_classes))
     if nodata is not None:
         outside &= ~_is_nodata(band, nodata)

@@ -203,10 +203,12 @@ def read_window(src: rasterio.io.DatasetReader, bands: Sequence[int], window: tu
     """Read ``bands`` in ``window`` = (row_off, col_off, height, width) on the grid of ``resolution`` (the file's
     own when None) as a (bands, height, width) array: GDAL fetches only the blocks the window touches."""
     row, col, height, width = window
-    sx, sy = (1.0, 1.0) if resolution is None else (resolution[0] / abs(src.res[0]), resolution[1] / abs(src.res[1]))
-    x, y = col * sx, row * sy
-    area = Window(x, y, min(width * sx, src.width - x), min(height * sy, src.height - y))  # edges: rounding
     try:
+        if resolution is None:  # the file's own grid: whole pixels, nothing to resample (rasterio's quickest path)
+            return src.read(list(bands), window=Window(col, row, width, height))
+        sx, sy = resolution[0] / abs(src.res[0]), resolution[1] / abs(src.res[1])
+        x, y = col * sx, row * sy
+        area = Window(x, y, min(width * sx, src.width - x), min(height * sy, src.height - y))  # edges: rounding
         return src.read(list(bands), window=area, out_shape=(len(bands), height, width), resampling=resampling)
     except RasterioError as error:
         raise DataError(f"{origin}: cannot read {src.name}: {error}") from error
