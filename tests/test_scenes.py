@@ -313,3 +313,32 @@ def test_gdal_s_block_cache_holds_megabytes_so_a_block_is_decoded_once() -> None
     raster.ensure_gdal_env()
     if "GDAL_CACHEMAX" not in os.environ:
         assert library.GDALGetCacheMax64() == 256 * 1024 * 1024
+
+
+def test_a_resumed_scene_training_gives_the_weights_of_an_uninterrupted_one(make_scenes: Callable[..., Scenes],
+                                                                            tmp_path: Path) -> None:
+    """Random windows from (seed, epoch, index) alone: 2 epochs, then 2 more resumed with other workers, end on
+    the weights of 4 epochs straight."""
+    import torch
+
+    from odeon_job.run import train
+
+    scenes = make_scenes()
+
+    def run(epochs: int, version: str, workers: int, resume: bool = False) -> object:
+        config = _scene_config(scenes, str(tmp_path / "out"), train_windows=10,
+                               data_augmentation={"train": ["rotation90", "radiometry"]})
+        config["train_setup"].update(epochs=epochs, deterministic=True, continue_training=resume, batch_size=4)
+        config["output_setup"].update(version_name=version, use_tensorboard=False)
+        config["device_setup"]["num_workers"] = workers
+        return train(config_from_dict(config))
+
+    straight = run(4, "straight", workers=0)
+    run(2, "split", workers=2)
+    resumed = run(4, "split", workers=2, resume=True)
+    losses = [entry["loss"] for entry in straight.history.values()]
+    assert [entry["loss"] for entry in resumed.history.values()] == pytest.approx(losses)
+    weights = [torch.load(Path(r.run_folder) / "odeon_val_loss_ckpt" / "last.ckpt", weights_only=True)["state_dict"]
+               for r in (straight, resumed)]
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
