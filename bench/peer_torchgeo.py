@@ -60,39 +60,9 @@ def loader_rate(loader: object) -> float:
 
 # --- the odeon side (the job's environment) ------------------------------------------------------------
 
-def odeon_side(data: str, batch: int, workers: int) -> dict[str, float]:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    import pytorch_lightning as pl
-
-    from odeon_job import run
-    from odeon_job.config import config_from_dict
-    from odeon_job.data.datamodule import SegmentationDataModule
-    from odeon_job.data.samples import load_splits
-    from odeon_job.data.spec import describe_data
-
-    config = config_from_dict({
-        "data_source": {"train_file": os.path.join(data, "train.csv"), "val_file": os.path.join(data, "val.csv"),
-                        "mask_bands": [1], "class_labels": ["0", "1", "2", "3", "4"]},
-        "train_setup": {"model_name": "resnet18", "epochs": 1, "batch_size": batch, "lr": 0.001},
-        "output_setup": {"output_folder": os.path.join(data, "odeon-out"), "name_exp_log": "peer", "progress": 0,
-                         "use_tensorboard": False, "use_mlflow": False, "save_top_k": 1},
-        "device_setup": {"accelerator": "cpu", "num_workers": workers},
-    })
-    splits = load_splits(config.data_source, 0)
-    spec = describe_data(config.data_source, splits.train[0])
-    loader = SegmentationDataModule(splits, spec, config.data_source, batch, workers, seed=0).train_dataloader()
-    rate = loader_rate(loader)
-    del loader
-
-    timer = epoch_timer(pl)
-    original = run.optional_callbacks
-    run.optional_callbacks = lambda config: [*original(config), timer]  # type: ignore[assignment]
-    run.train(config)
-    return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
-
-
-def odeon_scene_side(data: str, batch: int, workers: int, windows: int) -> dict[str, float]:
-    """The job on the scenes: random training windows, a grid over the validation scene."""
+def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[str, float]:
+    """The job on the tiles, or (``windows``) on the scenes: random training windows, a grid over the validation
+    scene."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import pytorch_lightning as pl
 
@@ -103,9 +73,10 @@ def odeon_scene_side(data: str, batch: int, workers: int, windows: int) -> dict[
     from odeon_job.data.spec import describe_data
     from odeon_job.data.windows import plan_windows
 
+    read = {"patch_size": 256, "train_windows": windows} if windows else {"mask_bands": [1]}
     config = config_from_dict({
         "data_source": {"train_file": os.path.join(data, "train.csv"), "val_file": os.path.join(data, "val.csv"),
-                        "class_labels": ["0", "1", "2", "3", "4"], "patch_size": 256, "train_windows": windows},
+                        "class_labels": ["0", "1", "2", "3", "4"], **read},
         "train_setup": {"model_name": "resnet18", "epochs": 1, "batch_size": batch, "lr": 0.001},
         "output_setup": {"output_folder": os.path.join(data, "odeon-out"), "name_exp_log": "peer", "progress": 0,
                          "use_tensorboard": False, "use_mlflow": False, "save_top_k": 1},
@@ -128,52 +99,14 @@ def odeon_scene_side(data: str, batch: int, workers: int, windows: int) -> dict[
 
 # --- the TorchGeo side (its own environment) -----------------------------------------------------------
 
-def torchgeo_scene_side(data: str, batch: int, workers: int, windows: int) -> dict[str, float]:
-    """TorchGeo on its own ground: RasterDataset images & masks, RandomGeoSampler(size=256) for training and
-    GridGeoSampler(size=256, stride=256) over the validation scene."""
+def torchgeo_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[str, float]:
+    """TorchGeo's RasterDataset images & masks: one chip per tile (PreChippedGeoSampler), or (``windows``) on its
+    own ground, RandomGeoSampler(size=256) for training and GridGeoSampler(size=256, stride=256) over the
+    validation scene."""
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
     from torchgeo.datasets import RasterDataset, stack_samples
-    from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
-    from torchgeo.trainers import SemanticSegmentationTask
-
-    class Images(RasterDataset):
-        filename_glob = "*.tif"
-        is_image = True
-
-    class Masks(RasterDataset):
-        filename_glob = "*.tif"
-        is_image = False
-
-    def dataset(split: str) -> object:
-        return Images(paths=os.path.join(data, split, "img")) & Masks(paths=os.path.join(data, split, "idx"))
-
-    def loader(split: str) -> DataLoader:
-        ds = dataset(split)
-        sampler = RandomGeoSampler(ds, size=256, length=windows) if split == "train" else \
-            GridGeoSampler(ds, size=256, stride=256)
-        return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=stack_samples,
-                          persistent_workers=workers > 0)
-
-    train, val = loader("train"), loader("val")
-    rate = loader_rate(train)
-    train = loader("train")
-    task = SemanticSegmentationTask(model="unet", backbone="resnet18", weights=None, in_channels=3, num_classes=5,
-                                    loss="ce", lr=0.001)
-    timer = epoch_timer(pl)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[timer])
-    trainer.fit(task, train_dataloaders=train, val_dataloaders=val)
-    return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
-
-
-
-def torchgeo_side(data: str, batch: int, workers: int) -> dict[str, float]:
-    import lightning.pytorch as pl
-    from torch.utils.data import DataLoader
-    from torchgeo.datasets import RasterDataset, stack_samples
-    from torchgeo.samplers import PreChippedGeoSampler
+    from torchgeo.samplers import GridGeoSampler, PreChippedGeoSampler, RandomGeoSampler
     from torchgeo.trainers import SemanticSegmentationTask
 
     class Images(RasterDataset):
@@ -186,20 +119,27 @@ def torchgeo_side(data: str, batch: int, workers: int) -> dict[str, float]:
 
     def dataset(split: str) -> object:
         both = Images(paths=os.path.join(data, split, "img")) & Masks(paths=os.path.join(data, split, "idx"))
-        # The intersection also holds slivers along the edges tiles share (zero or sub-pixel height or width),
-        # from which a chip of 0 rows would be read: keep the entries of whole tiles.
-        areas = both.index.geometry.area
-        both.index = both.index[areas > 0.5 * areas.max()]
+        if not windows:
+            # The intersection also holds slivers along the edges tiles share (zero or sub-pixel height or width),
+            # from which a chip of 0 rows would be read: keep the entries of whole tiles.
+            areas = both.index.geometry.area
+            both.index = both.index[areas > 0.5 * areas.max()]
         return both
 
-    def loader(split: str, shuffle: bool) -> DataLoader:
+    def loader(split: str) -> DataLoader:
         ds = dataset(split)
-        return DataLoader(ds, batch_size=batch, sampler=PreChippedGeoSampler(ds, shuffle=shuffle),
-                          num_workers=workers, collate_fn=stack_samples, persistent_workers=workers > 0)
+        if not windows:
+            sampler = PreChippedGeoSampler(ds, shuffle=split == "train")
+        elif split == "train":
+            sampler = RandomGeoSampler(ds, size=256, length=windows)
+        else:
+            sampler = GridGeoSampler(ds, size=256, stride=256)
+        return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=stack_samples,
+                          persistent_workers=workers > 0)
 
-    train, val = loader("train", True), loader("val", False)
+    train, val = loader("train"), loader("val")
     rate = loader_rate(train)
-    train = loader("train", True)
+    train = loader("train")
     task = SemanticSegmentationTask(model="unet", backbone="resnet18", weights=None, in_channels=3, num_classes=5,
                                     loss="ce", lr=0.001)
     timer = epoch_timer(pl)
@@ -295,12 +235,8 @@ def main() -> None:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        sides = {"odeon": odeon_side, "torchgeo": torchgeo_side}
-        scene_sides = {"odeon-scene": odeon_scene_side, "torchgeo-scene": torchgeo_scene_side}
-        if args.side in sides:
-            print(json.dumps(sides[args.side](args.data, args.batch, args.workers)))
-        else:
-            print(json.dumps(scene_sides[args.side](args.data, args.batch, args.workers, args.windows)))
+        run_side = odeon_side if args.side.startswith("odeon") else torchgeo_side
+        print(json.dumps(run_side(args.data, args.batch, args.workers, args.windows if "scene" in args.side else 0)))
         return
     if not os.path.exists(args.torchgeo_python):
         raise SystemExit(f"{args.torchgeo_python}: no such interpreter; run `make bench-torchgeo-env` first")

@@ -45,14 +45,19 @@ def moto_with(folder: str, prefix: str = "data") -> Iterator[str]:
                           AWS_ENDPOINT_URL=endpoint)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        for root, _, files in os.walk(folder):
-            for name in files:
-                path = os.path.join(root, name)
-                client.upload_file(path, BUCKET, f"{prefix}/{os.path.relpath(path, folder)}")
+        upload_folder(client, folder, prefix)
         yield f"s3://{BUCKET}/{prefix}"
     finally:
         server.terminate()
         server.wait()
+
+
+def upload_folder(client: Any, folder: str, prefix: str) -> None:
+    """Every file under ``folder`` to ``s3://bench/<prefix>/``, at its relative path."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            client.upload_file(path, BUCKET, f"{prefix}/{os.path.relpath(path, folder)}")
 
 
 def on_s3(source: Any, url_prefix: str) -> Any:

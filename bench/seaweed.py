@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-BUCKET = "bench"
+from s3_bench import BUCKET, upload_folder
 
 
 def _free_port_pair() -> int:
@@ -73,10 +73,7 @@ def seaweed_with(folder: str, prefix: str = "data") -> Iterator[str]:
                         print("SeaweedFS did not start:", *lines.readlines()[-10:], sep="\n", file=sys.stderr)
                     raise
                 time.sleep(0.5)
-        for root, _, files in os.walk(folder):
-            for name in files:
-                path = os.path.join(root, name)
-                client.upload_file(path, BUCKET, f"{prefix}/{os.path.relpath(path, folder)}")
+        upload_folder(client, folder, prefix)
         yield f"s3://{BUCKET}/{prefix}"
     finally:
         with contextlib.suppress(ProcessLookupError):

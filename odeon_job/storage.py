@@ -15,7 +15,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from odeon_job.errors import StorageError
 
@@ -264,21 +264,7 @@ def write_bytes(url: str, data: bytes) -> None:
     visible only once it is complete.
     """
     if is_local(url):
-        path = _local_path(url)
-        folder = os.path.dirname(path) or "."
-        with _reporting(url, "write"):
-            os.makedirs(folder, exist_ok=True)
-            handle, temporary = _new_part_file(path)
-            try:
-                with os.fdopen(handle, "wb") as stream:
-                    stream.write(data)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.replace(temporary, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+        _write_local(url, lambda stream: stream.write(data))
         return
     fs, path = filesystem(url)
     with _reporting(url, "write"):
@@ -289,24 +275,30 @@ def put_file(local_path: str, url: str) -> None:
     """Copy the local file ``local_path`` to ``url`` as :func:`write_bytes` writes (complete or not at all),
     streamed: a file larger than memory is never held in it."""
     if is_local(url):
-        path = _local_path(url)
-        with _reporting(url, "write"):
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            handle, temporary = _new_part_file(path)
-            try:
-                with os.fdopen(handle, "wb") as stream, open(local_path, "rb") as source:
-                    shutil.copyfileobj(source, stream, 8 << 20)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.replace(temporary, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+        with open(local_path, "rb") as source:
+            _write_local(url, lambda stream: shutil.copyfileobj(source, stream, 8 << 20))
         return
     fs, path = filesystem(url)
     with _reporting(url, "write"):
         fs.put_file(local_path, path)
+
+
+def _write_local(url: str, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` the content into a temporary file beside the local ``url``, synced, then renamed onto it."""
+    path = _local_path(url)
+    with _reporting(url, "write"):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        handle, temporary = _new_part_file(path)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                write(stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
 
 def _new_part_file(path: str) -> tuple[int, str]:
