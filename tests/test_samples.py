@@ -159,3 +159,53 @@ def test_lone_carriage_returns_read_as_line_ends(tmp_path: Path) -> None:
     """A spreadsheet may save lines ending in a lone CR: the csv module alone refuses them with a traceback."""
     samples = read_samples(_csv(tmp_path, "img/a.tif,msk/a.tif\rimg/b.tif,msk/b.tif\r"))
     assert [(Path(s.image).name, s.origin.rsplit(" ", 1)[1]) for s in samples] == [("a.tif", "1"), ("b.tif", "2")]
+
+
+# --- window columns: whole numbers, or the row is named -----------------------------------------------------
+
+_number = st.one_of(st.integers(0, 10**6).map(str), st.integers(0, 10**6).map(lambda n: f"{n}.0"),
+                    st.sampled_from(["-1", "0", "1.5", "abc", "1e3", "nan", "inf", " 12 ", "", "1,5"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.one_of(st.lists(_number, min_size=4, max_size=4), st.none()), min_size=1, max_size=8))
+def test_window_columns_are_whole_pixels_or_the_first_bad_row_is_named(rows: list[list[str] | None]) -> None:
+    """Rows of image,mask and optionally col_off,row_off,width,height (as a spreadsheet may write them: 256.0,
+    1e3, ' 12 ', or garbage): parsed to exact integers, or refused naming the first bad row and column."""
+    lines, expected, first_bad = [], [], None
+    for line, window in enumerate(rows, 1):
+        lines.append(f"i{line}.tif,m{line}.tif" + ("," + ",".join(window) if window is not None else ""))
+        if first_bad is not None:
+            continue
+        if window is None:
+            expected.append([-1] * 4)
+            continue
+        fields = [field.strip() for field in window]
+        if len(",".join(fields).split(",")) != 4 or not all(fields):
+            first_bad = (line, None)  # a field holding a comma or an empty one: not 6 fields
+            continue
+        values = []
+        for name, field in zip(("col_off", "row_off", "width", "height"), fields, strict=True):
+            try:
+                number = float(field)
+            except ValueError:
+                number = float("nan")
+            least = 1 if name in ("width", "height") else 0
+            if not (number == number and number != float("inf") and number == int(number) and number >= least):
+                first_bad = (line, name)
+                break
+            values.append(int(number))
+        if first_bad is None:
+            expected.append(values)
+    text = "\n".join(lines) + "\n"
+    if first_bad is not None:
+        line, name = first_bad
+        pattern = rf"^x\.csv row {line}: " + (rf"{name} must be a whole number" if name else "expected 'image,mask'")
+        with pytest.raises(DataError, match=pattern):
+            parse_rows("x.csv", text)
+        return
+    _, _, _, windows = parse_rows("x.csv", text)
+    if all(window is None for window in rows):
+        assert windows is None
+    else:
+        assert windows.tolist() == expected

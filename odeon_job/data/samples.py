@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ def _window_of(fields: list[str], where: str) -> list[int]:
         except ValueError:
             number = float("nan")
         least = 1 if name in ("width", "height") else 0
-        if not (number == number and number == int(number) and number >= least):  # NaN fails the first test
+        if not (math.isfinite(number) and number == int(number) and number >= least):
             raise DataError(f"{where}: {name} must be a whole number >= {least} (pixels of the image), got "
                             f"{field[:40]!r}")
         values.append(int(number))
