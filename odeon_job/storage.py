@@ -323,9 +323,32 @@ def staging_folder(purpose: str) -> str:
     """A new local folder for files that are written in pieces before they go to object storage.
 
     It lies under the system's temporary folder (``TMPDIR``, else ``/tmp``), which stays writable in a
-    container with a read-only root filesystem; set ``TMPDIR`` to move it.
+    container with a read-only root filesystem; set ``TMPDIR`` to move it. Its name holds this process's id:
+    the folders of processes that no longer run (a ``kill -9``, an OOM kill, on a machine that keeps its
+    ``/tmp``) are removed first, so repeated kills do not fill the disk with half-stitched scenes.
     """
-    return tempfile.mkdtemp(prefix=f"odeon-{purpose}-")
+    remove_stale_staging(purpose)
+    return tempfile.mkdtemp(prefix=f"odeon-{purpose}-{os.getpid()}-")
+
+
+def remove_stale_staging(purpose: str) -> None:
+    """Remove the staging folders of ``purpose`` whose process is gone (never one of a process still running)."""
+    pattern = re.compile(rf"odeon-{re.escape(purpose)}-(\d+)-")
+    for entry in os.scandir(tempfile.gettempdir()):
+        found = pattern.match(entry.name)
+        if not found or not entry.is_dir(follow_symlinks=False) or _process_runs(int(found.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
 
 
 def glob(pattern: str) -> list[str]:

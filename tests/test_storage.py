@@ -135,3 +135,26 @@ def test_written_files_get_the_mode_the_umask_gives_open(tmp_path: Path, umask: 
         os.umask(previous)
     mode = stat.S_IMODE(os.stat(tmp_path / "history.json").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.json").st_mode) == 0o666 & ~umask
+
+
+def test_staging_folders_of_processes_that_died_are_removed_not_those_of_live_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill -9 during a stitched prediction leaves its half-written scene in TMPDIR (up to gigabytes): the next
+    staging folder of the same kind removes it, never a folder of a process still running."""
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches the folder it found first
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"odeon-prediction-{int(dead.stdout)}-abc"
+    (stale / "stitched.tif").parent.mkdir()
+    (stale / "stitched.tif").write_bytes(b"half a scene")
+    live = tmp_path / f"odeon-prediction-{os.getpid()}-def"
+    live.mkdir()
+    other = tmp_path / f"odeon-tensorboard-{int(dead.stdout)}-ghi"
+    other.mkdir()
+    made = storage.staging_folder("prediction")
+    assert not stale.exists() and live.exists() and other.exists() and Path(made).parent == tmp_path
+    assert Path(made).name.startswith(f"odeon-prediction-{os.getpid()}-")
