@@ -342,3 +342,19 @@ def test_a_resumed_scene_training_gives_the_weights_of_an_uninterrupted_one(make
                for r in (straight, resumed)]
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key
+
+
+def test_a_smoke_run_writes_only_the_scenes_it_predicted_whole(make_scenes: Callable[..., Scenes], tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """train_setup.testing predicts a few test batches: a scene whose windows were not all predicted is not
+    written (a hole-ridden GeoTIFF would look like a prediction), and the log says so."""
+    from odeon_job.run import train
+
+    scenes = make_scenes(sizes=((128, 128), (640, 640)))  # 1 window, then 25: 4 batches of 2 reach the second
+    config = _scene_config(scenes, str(tmp_path / "out"), test_file=scenes.csv)
+    config["output_setup"]["get_prediction"] = True
+    config["train_setup"].update(testing=True, batch_size=2)
+    with caplog.at_level("WARNING", logger="odeon"):
+        result = train(config_from_dict(config))
+    assert os.listdir(Path(result.run_folder) / "predictions") == ["scene0.tif"]
+    assert "predictions: scene1.tif was not written: only 7 of its 25 windows were predicted" in caplog.text

@@ -11,6 +11,7 @@ Under DDP each process predicts whole scenes (``GroupShardSampler``), so one pro
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from typing import Any
@@ -26,6 +27,8 @@ from odeon_job.callbacks.predictions import encode, prediction_names
 from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.raster import open_raster, shape_at
 from odeon_job.data.windows import Box, GridWindows
+
+log = logging.getLogger("odeon")
 
 
 class Mosaic:
@@ -86,6 +89,7 @@ class SceneStitcher(pl.Callback):
         self.folder, self.output_type, self.dataset, self.plan = folder, output_type, dataset, dataset.windows
         self.names = prediction_names([sample.image for sample in dataset.samples])
         self.row: int | None = None
+        self.added = 0  # windows of the row's scene added so far
         self.mosaic: Mosaic | None = None
         self.staging: str | None = None
 
@@ -100,6 +104,7 @@ class SceneStitcher(pl.Callback):
                 self._start(read.row)
             assert self.mosaic is not None and read.window is not None
             self.mosaic.add(read.window, window_probabilities[:, :height, :width])
+            self.added += 1
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish()
@@ -119,13 +124,20 @@ class SceneStitcher(pl.Callback):
         # The split's grid (scaled when read at another resolution), moved to the region's corner.
         grid = transform * Affine.scale(width / grid_width, height / grid_height) * Affine.translation(left, top)
         self.staging = self.staging or storage.staging_folder("prediction")
-        self.row = row
+        self.row, self.added = row, 0
         self.mosaic = Mosaic(os.path.join(self.staging, "stitched.tif"), tuple(int(v) for v in self.plan.regions[row]),
                              self.dataset.spec.n_classes, self.plan.patch, self.output_type,
                              {"crs": crs, "transform": grid, "compress": "deflate", "predictor": 1})
 
     def _finish(self) -> None:
         if self.mosaic is None or self.row is None:
+            return
+        if self.added < len(self.plan.items_of_row(self.row)):  # train_setup.testing: the first batches only
+            log.warning("predictions: %s was not written: only %d of its %d windows were predicted (testing runs a "
+                        "few batches)", self.names[self.row], self.added, len(self.plan.items_of_row(self.row)))
+            self.mosaic.close()
+            os.unlink(self.mosaic.path)
+            self.mosaic, self.row = None, None
             return
         self.mosaic.finish()
         assert self.staging is not None
