@@ -57,12 +57,25 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Pl
     check_stitching(config, splits, world_size)
     windows = plan_windows(splits, spec, config.data_source, config.train_setup.random_seed)
     check_val_check_interval(config, len(windows["train"]), world_size)
+    check_shares(config, windows, world_size)
     check_optimization(config)
     weights = read_weights_files(config)
     config = fit_model_to_weights(config, weights)
     check_wandb(config)
     return Plan(config=config, splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights,
                 windows=windows)
+
+
+def check_shares(config: JobConfig, windows: dict[str, WindowPlan], world_size: int) -> None:
+    """Every process needs a validation (and test) batch: with fewer items than processes, one would have none
+    and Lightning stops all of them with a traceback once the run folder is written."""
+    source = config.data_source
+    unit = "tile(s)" if source.patch_size is None else "window(s)"
+    for split, field_name in (("val", "val_file" if source.val_file else "percentage_val"), ("test", "test_file")):
+        if split in windows and len(windows[split]) < world_size:
+            raise ConfigError(f"data_source.{field_name}: the {split} split has {len(windows[split])} {unit} for "
+                              f"{world_size} processes, and every process needs at least one: list more, or use "
+                              "fewer processes")
 
 
 def check_stitching(config: JobConfig, splits: Splits, world_size: int) -> None:

@@ -201,6 +201,10 @@ def test_same_grid_is_judged_in_pixels_not_in_map_units() -> None:
      "is \"cpu\""),
     ("device_setup", {"accelerator": "cpu", "device": 2, "num_processes": 3}, "device_setup.device: 2 processes "
      "on the CPU, but num_processes says 3"),
+    # 9 rows, percentage_val 0.25: 2 validation tiles; a third process would have none (a Lightning traceback once
+    # the run folder was written).
+    ("device_setup", {"accelerator": "cpu", "num_processes": 3, "strategy": "ddp"}, "data_source.percentage_val: "
+     "the val split has 2 tile(s) for 3 processes, and every process needs at least one"),
 ])
 def test_validate_and_train_refuse_the_same_configurations_with_one_line(
         make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str],
