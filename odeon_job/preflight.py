@@ -43,10 +43,12 @@ class Plan:
     windows: dict[str, WindowPlan] = field(default_factory=dict)
 
 
-def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Plan:
+def check_before_training(config: JobConfig, on_this_machine: bool = True, shares: bool = True) -> Plan:
     """Run every check that does not need the run folder; raises the first problem as an OdeonError.
 
-    ``on_this_machine`` false (``odeon validate``): the GPUs asked for need not be visible here."""
+    ``on_this_machine`` false (``odeon validate``): the GPUs asked for need not be visible here. ``shares``
+    false: the caller checks the splits' shares per process itself (``check_shares``), once it has checked
+    how this process was started (a pod count that contradicts the configuration is the first thing to say)."""
     from odeon_job.launch import processes_per_node, trainer_devices
 
     splits = load_splits(config.data_source, config.train_setup.random_seed)
@@ -57,7 +59,8 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True) -> Pl
     check_stitching(config, splits, world_size)
     windows = plan_windows(splits, spec, config.data_source, config.train_setup.random_seed)
     check_val_check_interval(config, len(windows["train"]), world_size)
-    check_shares(config, windows, world_size)
+    if shares:
+        check_shares(config, windows, world_size)
     check_optimization(config)
     weights = read_weights_files(config)
     config = fit_model_to_weights(config, weights)

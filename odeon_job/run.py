@@ -285,7 +285,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     from odeon_job.data.raster import clear_remote_cache
     from odeon_job.launch import prepare_launch
     from odeon_job.module import NonFiniteLoss
-    from odeon_job.preflight import check_before_training
+    from odeon_job.preflight import check_before_training, check_shares
     from odeon_job.shutdown import GracefulStop, Terminated, is_sigterm_stop, stop_callback
 
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
@@ -304,11 +304,12 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     resume_from = start.resume_from
 
     started = time.monotonic()
-    plan = check_before_training(config)  # what `odeon validate` checks too
+    plan = check_before_training(config, shares=False)  # what `odeon validate` checks too
     config = plan.config  # model parameters fitted to ODEON weights
     setup = config.train_setup
     splits, spec, devices = plan.splits, plan.spec, plan.devices
     prepare_launch(devices)
+    check_shares(config, plan.windows, plan.world_size)
     log_settings(config, plan)
     log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
              len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))

@@ -234,7 +234,7 @@ def test_validate_checks_gpu_settings_without_needing_a_gpu(make_dataset: Callab
     from odeon_job.launch import INHERITED_CONFIG
 
     monkeypatch.setenv(INHERITED_CONFIG, "")
-    data = make_dataset(n=4)
+    data = make_dataset(n=8)  # 2 validation tiles: one for each GPU
     path = _write_config(tmp_path, make_config(data.csv, str(tmp_path / "out"),
                                                device_setup={"accelerator": "gpu", "device": [0, 1]}))
     assert main(["validate", "-c", path]) == 0, capsys.readouterr().err
