@@ -82,24 +82,18 @@ def row_normalised(confusion: torch.Tensor) -> list[list[float]]:
     return _ratio(cm, cm.sum(1, keepdim=True).expand_as(cm)).tolist()
 
 
-class WeightedMean(Metric):
-    """A mean of values weighted by ``weight`` (a batch's loss by its scored pixels), summed across processes.
-
-    torchmetrics' ``MeanMetric(nan_strategy="disable")`` (1.9) replaces every weight by 1, which made the split's
-    loss a plain mean of batch means (a short last batch counted as a full one); with "ignore" or "warn" a NaN
-    loss would be dropped instead of kept. Here a NaN stays NaN and the weights count."""
+class Sums(Metric):
+    """A vector of sums over batches, added across processes (float64): a loss's sums over pixels
+    (:class:`odeon_job.losses.SummedLoss`), from which the split's loss is computed once. A NaN stays NaN."""
 
     full_state_update = False
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, value: torch.Tensor, weight: torch.Tensor) -> None:
-        weight = torch.as_tensor(weight, dtype=torch.float64, device=self.total.device)
-        self.total += value.detach().to(torch.float64) * weight
-        self.weight += weight
+    def update(self, values: torch.Tensor) -> None:
+        self.total += values.detach().to(torch.float64)
 
     def compute(self) -> torch.Tensor:
-        return self.total / self.weight
+        return self.total

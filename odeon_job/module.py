@@ -39,7 +39,7 @@ from odeon_job.data.transforms import InputScaling, scaling_arguments
 from odeon_job.errors import ConfigError
 from odeon_job.figures import SAMPLE_TILES, Sample
 from odeon_job.losses import build_loss
-from odeon_job.metrics import Scores, WeightedMean, confusion_metrics, row_normalised
+from odeon_job.metrics import Scores, Sums, confusion_metrics, row_normalised
 from odeon_job.models import build_model
 from odeon_job.optim import build_optimizer, build_scheduler
 
@@ -130,8 +130,11 @@ class SegmentationModule(pl.LightningModule):
         #: are an argmax and the masks were checked when read (class values, ignored pixels).
         self.train_confusion = MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX,
                                                          validate_args=False)
-        # A NaN loss stays NaN (null in the history) rather than being dropped from the mean with a warning.
-        self.mean_loss = torch.nn.ModuleDict({split: WeightedMean() for split in ("val", "test")})
+        # The loss's sums over pixels, per split: the split's loss is that of all its scored pixels at once, whatever
+        # the batches and processes (a NaN stays NaN: null in the history).
+        sums = self.criterion.sums_size(self.n_classes)
+        self.loss_sums = torch.nn.ModuleDict({split: Sums(sums) for split in ("val", "test")})
+        self.train_loss_sums = Sums(sums)  # (apart: a ModuleDict cannot have a key named "train")
         #: Pixels of no class (IGNORE_INDEX), left out of the loss and the confusion matrix, counted.
         self.ignored = torch.nn.ModuleDict({split: SumMetric() for split in ("val", "test")})
         self.evaluation: dict[str, Evaluation] = {}
@@ -184,11 +187,19 @@ class SegmentationModule(pl.LightningModule):
         """Per-class probabilities: softmax for ce and focal, a sigmoid per class for bce and combo."""
         return logits.softmax(dim=1) if self.loss_name in SOFTMAX_LOSSES else logits.sigmoid()
 
+    def predicted_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) classes: the first class of highest probability, the rule of every prediction written
+        (``predicted_class``), so metrics and written maps agree even where probabilities tie (logits that differ
+        by less than float32 can tell once through a softmax, or sigmoids saturated at 1)."""
+        return self.probabilities(logits).argmax(dim=1)
+
     def on_train_epoch_end(self) -> None:
-        loss = self.trainer.callback_metrics.get("train_loss_epoch")
-        if loss is not None:
+        state = self._at_global_step()
+        if self.train_loss_sums.update_count:  # the loss of the epoch's pixels (all processes)
+            loss = self.criterion.from_sums(self.train_loss_sums.compute())
             self.train_losses[self.current_epoch] = float(loss)
-        state = self._at_global_step()  # with the epoch's mean loss, which Lightning logs now
+            state["train_loss_epoch"] = loss
+        self.train_loss_sums.reset()
         # The spec's "metrics" for the training too: the scores of the epoch's batches (the model changing
         # as it trains, so a trend, not an evaluation).
         # (None when no batch was trained here: a run resumed from the end of an epoch finishes it empty.)
@@ -216,12 +227,19 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
-        loss = self.criterion(logits, batch["mask"])
+        sums = self.criterion.sums(logits, batch["mask"])
+        loss = self.criterion.from_sums(sums)
         self._check_finite(loss, batch)
-        self.train_confusion.update(logits.detach().argmax(dim=1), batch["mask"])
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]),
-                 sync_dist=True)
+        self.train_loss_sums.update(sums)
+        self.train_confusion.update(self.predicted_classes(logits.detach()), batch["mask"])
+        self.log("train_loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["image"]))
         return loss
+
+    def train_loss_so_far(self) -> float | None:
+        """The loss of this process's training pixels of the epoch so far (None before its first batch): for the
+        console, without waiting on the other processes."""
+        sums = self.train_loss_sums
+        return float(self.criterion.from_sums(sums.total)) if sums.update_count else None
 
     def _check_finite(self, loss: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         """Stop before a NaN or infinite loss reaches the weights (every later figure would be NaN).
@@ -237,11 +255,8 @@ class SegmentationModule(pl.LightningModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["image"])
-        # The loss is a mean over the batch's scored pixels: weighted by their number, the split's loss is the
-        # mean over all its scored pixels, whatever the batches (and processes) they were shared out in.
-        scored = (batch["mask"] != IGNORE_INDEX).sum()
-        self.mean_loss[split].update(self.criterion(logits, batch["mask"]), weight=scored)
-        self.confusion[split].update(logits.argmax(dim=1), batch["mask"])
+        self.loss_sums[split].update(self.criterion.sums(logits, batch["mask"]))
+        self.confusion[split].update(self.predicted_classes(logits), batch["mask"])
         # Batches of tiles of mixed sizes are padded with ignored pixels: those are not the data's.
         # (So are the pixels of a grid window that its neighbour owns: ``owned`` counts the window's own.)
         if "owned" in batch:
@@ -261,7 +276,7 @@ class SegmentationModule(pl.LightningModule):
             return
         images = self.input_scaling(split).unit_from_input(batch["image"][:count].detach()).float().cpu()
         images = images[:, :3] if images.shape[1] >= 3 else images[:, :1].repeat(1, 3, 1, 1)
-        truths, predictions = batch["mask"][:count].cpu(), logits[:count].argmax(dim=1).cpu()
+        truths, predictions = batch["mask"][:count].cpu(), self.predicted_classes(logits[:count]).cpu()
         shapes = batch["shape"][:count].tolist() if "shape" in batch else [None] * count
         for image, truth, prediction, shape in zip(images, truths, predictions, shapes, strict=True):
             height, width = shape if shape is not None else truth.shape
@@ -269,12 +284,13 @@ class SegmentationModule(pl.LightningModule):
 
     def _close_evaluation(self, split: str) -> None:
         confusion = self.confusion[split].compute().cpu()
-        evaluation = Evaluation(loss=float(self.mean_loss[split].compute()), confusion=confusion,
+        loss = self.criterion.from_sums(self.loss_sums[split].compute())
+        evaluation = Evaluation(loss=float(loss), confusion=confusion,
                                 metrics=confusion_metrics(confusion, self.class_labels),
                                 ignored=int(self.ignored[split].compute()), samples=self.samples[split],
                                 epoch=self.current_epoch + 1 if split == "val" else None)
         self.samples[split] = []
-        for metric in (self.confusion[split], self.mean_loss[split], self.ignored[split]):
+        for metric in (self.confusion[split], self.loss_sums[split], self.ignored[split]):
             metric.reset()
         self.evaluation[split] = evaluation
         # Already synchronised: sync_dist only keeps Lightning from warning (a mean of equal values).

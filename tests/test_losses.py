@@ -115,3 +115,37 @@ def test_an_ignored_pixel_counts_in_no_loss(name: str, weights: list[float] | No
     nothing = loss(LOGITS.clone().requires_grad_(), torch.full_like(TARGET, IGNORE_INDEX))
     assert nothing.item() == 0.0
     nothing.backward()
+
+
+# --- a split's loss is the loss of all its scored pixels at once -----------------------------------------
+
+@pytest.mark.parametrize(("name", "weights", "params"), [
+    ("ce", None, None), ("ce", [0.2, 1.0, 5.0], None), ("bce", None, None),
+    ("focal", None, LossParams(gamma=2.0, alpha=[0.25, 0.5, 0.75])), ("combo", None, None)])
+def test_a_split_s_loss_is_its_pixels_loss_whatever_the_batches(name: str, weights: list[float] | None,
+                                                                  params: LossParams | None) -> None:
+    """Seven tiles of mixed classes and ignored pixels: the batches' sums added up (batches of 1, 3 or 7, in
+    two "processes") give the loss computed over all the pixels at once; a mean of batch losses weighted by
+    their scored pixels does not (with class weights, rare heavy classes in small batches)."""
+    from odeon_job.data.masks import IGNORE_INDEX
+    from odeon_job.metrics import Sums
+
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(7, 3, 6, 6, generator=generator) * 2
+    target = torch.randint(0, 2, (7, 6, 6), generator=generator)
+    target[:2, :4] = 2  # two tiles heavy with the rare, heavily weighted class
+    target[torch.rand(7, 6, 6, generator=generator) < 0.2] = IGNORE_INDEX
+    loss = build_loss(name, weights, params)
+    # All pixels at once: one image, the tiles side by side.
+    whole = loss(logits.permute(1, 0, 2, 3).reshape(1, 3, 7 * 6, 6), target.reshape(1, 7 * 6, 6)).item()
+    for batch_size in (1, 3, 7):
+        processes = [Sums(loss.sums_size(3)), Sums(loss.sums_size(3))]
+        for number, start in enumerate(range(0, 7, batch_size)):
+            processes[number % 2].update(loss.sums(logits[start:start + batch_size], target[start:start + batch_size]))
+        total = sum(p.compute() for p in processes if p.update_count)  # what the DDP sync adds up
+        assert loss.from_sums(total).item() == pytest.approx(whole, rel=1e-6), batch_size
+    if name == "ce" and weights:
+        batches = [(loss(logits[i:i + 1], target[i:i + 1]).item(), int((target[i] != IGNORE_INDEX).sum()))
+                   for i in range(7)]
+        weighted_by_pixels = sum(value * count for value, count in batches) / sum(count for _, count in batches)
+        assert abs(weighted_by_pixels - whole) > 0.01  # what the split's loss was before

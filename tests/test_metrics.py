@@ -82,14 +82,35 @@ def test_rows_are_truth_and_columns_prediction() -> None:
     assert mean_iou(torch.zeros(3, 3, dtype=torch.int64)) == 0.0
 
 
-def test_a_weighted_mean_counts_its_weights_and_keeps_a_nan() -> None:
-    """torchmetrics' MeanMetric(nan_strategy="disable") drops the weights (1.9): the split's loss was a mean of
-    batch means, a short last batch counted as a full one."""
-    from odeon_job.metrics import WeightedMean
+def test_sums_add_up_vectors_and_keep_a_nan() -> None:
+    """A loss's sums over pixels, added over batches (and processes) in float64."""
+    from odeon_job.metrics import Sums
 
-    mean = WeightedMean()
-    mean.update(torch.tensor(1.0), torch.tensor(10))
-    mean.update(torch.tensor(2.0), torch.tensor(30))
-    assert float(mean.compute()) == pytest.approx(1.75)
-    mean.update(torch.tensor(float("nan")), torch.tensor(5))
-    assert torch.isnan(mean.compute())
+    sums = Sums(2)
+    sums.update(torch.tensor([1.0, 10.0]))
+    sums.update(torch.tensor([2.0, 30.0]))
+    assert sums.compute().tolist() == [3.0, 40.0] and sums.compute().dtype == torch.float64
+    sums.update(torch.tensor([float("nan"), 5.0]))
+    assert torch.isnan(sums.compute()[0])
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_the_metrics_and_the_bit_output_pick_the_same_class_where_probabilities_tie(loss: str) -> None:
+    """Logits that differ in float32 but whose probabilities do not (a softmax of 0 vs 1e-9; sigmoids
+    saturated at 1): the argmax of the logits said class 1, the bit output (argmax of probabilities) class 0, so
+    a pixel scored as one class was written as another. One rule now: the first class of highest probability."""
+    from odeon_job.callbacks.predictions import encode
+    from odeon_job.module import SegmentationModule
+
+    module = SegmentationModule("lightunet", 3, ["a", "b"], loss=loss)
+    tie = [0.0, 1e-9] if loss == "ce" else [30.0, 40.0]
+    logits = torch.tensor(tie).reshape(1, 2, 1, 1).repeat(1, 1, 2, 2)
+    assert logits.argmax(dim=1).unique().tolist() == [1]  # the logits do tell
+    object.__setattr__(module, "network", lambda image: logits)
+    batch = {"image": torch.zeros(1, 3, 2, 2), "mask": torch.zeros(1, 2, 2, dtype=torch.long),
+             "shape": torch.tensor([[2, 2]])}
+    module._evaluate(batch, "test")
+    confusion = module.confusion["test"].compute()
+    written, _ = encode(module.probabilities(logits)[0].numpy(), "bit")
+    assert int(confusion[0, 0]) == 4  # scored as class 0 ...
+    assert written[0].all() and not written[1].any()  # ... and written as class 0

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from odeon_job.callbacks.history import learning_rate
 
@@ -16,26 +14,17 @@ log = logging.getLogger("odeon")
 
 class ValidationReport(pl.Callback):
     def __init__(self) -> None:
-        self._loss_sum: torch.Tensor | None = None  # on the loss's device: no sync per batch
-        self._batches = 0
         self._started = time.monotonic()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._loss_sum, self._batches, self._started = None, 0, time.monotonic()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            loss = loss.detach().float()
-            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-            self._batches += 1
+        self._started = time.monotonic()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         evaluation = pl_module.evaluation["val"]
-        train_loss = f"{float(self._loss_sum) / self._batches:.4f}" if self._loss_sum is not None else "-"
+        loss = pl_module.train_loss_so_far()  # this process's pixels of the epoch so far
+        train_loss = f"{loss:.4f}" if loss is not None else "-"
         lr = learning_rate(trainer)
         total = int(evaluation.confusion.sum()) + evaluation.ignored
         ignored = f"  ({evaluation.ignored / total:.1%} of val pixels ignored)" if evaluation.ignored else ""
