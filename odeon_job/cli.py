@@ -180,6 +180,18 @@ def _job(args: argparse.Namespace) -> int:
     return jobs.wait(read, namespace, args.name, args.timeout, args.interval)
 
 
+def _at_least_one(text: str) -> int:
+    """A count given on the command line: a whole number >= 1 (0 or -1 rows would silently mean none, or all but
+    the last)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logs, and tracebacks with errors")
@@ -197,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ).set_defaults(handler=_train)
     validate = commands.add_parser("validate", parents=[with_config], help="check the configuration and every "
                                    "CSV row without training")
-    validate.add_argument("--rows", type=int, metavar="N", help="check only the first N rows of each split")
+    validate.add_argument("--rows", type=_at_least_one, metavar="N", help="check only the first N rows of each split")
     validate.add_argument("--services", action="store_true", help="also check that the output folder takes a "
                           "write and that the MLflow server answers (the Helm chart's test)")
     validate.set_defaults(handler=_validate)
@@ -211,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", parents=[with_config], help="compute normalization_weights and "
                                 "class_imbalance over every tile; prints the JSON to paste into the configuration")
-    stats.add_argument("--rows", type=int, metavar="N", help="use only the first N rows of each split")
-    stats.add_argument("--windows", type=int, metavar="N", help="scenes (data_source.patch_size): read N windows "
-                       "per split, spread over its scenes, instead of every pixel")
+    stats.add_argument("--rows", type=_at_least_one, metavar="N", help="use only the first N rows of each split")
+    stats.add_argument("--windows", type=_at_least_one, metavar="N", help="scenes (data_source.patch_size): read N "
+                       "windows per split, spread over its scenes, instead of every pixel")
     stats.set_defaults(handler=_stats)
     convert = commands.add_parser("convert-history", parents=[common], help="turn an ODEON history "
                                   "(metrics.json) into ours, or ours into ODEON's")
@@ -251,7 +263,10 @@ MAX_ERROR_LINE = 2000
 
 
 def shorten_line(line: str) -> str:
-    return line if len(line) <= MAX_ERROR_LINE else f"{line[:MAX_ERROR_LINE]}... ({len(line)} characters)"
+    """An error line as printed: redacted, then cut (never the reverse)."""
+    from odeon_job.redaction import shorten
+
+    return shorten(line, MAX_ERROR_LINE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
         for line in one_line(error).splitlines():
-            print(f"odeon: error: {shorten_line(redact(line))}", file=sys.stderr)
+            print(f"odeon: error: {shorten_line(line)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("odeon: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from odeon_job import catalog, storage
 from odeon_job.errors import ConfigError, did_you_mean, quote
+from odeon_job.redaction import shorten
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = typing.get_args(Split)
@@ -43,6 +45,10 @@ Precision = Literal["32", "16-mixed", "bf16-mixed"]
 
 #: The format of the configuration (and of the hyperparameters in checkpoints) this version writes.
 CONFIG_VERSION = 2
+#: The most pixels along a side of what goes through the network in one piece (a window of a scene, or a tile
+#: read whole): 8192² pixels already take gigabytes of activations per item in the smallest model, and past
+#: 2^31 elements per tensor some convolutions fail outright.
+MAX_ITEM_SIDE = 8192
 #: Seconds between SIGTERM and the end of the job: below Kubernetes' default terminationGracePeriodSeconds
 #: (30), with room to upload what is staged.
 DEFAULT_GRACE_PERIOD = 20.0
@@ -250,11 +256,23 @@ class DataSource(_Section):
     def _unique(cls, values: list[Any] | None) -> list[Any] | None:
         return _no_duplicates(values)
 
+    @field_validator("mask_nodata")
+    @classmethod
+    def _finite_nodata(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _error(f"{value} matches no pixel of an integer mask: give a finite number, or \"file\" to ignore "
+                         "the pixels of each mask's own nodata (NaN included, in a float mask)")
+        return value
+
     @model_validator(mode="after")
     def _windows_need_a_patch_size(self) -> DataSource:
         for key in ("train_windows", "grid_overlap"):  # (a saved configuration holds their defaults: those pass)
             if self.patch_size is None and getattr(self, key) != type(self).model_fields[key].default:
                 raise _error("applies to scenes read in windows: set data_source.patch_size too", field=key)
+        if self.patch_size is not None and self.patch_size > MAX_ITEM_SIDE:
+            raise _error(f"{self.patch_size} pixels: at most {MAX_ITEM_SIDE} (a window goes through the network in one "
+                         f"piece, and {MAX_ITEM_SIDE}² pixels already take gigabytes of activations per window); "
+                         "windows of 256 to 1024 pixels are usual", field="patch_size")
         if self.patch_size is not None and self.grid_overlap >= self.patch_size:
             raise _error(f"{self.grid_overlap} pixels, but windows are {self.patch_size} wide: the overlap must be "
                          "smaller than patch_size", field="grid_overlap")
@@ -855,7 +873,7 @@ def _describe(detail: Any) -> str:
 
 def _short(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shorten(text, 60)
 
 
 def _keys_beside(loc: tuple[Any, ...]) -> list[str]:

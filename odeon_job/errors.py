@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from odeon_job.redaction import shorten
+
 
 class OdeonError(Exception):
     """A user's mistake: the message is one line naming the field, CSV row, file or URL."""
@@ -40,14 +42,26 @@ def one_line(error: BaseException) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
+def deepest_reason(error: BaseException) -> str:
+    """What a library said went wrong: rasterio raises "Read failed. See previous exception for details." and
+    chains GDAL's own messages as causes; the deepest of those says why (libtiff's "Incorrect count for
+    "StripByteCounts"", "No space left on device")."""
+    reasons = [str(error)]
+    cause = error.__cause__
+    while cause is not None and len(reasons) < 10:
+        reasons.append(str(cause))
+        cause = cause.__cause__
+    useful = [reason for reason in reasons if reason and "See previous exception" not in reason]
+    return useful[-1] if useful else reasons[0]
+
+
 #: Characters of a user's value quoted in an error line (a 50 MB value must not become a 50 MB line).
 QUOTE_LIMIT = 200
 
 
 def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
-    """``repr(value)``, cut to about ``limit`` characters with the full length said."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """``repr(value)``, its URLs redacted, then cut to about ``limit`` characters with the full length said."""
+    return shorten(repr(value), limit)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from odeon_job.errors import OdeonError
+from odeon_job.redaction import shorten
 
 log = logging.getLogger("odeon")
 
@@ -113,7 +114,7 @@ def job_reader(context: str | None = None) -> Callable[[str, str], dict[str, Any
         except Exception as error:  # urllib3's connection errors
             host = api.api_client.configuration.host
             raise JobError(f"cannot reach the Kubernetes API server at {host}: "
-                           f"{str(error).splitlines()[0][:200]}") from None
+                           f"{shorten(str(error).splitlines()[0], 200)}") from None
 
     return read
 

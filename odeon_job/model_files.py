@@ -13,6 +13,7 @@ from typing import Any
 
 from odeon_job import storage
 from odeon_job.errors import StorageError
+from odeon_job.redaction import shorten
 
 
 class UnsafeModelFile(StorageError):
@@ -44,7 +45,7 @@ def load_plain(url: str, data: bytes | None = None, map_location: Any = "cpu") -
             raise UnsafeModelFile(f"{url}: refused: it holds objects that only code could rebuild, not just "
                                   "tensors and plain values; nothing in it was run (was it written by this job? "
                                   "re-export it as a state dict)") from error
-        raise DamagedModelFile(f"{url}: damaged: not a complete torch file ({reason[:200]})") from error
+        raise DamagedModelFile(f"{url}: damaged: not a complete torch file ({shorten(reason, 200)})") from error
 
 
 def _is_whole_torch_file(data: bytes) -> bool:

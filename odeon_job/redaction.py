@@ -1,8 +1,10 @@
-"""The one way URLs are shown: without the ``user:password@`` they may carry.
+"""The one way URLs are shown: without the ``user:password@`` or the query string they may carry.
 
 A URL with credentials (``mlflow_tracking_uri: http://user:pass@host``, ``-c https://user:pass@...``, a CSV
-row) is kept as given in memory only; whatever is printed, logged, saved or sent (console lines, error
-messages, config.json, checkpoints, MLflow parameters and artifacts) goes through :func:`redact`.
+row, a presigned ``https://...?X-Amz-Signature=...``) is kept as given in memory only; whatever is printed,
+logged, saved or sent (console lines, error messages, config.json, checkpoints, MLflow parameters and
+artifacts) goes through :func:`redact`, and a long text is cut only after it (:func:`shorten`): a cut in the
+middle of a URL would leave a password's first characters without the ``@`` that marks them.
 """
 
 from __future__ import annotations
@@ -11,16 +13,31 @@ import logging
 import re
 from typing import Any
 
-#: ``scheme://userinfo@``: the user (and password) part of any URL inside a text.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#@\s\"']+)@")
+#: Any URL inside a text: a scheme, then everything up to a space or a quote.
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]*")
+#: A URL's ``userinfo@`` (up to its last ``@`` before the path: a password may hold an ``@``).
+_USERINFO = re.compile(r"^(?P<scheme>[^:]+://)[^/?#]*@")
 MASK = "***"
 
 
+def _redact_url(url: str) -> str:
+    url = _USERINFO.sub(lambda match: f"{match['scheme']}{MASK}@", url)
+    query = url.find("?")
+    return url if query == -1 or query == len(url) - 1 else url[:query + 1] + MASK
+
+
 def redact(text: str) -> str:
-    """``text`` with the credentials of every URL in it replaced by ``***`` (the rest of each URL kept)."""
-    if "@" not in text:
+    """``text`` with the credentials (``userinfo@``) and query string (a presigned URL's signature is its
+    credential) of every URL in it replaced by ``***``, the rest of each URL kept."""
+    if "://" not in text:
         return text
-    return _USERINFO.sub(lambda match: f"{match['scheme']}{MASK}@", text)
+    return _URL.sub(lambda match: _redact_url(match.group(0)), text)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` redacted, then cut to about ``limit`` characters with its full length said."""
+    text = redact(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def redact_values(data: Any) -> Any:

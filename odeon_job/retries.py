@@ -17,6 +17,8 @@ import multiprocessing
 import os
 from typing import Any
 
+from odeon_job.redaction import shorten
+
 log = logging.getLogger("odeon")
 
 #: Shared with forked DataLoader workers, whose reads retry too.
@@ -37,7 +39,7 @@ def _count(what: str) -> None:
         _RETRIES.value += 1
     if _warned_pid != os.getpid():  # one line per process; the total comes at the end
         _warned_pid = os.getpid()
-        log.warning("storage: transient failure, retrying with backoff (%s)", what[:200])
+        log.warning("storage: transient failure, retrying with backoff (%s)", shorten(what, 200))
 
 
 def _count_botocore_retry(request: Any, operation_name: str = "", **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -141,6 +142,26 @@ class RunFolder:
             return candidate
         return None
 
+    def links_out(self) -> list[str]:
+        """Links in the local run folder (or the run folder itself, as a link) that lead out of it: a write through
+        one would land outside the run folder (a ``predictions`` link planted to /etc, say)."""
+        if not storage.is_local(self.url):
+            return []
+        root = os.path.abspath(storage.resolve(self.url, ""))
+        if os.path.islink(root):
+            return [root]
+        if not os.path.isdir(root):
+            return []
+        inside = os.path.realpath(root)
+        found = []
+        for folder, subfolders, files in os.walk(root):  # never into a linked folder (followlinks is False)
+            for name in [*subfolders, *files]:
+                path = os.path.join(folder, name)
+                target = os.path.realpath(path)
+                if os.path.islink(path) and os.path.commonpath([inside, target]) != inside:
+                    found.append(path)
+        return found
+
     def plan_start(self, config: JobConfig) -> RunStart:
         """Where the run starts (``continue_training``), after checking the folder.
 
@@ -148,6 +169,10 @@ class RunFolder:
         ``continue_training`` says: fixing a CSV and running the same command again must work, and so must a
         pod restarted after a kill before the first validation. With "auto", a folder of ours whose
         checkpoints are all damaged starts afresh too (a restarted pod must never crash-loop)."""
+        links = self.links_out()
+        if links:
+            raise ConfigError(f"output_setup: the run folder {self.url} holds a link that leads out of it ({links[0]} "
+                              f"-> {os.path.realpath(links[0])}): nothing is written through links; remove it")
         resume = config.train_setup.continue_training
         last = self.last_checkpoint
         if resume:

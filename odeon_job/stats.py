@@ -5,7 +5,8 @@ overlap, or a sample of windows spread over them) and printed as JSON to paste i
 
 Tiles are read as the training reads them (the same bands, resolution, pixel scale, mask encoding and
 ignored pixels: ``SegmentationDataset.read``), one at a time: memory holds one tile and a few sums. Sums
-are float64, so millions of tiles lose nothing worth a digit of the result.
+are float64, so millions of tiles lose nothing worth a digit of the result. Every figure is over the pixels
+the loss scores: a pixel the mask leaves out (its nodata, or no class on) counts in none.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from odeon_job.data.masks import ignore_value
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.windows import GridWindows, WholeRows, WindowPlan, scene_regions
+from odeon_job.errors import ConfigError
 
 log = logging.getLogger("odeon")
 
@@ -86,6 +88,9 @@ def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: i
     from odeon_job.data.spec import describe_data
 
     source = config.data_source
+    if max_windows is not None and source.patch_size is None:
+        raise ConfigError("--windows samples the windows of scenes: set data_source.patch_size too (tiles are read "
+                          "whole; --rows takes the first rows of each split)")
     splits = load_splits(source, config.train_setup.random_seed)
     spec = describe_data(source, splits.train[0], config.train_setup.per_class_weights)
     weights: dict[str, dict[str, list[float]]] = {}
@@ -103,14 +108,14 @@ def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: i
         for number, index in enumerate(items.tolist(), start=1):
             read = plan(index)
             image, mask = dataset.read(samples[read.row], read.window)
-            if read.owned is not None:  # only the pixels this window owns: every pixel of a scene once
-                top, left, bottom, right = read.owned
-                image, mask = image[:, top:bottom, left:right], mask[top:bottom, left:right]
-            moments.add(image)
+            # Only the pixels this window owns (every pixel of a scene once), and of those only the pixels the loss
+            # scores: an image's nodata border, labelled nodata in its mask, would pull the statistics towards it.
+            image, mask = read.owned_part(image), read.owned_part(mask)
+            scored = mask != marker
+            moments.add(image[:, scored])
             if split == "train":
-                kept = mask[mask != marker].astype(np.int64)
-                counts += np.bincount(kept, minlength=spec.n_classes)
-                ignored += int(mask.size - kept.size)
+                counts += np.bincount(mask[scored].astype(np.int64), minlength=spec.n_classes)
+                ignored += int(mask.size - np.count_nonzero(scored))
             if time.monotonic() - last > PROGRESS_EVERY:
                 last = time.monotonic()
                 log.info("stats: %s: %d/%d %s", split, number, len(items), unit)

@@ -16,8 +16,9 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import urlsplit
 
-from odeon_job.errors import StorageError
+from odeon_job.errors import StorageError, deepest_reason
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -54,6 +55,13 @@ def join(base: str, *parts: str) -> str:
     if is_local(base):
         return os.path.join(_local_path(base), *parts)
     return posixpath.join(base, *parts)
+
+
+def basename(url: str) -> str:
+    """The last part of ``url``'s path: a URL's query and fragment are not part of it (a presigned URL's query is
+    a credential, never a file name)."""
+    path = _local_path(url) if is_local(url) else urlsplit(url).path
+    return os.path.basename(path.rstrip("/"))
 
 
 def parent(url: str) -> str:
@@ -319,6 +327,21 @@ def write_text(url: str, text: str) -> None:
     write_bytes(url, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def writing_staged(path: str) -> Iterator[None]:
+    """Failures to write the staged file ``path`` (a full ``TMPDIR``, from Python or from GDAL) as one line naming
+    it and where staged files go, as a failure to write an output names the output."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as error:
+        if not (_is_storage_failure(error) or type(error).__module__.split(".")[0] == "rasterio"):
+            raise
+        raise StorageError(f"{path}: cannot write: {deepest_reason(error)} (files are staged under TMPDIR, "
+                           f"{tempfile.gettempdir()}: make room there, or set TMPDIR to a larger folder)") from error
+
+
 def staging_folder(purpose: str) -> str:
     """A new local folder for files that are written in pieces before they go to object storage.
 
@@ -336,12 +359,13 @@ def remove_stale_staging(purpose: str) -> None:
     pattern = re.compile(rf"odeon-{re.escape(purpose)}-(\d+)-")
     for entry in os.scandir(tempfile.gettempdir()):
         found = pattern.match(entry.name)
-        if not found or not entry.is_dir(follow_symlinks=False) or _process_runs(int(found.group(1))):
+        if not found or not entry.is_dir(follow_symlinks=False) or process_runs(int(found.group(1))):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def _process_runs(pid: int) -> bool:
+def process_runs(pid: int) -> bool:
+    """Whether the process ``pid`` still runs (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -22,7 +22,7 @@ from typing import Any
 from odeon_job import storage
 from odeon_job.config import JobConfig
 from odeon_job.launch import JOB_NAME_VARIABLE
-from odeon_job.redaction import redact
+from odeon_job.redaction import redact, shorten
 from odeon_job.run_folder import RunFolder
 
 #: The SQLite store shared by the runs of a local output folder.
@@ -116,4 +116,4 @@ def failure_reason(error: BaseException) -> str:
                            ("Temporary failure in name resolution", "unknown host")):
         if marker in text:
             return reason
-    return text.splitlines()[0][:300] if text else type(error).__name__
+    return shorten(text.splitlines()[0], 300) if text else type(error).__name__

@@ -15,22 +15,16 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from rasterio.enums import Resampling
+import numpy as np
 
 from odeon_job.config import JobConfig
-from odeon_job.data.masks import class_indices, count_ignored, mask_nodata
-from odeon_job.data.raster import (
-    RasterInfo,
-    check_bands,
-    check_same_size,
-    open_raster,
-    raster_info,
-    read_bands,
-    same_grid,
-    shape_at,
-)
+from odeon_job.data.dataset import SegmentationDataset
+from odeon_job.data.grid import Box
+from odeon_job.data.masks import count_ignored
+from odeon_job.data.raster import RasterInfo, check_bands, check_same_size, raster_info, same_grid
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import DataSpec, image_scale
+from odeon_job.data.windows import GridWindows, check_whole_tile, row_region
 from odeon_job.errors import DataError, OdeonError
 from odeon_job.preflight import check_before_training
 
@@ -38,6 +32,8 @@ log = logging.getLogger("odeon")
 
 #: Files are checked this many at a time: opening is I/O bound, most of all on object storage.
 PARALLEL_OPENS = 8
+#: Masks are read in windows of at most this many pixels a side (a few MB each, 8 at a time).
+COUNT_WINDOW = 1024
 
 
 @dataclass
@@ -73,10 +69,11 @@ class ValidationSummary:
     first_striped: str = ""
 
 
-def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
-    """Every check of one row; problems are collected, not raised, so one scan reports them all."""
+def check_sample(sample: Sample, dataset: SegmentationDataset, scenes: bool) -> SampleCheck:
+    """Every check of one row of ``dataset``'s split; problems are collected, not raised, so one scan reports them
+    all. ``scenes``: rows are read in windows (data_source.patch_size), not whole."""
     check = SampleCheck()
-    where = sample.origin
+    where, spec = sample.origin, dataset.spec
     try:
         check.image = raster_info(sample.image, where)
         check.mask = raster_info(sample.mask, where)
@@ -84,14 +81,20 @@ def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
         check.problems.append(str(error))
         return check
     image, mask = check.image, check.mask
-    resolution = spec.resolution.get(split)
+    grid, mask_grid = image.grid(dataset.resolution), mask.grid(dataset.resolution)
+
+    def region_fits() -> None:
+        region = row_region(sample, image, dataset.resolution)
+        if not scenes:
+            check_whole_tile(region, sample)
+
     checks = [
         lambda: check_bands(spec.image_bands, image.count, sample.image, where, "image_bands"),
         lambda: check_bands(spec.mask_bands, mask.count, sample.mask, where, "mask_bands"),
         lambda: image_scale(image.dtype, spec.image_max_value, sample),
-        lambda: check_same_size(shape_at(image.height, image.width, image.res, resolution),
-                                shape_at(mask.height, mask.width, mask.res, resolution), sample.image,
+        lambda: check_same_size((grid.height, grid.width), (mask_grid.height, mask_grid.width), sample.image,
                                 sample.mask, where),
+        region_fits,
     ]
     for run_check in checks:
         try:
@@ -106,23 +109,23 @@ def check_sample(sample: Sample, spec: DataSpec, split: str) -> SampleCheck:
     elif image.crs and not mask.crs:
         check.warnings.append(f"{where}: mask {sample.mask} is not georeferenced; alignment cannot be checked")
     if not check.problems:
-        _count_mask_pixels(check, sample, spec, shape_at(image.height, image.width, image.res, resolution))
+        _count_mask_pixels(check, sample, dataset, grid.region(sample.window))
     return check
 
 
-def _count_mask_pixels(check: SampleCheck, sample: Sample, spec: DataSpec, shape: tuple[int, int]) -> None:
-    """Read the mask as training will: count the pixels of no class, refuse values outside the classes."""
+def _count_mask_pixels(check: SampleCheck, sample: Sample, dataset: SegmentationDataset, region: Box) -> None:
+    """Read the mask as training will, in windows of at most :data:`COUNT_WINDOW` pixels a side (memory bounded
+    whatever the scene's size): count the pixels of no class, refuse values outside the classes."""
+    windows = GridWindows(np.array([region], dtype=np.int64), COUNT_WINDOW, 0)
     try:
-        with open_raster(sample.mask, sample.origin) as src:
-            raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
-            nodata = mask_nodata(spec.mask_nodata, src.nodata, spec.n_classes, spec.mask_encoding == "one_hot",
-                                 f"{sample.origin}: {sample.mask}")
-        indices = class_indices(raw, spec.n_classes, spec.mask_encoding == "one_hot", nodata,
-                                f"{sample.origin}: {sample.mask}")
+        for index in range(len(windows)):
+            read = windows(index)
+            assert read.window is not None
+            classes = read.owned_part(dataset.read_classes(sample, read.window))
+            check.pixels += classes.size
+            check.ignored += count_ignored(classes, dataset.spec.n_classes)
     except DataError as error:
         check.problems.append(str(error))
-        return
-    check.pixels, check.ignored = indices.size, count_ignored(indices, spec.n_classes)
 
 
 def _with_progress(results: Iterable[SampleCheck], total: int) -> Iterable[SampleCheck]:
@@ -146,8 +149,9 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
     if scenes:
         summary.windows = {split: len(plan) for split, plan in plan.windows.items()}
     jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]
+    datasets = {split: SegmentationDataset(samples, spec, split) for split, samples in splits.items()}
     with ThreadPoolExecutor(max_workers=PARALLEL_OPENS) as pool:
-        checks = pool.map(lambda job: check_sample(job[0], spec, job[1]), jobs)
+        checks = pool.map(lambda job: check_sample(job[0], datasets[job[1]], scenes), jobs)
         for (sample, split), check in zip(jobs, _with_progress(checks, len(jobs)), strict=True):
             summary.problems.extend(check.problems)
             summary.warnings.extend(check.warnings)
@@ -157,8 +161,8 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
                 summary.striped.add(sample.image)
                 summary.first_striped = summary.first_striped or f"{sample.origin}: {sample.image}"
             if check.image is not None:
-                size = shape_at(check.image.height, check.image.width, check.image.res, spec.resolution.get(split))
-                summary.split_sizes.setdefault(split, Counter())[(size[1], size[0])] += 1
+                grid = check.image.grid(spec.resolution.get(split))
+                summary.split_sizes.setdefault(split, Counter())[(grid.width, grid.height)] += 1
                 summary.sizes[(check.image.width, check.image.height)] += 1
                 summary.dtypes[check.image.dtype] += 1
                 summary.crs[check.image.crs or "none"] += 1

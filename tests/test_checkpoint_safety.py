@@ -234,3 +234,27 @@ def test_a_run_folder_moved_elsewhere_resumes_and_tests_its_own_best_checkpoint(
     best = [name for name in os.listdir(tmp_path / "new" / "exp" / "v" / "odeon_val_loss_ckpt")
             if not name.startswith("last")]
     assert len(best) == 1  # save_top_k 1: the copied best is still the one tracked
+
+
+def test_a_link_planted_in_a_run_folder_is_refused_before_anything_is_written(
+        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    """A 'predictions' link to a folder outside the run: resuming would have written the predictions there."""
+    data = make_dataset(n=4)
+    config = make_config(data.csv, str(tmp_path / "out"), data_source={"val_file": data.csv, "test_file": data.csv},
+                         output_setup={"get_prediction": True, "use_tensorboard": False})
+    result = train(config_from_dict(config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    predictions = Path(result.run_folder) / "predictions"
+    shutil.rmtree(predictions)
+    predictions.symlink_to(elsewhere)
+    before = sorted(p.name for p in Path(result.run_folder).iterdir())
+    config["train_setup"].update(continue_training=True, epochs=2)
+    with pytest.raises(ConfigError, match=r"output_setup: the run folder .* holds a link that leads out of it "
+                                          r"\(.*predictions -> .*elsewhere\): nothing is written through links"):
+        train(config_from_dict(config))
+    assert not any(elsewhere.iterdir())
+    assert sorted(p.name for p in Path(result.run_folder).iterdir()) == before
+    predictions.unlink()
+    (Path(result.run_folder) / "inner").symlink_to(Path(result.run_folder) / "history_val.json")  # inside: harmless
+    train(config_from_dict(config))

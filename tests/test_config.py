@@ -393,3 +393,13 @@ def test_any_json_value_is_a_config_or_one_clear_error(value: Any) -> None:
         config_from_dict(parse_json(json.dumps(value)))
     except ConfigError as error:
         assert str(error).strip()
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_mask_nodata_that_no_integer_pixel_can_hold_is_refused(value: str) -> None:
+    """NaN or an infinity were accepted and meant "ignore nothing" on every integer mask, silently."""
+    text = ('{"data_source": {"train_file": "t.csv", "mask_nodata": ' + value + '}, "train_setup": {}, '
+            '"output_setup": {"output_folder": "o"}, "device_setup": {}}')
+    with pytest.raises(ConfigError, match=r"data_source\.mask_nodata: .* matches no pixel of an integer mask: give a "
+                                          r"finite number, or \"file\""):
+        parse_config(text)

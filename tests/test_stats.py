@@ -71,3 +71,52 @@ def test_stats_of_scenes_are_numpy_s_over_every_pixel_and_a_sample_of_windows_is
     sampled = json.loads(capsys.readouterr().out)["data_source"]["normalization_weights"]["train"]
     assert sampled["mean"] != printed["data_source"]["normalization_weights"]["train"]["mean"]
     assert sampled["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), abs=0.05)  # a sample, near the truth
+
+
+def test_stats_count_only_the_pixels_the_loss_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An image's black border labelled nodata in its mask is left out of the band statistics, as of the loss."""
+    from conftest import write_tif
+
+    rng = np.random.default_rng(0)
+    rows, scored = [], []
+    for i in range(3):
+        image = rng.integers(50, 200, (3, 32, 32), dtype=np.uint8)
+        image[:, :, :8] = 0  # a nodata border
+        classes = rng.integers(0, 2, (32, 32), dtype=np.uint8)
+        classes[:, :8] = 255  # labelled nodata
+        write_tif(tmp_path / f"i{i}.tif", image)
+        write_tif(tmp_path / f"m{i}.tif", classes[None], nodata=255)
+        rows.append(f"i{i}.tif,m{i}.tif")
+        scored.append(image[:, :, 8:].reshape(3, -1))
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    config = make_config(str(tmp_path / "t.csv"), str(tmp_path / "out"), data_source={
+        "val_file": str(tmp_path / "t.csv"), "class_labels": ["a", "b"]})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    assert cli.main(["stats", "-c", str(path)]) == 0
+    stats = json.loads(capsys.readouterr().out)["data_source"]["normalization_weights"]["train"]
+    pixels = np.concatenate(scored, axis=1).astype(np.float64) / 255
+    assert stats["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), abs=1e-6)
+    assert stats["std"] == pytest.approx(pixels.std(axis=1).tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--windows", "0"], "argument --windows: 0: give 1 or more"),
+    (["--windows", "-3"], "argument --windows: -3: give 1 or more"),
+    (["--rows", "-1"], "argument --rows: -1: give 1 or more"),
+    (["--rows", "x"], "argument --rows: 'x' is not a whole number"),
+])
+def test_stats_counts_below_one_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                             message: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["stats", "-c", "c.json", *args])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_stats_windows_without_scenes_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(make_config("t.csv", str(tmp_path / "out"))))
+    assert cli.main(["stats", "-c", str(path), "--windows", "4"]) == 2
+    assert capsys.readouterr().err == ("odeon: error: --windows samples the windows of scenes: set "
+                                       "data_source.patch_size too (tiles are read whole; --rows takes the first rows "
+                                       "of each split)\n")

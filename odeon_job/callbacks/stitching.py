@@ -20,13 +20,13 @@ import numpy as np
 import pytorch_lightning as pl
 import rasterio
 import rasterio.shutil
-from rasterio.transform import Affine
 
 from odeon_job import storage
 from odeon_job.callbacks.predictions import encode, prediction_names
 from odeon_job.data.dataset import SegmentationDataset
-from odeon_job.data.raster import open_raster, shape_at
-from odeon_job.data.windows import Box, GridWindows
+from odeon_job.data.grid import Box
+from odeon_job.data.raster import check_written, failures_reported, grid_of, open_raster
+from odeon_job.data.windows import GridWindows
 
 log = logging.getLogger("odeon")
 
@@ -75,7 +75,8 @@ class Mosaic:
     def finish(self) -> None:
         while self.done < self.height:  # the band may end short of the last rows of a tall last window
             self._write_rows(min(self.height, self.done + self.band_rows))
-        self.file.close()
+        with failures_reported(self.path):  # the last blocks are written now
+            self.file.close()
 
     def close(self) -> None:
         if not self.file.closed:
@@ -96,18 +97,24 @@ class SceneStitcher(pl.Callback):
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         probabilities = pl_module.probabilities(outputs["logits"]).float().cpu().numpy()
-        for index, (height, width), window_probabilities in zip(batch["index"].tolist(), batch["shape"].tolist(),
-                                                                probabilities, strict=True):
-            read = self.plan(index)
-            if read.row != self.row:
-                self._finish()
-                self._start(read.row)
-            assert self.mosaic is not None and read.window is not None
-            self.mosaic.add(read.window, window_probabilities[:, :height, :width])
-            self.added += 1
+        with storage.writing_staged(self._staged()):
+            items = zip(batch["index"].tolist(), batch["shape"].tolist(), probabilities, strict=True)
+            for index, (height, width), window_probabilities in items:
+                read = self.plan(index)
+                if read.row != self.row:
+                    self._finish()
+                    self._start(read.row)
+                assert self.mosaic is not None and read.window is not None
+                self.mosaic.add(read.window, window_probabilities[:, :height, :width])
+                self.added += 1
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._finish()
+        with storage.writing_staged(self._staged()):
+            self._finish()
+
+    def _staged(self) -> str:
+        """The file being stitched (for messages)."""
+        return self.mosaic.path if self.mosaic is not None else self.staging or "the staging folder"
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """A failed or stopped test leaves no partial scene behind (nothing was put yet) and no local files."""
@@ -118,16 +125,14 @@ class SceneStitcher(pl.Callback):
     def _start(self, row: int) -> None:
         sample, resolution = self.dataset.samples[row], self.dataset.resolution
         with open_raster(sample.image, sample.origin) as src:
-            crs, transform, width, height = src.crs, src.transform, src.width, src.height
-            grid_height, grid_width = shape_at(src.height, src.width, src.res, resolution)
-        top, left = (int(v) for v in self.plan.regions[row][:2])
-        # The split's grid (scaled when read at another resolution), moved to the region's corner.
-        grid = transform * Affine.scale(width / grid_width, height / grid_height) * Affine.translation(left, top)
+            crs, grid = src.crs, grid_of(src, resolution)
+        region: Box = tuple(int(v) for v in self.plan.regions[row])  # type: ignore[assignment]
         self.staging = self.staging or storage.staging_folder("prediction")
         self.row, self.added = row, 0
-        self.mosaic = Mosaic(os.path.join(self.staging, "stitched.tif"), tuple(int(v) for v in self.plan.regions[row]),
-                             self.dataset.spec.n_classes, self.plan.patch, self.output_type,
-                             {"crs": crs, "transform": grid, "compress": "deflate", "predictor": 1})
+        self.mosaic = Mosaic(os.path.join(self.staging, "stitched.tif"), region, self.dataset.spec.n_classes,
+                             self.plan.patch, self.output_type,
+                             {"crs": crs, "transform": grid.window_transform(region), "compress": "deflate",
+                              "predictor": 1})
 
     def _finish(self) -> None:
         if self.mosaic is None or self.row is None:
@@ -143,7 +148,9 @@ class SceneStitcher(pl.Callback):
         assert self.staging is not None
         cog = os.path.join(self.staging, "cog.tif")
         options = {"nbits": 1} if self.output_type == "bit" else {}
-        rasterio.shutil.copy(self.mosaic.path, cog, driver="COG", compress="DEFLATE", **options)
+        with storage.writing_staged(cog), failures_reported(cog):
+            rasterio.shutil.copy(self.mosaic.path, cog, driver="COG", compress="DEFLATE", **options)
+            check_written(cog)
         storage.put_file(cog, storage.join(self.folder, self.names[self.row]))
         for path in (self.mosaic.path, cog):
             os.unlink(path)

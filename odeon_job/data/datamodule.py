@@ -28,15 +28,16 @@ class PadToLargest:
     of the batch, images with 0 and masks with the ignore marker, so padding counts in no loss or metric.
     Each item's ``shape`` keeps its own size (predictions are cropped back to it).
 
-    ``at_least``: windows of scenes are padded to the patch size whatever their batch, so that the prediction
-    of a window of a scene smaller than the patch never depends on the windows it is batched with."""
+    ``at_least`` (height, width): windows of scenes are padded to the split's largest window whatever their batch,
+    so that the prediction of a window of a scene smaller than the patch never depends on the windows it is
+    batched with; never to more than the split's scenes hold (the networks pad to their stride themselves)."""
 
-    def __init__(self, mask_ignore: int, at_least: int = 0) -> None:
+    def __init__(self, mask_ignore: int, at_least: tuple[int, int] = (0, 0)) -> None:
         self.mask_ignore, self.at_least = mask_ignore, at_least
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        height = max(self.at_least, *(item["image"].shape[-2] for item in items))
-        width = max(self.at_least, *(item["image"].shape[-1] for item in items))
+        height = max(self.at_least[0], *(item["image"].shape[-2] for item in items))
+        width = max(self.at_least[1], *(item["image"].shape[-1] for item in items))
         if any(item["image"].shape[-2:] != (height, width) for item in items):
             items = [{**item, "image": _pad(item["image"], height, width, 0),
                       "mask": _pad(item["mask"], height, width, self.mask_ignore)} for item in items]
@@ -75,7 +76,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         return {split: dataset[0] for split, dataset in self.datasets.items()}
 
     def _loader(self, split: str, sampler: Sampler, drop_last: bool = False) -> DataLoader:
-        collate = PadToLargest(ignore_value(self.datasets[split].spec.n_classes), self.patch_size or 0)
+        dataset = self.datasets[split]
+        collate = PadToLargest(ignore_value(dataset.spec.n_classes), dataset.windows.largest)
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.persistent_workers,
                           prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, drop_last=drop_last)

@@ -6,25 +6,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.enums import Resampling
 from torch.utils.data import Dataset
 
+from odeon_job.data.grid import Box, SceneGrid
 from odeon_job.data.masks import class_indices, ignore_value, mask_nodata
 from odeon_job.data.raster import (
     check_bands,
     check_same_size,
+    grid_of,
     open_raster,
     open_rasters,
     raster_info_of,
-    read_bands,
     read_window,
-    shape_at,
 )
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import DataSpec, image_scale
 from odeon_job.data.transforms import Compose
-from odeon_job.data.windows import Box, WholeRows, WindowPlan, row_region
+from odeon_job.data.windows import WholeRows, WindowPlan, check_whole_tile, row_region
 from odeon_job.errors import DataError
 
 
@@ -84,32 +85,46 @@ class SegmentationDataset(Dataset):
 
     def _read_tile(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         """A whole file, opened for this read alone (a tile is read once an epoch: keeping it open gains nothing)."""
-        spec = self.spec
         with open_raster(sample.image, sample.origin, whole_file=True) as src:
-            check_bands(spec.image_bands, src.count, sample.image, sample.origin, "image_bands")
-            image_scale(src.dtypes[0], spec.image_max_value, sample)  # refuses what has no known scale
-            shape = shape_at(src.height, src.width, src.res, self.resolution)
-            image = read_bands(src, spec.image_bands, sample.origin, shape, Resampling.bilinear)
+            grid = self._image_grid(src, sample)
+            region = grid.region(None)
+            check_whole_tile(region, sample)
+            image = read_window(src, self.spec.image_bands, region, grid, sample.origin, Resampling.bilinear)
         with open_raster(sample.mask, sample.origin, whole_file=True) as src:
-            check_bands(spec.mask_bands, src.count, sample.mask, sample.origin, "mask_bands")
-            check_same_size(shape, shape_at(src.height, src.width, src.res, self.resolution), sample.image,
-                            sample.mask, sample.origin)
-            raw = read_bands(src, spec.mask_bands, sample.origin, shape, Resampling.nearest)
-            return image, self._classes(raw, src.nodata, sample)
+            return image, self._mask_classes(src, sample, region, grid)
 
     def _read_window(self, sample: Sample, window: Box | None) -> tuple[np.ndarray, np.ndarray]:
         """A window of a scene, from datasets kept open by this worker (only the blocks it touches are fetched)."""
-        spec, rasters = self.spec, open_rasters()
+        rasters = open_rasters()
         src = rasters.get(sample.image, sample.origin)
-        check_bands(spec.image_bands, src.count, sample.image, sample.origin, "image_bands")
-        image_scale(src.dtypes[0], spec.image_max_value, sample)
+        grid = self._image_grid(src, sample)
         if window is None:  # the CSV's window of a tile read whole
             window = row_region(sample, raster_info_of(src), self.resolution)
-        image = read_window(src, spec.image_bands, window, self.resolution, sample.origin, Resampling.bilinear)
-        src = rasters.get(sample.mask, sample.origin)
-        check_bands(spec.mask_bands, src.count, sample.mask, sample.origin, "mask_bands")
-        raw = read_window(src, spec.mask_bands, window, self.resolution, sample.origin, Resampling.nearest)
-        return image, self._classes(raw, src.nodata, sample)
+            check_whole_tile(window, sample)
+        image = read_window(src, self.spec.image_bands, window, grid, sample.origin, Resampling.bilinear)
+        return image, self._mask_classes(rasters.get(sample.mask, sample.origin), sample, window, grid)
+
+    def read_classes(self, sample: Sample, window: Box) -> np.ndarray:
+        """The mask alone as class indices, in ``window`` of the row's grid (``odeon validate`` counts classes so,
+        a window at a time, whatever the scene's size)."""
+        return self._mask_classes(open_rasters().get(sample.mask, sample.origin), sample, window)
+
+    def _image_grid(self, src: rasterio.io.DatasetReader, sample: Sample) -> SceneGrid:
+        """The image's grid at the split's resolution, once its bands and pixel scale are checked."""
+        check_bands(self.spec.image_bands, src.count, sample.image, sample.origin, "image_bands")
+        image_scale(src.dtypes[0], self.spec.image_max_value, sample)  # refuses what has no known scale
+        return grid_of(src, self.resolution)
+
+    def _mask_classes(self, src: rasterio.io.DatasetReader, sample: Sample, window: Box,
+                      image_grid: SceneGrid | None = None) -> np.ndarray:
+        """``window`` of the mask ``src`` (on the image's grid, checked when given) as class indices."""
+        check_bands(self.spec.mask_bands, src.count, sample.mask, sample.origin, "mask_bands")
+        grid = grid_of(src, self.resolution)
+        if image_grid is not None:
+            check_same_size((image_grid.height, image_grid.width), (grid.height, grid.width), sample.image,
+                            sample.mask, sample.origin)
+        raw = read_window(src, self.spec.mask_bands, window, grid, sample.origin, Resampling.nearest)
+        return self._classes(raw, src.nodata, sample)
 
     def _classes(self, raw: np.ndarray, file_nodata: float | None, sample: Sample) -> np.ndarray:
         spec, where = self.spec, f"{sample.origin}: {sample.mask}"

@@ -15,18 +15,19 @@ import glob
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.session import DummySession
 from rasterio.windows import Window
 
 from odeon_job import storage
-from odeon_job.errors import DataError
+from odeon_job.data.grid import Box, SceneGrid
+from odeon_job.errors import DataError, deepest_reason
 from odeon_job.retries import count_retries
 from odeon_job.s3_settings import gdal_s3_options
 
@@ -50,6 +51,12 @@ GDAL_DEFAULTS: dict[str, str | int] = {
 #: comes in one request instead of two, and a larger one loses nothing (every byte will be read).
 #: Not for metadata-only opens (``odeon validate`` over a whole CSV, the prediction writer's profile).
 GDAL_WHOLE_FILE_DEFAULTS: dict[str, str | int] = {"GDAL_INGESTED_BYTES_AT_OPEN": "262144"}
+
+#: Set in the environment (libtiff reads it there, not from GDAL's options) unless already set: a TIFF whose block
+#: index lists fewer blocks than its header's size needs is an error at the first read. By default libtiff pads the
+#: index with zeros, GDAL reads those blocks as empty (zeros), and a 566-byte file claiming 10^6 x 10^6 pixels
+#: trains on zeros. Sparse files written by GDAL list every block (empty ones with offset 0) and still read.
+LIBTIFF_ENVIRONMENT = {"LIBTIFF_STRILE_ARRAY_MAX_RESIZE_COUNT": "0"}
 
 _thread = threading.local()
 #: The process that last used GDAL here (a fork shows as another pid).
@@ -83,6 +90,8 @@ def ensure_gdal_env(whole_files: bool = False) -> None:
                 clear_remote_cache()
             _forked["pid"] = os.getpid()
         count_retries()
+        for name, value in LIBTIFF_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
         # A DummySession leaves credentials to GDAL's own chain (environment, profile, IRSA web identity,
         # instance metadata), which renews temporary credentials; rasterio's default AWSSession would
         # copy the credentials of the moment into the Env, and an IRSA token expires within hours.
@@ -103,6 +112,39 @@ def clear_remote_cache() -> None:
         library.VSICurlClearCache()
 
 
+#: GDAL's CPLErr level of a failure.
+_CE_FAILURE = 3
+
+
+@contextlib.contextmanager
+def failures_reported(what: str) -> Iterator[None]:
+    """Raise a :class:`RasterioIOError` for a failure GDAL reported during the block but rasterio did not raise:
+    a dataset open for writing flushes its last blocks when it is closed, and a disk that fills up then leaves a
+    broken file behind a close that returns normally. ``what``: the file, for the message."""
+    library = _gdal_library()
+    if library is not None:
+        library.CPLErrorReset()
+    yield
+    if library is not None and library.CPLGetLastErrorType() >= _CE_FAILURE:
+        reason = (library.CPLGetLastErrorMsg() or b"").decode(errors="replace")
+        raise RasterioIOError(f"{what}: {reason}")
+
+
+def check_written(path: str) -> None:
+    """Read back every block of the local file ``path`` just written (a block at a time): GDAL does not always raise
+    when a write fails (a full disk during a COG copy left a truncated file behind a copy that returned normally),
+    and a broken file must never be published as a result."""
+    try:
+        with rasterio.open(path) as src:
+            for _, window in src.block_windows(1):
+                src.read(window=window)
+    except RasterioError as error:
+        usage = os.statvfs(os.path.dirname(path) or ".")
+        full = usage.f_bavail * usage.f_frsize < 1 << 20
+        raise RasterioIOError(("no space left on device: " if full else "") + "the file written is incomplete ("
+                              + deepest_reason(error) + ")") from None
+
+
 @functools.cache
 def _gdal_library() -> ctypes.CDLL | None:
     """The GDAL shared library rasterio uses: the wheel's bundled copy, else the system's."""
@@ -113,6 +155,8 @@ def _gdal_library() -> ctypes.CDLL | None:
             with contextlib.suppress(OSError, AttributeError):
                 library = ctypes.CDLL(candidate)
                 library.VSICurlClearCache  # noqa: B018 - the symbol must exist
+                library.CPLGetLastErrorType.restype = ctypes.c_int
+                library.CPLGetLastErrorMsg.restype = ctypes.c_char_p
                 return library
     return None
 
@@ -131,6 +175,10 @@ class RasterInfo:
     nodata: float | None = None
     #: (height, width) of the first band's blocks: strips are as wide as the raster.
     block: tuple[int, int] = (1, 1)
+
+    def grid(self, resolution: tuple[float, float] | None) -> SceneGrid:
+        """The raster's grid at ``resolution`` (None: its own pixels)."""
+        return SceneGrid.of(self.height, self.width, self.transform, self.res, resolution)
 
     @property
     def striped(self) -> bool:
@@ -165,6 +213,12 @@ def raster_info_of(src: rasterio.io.DatasetReader) -> RasterInfo:
                       block=tuple(src.block_shapes[0]))  # type: ignore[arg-type]
 
 
+def grid_of(src: rasterio.io.DatasetReader, resolution: tuple[float, float] | None) -> SceneGrid:
+    """The grid of an open raster at ``resolution`` (None: its own pixels)."""
+    return SceneGrid.of(src.height, src.width, tuple(src.transform), (float(src.res[0]), float(src.res[1])),
+                        resolution)
+
+
 class OpenRasters:
     """Datasets kept open, the most recently used first (an LRU of ``size``): a scene read in windows is opened
     once per DataLoader worker, not once per window (an open of a remote file costs a request or more)."""
@@ -197,21 +251,18 @@ def open_rasters() -> OpenRasters:
     return _thread.rasters
 
 
-def read_window(src: rasterio.io.DatasetReader, bands: Sequence[int], window: tuple[int, int, int, int],
-                resolution: tuple[float, float] | None, origin: str,
+def read_window(src: rasterio.io.DatasetReader, bands: Sequence[int], box: Box, grid: SceneGrid, origin: str,
                 resampling: Resampling = Resampling.nearest) -> np.ndarray:
-    """Read ``bands`` in ``window`` = (row_off, col_off, height, width) on the grid of ``resolution`` (the file's
-    own when None) as a (bands, height, width) array: GDAL fetches only the blocks the window touches."""
-    row, col, height, width = window
+    """Read ``bands`` in ``box`` = (row_off, col_off, height, width) of ``grid`` (``src``'s grid at the split's
+    resolution) as a (bands, height, width) array: GDAL fetches only the blocks the window touches."""
+    row, col, height, width = box
     try:
-        if resolution is None:  # the file's own grid: whole pixels, nothing to resample (rasterio's quickest path)
+        if grid.native:  # the file's own pixels: nothing to resample (rasterio's quickest path)
             return src.read(list(bands), window=Window(col, row, width, height))
-        sx, sy = resolution[0] / abs(src.res[0]), resolution[1] / abs(src.res[1])
-        x, y = col * sx, row * sy
-        area = Window(x, y, min(width * sx, src.width - x), min(height * sy, src.height - y))  # edges: rounding
-        return src.read(list(bands), window=area, out_shape=(len(bands), height, width), resampling=resampling)
+        return src.read(list(bands), window=Window(*grid.file_window(box)), out_shape=(len(bands), height, width),
+                        resampling=resampling)
     except RasterioError as error:
-        raise DataError(f"{origin}: cannot read {src.name}: {error}") from error
+        raise DataError(f"{origin}: cannot read {src.name}: {deepest_reason(error)}") from error
 
 
 def compressed_bytes_touched(src: rasterio.io.DatasetReader, window: tuple[int, int, int, int]) -> int:
@@ -241,28 +292,9 @@ def check_bands(bands: Sequence[int], count: int, url: str, origin: str, key: st
         raise DataError(f"{origin}: {url} has {count} band(s); data_source.{key} asks for band {missing[0]}")
 
 
-def shape_at(height: int, width: int, res: tuple[float, float],
-             resolution: tuple[float, float] | None) -> tuple[int, int]:
-    """(height, width) of a raster of pixel size ``res`` once resampled to ``resolution`` (None: as is)."""
-    if resolution is None:
-        return height, width
-    return max(1, round(height * abs(res[1]) / resolution[1])), max(1, round(width * abs(res[0]) / resolution[0]))
-
-
 def check_same_size(image_shape: tuple[int, int], mask_shape: tuple[int, int], image: str, mask: str,
                     origin: str) -> None:
     """Image and mask must cover the same pixels; shapes are (height, width)."""
     if image_shape != mask_shape:
         raise DataError(f"{origin}: image {image} is {image_shape[1]}x{image_shape[0]} pixels but mask {mask} is "
                         f"{mask_shape[1]}x{mask_shape[0]}")
-
-
-def read_bands(src: rasterio.io.DatasetReader, bands: Sequence[int], origin: str,
-               out_shape: tuple[int, int] | None = None,
-               resampling: Resampling = Resampling.nearest) -> np.ndarray:
-    """Read ``bands`` (1-based) as a (bands, height, width) array, resampled to ``out_shape`` if given."""
-    shape = None if out_shape is None or out_shape == (src.height, src.width) else (len(bands), *out_shape)
-    try:
-        return src.read(list(bands), out_shape=shape, resampling=resampling)
-    except RasterioError as error:
-        raise DataError(f"{origin}: cannot read {src.name}: {error}") from error

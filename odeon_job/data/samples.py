@@ -17,7 +17,7 @@ import numpy as np
 
 from odeon_job import storage
 from odeon_job.config import DataSource
-from odeon_job.errors import DataError
+from odeon_job.errors import DataError, quote
 
 #: A row's window of its scene, as the CSV lists it: (col_off, row_off, width, height) in the image's pixels.
 RowWindow = tuple[int, int, int, int]
@@ -120,8 +120,13 @@ def _plain_columns(text: str) -> Columns | None:
 Columns = tuple[list[str], list[str], np.ndarray, np.ndarray | None]
 
 
+#: A window's columns are pixels of a GeoTIFF, whose sides GDAL counts in 32-bit integers.
+WINDOW_LIMIT = 2**31
+
+
 def _window_of(fields: list[str], where: str) -> list[int]:
-    """The window columns of a row (col_off, row_off, width, height): whole numbers, offsets >= 0, sizes >= 1."""
+    """The window columns of a row (col_off, row_off, width, height): whole numbers, offsets >= 0, sizes >= 1, all
+    below :data:`WINDOW_LIMIT` (no raster is larger)."""
     values = []
     for name, field in zip(WINDOW_COLUMNS, fields, strict=True):
         try:
@@ -129,9 +134,9 @@ def _window_of(fields: list[str], where: str) -> list[int]:
         except ValueError:
             number = float("nan")
         least = 1 if name in ("width", "height") else 0
-        if not (math.isfinite(number) and number == int(number) and number >= least):
-            raise DataError(f"{where}: {name} must be a whole number >= {least} (pixels of the image), got "
-                            f"{field[:40]!r}")
+        if not (math.isfinite(number) and number == int(number) and least <= number < WINDOW_LIMIT):
+            raise DataError(f"{where}: {name} must be a whole number from {least} to {WINDOW_LIMIT - 1} (pixels of the "
+                            f"image), got {quote(field, 40)}")
         values.append(int(number))
     return values
 
@@ -156,8 +161,8 @@ def _csv_columns(csv_url: str, text: str) -> Columns:
             first = False
             if len(fields) not in (2, 6) or not all(fields):
                 raise DataError(f"{csv_url} row {start}: expected 'image,mask', got {len(fields)} field(s): "
-                                f"{','.join(fields)[:120]!r}{_separator_hint(fields)} (a row may add a window of its "
-                                "scene: image,mask,col_off,row_off,width,height)")
+                                f"{quote(','.join(fields), 120)}{_separator_hint(fields)} (a row may add a window of "
+                                "its scene: image,mask,col_off,row_off,width,height)")
             windows.append(_window_of(fields[2:], f"{csv_url} row {start}") if len(fields) == 6 else [-1] * 4)
             images.append(fields[0])
             masks.append(fields[1])

@@ -27,16 +27,15 @@ from typing import Protocol
 
 import numpy as np
 
-from odeon_job.config import DataSource
-from odeon_job.data.raster import RasterInfo, check_same_size, raster_info, same_grid, shape_at
+from odeon_job.config import MAX_ITEM_SIDE, DataSource
+from odeon_job.data.grid import Box
+from odeon_job.data.raster import RasterInfo, check_same_size, raster_info, same_grid
 from odeon_job.data.samples import Sample, Splits
 from odeon_job.data.spec import DataSpec
 from odeon_job.errors import DataError
 
 log = logging.getLogger("odeon")
 
-#: (row_off, col_off, height, width) in pixels of the split's grid (its resolution).
-Box = tuple[int, int, int, int]
 #: Scenes' headers are read this many at a time (I/O bound, above all on object storage).
 PARALLEL_OPENS = 8
 #: Mixed into the random windows' seeds, so that they do not repeat the augmentations' draws.
@@ -52,11 +51,29 @@ class WindowRead:
     window: Box | None  # None: the row as the specification reads a tile (all of it, or its CSV window)
     owned: tuple[int, int, int, int] | None = None
 
+    def owned_part(self, array: np.ndarray) -> np.ndarray:
+        """The pixels of ``array`` (the window as read, (..., height, width)) that this item scores."""
+        if self.owned is None:
+            return array
+        top, left, bottom, right = self.owned
+        return array[..., top:bottom, left:right]
+
 
 class WindowPlan(Protocol):
     def __len__(self) -> int: ...
 
     def __call__(self, index: int, epoch: int = 0) -> WindowRead: ...
+
+    @property
+    def largest(self) -> tuple[int, int]:
+        """(height, width) that every window of the plan fits in; (0, 0) for tiles (each has its own size)."""
+        ...
+
+
+def largest_window(regions: np.ndarray, patch: int) -> tuple[int, int]:
+    """The largest window of ``patch`` pixels over ``regions``: windows never go past their region, so a split of
+    scenes smaller than the patch has smaller windows."""
+    return min(patch, int(regions[:, 2].max())), min(patch, int(regions[:, 3].max()))
 
 
 class WholeRows:
@@ -70,6 +87,10 @@ class WholeRows:
 
     def __call__(self, index: int, epoch: int = 0) -> WindowRead:
         return WindowRead(index, None)
+
+    @property
+    def largest(self) -> tuple[int, int]:
+        return 0, 0
 
 
 def _grid_counts(lengths: np.ndarray, patch: int, stride: int) -> np.ndarray:
@@ -88,6 +109,10 @@ class GridWindows:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    @property
+    def largest(self) -> tuple[int, int]:
+        return largest_window(self.regions, self.patch)
 
     def row_of(self, index: int) -> int:
         return int(np.searchsorted(self.starts, index, side="right") - 1)
@@ -140,6 +165,10 @@ class RandomWindows:
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def largest(self) -> tuple[int, int]:
+        return largest_window(self.regions, self.patch)
+
     def __call__(self, index: int, epoch: int = 0) -> WindowRead:
         if not 0 <= index < self.length:
             raise IndexError(index)
@@ -163,8 +192,9 @@ def _check_same_extent(image: RasterInfo, mask: RasterInfo, sample: Sample,
                        resolution: tuple[float, float] | None) -> None:
     """A mask on another grid than its image would pair pixels with the wrong labels: refused, unless
     ``resolution`` resamples both (then they must cover the same ground, to half a pixel)."""
-    check_same_size(shape_at(image.height, image.width, image.res, resolution),
-                    shape_at(mask.height, mask.width, mask.res, resolution), sample.image, sample.mask, sample.origin)
+    image_grid, mask_grid = image.grid(resolution), mask.grid(resolution)
+    check_same_size((image_grid.height, image_grid.width), (mask_grid.height, mask_grid.width), sample.image,
+                    sample.mask, sample.origin)
     if not (image.crs and mask.crs):
         return
     if image.crs != mask.crs:
@@ -191,16 +221,11 @@ def _rounded(bounds: tuple[float, ...]) -> tuple[float, ...]:
 
 def row_region(sample: Sample, image: RasterInfo, resolution: tuple[float, float] | None) -> Box:
     """The part of the row's scene it uses, on the grid of ``resolution``: all of it, or its CSV window."""
-    height, width = shape_at(image.height, image.width, image.res, resolution)
-    if sample.window is None:
-        return 0, 0, height, width
-    col, row, w, h = sample.window
-    if col + w > image.width or row + h > image.height:
-        raise DataError(f"{sample.origin}: the window col_off {col}, row_off {row}, width {w}, height {h} goes past "
-                        f"the image {sample.image} ({image.width}x{image.height} pixels)")
-    sx, sy = image.width / width, image.height / height  # file pixels per pixel of the split's grid
-    top, left = min(round(row / sy), height - 1), min(round(col / sx), width - 1)
-    return top, left, max(1, min(round(h / sy), height - top)), max(1, min(round(w / sx), width - left))
+    grid = image.grid(resolution)
+    problem = grid.window_problem(sample.window, sample.image)
+    if problem:
+        raise DataError(f"{sample.origin}: {problem}")
+    return grid.region(sample.window)
 
 
 def scene_regions(samples: Sequence[Sample], spec: DataSpec, split: str) -> np.ndarray:
@@ -261,3 +286,13 @@ def describe_plans(plans: dict[str, WindowPlan], source: DataSource) -> str:
             + f" (train: random, {'per scene area' if source.train_windows == 'area' else 'in all'}, per epoch"
             + f"{overlap})")
 
+
+
+def check_whole_tile(region: Box, sample: Sample) -> None:
+    """A tile is read whole and goes through the network in one piece: one too large to is refused, naming the row,
+    before anything is allocated for it."""
+    height, width = region[2:]
+    if max(height, width) > MAX_ITEM_SIDE:
+        raise DataError(f"{sample.origin}: {sample.image} is {width}x{height} pixels (at the split's resolution), too "
+                        f"large to read whole as one tile (at most {MAX_ITEM_SIDE} pixels a side go through the "
+                        "network in one piece): set data_source.patch_size (e.g. 512) to read it in windows")
