@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -204,9 +207,13 @@ def test_a_remote_output_folder_keeps_its_own_store(make_dataset: Callable[..., 
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "staging"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (tempfile reads TMPDIR once)
+    (tmp_path / "staging").mkdir()
     data = make_dataset(n=8)
     config = mlflow_config(data, bucket.url("runs"))
     assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 0
+    assert not [name for name in os.listdir(tmp_path / "staging") if name.startswith("odeon-")]  # nothing left
 
     keys = bucket.keys("runs/exp/v/")
     assert "runs/exp/v/mlflow.db" in keys
@@ -334,3 +341,76 @@ def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(tmp_path
     client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     assert run.info.status == "FAILED"
+
+
+# --- the local store survives a kill -9 while it is being created ----------------------------------------------
+
+_START_THE_RUN = """
+import sys
+from odeon_job.config import config_from_dict
+from odeon_job.loggers.mlflow import MlflowOutput
+from odeon_job.run_folder import RunFolder
+config = config_from_dict({config!r})
+MlflowOutput(config, RunFolder.of(config), resuming=False, test_follows=False).start()
+print("started", flush=True)
+"""
+
+
+def test_a_kill_while_the_local_store_is_created_never_breaks_it(tmp_path: Path) -> None:
+    """MLflow builds a new SQLite store in place over seconds: a kill -9 in between left a database every later
+    start failed on (an SQLAlchemy error), and a restarted pod crash-looped. Killed at moments spread over the
+    creation, the next start always opens the store and records its run."""
+    from mlflow import MlflowClient
+
+    from odeon_job.config import config_from_dict
+    from odeon_job.run_folder import RunFolder
+
+    for number, moment in enumerate((0.05, 0.45, 0.85, 1.25)):
+        # (a folder each: MLflow keeps the stores a process opened, by URI)
+        out = tmp_path / f"out{number}"
+        config = make_config("t.csv", str(out), output_setup={"use_mlflow": True, "mlflow_required": True})
+        child = subprocess.Popen([sys.executable, "-c", _START_THE_RUN.format(config=config)],
+                                 stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        while not list(out.glob("mlflow.db*")):  # the store's file appears: its building starts
+            assert child.poll() is None, "the run started without creating a store"
+            time.sleep(0.01)
+        time.sleep(moment)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        job = config_from_dict(config)
+        output = MlflowOutput(job, RunFolder.of(job), resuming=False, test_follows=False)
+        output.start()  # mlflow_required: any failure to open the store raises
+        assert output.run_id is not None, moment
+        client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+        assert client.get_run(output.run_id).info.status == "RUNNING", moment
+        assert not list(out.glob("mlflow.db.*.part*")), moment  # no half-built store left beside it
+
+
+def test_a_half_built_store_with_no_run_is_built_again_and_one_with_runs_is_kept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A store an earlier version left half-migrated (its schema behind MLflow's) fails every start: rebuilt when it
+    holds no run (moved aside, journal included), refused with one line naming the fix when it holds runs."""
+    from mlflow import MlflowClient
+
+    from odeon_job.errors import ConfigError
+    from odeon_job.loggers.sqlite_store import ensure_store
+
+    path = tmp_path / "mlflow.db"
+    ensure_store(str(path), str(tmp_path / "artifacts"))
+
+    def set_back() -> None:
+        with sqlite3.connect(path) as connection:
+            connection.execute("update alembic_version set version_num = '451aebb31d03'")
+
+    set_back()
+    with caplog.at_level("WARNING", logger="odeon"):
+        ensure_store(str(path), str(tmp_path / "artifacts"))
+    assert "was left half-built" in caplog.text and "holds no run; moved aside" in caplog.text
+    assert len(list(tmp_path.glob("mlflow.db.broken-*"))) == 1
+    client = MlflowClient(f"sqlite:///{path}")
+    client.create_run(client.create_experiment("e"))
+    set_back()
+    with pytest.raises(ConfigError, match=r"the MLflow store .*mlflow\.db holds 1 run\(s\) but MLflow cannot open it "
+                                          r"\(.*\): upgrade it \(mlflow db upgrade sqlite:///"):
+        ensure_store(str(path), str(tmp_path / "artifacts"))
+    assert path.exists()

@@ -34,6 +34,7 @@ from odeon_job.config import JobConfig
 from odeon_job.errors import StorageError
 from odeon_job.figures import png_bytes
 from odeon_job.loggers import output_metrics
+from odeon_job.loggers.sqlite_store import ensure_store, sqlite_path
 from odeon_job.models.weights import read_state_dict
 from odeon_job.redaction import redact, redact_log_handlers
 from odeon_job.run_folder import RunFolder
@@ -186,6 +187,11 @@ class MlflowOutput(Logger):
 
         _quiet_mlflow()  # after the import, which sets MLflow's own levels
 
+        local_store = sqlite_path(self.store.tracking_uri)
+        if local_store is not None:  # built whole before MLflow opens it (which builds it in place)
+            root = self.store.artifact_location or os.path.dirname(local_store)
+            if self._call("create the store", lambda: ensure_store(local_store, root)) is None:
+                return
         self.client = MlflowClient(self.store.tracking_uri)
         self.run_id = self._call("start the run", self._open_run)
         if self.run_id is None:
@@ -288,6 +294,8 @@ class MlflowOutput(Logger):
             self._call("send the metrics kept during the outage", self._flush_metrics, record=False)
             self._call(f"mark the run {status}", lambda: self.client.set_terminated(self.run_id, status))
             self._sync_store()
+        if self.store.local_file:  # a per-run store, uploaded: its staging folder goes with the run
+            shutil.rmtree(os.path.dirname(self.store.local_file), ignore_errors=True)
         self._summary()
 
     def _summary(self) -> None:
