@@ -57,8 +57,10 @@ def inherited_config() -> JobConfig | None:
 
 
 def hand_over_config(config: JobConfig) -> None:
-    """For the processes this one will start (they inherit its environment)."""
-    os.environ[INHERITED_CONFIG] = config.model_dump_json()
+    """For the processes this one will start (they inherit its environment): the keys the user set, as set, so that
+    each process reads them as the first did (every key written out would read as set by the user: ``device: 2``
+    on the CPU met a ``num_processes: 1`` of its own making in the other processes)."""
+    os.environ[INHERITED_CONFIG] = config.model_dump_json(exclude_unset=True)
 
 
 def hand_over_run_names(config: JobConfig) -> None:

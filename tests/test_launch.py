@@ -137,3 +137,22 @@ def test_device_with_the_cpu_accelerator_is_the_number_of_processes(no_gpu: None
 def test_accelerators_this_install_cannot_drive_are_refused_by_name(accelerator: str, message: str) -> None:
     with pytest.raises(ConfigError, match=rf"device_setup.accelerator: \"{accelerator}\" {message}"):
         _devices(accelerator=accelerator)
+
+
+def test_the_processes_lightning_starts_read_the_configuration_as_the_first_did(
+        no_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """device: 2 on the CPU (no num_processes) is two processes; the configuration handed to the second process
+    said num_processes: 1 as if the user had set it, and it refused to start after the run folder was written."""
+    from odeon_job.config import config_from_dict
+    from odeon_job.launch import INHERITED_CONFIG, hand_over_config, inherited_config
+
+    from conftest import make_config
+
+    config = config_from_dict(make_config("t.csv", "out", device_setup={"accelerator": "cpu", "device": 2}))
+    assert trainer_devices(config.device_setup)["devices"] == 2
+    monkeypatch.delenv(INHERITED_CONFIG, raising=False)
+    hand_over_config(config)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    child = inherited_config()
+    assert child is not None and child == config
+    assert trainer_devices(child.device_setup)["devices"] == 2

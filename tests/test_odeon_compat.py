@@ -94,6 +94,30 @@ def test_odeon_weights_of_another_model_or_decoder_are_refused_by_name(tmp_path:
     assert (fitted.upsampling, fitted.align_corners) == ("transposed", False)
 
 
+@pytest.mark.parametrize(("damage", "message"), [
+    ("scalar", r"inc\.double_conv\.double_conv\.0\.weight \(the first convolution of ODEON's U-Nets\) has shape \[\]"),
+    ("no_up", r"up1\.up\.weight \(the first decoder step's upsampling of ODEON's U-Nets\) is missing"),
+])
+def test_damaged_odeon_weights_are_refused_by_name(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
+                                                   damage: str, message: str) -> None:
+    """A 0-d first-layer tensor was an IndexError, missing up1.up tensors a KeyError: tracebacks."""
+    state = ref_lightunet(BANDS, N_CLASSES).state_dict()
+    if damage == "scalar":
+        state["inc.double_conv.double_conv.0.weight"] = torch.tensor(1.0)
+    else:
+        state = {k: v for k, v in state.items() if not k.startswith("up1.up.")}
+    path = tmp_path / "damaged.pth"
+    torch.save(state, path)
+    data = make_dataset(n=4)
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"init_weights": str(path)})
+    with pytest.raises(ConfigError, match=r"train_setup\.init_weights: .*damaged\.pth holds ODEON weights that cannot "
+                                          r"be a trained network: " + message):
+        train(config_from_dict(config))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"train_setup\.encoder_weights: .*damaged\.pth holds ODEON weights"):
+        load_encoder_weights(build_model("resnet18", BANDS, N_CLASSES, ModelParams()), str(path))
+
+
 def _odeon_resnet_state(depth: int = 18) -> dict[str, torch.Tensor]:
     """An ODEON UNetResNet state dict: torchvision's ResNet as ``encoder`` (first convolution for the bands,
     classifier for the classes), its parts registered again as ``conv1``..``conv5``, and its own decoder."""
@@ -382,3 +406,43 @@ def test_a_history_goes_to_odeon_and_back_unchanged(counts: list[list[int]], los
     assert back.keys() == ours.keys()
     for key, value in ours["0"].items():
         assert back["0"][key] == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[" * 200_000 + "]" * 200_000, "objects or lists nested too deeply for a history"),
+    ('{"1": {"loss": "abc", "cm_macro": [[1, 2], [3, 4]]}}', "entry '1': loss is 'abc', not a number"),
+    ('{"1": {"loss": 0.5, "learning rate": [1], "cm_macro": [[1, 2], [3, 4]]}}',
+     "entry '1': learning rate is [1], not a number"),
+    ('{"1": {"loss": 0.5, "cm_macro": [[1, NaN], [3, 4]]}}', "entry '1': cm_macro[0][1] is nan: a pixel count"),
+    ('{"1": {"loss": 0.5, "cm_macro": [[1, 1e300], [3, 4]]}}', "entry '1': cm_macro[0][1] is 1e+300: a pixel count"),
+    ('{"1": {"loss": 0.5, "cm_macro": [[1, -2], [3, 4]]}}', "entry '1': cm_macro[0][1] is -2.0: a pixel count"),
+    ('{"1": {"loss": 0.5, "cm_macro": [[1, 2.5], [3, 4]]}}', "entry '1': cm_macro[0][1] is 2.5: a pixel count"),
+    ('{"1": {"loss": 0.5, "cm_macro": [[1, "x"], [3, 4]]}}', "entry '1': cm_macro is not a square matrix of pixel "
+                                                               "counts (it holds values that are not numbers)"),
+    ('{"1": {"cm_macro": [[1, 2], [3, 4]]}}', "entry '1': no loss"),
+])
+def test_convert_history_refuses_what_is_not_a_history_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str) -> None:
+    """Each was a traceback, or (NaN, 1e300, negative counts) a history of -9223372036854775808 pixels, exit 0."""
+    from odeon_job import cli
+
+    (tmp_path / "bad.json").write_text(content)
+    assert cli.main(["convert-history", str(tmp_path / "bad.json"), str(tmp_path / "o.json"), "--to", "ours"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"odeon: error: {tmp_path / 'bad.json'}: {message}") and error.count("\n") == 1, error
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_convert_history_refuses_a_file_too_large_to_be_a_history_before_reading_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from odeon_job import cli, odeon_history
+
+    monkeypatch.setattr(odeon_history, "MAX_HISTORY_BYTES", 1000)
+    (tmp_path / "big.json").write_text('{"1": {"loss": 0.5, "cm_macro": [[' + ", ".join(["7"] * 600) + "]]}}")
+    assert cli.main(["convert-history", str(tmp_path / "big.json"), str(tmp_path / "o.json"), "--to", "odeon"]) == 2
+    assert "more than the 1000 a history is read up to" in capsys.readouterr().err
+    big = [[1] * 1025] * 1025  # more classes than any mask holds: refused before its figures are computed
+    (tmp_path / "wide.json").write_text(json.dumps({"1": {"loss": 0.5, "cm_micro": big}}))
+    monkeypatch.setattr(odeon_history, "MAX_HISTORY_BYTES", 2**30)
+    assert cli.main(["convert-history", str(tmp_path / "wide.json"), str(tmp_path / "o.json"), "--to", "odeon"]) == 2
+    assert "cm_micro is not a square matrix of pixel counts (of at most 1024 classes)" in capsys.readouterr().err

@@ -58,11 +58,20 @@ def _deeplab_name(odeon: str) -> str | None:
     return f"{_DEEPLAB_DECODER[module]}.{leaf}" if module in _DEEPLAB_DECODER else None
 
 
+class MalformedWeights(ValueError):
+    """A state dict with ODEON's names whose tensors cannot be ODEON's (a scalar for a convolution's weights, a
+    decoder without its upsampling): the message says which."""
+
+
 def odeon_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     """Which of ODEON's networks ``state`` comes from (``unet``, ``lightunet``, ``resnet``, ``deeplab``),
-    from names only ODEON writes; None when it is not ODEON's."""
+    from names only ODEON writes; None when it is not ODEON's. Raises :class:`MalformedWeights`."""
     first = state.get("inc.double_conv.double_conv.0.weight")
     if first is not None:
+        if first.ndim != 4:
+            raise MalformedWeights(f"inc.double_conv.double_conv.0.weight (the first convolution of ODEON's U-Nets) "
+                                   f"has shape {list(first.shape)}, not a convolution's (out, in, height, width)")
+        odeon_unet_upsampling(state)
         return "lightunet" if first.shape[0] == 8 else "unet" if first.shape[0] == 64 else "unet-like"
     if "encoder.conv1.weight" in state and any(k.startswith(("center.block.", "dec5.")) for k in state):
         return "resnet"
@@ -74,7 +83,11 @@ def odeon_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
 def odeon_unet_upsampling(state: Mapping[str, torch.Tensor]) -> str:
     """ODEON's U-Net decoders: a 1x1 convolution after bilinear upsampling (its default), or a 2x2
     transposed convolution (its ``deterministic`` mode), told apart by the kernel's size."""
-    kernel = state["up1.up.weight"]
+    kernel = state.get("up1.up.weight")
+    if kernel is None or kernel.ndim != 4:
+        raise MalformedWeights("up1.up.weight (the first decoder step's upsampling of ODEON's U-Nets) is "
+                               + ("missing" if kernel is None else f"of shape {list(kernel.shape)}, not a "
+                                  "convolution's"))
     return "transposed" if kernel.shape[-1] == 2 else "bilinear"
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from odeon_job.config import TrainSetup
 from odeon_job.errors import ConfigError, StorageError
 from odeon_job.model_files import load_plain
-from odeon_job.models.odeon_names import from_odeon, odeon_architecture, odeon_unet_upsampling
+from odeon_job.models.odeon_names import MalformedWeights, from_odeon, odeon_architecture, odeon_unet_upsampling
 
 log = logging.getLogger("odeon")
 
@@ -40,13 +40,22 @@ def read_state_dict(url: str, key: str) -> dict[str, torch.Tensor]:
     return loaded
 
 
+def architecture_of(state: dict[str, torch.Tensor], key: str, url: str) -> str | None:
+    """ODEON's architecture of a state dict read from ``url`` (``key``: the configuration's), None for ours; damaged
+    ODEON weights are refused by name."""
+    try:
+        return odeon_architecture(state)
+    except MalformedWeights as error:
+        raise ConfigError(f"{key}: {url} holds ODEON weights that cannot be a trained network: {error}") from None
+
+
 def load_init_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor] | None = None) -> None:
     """Copy every tensor of ``url`` (or of ``state``, read from it) whose name and shape fit ``model``; log
     what was left as initialised (e.g. the classifier when the number of classes differs). Nothing fitting
     is an error."""
     state = state if state is not None else read_state_dict(url, "train_setup.init_weights")
     own = model.state_dict()
-    origin = odeon_architecture(state)
+    origin = architecture_of(state, "train_setup.init_weights", url)
     if origin is not None:
         translation = from_odeon(state, origin, list(own))
         state = translation.state
@@ -74,7 +83,7 @@ def _listed(names: list[str], shown: int = 5) -> str:
 def load_encoder_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor] | None = None) -> None:
     """Fill the encoder of a resnet or deeplab model from a torchvision state dict (``state``, read from ``url``)."""
     state = state if state is not None else read_state_dict(url, "train_setup.encoder_weights")
-    origin = odeon_architecture(state)
+    origin = architecture_of(state, "train_setup.encoder_weights", url)
     if origin == "resnet":  # its encoder is torchvision's ResNet, as ours
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     elif origin == "deeplab":  # its backbone is torchvision's MobileNetV2 features, as ours
@@ -99,7 +108,7 @@ def fit_to_weights(setup: TrainSetup, state: dict[str, torch.Tensor]) -> TrainSe
     predicts what it predicted in ODEON: its U-Nets interpolate with ``align_corners=True`` and upsample
     bilinearly unless trained ``deterministic`` (a transposed convolution). A parameter the user set is kept
     when it agrees, and refused when it contradicts the weights; a model of another kind is refused."""
-    origin = odeon_architecture(state)
+    origin = architecture_of(state, "train_setup.init_weights", str(setup.init_weights))
     if origin is None:
         return setup
     fits = setup.model_name == origin or (origin == "resnet" and setup.model_name.startswith("resnet"))
