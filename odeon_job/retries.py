@@ -6,8 +6,8 @@ Each retry is counted where the library that retries says so exactly:
   added to botocore's built-in handlers so that every session gets it, counts each request whose
   retry context says it is attempt 2 or more;
 - s3fs's own retry loop (errors botocore does not retry) and GDAL (rasters read through ``/vsis3/``,
-  retried by GDAL itself) only announce their retries in their logs: those announcements are counted,
-  and hidden unless the user would have seen them.
+  retried by GDAL itself, at open and inside reads) only announce their retries in their logs: those
+  announcements are counted, and hidden unless the user would have seen them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 from typing import Any
 
 from odeon_job.redaction import shorten
@@ -25,9 +26,15 @@ log = logging.getLogger("odeon")
 _RETRIES = multiprocessing.get_context("fork").Value("i", 0)
 #: (logger, what its retry messages contain): s3fs's retry loop announces at DEBUG; GDAL (through rasterio)
 #: warns.
+#: GDAL announces a retried request as "... Retrying again in 0.5 secs", or, for the byte ranges of a read
+#: fetched together, "Request for 1-2 failed with response_code=503" (then retries them).
+_GDAL_RETRY = re.compile(r"Retrying again|failed with response_code=(429|5\d\d)")
 _RETRY_ANNOUNCERS = (
-    ("s3fs", "Retryable error"),
-    ("rasterio._env", "Retrying again"),
+    ("s3fs", re.compile("Retryable error")),
+    # rasterio logs GDAL's warnings under one logger outside reads and under another during them (the stack of
+    # errors it keeps while a read runs): the windows of a scene kept open are retried inside reads.
+    ("rasterio._env", _GDAL_RETRY),
+    ("rasterio._err", _GDAL_RETRY),
 )
 _DEBUG_ANNOUNCERS = {"s3fs"}
 _warned_pid = 0
@@ -52,12 +59,12 @@ def _count_botocore_retry(request: Any, operation_name: str = "", **kwargs: Any)
 class _RetryAnnouncement(logging.Filter):
     """Counts the retries a library announces; lets through only what the user would have seen."""
 
-    def __init__(self, marker: str, passes_level: int) -> None:
+    def __init__(self, marker: re.Pattern[str], passes_level: int) -> None:
         super().__init__()
         self.marker, self.passes_level = marker, passes_level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.marker in record.getMessage():
+        if self.marker.search(record.getMessage()):
             _count(record.getMessage())
             return False
         return record.levelno >= self.passes_level

@@ -26,7 +26,7 @@ from odeon_job.config import load_config
 from odeon_job.data import raster
 from odeon_job.errors import DataError, StorageError
 
-from conftest import TinyDataset, make_config, use_s3_endpoint
+from conftest import Scenes, TinyDataset, make_config, use_s3_endpoint
 from s3_server import Bucket, CountingProxy, MotoServer, new_bucket
 
 
@@ -275,6 +275,34 @@ def test_every_injected_failure_of_a_training_with_workers_is_retried_and_counte
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
     config = make_config(csv, bucket.url("runs"), train_setup={"epochs": 2}, device_setup={"num_workers": 2})
     proxy.fail_period = 5
+    before = retries.transient_retries()
+    with caplog.at_level("WARNING", logger="odeon"):
+        from odeon_job.config import config_from_dict
+        from odeon_job.run import train
+
+        train(config_from_dict(config))
+    proxy.fail_period = 0
+    assert proxy.failures_injected > 5
+    assert retries.transient_retries() - before == proxy.failures_injected
+    assert f"storage: {proxy.failures_injected} transient failure(s) were retried" in caplog.text
+
+
+def test_every_injected_failure_of_a_scene_training_is_counted_once(
+        make_scenes: Callable[..., Scenes], bucket: Bucket, proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Scenes read in windows, kept open by 2 DataLoader workers, stitched and put on S3, every 7th request
+    failing: GDAL retries the byte ranges of a read inside the read, where rasterio logs its warnings under
+    another logger (and in other words, "Request for ... failed with response_code=503"): 12 faults were counted
+    as 5. Every retry of every layer (GDAL, botocore, s3fs) is counted once."""
+    scenes = make_scenes(sizes=((512, 512), (384, 640)), block=128)
+    bucket.upload_folder(scenes.folder, "scenes")
+    csv = bucket.url("scenes/scenes.csv")
+    use_s3_endpoint(monkeypatch, proxy.endpoint)
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
+    config = make_config(csv, bucket.url("runs"), data_source={
+        "val_file": csv, "test_file": csv, "patch_size": 128, "class_labels": ["a", "b", "c"]},
+        output_setup={"get_prediction": True}, device_setup={"num_workers": 2})
+    proxy.fail_period = 7
     before = retries.transient_retries()
     with caplog.at_level("WARNING", logger="odeon"):
         from odeon_job.config import config_from_dict
