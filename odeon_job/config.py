@@ -304,7 +304,7 @@ class OptimizerConfig(BaseModel):
 
     @property
     def lr(self) -> float | None:
-        """The optimizer's own learning rate, which wins over ``train_setup.lr`` (as in ODEON)."""
+        """The optimizer's own learning rate, which wins over ``train_setup.lr`` (ODEON's code ignored it)."""
         lr = (self.model_extra or {}).get("lr")
         return float(lr) if lr is not None else None
 
@@ -465,7 +465,7 @@ class TrainSetup(_Section):
 
     @property
     def learning_rate(self) -> float:
-        """The starting learning rate: ``optimizer_config.lr`` when given (it wins, as in ODEON), else ``lr``."""
+        """The starting learning rate: ``optimizer_config.lr`` when given (it wins; ODEON ignored it), else ``lr``."""
         own = self.optimizer_config.lr if self.optimizer_config is not None else None
         return own if own is not None else self.lr
 

@@ -65,6 +65,7 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True, share
     weights = read_weights_files(config)
     config = fit_model_to_weights(config, weights)
     check_wandb(config)
+    warn_about_exports(config)
     return Plan(config=config, splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights,
                 windows=windows)
 
@@ -127,7 +128,8 @@ def check_optimization(config: JobConfig) -> None:
     setup = config.train_setup
     lr = setup.learning_rate
     if lr != setup.lr and "lr" in setup.model_fields_set:
-        log.info("learning rate: optimizer_config.lr %g wins over train_setup.lr %g (as in ODEON)", lr, setup.lr)
+        log.info("learning rate: optimizer_config.lr %g wins over train_setup.lr %g (ODEON's code ignored "
+                 "optimizer_config.lr and trained at train_setup.lr)", lr, setup.lr)
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], setup.optimizer_config, lr)
     build_scheduler(optimizer, setup.scheduler_config, lr, setup.epochs)
 
@@ -150,6 +152,23 @@ def fit_model_to_weights(config: JobConfig, weights: dict[str, dict[str, Any]]) 
         return config
     setup = fit_to_weights(config.train_setup, weights["init_weights"])
     return config if setup is config.train_setup else config.model_copy(update={"train_setup": setup})
+
+
+def warn_about_exports(config: JobConfig) -> None:
+    """Exports ODEON would not take as the user may expect (once fitted to ODEON weights: their align_corners)."""
+    from odeon_job.config import ODEON_U_NETS
+
+    setup = config.train_setup
+    exports = setup.export_checkpoint or []
+    if ".pth" in exports and setup.model_name in ODEON_U_NETS and "odeon_pth" not in exports:
+        log.warning("export_checkpoint: the .pth exports hold this job's layer names, which ODEON's "
+                    "load_state_dict(strict=True) refuses (our init_weights reads both); add \"odeon_pth\" to "
+                    "export_checkpoint for .odeon.pth files that ODEON loads")
+    params = setup.model_params
+    if "odeon_pth" in exports and params.upsampling == "bilinear" and not params.align_corners:
+        log.warning("export_checkpoint: ODEON's U-Nets interpolate with align_corners=True and this model with "
+                    "false: in ODEON the .odeon.pth exports predict otherwise (about 8 % of pixels differ); train "
+                    "with model_params.align_corners: true for ODEON to predict what this job does")
 
 
 def check_wandb(config: JobConfig) -> None:

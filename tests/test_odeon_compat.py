@@ -446,3 +446,21 @@ def test_convert_history_refuses_a_file_too_large_to_be_a_history_before_reading
     monkeypatch.setattr(odeon_history, "MAX_HISTORY_BYTES", 2**30)
     assert cli.main(["convert-history", str(tmp_path / "wide.json"), str(tmp_path / "o.json"), "--to", "odeon"]) == 2
     assert "cm_micro is not a square matrix of pixel counts (of at most 1024 classes)" in capsys.readouterr().err
+
+
+def test_exports_odeon_would_not_take_as_expected_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """An ODEON configuration's export_checkpoint "pth" for a U-Net gave files ODEON cannot load (46 missing, 46
+    unexpected keys), silently; an odeon_pth of a model interpolating without align_corners predicts otherwise."""
+    from odeon_job.preflight import warn_about_exports
+
+    def warnings(train_setup: dict[str, object]) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="odeon"):
+            warn_about_exports(config_from_dict(make_config("a.csv", "o", train_setup=train_setup)))
+        return caplog.text
+
+    assert "add \"odeon_pth\" to export_checkpoint" in warnings({"model_name": "unet", "export_checkpoint": "pth"})
+    assert warnings({"model_name": "resnet18", "export_checkpoint": "pth"}) == ""  # ODEON has no such file to load
+    assert "align_corners=True" in warnings({"model_name": "lightunet", "export_checkpoint": "odeon_pth"})
+    assert warnings({"model_name": "lightunet", "export_checkpoint": ["odeon_pth", ".pth"],
+                     "model_params": {"align_corners": True}}) == ""

@@ -113,23 +113,31 @@ def test_sigterm_before_the_first_validation_saves_a_checkpoint(make_dataset: Ca
     assert list(json.loads((last.parent.parent / "history_val.json").read_text())) == ["0", "1", "2"]
 
 
-def test_sigterm_during_start_up_exits_at_once(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
-    data = make_dataset(n=4)
-    job = _start(make_config(data.csv, str(tmp_path / "out")), tmp_path, "-v")
-    assert job.stderr is not None
+def test_sigterm_during_start_up_exits_at_once(tmp_path: Path) -> None:
+    """The job reads its configuration from a standard input the test keeps open: it is provably still starting
+    up when SIGTERM lands, however loaded the machine (a 4-tile job used to finish first on a busy one)."""
+    job = subprocess.Popen([sys.executable, "-m", "odeon_job", "train", "-c", "-", "-v"], cwd=tmp_path,
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert job.stderr is not None and job.stdin is not None
     seen = []
-    for line in job.stderr:  # the handler is installed before the heavy imports: torch and Lightning come next
+    for line in job.stderr:  # the handler is installed before the heavy imports and before the configuration
         seen.append(line)
         if "SIGTERM: handler installed" in line:
             break
     else:
         pytest.fail("".join(seen)[-3000:])
-    stderr = "".join(seen) + _terminate(job)
+    job.send_signal(signal.SIGTERM)
+    try:
+        job.wait(timeout=HANG)  # the standard input still open: no configuration ever came
+        stderr = "".join(seen) + job.stderr.read()
+    finally:
+        job.kill()
+        job.stdin.close()
     assert job.returncode == EXIT_TERMINATED, stderr[-3000:]
     # At once: the handler ends start-up where it is; it does not wait for a training loop to notice.
     assert "stopped by SIGTERM before training started" in stderr
     assert "data: " not in stderr and "run folder" not in stderr and FORCED_EXIT not in stderr
-    assert not (tmp_path / "out" / "exp" / "v").exists()  # nothing half-made
+    assert list(tmp_path.iterdir()) == []  # nothing half-made where it ran
 
 
 def test_sigterm_leaves_the_mlflow_run_killed(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
