@@ -16,7 +16,7 @@ from typing import Any
 from odeon_job.config import JobConfig
 from odeon_job.data.samples import Splits, load_splits
 from odeon_job.data.spec import DataSpec, describe_data
-from odeon_job.data.windows import WindowPlan, plan_windows
+from odeon_job.data.windows import GridWindows, WindowPlan, plan_windows
 from odeon_job.errors import ConfigError
 
 log = logging.getLogger("odeon")
@@ -58,6 +58,8 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True, share
     world_size = devices["num_nodes"] * processes_per_node(devices["devices"])
     check_stitching(config, splits, world_size)
     windows = plan_windows(splits, spec, config.data_source, config.train_setup.random_seed)
+    check_stitching_memory(config, splits, windows, spec)
+    check_epoch_size(config, windows)
     check_val_check_interval(config, len(windows["train"]), world_size)
     if shares:
         check_shares(config, windows, world_size)
@@ -90,6 +92,41 @@ def check_stitching(config: JobConfig, splits: Splits, world_size: int) -> None:
         raise ConfigError(f"output_setup.get_prediction: each of the {world_size} processes stitches whole test "
                           f"scenes, but the test CSV lists {len(splits.test)}: list at least {world_size} rows (rows "
                           "may name parts of a scene with col_off,row_off,width,height), or use fewer processes")
+
+
+#: The most memory one stitched scene may hold: a band of patch_size rows across its width, per class (float32
+#: sums) and one for the window counts.
+MAX_STITCH_BYTES = 4 * 2**30
+
+
+def check_stitching_memory(config: JobConfig, splits: Splits, windows: dict[str, WindowPlan], spec: DataSpec) -> None:
+    """A test scene is stitched in a band of patch_size rows across its width: refused before it is allocated when
+    that band is larger than :data:`MAX_STITCH_BYTES`, naming the row and how to split it."""
+    plan = windows.get("test")
+    if not config.output_setup.get_prediction or not isinstance(plan, GridWindows):
+        return
+    widths = plan.regions[:, 3]
+    row = int(widths.argmax())
+    needed = (spec.n_classes + 1) * min(plan.patch, int(plan.regions[row, 2])) * int(widths[row]) * 4
+    if needed > MAX_STITCH_BYTES:
+        raise ConfigError(f"output_setup.get_prediction: {splits.test[row].origin}: stitching its prediction holds "
+                          f"{plan.patch} rows of {int(widths[row])} pixels for {spec.n_classes} classes, "
+                          f"{needed / 2**30:.1f} GiB (at most {MAX_STITCH_BYTES / 2**30:.0f}): split the scene into "
+                          "narrower rows (image,mask,col_off,row_off,width,height)")
+
+
+#: The most training windows an epoch may draw: its order is a permutation held in memory (8 bytes a window).
+MAX_WINDOWS_PER_EPOCH = 100_000_000
+
+
+def check_epoch_size(config: JobConfig, windows: dict[str, WindowPlan]) -> None:
+    """``train_windows: "area"`` on huge scenes with a small patch would make an epoch of billions of windows
+    (and a permutation of as many): refused, with the way to choose the epoch's size."""
+    count = len(windows["train"]) if "train" in windows else 0
+    if count > MAX_WINDOWS_PER_EPOCH:
+        raise ConfigError(f"data_source.train_windows: {config.data_source.train_windows!r} gives {count:,} windows "
+                          f"an epoch (the scenes' area ÷ patch_size²), more than {MAX_WINDOWS_PER_EPOCH:,}: give a "
+                          "number of windows per epoch, or a larger patch_size")
 
 
 def check_precision(config: JobConfig, accelerator: str) -> None:

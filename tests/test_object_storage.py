@@ -271,15 +271,21 @@ def test_every_injected_failure_of_a_training_with_workers_is_retried_and_counte
     (Workers forked with GDAL's open connections shared them: a retry read a sibling's response, "CURL error:
     Invalid status line", and the count fell short of the faults.)"""
     csv = upload_dataset(bucket, make_dataset(n=12), "ds")
+    config = make_config(csv, bucket.url("runs"), train_setup={"epochs": 2}, device_setup={"num_workers": 2})
+    _train_through_faults(config, proxy, 5, monkeypatch, caplog)
+
+
+def _train_through_faults(config: dict, proxy: CountingProxy, period: int, monkeypatch: pytest.MonkeyPatch,
+                          caplog: pytest.LogCaptureFixture) -> None:
+    """Train with every ``period``-th request through ``proxy`` failing (503); the run must count each retry once."""
+    from odeon_job.config import config_from_dict
+    from odeon_job.run import train
+
     use_s3_endpoint(monkeypatch, proxy.endpoint)
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
-    config = make_config(csv, bucket.url("runs"), train_setup={"epochs": 2}, device_setup={"num_workers": 2})
-    proxy.fail_period = 5
+    proxy.fail_period = period
     before = retries.transient_retries()
     with caplog.at_level("WARNING", logger="odeon"):
-        from odeon_job.config import config_from_dict
-        from odeon_job.run import train
-
         train(config_from_dict(config))
     proxy.fail_period = 0
     assert proxy.failures_injected > 5
@@ -297,22 +303,10 @@ def test_every_injected_failure_of_a_scene_training_is_counted_once(
     scenes = make_scenes(sizes=((512, 512), (384, 640)), block=128)
     bucket.upload_folder(scenes.folder, "scenes")
     csv = bucket.url("scenes/scenes.csv")
-    use_s3_endpoint(monkeypatch, proxy.endpoint)
-    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
     config = make_config(csv, bucket.url("runs"), data_source={
         "val_file": csv, "test_file": csv, "patch_size": 128, "class_labels": ["a", "b", "c"]},
         output_setup={"get_prediction": True}, device_setup={"num_workers": 2})
-    proxy.fail_period = 7
-    before = retries.transient_retries()
-    with caplog.at_level("WARNING", logger="odeon"):
-        from odeon_job.config import config_from_dict
-        from odeon_job.run import train
-
-        train(config_from_dict(config))
-    proxy.fail_period = 0
-    assert proxy.failures_injected > 5
-    assert retries.transient_retries() - before == proxy.failures_injected
-    assert f"storage: {proxy.failures_injected} transient failure(s) were retried" in caplog.text
+    _train_through_faults(config, proxy, 7, monkeypatch, caplog)
 
 
 def test_a_rewritten_object_is_read_anew_after_clearing_gdals_cache(bucket: Bucket) -> None:

@@ -162,3 +162,47 @@ def test_csv_window_values_beyond_any_raster_are_refused_with_the_row(value: str
         parse_rows("rows.csv", f"a.tif,b.tif,{value},0,8,8\n")
     images, _, _, windows = parse_rows("rows.csv", f"a.tif,b.tif,{2**31 - 1},0,8,8\n")
     assert windows is not None and windows[0, 0] == 2**31 - 1
+
+
+def test_a_scene_too_wide_to_stitch_is_refused_before_the_run_folder(tmp_path: Path) -> None:
+    """Stitching holds patch_size rows across a scene's width: a 2,000,000-pixel-wide scene with windows of 512
+    would hold 12 GiB; refused naming the row, with the hint to split it into rows."""
+    from odeon_job.run import train
+
+    image = _sparse(tmp_path / "wide.tif", 2_000_000, 512, count=3, block=512)
+    mask = _sparse(tmp_path / "wide_mask.tif", 2_000_000, 512, block=512)
+    small = write_scene(tmp_path / "small.tif", np.zeros((3, 512, 512), np.uint8))
+    small_mask = write_scene(tmp_path / "small_mask.tif", np.zeros((1, 512, 512), np.uint8))
+    train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
+    train_csv.write_text(f"{small},{small_mask}\n{small},{small_mask}\n")
+    test_csv.write_text(f"{image},{mask}\n")
+    config = make_config(str(train_csv), str(tmp_path / "out"), data_source={
+        "val_file": str(train_csv), "test_file": str(test_csv), "patch_size": 512, "class_labels": ["a", "b"]},
+        output_setup={"get_prediction": True})
+    with pytest.raises(ConfigError, match=r"output_setup\.get_prediction: .*test\.csv row 1: stitching its prediction "
+                                          r"holds 512 rows of 2000000 pixels for 2 classes, 11\.4 GiB \(at most 4\): "
+                                          r"split the scene into narrower rows"):
+        train(config_from_dict(config))
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "test.csv").write_text(f"{image},{mask},0,0,200000,512\n")  # a narrower row of it: accepted
+    from odeon_job.preflight import check_before_training
+
+    check_before_training(config_from_dict(config))
+
+
+def test_an_epoch_of_billions_of_windows_is_refused_with_the_way_to_size_it(tmp_path: Path) -> None:
+    """A 10^6 x 10^6 sparse scene read in windows of 8 with train_windows "area": 1.6e10 windows an epoch, whose
+    order alone would take 125 GB."""
+    from odeon_job.preflight import check_before_training
+
+    image = _sparse(tmp_path / "huge.tif", 10**6, 10**6, count=3, block=4096)
+    mask = _sparse(tmp_path / "huge_mask.tif", 10**6, 10**6, block=4096)
+    csv = tmp_path / "huge.csv"
+    csv.write_text(f"{image},{mask}\n{image},{mask},0,0,64,64\n")
+    config = make_config(str(csv), str(tmp_path / "out"), data_source={
+        "val_file": str(tmp_path / "val.csv"), "patch_size": 8, "class_labels": ["a", "b"]})
+    (tmp_path / "val.csv").write_text(f"{image},{mask},0,0,64,64\n")
+    with pytest.raises(ConfigError, match=r"data_source\.train_windows: 'area' gives 15,625,000,064 windows an epoch"):
+        check_before_training(config_from_dict(config))
+    config["data_source"]["train_windows"] = 1000
+    assert len(check_before_training(config_from_dict(config)).windows["train"]) == 1000
