@@ -30,8 +30,12 @@ log = logging.getLogger("odeon")
 EXIT_TERMINATED = 143
 
 
-class Terminated(Exception):
-    """The job was asked to stop (SIGTERM) and did; the message says where it can resume from."""
+class Terminated(BaseException):
+    """The job was asked to stop (SIGTERM) and did; the message says where it can resume from.
+
+    A BaseException, as KeyboardInterrupt is: raised by the signal handler wherever start-up happens to be, it
+    must not be swallowed by an ``except Exception`` there (logging's own, when the signal lands while a line is
+    being written: start-up went on and the job stopped only at the forced exit, 20 s later)."""
 
 
 class GracefulStop:

@@ -158,3 +158,36 @@ def test_sigterm_leaves_the_mlflow_run_killed(make_dataset: Callable[..., TinyDa
     client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     assert run.info.status == "KILLED"
+
+
+def test_a_sigterm_landing_inside_a_library_s_except_exception_still_stops_start_up() -> None:
+    """The signal lands while logging writes a line: logging catches every Exception its handlers raise, so a
+    Terminated that was an Exception was swallowed, start-up went on, and the job stopped only at the forced exit
+    20 s later (seen under load). Terminated is a BaseException, as KeyboardInterrupt is."""
+    import logging
+    import threading
+
+    from odeon_job.shutdown import GracefulStop, Terminated
+
+    class SignalledWhileWriting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the write
+                for _ in range(1000):
+                    pass
+            except Exception:  # noqa: BLE001 - what logging itself does around emit
+                self.handleError(record)
+
+    logger = logging.getLogger("odeon.test-signal")
+    logger.propagate = False
+    logger.addHandler(SignalledWhileWriting())
+    stop = GracefulStop(3600).install()
+    try:
+        with pytest.raises(Terminated, match="before training started"):
+            logger.warning("a start-up line")
+    finally:
+        stop.restore()
+        logger.handlers.clear()
+        for timer in threading.enumerate():  # the forced exit the signal armed must not fire in this process
+            if isinstance(timer, threading.Timer):
+                timer.cancel()
