@@ -21,6 +21,7 @@ from odeon_job import storage
 from odeon_job.config import JobConfig
 from odeon_job.errors import ConfigError
 from odeon_job.launch import hand_over_run_names, is_first_process
+from odeon_job.model_files import DamagedModelFile, load_plain
 from odeon_job.redaction import redact_values
 
 log = logging.getLogger("odeon")
@@ -28,6 +29,19 @@ log = logging.getLogger("odeon")
 VAL_LOSS_CKPT_FOLDER = "odeon_val_loss_ckpt"
 VAL_MIOU_CKPT_FOLDER = "odeon_val_miou_ckpt"
 LAST_CHECKPOINT = "last.ckpt"
+#: ``export_checkpoint`` format → the suffix of its file beside each checkpoint.
+EXPORT_SUFFIXES = {".pth": ".pth", "odeon_pth": ".odeon.pth"}
+
+
+def export_path(checkpoint: str, export: str = ".pth") -> str:
+    """The export ``export`` (a key of :data:`EXPORT_SUFFIXES`) beside the checkpoint file ``checkpoint``."""
+    return os.path.splitext(checkpoint)[0] + EXPORT_SUFFIXES[export]
+
+
+def previous_path(last: str) -> str:
+    """Where the checkpoint before ``last`` is kept (``last.ckpt`` → ``last-previous.ckpt``)."""
+    stem, extension = os.path.splitext(last)
+    return f"{stem}-previous{extension}"
 
 
 @dataclass(frozen=True)
@@ -125,9 +139,6 @@ class RunFolder:
     def usable_last_checkpoint(self) -> str | None:
         """``last.ckpt``, or ``last-previous.ckpt`` when ``last.ckpt`` is damaged (one warning); None when
         neither loads. A checkpoint that would run code is refused (:class:`UnsafeModelFile`), never skipped."""
-        from odeon_job.callbacks.checkpoints import previous_path  # here: that module needs Lightning
-        from odeon_job.model_files import DamagedModelFile, load_plain
-
         last = self.last_checkpoint
         for candidate in (last, previous_path(last)):
             if not storage.exists(candidate):

@@ -26,21 +26,13 @@ from pytorch_lightning.plugins import CheckpointIO
 
 from odeon_job import storage
 from odeon_job.model_files import load_plain
-from odeon_job.run_folder import RunFolder
+from odeon_job.run_folder import RunFolder, export_path, previous_path
 
 
 def tensors_bytes(data: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(data, buffer)
     return buffer.getvalue()
-
-
-#: ``export_checkpoint`` format → the suffix of its file beside each checkpoint.
-EXPORT_SUFFIXES = {".pth": ".pth", "odeon_pth": ".odeon.pth"}
-
-
-def export_path(checkpoint: str, export: str = ".pth") -> str:
-    return os.path.splitext(checkpoint)[0] + EXPORT_SUFFIXES[export]
 
 
 def exported_state(model: torch.nn.Module, export: str) -> dict[str, torch.Tensor]:
@@ -136,12 +128,6 @@ class ExportingCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for export in self.exports:
                 storage.remove(export_path(filepath, export))
-
-
-def previous_path(last: str) -> str:
-    """Where the checkpoint before ``last`` is kept (``last.ckpt`` → ``last-previous.ckpt``)."""
-    stem, extension = os.path.splitext(last)
-    return f"{stem}-previous{extension}"
 
 
 class LastCheckpoint(ExportingCheckpoint):
