@@ -1,4 +1,4 @@
-"""The LightningModule: a segmentation network, its loss, optimizer and evaluation figures.
+"""The LightningModule: a segmentation network, its loss, optimizer and evaluation.
 
 Its hyperparameters are plain values (model, bands, classes, loss, optimizer, scheduler, per-split
 scaling, and the whole configuration as a JSON string for the record), so a checkpoint rebuilds the model
@@ -6,8 +6,8 @@ by itself and loads with ``weights_only=True`` (:func:`load_module`).
 
 Each validation or test run ends with an :class:`Evaluation` in ``module.evaluation[split]``: the mean
 loss, the confusion matrix and every figure of ``metrics.py``, all synchronised across processes.
-Callbacks (history, TensorBoard, checkpoints) read it there; the figures are also logged, so any
-Lightning logger records them.
+Callbacks (history, pictures, checkpoints) read it there; its numbers are also logged, so any Lightning
+logger records them.
 """
 
 from __future__ import annotations
@@ -213,10 +213,6 @@ class SegmentationModule(pl.LightningModule):
             if self.momentum_used is not None:
                 state["train/momentum"] = torch.tensor(self.momentum_used, dtype=torch.float64)
         self.log_dict(state, sync_dist=True)
-        if self.trainer.is_global_zero:
-            for logger in self.trainer.loggers:
-                if hasattr(logger, "log_weights"):
-                    logger.log_weights(self.model, self.global_step)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Remember the learning rate (and momentum) this step trains with, for history and loggers."""
@@ -303,35 +299,12 @@ class SegmentationModule(pl.LightningModule):
                  if not name.startswith("cm_") and value is not None}
         self.log_dict({**{f"{split}/{name}": torch.tensor(float(value), dtype=torch.float64)
                           for name, value in shown.items()}, **self._at_global_step()}, sync_dist=True)
-        if not self.trainer.sanity_checking:
-            self._publish_figures(split, evaluation)
 
     def _at_global_step(self) -> dict[str, torch.Tensor]:
         """Lightning logs epoch-end figures at its count of optimizer steps before the last one; a ``step``
         value makes the loggers show them at the training's global step, where the curves of train, val and
         test line up (and where the pictures are)."""
         return {"step": torch.tensor(float(self.global_step), dtype=torch.float64)}
-
-    def _publish_figures(self, split: str, evaluation: Evaluation) -> None:
-        """Each picture of the evaluation, drawn once, to every logger that shows pictures (first process)."""
-        from odeon_job.figures import confusion_figure, confusion_table, iou_figure, samples_figure
-        from odeon_job.loggers import publish_figure
-
-        trainer = self.trainer
-        if not trainer.is_global_zero or not any(hasattr(lg, "log_figure") or hasattr(lg, "log_image")
-                                                 for lg in trainer.loggers):
-            return
-        labels = self.class_labels
-        publish_figure(trainer, split, "confusion matrix", confusion_figure(evaluation.confusion, labels, split,
-                                                                            evaluation.epoch, evaluation.miou))
-        publish_figure(trainer, split, "IoU per class", iou_figure(evaluation.metrics, labels, split, evaluation.epoch))
-        if evaluation.samples:
-            publish_figure(trainer, split, "samples", samples_figure(evaluation.samples, labels, split,
-                                                                     evaluation.epoch))
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_text"):  # the numbers behind the confusion matrix's colours
-                logger.log_text(split, "confusion matrix", confusion_table(evaluation.confusion, labels),
-                                trainer.global_step)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

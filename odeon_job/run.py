@@ -205,6 +205,7 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
     """History, console report, model files, early stopping, progress bars, predictions."""
     from odeon_job.callbacks.checkpoints import BestPthFiles
     from odeon_job.callbacks.epoch_order import EpochOrder
+    from odeon_job.callbacks.figures import FigurePublisher
     from odeon_job.callbacks.history import History
     from odeon_job.callbacks.predictions import PredictionWriter
     from odeon_job.callbacks.report import ValidationReport
@@ -212,7 +213,8 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
     out, has_test = config.output_setup, datamodule.has_test
     history = History(folder.history_val if out.save_history else None,
                       folder.history_test if out.save_history and has_test else None)
-    callbacks: list[Callback] = [EpochOrder(), history, ValidationReport(), *checkpoint_callbacks(config, folder),
+    callbacks: list[Callback] = [EpochOrder(), history, FigurePublisher(history), ValidationReport(),
+                                 *checkpoint_callbacks(config, folder),
                                  *optional_callbacks(config)]
     if model_file_extension(config) == ".pth":
         callbacks.append(BestPthFiles(folder, model_basename(config)))

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from odeon_job.callbacks.figures import FigurePublisher
 from odeon_job.callbacks.history import History
 from odeon_job.callbacks.report import ValidationReport
 from odeon_job.loggers.tensorboard import TensorBoardOutput
@@ -72,7 +73,8 @@ def test_the_tensorboard_logger_gets_metrics_and_the_pictures_drawn_from_the_bat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     board = TensorBoardOutput(str(tmp_path / "tb"), log_learning_rate=True)
-    _, module = _fit(tmp_path, [History()], epochs=2, loggers=[board])  # Lightning finalizes it
+    history = History()
+    _, module = _fit(tmp_path, [history, FigurePublisher(history)], epochs=2, loggers=[board])  # Lightning finalizes
     val = EventAccumulator(str(tmp_path / "tb" / "val"), size_guidance={"images": 0}).Reload()
     assert {"confusion matrix", "IoU per class", "samples", "training curves"} <= set(val.Tags()["images"])
     assert len(val.Images("samples")) == 2  # one per validation, none for the sanity check

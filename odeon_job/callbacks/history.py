@@ -69,14 +69,6 @@ class History(pl.Callback):
         self.entries[self._key(trainer.current_epoch)] = pl_module.evaluation["val"].entry(learning_rate(trainer))
         self._write(trainer, self.val_url, self.entries)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The training curves, once, over the whole run (a resumed one included), to every logger."""
-        if self.entries and trainer.is_global_zero and trainer.loggers:
-            from odeon_job.figures import curves_figure
-            from odeon_job.loggers import publish_figure
-
-            publish_figure(trainer, "val", "training curves", curves_figure(self.entries, pl_module.train_losses))
-
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test_entry = {self.best_key() or "test": pl_module.evaluation["test"].entry()}
         self._write(trainer, self.test_url, self.test_entry)

@@ -6,12 +6,34 @@ handed to every logger by :func:`publish_figure`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
+    import torch
+
+
+@runtime_checkable
+class FigureLogger(Protocol):
+    """A logger that shows pictures (TensorBoard, MLflow): each is drawn once and handed to it."""
+
+    def log_figure(self, split: str, name: str, image: np.ndarray, step: int) -> None: ...
+
+
+@runtime_checkable
+class TextLogger(Protocol):
+    """A logger that shows text beside a picture (TensorBoard: the numbers of the confusion matrix)."""
+
+    def log_text(self, split: str, name: str, text: str, step: int) -> None: ...
+
+
+@runtime_checkable
+class WeightsLogger(Protocol):
+    """A logger that shows the weights' histograms (TensorBoard)."""
+
+    def log_weights(self, model: torch.nn.Module, step: int) -> None: ...
 
 #: Lightning's names of what the module logs → the names the outputs show (None: not shown: the monitors
 #: and per-step values Lightning logs for the progress bar and checkpoints, which the split's figures repeat).
@@ -30,6 +52,13 @@ def output_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return shown
 
 
+def shows_pictures(trainer: pl.Trainer) -> bool:
+    """Whether a logger of ``trainer`` shows pictures (so that none is drawn for nothing)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    return any(isinstance(logger, (FigureLogger, WandbLogger)) for logger in trainer.loggers)
+
+
 def publish_figure(trainer: pl.Trainer, split: str, name: str, image: np.ndarray) -> None:
     """Hand one picture to every logger of ``trainer`` that shows pictures (first process only)."""
     from pytorch_lightning.loggers import WandbLogger
@@ -37,7 +66,7 @@ def publish_figure(trainer: pl.Trainer, split: str, name: str, image: np.ndarray
     if not trainer.is_global_zero:
         return
     for logger in trainer.loggers:
-        if hasattr(logger, "log_figure"):
+        if isinstance(logger, FigureLogger):
             logger.log_figure(split, name, image, trainer.global_step)
         elif isinstance(logger, WandbLogger):
             logger.log_image(key=f"{split}/{name}", images=[image], step=trainer.global_step)
