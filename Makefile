@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 test: $(STAMP) tools
 	$(BIN)/ruff check odeon_job tests bench
+	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from odeon_job.config import JobConfig
@@ -84,11 +84,11 @@ def _report(result: TrainResult) -> None:
     log.info("run folder: %s", result.run_folder)
 
 
-def _print(text: str, **options: object) -> None:
+def _print(text: str, **options: Any) -> None:
     """``print`` for lines that may hold URLs (config sources, CSV rows, servers): credentials redacted."""
     from odeon_job.redaction import redact
 
-    print(redact(text), **options)  # type: ignore[call-overload]
+    print(redact(text), **options)
 
 
 def _validate(args: argparse.Namespace) -> int:

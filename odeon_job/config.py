@@ -31,13 +31,20 @@ from odeon_job.errors import ConfigError, did_you_mean, quote
 from odeon_job.redaction import shorten
 
 Split = Literal["train", "val", "test"]
-SPLITS: tuple[str, ...] = typing.get_args(Split)
+SPLITS: tuple[Split, ...] = typing.get_args(Split)
 Augmentation = Literal["rotation90", "rotation", "radiometry"]
-# Derived from the catalog, the one list of names (Literal[...] of a tuple is the union of its values).
-ModelName = Literal[tuple(catalog.MODELS)]  # type: ignore[valid-type]
-LossName = Literal[tuple(catalog.LOSSES)]  # type: ignore[valid-type]
-OptimizerName = Literal[catalog.OPTIMIZERS]  # type: ignore[valid-type]
-SchedulerName = Literal[catalog.SCHEDULERS]  # type: ignore[valid-type]
+# Derived from the catalog, the one list of names (Literal[...] of a tuple is the union of its values): pydantic
+# checks them at run time; to a type checker, built at run time, they are strings.
+if typing.TYPE_CHECKING:
+    ModelName: typing.TypeAlias = str
+    LossName: typing.TypeAlias = str
+    OptimizerName: typing.TypeAlias = str
+    SchedulerName: typing.TypeAlias = str
+else:
+    ModelName = Literal[tuple(catalog.MODELS)]
+    LossName = Literal[tuple(catalog.LOSSES)]
+    OptimizerName = Literal[catalog.OPTIMIZERS]
+    SchedulerName = Literal[catalog.SCHEDULERS]
 Monitor = Literal["val_loss", "val_miou"]
 #: The direction in which each monitored metric improves.
 MONITOR_MODES = {"val_loss": "min", "val_miou": "max"}
@@ -60,8 +67,8 @@ def _resolution_pairs_per_split(data: dict[str, Any]) -> dict[str, Any]:
     becomes the same pair for every split."""
     source = data.get("data_source")
     value = source.get("resolution") if isinstance(source, dict) else None
-    if isinstance(value, list) and len(value) == 2 and not any(isinstance(v, list) for v in value) \
-            and value[0] != value[1]:
+    if isinstance(source, dict) and isinstance(value, list) and len(value) == 2 \
+            and not any(isinstance(v, list) for v in value) and value[0] != value[1]:
         data["data_source"] = {**source, "resolution": {split: list(value) for split in SPLITS}}
     return data
 

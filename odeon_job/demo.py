@@ -51,7 +51,8 @@ class DemoDataset:
         return max(present) / len(present)
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+def _grid(size: int) -> np.ndarray:
+    """(2, size, size) float32: the row and the column of every pixel."""
     return np.mgrid[0:size, 0:size].astype(np.float32)
 
 

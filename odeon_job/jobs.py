@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from odeon_job.errors import OdeonError
 from odeon_job.redaction import shorten
@@ -54,7 +54,7 @@ def state(job: dict[str, Any]) -> Condition | None:
     """Where the job stands: a final condition when there is one, else the latest true condition."""
     current = conditions(job)
     final = [c for c in current if c.type in FINAL]
-    return (final or current or [None])[-1]
+    return (final or current)[-1] if final or current else None
 
 
 def replicas(job: dict[str, Any]) -> str:
@@ -102,7 +102,7 @@ def job_reader(context: str | None = None) -> Callable[[str, str], dict[str, Any
 
     def read(namespace: str, name: str) -> dict[str, Any]:
         try:
-            return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
         except ApiException as error:
             if error.status == 404:
                 raise JobError(f"pytorchjob {namespace}/{name}: not found (or the PyTorchJob CRD is not "

@@ -154,7 +154,7 @@ def trainer_devices(setup: DeviceSetup, on_this_machine: bool = True) -> dict[st
     not that this machine has the GPUs they ask for."""
     import torch  # here, not at the top: importing this module (the process's identity) needs no torch
 
-    accelerator = {"cuda": "gpu", None: "auto"}.get(setup.accelerator, setup.accelerator)
+    accelerator = {"cuda": "gpu", None: "auto"}.get(setup.accelerator, setup.accelerator) or "auto"
     explicit_cpu = accelerator == "cpu"
     if setup.device == 0:
         accelerator = "cpu"

@@ -60,6 +60,8 @@ def _stacked(*values: torch.Tensor) -> torch.Tensor:
 class CrossEntropyLoss(SummedLoss):
     """Cross-entropy, ``weight`` per class: ``sum(w_y * l) / sum(w_y)`` over the pixels not ignored."""
 
+    weight: torch.Tensor | None  # a buffer: it follows the module to its device
+
     def __init__(self, weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
@@ -86,6 +88,8 @@ def _bce_sums(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class FocalLoss(SummedLoss):
     """Mean over pixels of ``-alpha_t (1 - p_t)^gamma log p_t``, ``p_t`` the softmax probability of the
     true class; ``alpha`` is one weight for all pixels or one per class (none: 1)."""
+
+    alpha: torch.Tensor | None  # a buffer
 
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None) -> None:
         super().__init__()

@@ -87,6 +87,7 @@ class Sums(Metric):
     (:class:`odeon_job.losses.SummedLoss`), from which the split's loss is computed once. A NaN stays NaN."""
 
     full_state_update = False
+    total: torch.Tensor  # a metric state (add_state)
 
     def __init__(self, size: int) -> None:
         super().__init__()

@@ -13,8 +13,9 @@ logger records them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -42,6 +43,9 @@ from odeon_job.losses import build_loss
 from odeon_job.metrics import Scores, Sums, confusion_metrics, row_normalised
 from odeon_job.models import build_model
 from odeon_job.optim import build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 
 #: Losses whose classes compete (softmax); the others score each class on its own (sigmoid).
 SOFTMAX_LOSSES = tuple(name for name, loss in catalog.LOSSES.items() if loss.softmax)
@@ -85,11 +89,30 @@ class NonFiniteLoss(Exception):
         self.epoch, self.step, self.indices, self.here = epoch, step, indices, here
 
 
+class SplitSums(torch.nn.Module):
+    """What an evaluated split adds up over its batches (and, under DDP, its processes): the confusion matrix, the
+    loss's sums over pixels (the split's loss is that of all its scored pixels at once; a NaN stays NaN: null in
+    the history) and the pixels of no class (IGNORE_INDEX), left out of both and counted."""
+
+    def __init__(self, n_classes: int, loss_sums: int) -> None:
+        super().__init__()
+        self.confusion = MulticlassConfusionMatrix(num_classes=n_classes, ignore_index=IGNORE_INDEX)
+        self.loss_sums = Sums(loss_sums)
+        self.ignored = SumMetric()
+
+    def reset(self) -> None:
+        for metric in (self.confusion, self.loss_sums, self.ignored):
+            metric.reset()
+
+
 class SegmentationModule(pl.LightningModule):
     """Its hyperparameters, saved in every checkpoint, are plain values (numbers, strings, lists, dicts):
     a checkpoint loads with ``torch.load(..., weights_only=True)`` and rebuilds the model by itself
     (``SegmentationModule.load_from_checkpoint(path)``, or :func:`load_module` for any version's file).
     ``config_json`` is the run's whole configuration (URLs redacted), for the record; nothing reads it."""
+
+    #: The network as it runs (torch.compile's wrapper, or the network): kept out of the module's children.
+    network: Callable[[torch.Tensor], torch.Tensor]
 
     def __init__(self, model_name: str, in_channels: int, class_labels: list[str],
                  model_params: dict[str, Any] | None = None, loss: str = "ce",
@@ -122,21 +145,15 @@ class SegmentationModule(pl.LightningModule):
                                                   for split in SPLITS)
         self.criterion = build_loss(loss, class_weights, LossParams.model_validate(loss_params or {}))
         # Per evaluated split, summed over batches and (under DDP) processes.
-        self.confusion = torch.nn.ModuleDict({
-            split: MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX)
-            for split in ("val", "test")})
+        sums = self.criterion.sums_size(self.n_classes)
+        self.val_sums, self.test_sums = SplitSums(self.n_classes, sums), SplitSums(self.n_classes, sums)
         #: The training batches' predictions, for the train run's figures (as the batches pass: no extra pass).
         #: No argument checks at every step (3x the update's time, and host syncs on a GPU): the predictions
         #: are an argmax and the masks were checked when read (class values, ignored pixels).
         self.train_confusion = MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX,
                                                          validate_args=False)
-        # The loss's sums over pixels, per split: the split's loss is that of all its scored pixels at once, whatever
-        # the batches and processes (a NaN stays NaN: null in the history).
-        sums = self.criterion.sums_size(self.n_classes)
-        self.loss_sums = torch.nn.ModuleDict({split: Sums(sums) for split in ("val", "test")})
-        self.train_loss_sums = Sums(sums)  # (apart: a ModuleDict cannot have a key named "train")
-        #: Pixels of no class (IGNORE_INDEX), left out of the loss and the confusion matrix, counted.
-        self.ignored = torch.nn.ModuleDict({split: SumMetric() for split in ("val", "test")})
+        #: The loss's sums over the training pixels of the epoch.
+        self.train_loss_sums = Sums(sums)
         self.evaluation: dict[str, Evaluation] = {}
         self.samples: dict[str, list[Sample]] = {"val": [], "test": []}
         #: Each epoch's mean training loss (epoch → loss), for the training curves.
@@ -150,6 +167,10 @@ class SegmentationModule(pl.LightningModule):
     @property
     def n_classes(self) -> int:
         return len(self.class_labels)
+
+    def split_sums(self, split: str) -> SplitSums:
+        """The sums of the evaluated split ``split`` ("val" or "test")."""
+        return self.val_sums if split == "val" else self.test_sums
 
     @classmethod
     def from_config(cls, config: dict[str, Any], spec: DataSpec) -> SegmentationModule:
@@ -170,7 +191,8 @@ class SegmentationModule(pl.LightningModule):
         return self.input_scaling(split)(images.to(self.device))
 
     def input_scaling(self, split: str) -> InputScaling:
-        return self.input_scalings[SPLITS.index(split)]  # type: ignore[return-value]
+        # (a ModuleList types its items as Module; they are the InputScaling built in __init__, in SPLITS order)
+        return cast(InputScaling, self.input_scalings[SPLITS.index(split)])
 
     def _running_split(self) -> str:
         trainer = self.trainer
@@ -251,15 +273,17 @@ class SegmentationModule(pl.LightningModule):
 
     def _evaluate(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["image"])
-        self.loss_sums[split].update(self.criterion.sums(logits, batch["mask"]))
-        self.confusion[split].update(self.predicted_classes(logits), batch["mask"])
+        totals = self.split_sums(split)
+        totals.loss_sums.update(self.criterion.sums(logits, batch["mask"]))
+        totals.confusion.update(self.predicted_classes(logits), batch["mask"])
         # Batches of tiles of mixed sizes are padded with ignored pixels: those are not the data's.
         # (So are the pixels of a grid window that its neighbour owns: ``owned`` counts the window's own.)
+        padding: torch.Tensor | int
         if "owned" in batch:
             padding = batch["mask"].numel() - batch["owned"].sum()
         else:
             padding = batch["mask"].numel() - batch["shape"].prod(dim=1).sum() if "shape" in batch else 0
-        self.ignored[split].update((batch["mask"] == IGNORE_INDEX).sum() - padding)
+        totals.ignored.update((batch["mask"] == IGNORE_INDEX).sum() - padding)
         self._keep_samples(batch, logits, split)
         return logits
 
@@ -279,15 +303,15 @@ class SegmentationModule(pl.LightningModule):
             kept.append(Sample(image[:, :height, :width], truth[:height, :width], prediction[:height, :width]))
 
     def _close_evaluation(self, split: str) -> None:
-        confusion = self.confusion[split].compute().cpu()
-        loss = self.criterion.from_sums(self.loss_sums[split].compute())
+        totals = self.split_sums(split)
+        confusion = totals.confusion.compute().cpu()
+        loss = self.criterion.from_sums(totals.loss_sums.compute())
         evaluation = Evaluation(loss=float(loss), confusion=confusion,
                                 metrics=confusion_metrics(confusion, self.class_labels),
-                                ignored=int(self.ignored[split].compute()), samples=self.samples[split],
+                                ignored=int(totals.ignored.compute()), samples=self.samples[split],
                                 epoch=self.current_epoch + 1 if split == "val" else None)
         self.samples[split] = []
-        for metric in (self.confusion[split], self.loss_sums[split], self.ignored[split]):
-            metric.reset()
+        totals.reset()
         self.evaluation[split] = evaluation
         # Already synchronised: sync_dist only keeps Lightning from warning (a mean of equal values).
         self.log(f"{split}_loss", evaluation.loss, prog_bar=True, sync_dist=True)
@@ -321,10 +345,17 @@ class SegmentationModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["config_version"] = CONFIG_VERSION
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = build_optimizer(self.parameters(), self.optimizer_config, self.lr)
         return {"optimizer": optimizer,
                 "lr_scheduler": build_scheduler(optimizer, self.scheduler_config, self.lr, self.epochs)}
+
+
+def segmentation_module(module: pl.LightningModule) -> SegmentationModule:
+    """``module`` as this job's LightningModule: Lightning hands callbacks its base type."""
+    if not isinstance(module, SegmentationModule):
+        raise TypeError(f"a {type(module).__name__}, not the job's SegmentationModule")
+    return module
 
 
 def module_arguments(config: dict[str, Any], spec: DataSpec | dict[str, Any]) -> dict[str, Any]:

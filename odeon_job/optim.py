@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.optim import Optimizer, lr_scheduler
 
 from odeon_job.config import OptimizerConfig, SchedulerConfig
 from odeon_job.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from pytorch_lightning.utilities.types import LRSchedulerConfigType
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -66,7 +69,8 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimizerC
                       parameters, {**config.arguments, "lr": lr})
 
 
-def build_scheduler(optimizer: Optimizer, config: SchedulerConfig | None, lr: float, epochs: int) -> dict[str, Any]:
+def build_scheduler(optimizer: Optimizer, config: SchedulerConfig | None, lr: float,
+                    epochs: int) -> LRSchedulerConfigType:
     """Lightning's scheduler configuration for ``scheduler_config`` (the specification's plateau when None).
     CyclicLR's ``base_lr`` defaults to ``lr`` and CosineAnnealingLR's ``T_max`` to ``epochs``."""
     config = config or SchedulerConfig()
@@ -77,4 +81,5 @@ def build_scheduler(optimizer: Optimizer, config: SchedulerConfig | None, lr: fl
         arguments.setdefault("T_max", epochs)
     scheduler = _construct(SCHEDULERS[config.scheduler], "train_setup.scheduler_config", config.scheduler,
                            optimizer, arguments)
-    return {"scheduler": scheduler, **STEPPING[config.scheduler]}
+    # (Lightning's TypedDict: STEPPING's keys are among its own, which a type checker cannot see through **)
+    return cast("LRSchedulerConfigType", {"scheduler": scheduler, **STEPPING[config.scheduler]})

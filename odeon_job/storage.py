@@ -42,6 +42,14 @@ def scheme(url: str) -> str:
     return match.group(1).lower() if match else ""
 
 
+def _scheme_prefix(url: str) -> str:
+    """``scheme://`` of a URL that has one (the callers asked ``is_local`` first)."""
+    match = _SCHEME.match(url)
+    if match is None:
+        raise ValueError(f"{url!r} has no scheme")
+    return match.group(0)
+
+
 def is_local(url: str) -> bool:
     return scheme(url) in ("", "file")
 
@@ -68,7 +76,7 @@ def parent(url: str) -> str:
     """The folder holding ``url`` (``""`` for a bare local file name: the working directory)."""
     if is_local(url):
         return os.path.dirname(_local_path(url))
-    prefix = _SCHEME.match(url).group(0)  # type: ignore[union-attr]
+    prefix = _scheme_prefix(url)
     return prefix + posixpath.dirname(url[len(prefix):].rstrip("/"))
 
 
@@ -78,7 +86,7 @@ def resolve(path: str, base_dir: str) -> str:
         return _local_path(path) if scheme(path) == "file" else path
     if is_local(base_dir):
         return os.path.normpath(os.path.join(_local_path(base_dir), path)) if base_dir else path
-    prefix = _SCHEME.match(base_dir).group(0)  # type: ignore[union-attr]
+    prefix = _scheme_prefix(base_dir)
     return prefix + posixpath.normpath(posixpath.join(base_dir[len(prefix):], path))
 
 
@@ -88,7 +96,7 @@ def resolver(base_dir: str) -> Callable[[str], str]:
     if not base_dir:
         return lambda path: resolve(path, base_dir)
     local = is_local(base_dir)
-    prefix = "" if local else _SCHEME.match(base_dir).group(0)  # type: ignore[union-attr]
+    prefix = "" if local else _scheme_prefix(base_dir)
     root = (_local_path(base_dir) if local else base_dir[len(prefix):]).rstrip("/") or "/"
     normalise = os.path.normpath if local else posixpath.normpath
 

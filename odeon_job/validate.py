@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,7 @@ def format_summary(summary: ValidationSummary) -> list[str]:
     """The lines ``odeon validate`` prints."""
     spec = summary.spec
 
-    def most(counter: Counter, show=str) -> str:
+    def most(counter: Counter, show: Callable[[Any], str] = str) -> str:
         return ", ".join(f"{show(key)} ({count})" for key, count in counter.most_common(4)) or "-"
 
     encoding = "one band per class" if spec.mask_encoding == "one_hot" else "class indices in one band"

@@ -110,7 +110,7 @@ def test_the_metrics_and_the_bit_output_pick_the_same_class_where_probabilities_
     batch = {"image": torch.zeros(1, 3, 2, 2), "mask": torch.zeros(1, 2, 2, dtype=torch.long),
              "shape": torch.tensor([[2, 2]])}
     module._evaluate(batch, "test")
-    confusion = module.confusion["test"].compute()
+    confusion = module.split_sums("test").confusion.compute()
     written, _ = encode(module.probabilities(logits)[0].numpy(), "bit")
     assert int(confusion[0, 0]) == 4  # scored as class 0 ...
     assert written[0].all() and not written[1].any()  # ... and written as class 0

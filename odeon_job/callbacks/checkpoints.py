@@ -26,6 +26,7 @@ from pytorch_lightning.plugins import CheckpointIO
 
 from odeon_job import storage
 from odeon_job.model_files import load_plain
+from odeon_job.module import segmentation_module
 from odeon_job.run_folder import RunFolder, export_path, previous_path
 
 
@@ -113,7 +114,8 @@ class ExportingCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for export in self.exports:
                 storage.write_bytes(export_path(filepath, export),
-                                    tensors_bytes(exported_state(trainer.lightning_module.model, export)))
+                                    tensors_bytes(exported_state(segmentation_module(trainer.lightning_module).model,
+                                                                 export)))
 
     def _should_remove_checkpoint(self, trainer: pl.Trainer, previous: str, current: str) -> bool:
         if same_file(previous, current):
@@ -160,17 +162,18 @@ class BestPthFiles(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        evaluation = pl_module.evaluation["val"]
+        module = segmentation_module(pl_module)
+        evaluation = module.evaluation["val"]
         if evaluation.loss >= self.best:
             return
         self.best = evaluation.loss
         if not trainer.is_global_zero:
             return
-        hyperparameters = dict(pl_module.hparams)
+        hyperparameters = dict(module.hparams)
         training = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
                     "metrics": evaluation.entry(), "config": json.loads(hyperparameters.get("config_json") or "{}"),
                     "hyper_parameters": hyperparameters}
-        storage.write_bytes(self.model_path, tensors_bytes(pl_module.model.state_dict()))
+        storage.write_bytes(self.model_path, tensors_bytes(module.model.state_dict()))
         optimizer = trainer.optimizers[0].state_dict()
         storage.write_bytes(self.folder.pth_file(self.name, "optimizer"), tensors_bytes(optimizer))
         storage.write_bytes(self.folder.pth_file(self.name, "train"), tensors_bytes(training))

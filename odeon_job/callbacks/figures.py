@@ -14,10 +14,10 @@ import pytorch_lightning as pl
 
 from odeon_job.figures import confusion_figure, confusion_table, curves_figure, iou_figure, samples_figure
 from odeon_job.loggers import TextLogger, WeightsLogger, publish_figure, shows_pictures
+from odeon_job.module import SegmentationModule, segmentation_module
 
 if TYPE_CHECKING:
     from odeon_job.callbacks.history import History
-    from odeon_job.module import SegmentationModule
 
 
 class FigurePublisher(pl.Callback):
@@ -26,29 +26,29 @@ class FigurePublisher(pl.Callback):
     def __init__(self, history: History) -> None:
         self.history = history
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: SegmentationModule) -> None:  # type: ignore[override]
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 if isinstance(logger, WeightsLogger):
-                    logger.log_weights(pl_module.model, trainer.global_step)
+                    logger.log_weights(segmentation_module(pl_module).model, trainer.global_step)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: SegmentationModule) -> None:  # type: ignore[override]
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._publish(trainer, pl_module, "val")
+            self._publish(trainer, segmentation_module(pl_module), "val")
 
-    def on_test_end(self, trainer: pl.Trainer, pl_module: SegmentationModule) -> None:  # type: ignore[override]
-        self._publish(trainer, pl_module, "test")
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._publish(trainer, segmentation_module(pl_module), "test")
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: SegmentationModule) -> None:  # type: ignore[override]
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The training curves, once, over the whole run (a resumed one included)."""
         if self.history.entries and trainer.is_global_zero and shows_pictures(trainer):
             publish_figure(trainer, "val", "training curves", curves_figure(self.history.entries,
-                                                                            pl_module.train_losses))
+                                                                            segmentation_module(pl_module).train_losses))
 
-    def _publish(self, trainer: pl.Trainer, pl_module: SegmentationModule, split: str) -> None:
+    def _publish(self, trainer: pl.Trainer, module: SegmentationModule, split: str) -> None:
         if not trainer.is_global_zero or not shows_pictures(trainer):
             return
-        evaluation, labels = pl_module.evaluation[split], pl_module.class_labels
+        evaluation, labels = module.evaluation[split], module.class_labels
         publish_figure(trainer, split, "confusion matrix", confusion_figure(evaluation.confusion, labels, split,
                                                                             evaluation.epoch, evaluation.miou))
         publish_figure(trainer, split, "IoU per class", iou_figure(evaluation.metrics, labels, split, evaluation.epoch))

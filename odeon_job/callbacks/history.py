@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from odeon_job import storage
+from odeon_job.module import segmentation_module
 
 
 def learning_rate(trainer: pl.Trainer) -> float | None:
@@ -66,11 +67,12 @@ class History(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self.entries[self._key(trainer.current_epoch)] = pl_module.evaluation["val"].entry(learning_rate(trainer))
+        evaluation = segmentation_module(pl_module).evaluation["val"]
+        self.entries[self._key(trainer.current_epoch)] = evaluation.entry(learning_rate(trainer))
         self._write(trainer, self.val_url, self.entries)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.test_entry = {self.best_key() or "test": pl_module.evaluation["test"].entry()}
+        self.test_entry = {self.best_key() or "test": segmentation_module(pl_module).evaluation["test"].entry()}
         self._write(trainer, self.test_url, self.test_entry)
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from rasterio.io import MemoryFile
 from odeon_job import storage
 from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.raster import grid_of, open_raster
+from odeon_job.module import segmentation_module
 
 
 def prediction_names(images: list[str]) -> list[str]:
@@ -57,7 +58,7 @@ class PredictionWriter(pl.Callback):
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        probabilities = pl_module.probabilities(outputs["logits"]).float().cpu().numpy()
+        probabilities = segmentation_module(pl_module).probabilities(outputs["logits"]).float().cpu().numpy()
         for index, (height, width), sample_probabilities in zip(batch["index"].tolist(), batch["shape"].tolist(),
                                                                 probabilities, strict=True):
             self.write(index, sample_probabilities[:, :height, :width])  # without a batch's padding

@@ -8,6 +8,7 @@ import time
 import pytorch_lightning as pl
 
 from odeon_job.callbacks.history import learning_rate
+from odeon_job.module import segmentation_module
 
 log = logging.getLogger("odeon")
 
@@ -22,8 +23,9 @@ class ValidationReport(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        evaluation = pl_module.evaluation["val"]
-        loss = pl_module.train_loss_so_far()  # this process's pixels of the epoch so far
+        module = segmentation_module(pl_module)
+        evaluation = module.evaluation["val"]
+        loss = module.train_loss_so_far()  # this process's pixels of the epoch so far
         train_loss = f"{loss:.4f}" if loss is not None else "-"
         lr = learning_rate(trainer)
         total = int(evaluation.confusion.sum()) + evaluation.ignored

@@ -27,6 +27,7 @@ from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.grid import Box
 from odeon_job.data.raster import check_written, failures_reported, grid_of, open_raster
 from odeon_job.data.windows import GridWindows
+from odeon_job.module import segmentation_module
 
 log = logging.getLogger("odeon")
 
@@ -96,7 +97,7 @@ class SceneStitcher(pl.Callback):
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        probabilities = pl_module.probabilities(outputs["logits"]).float().cpu().numpy()
+        probabilities = segmentation_module(pl_module).probabilities(outputs["logits"]).float().cpu().numpy()
         with storage.writing_staged(self._staged()):
             items = zip(batch["index"].tolist(), batch["shape"].tolist(), probabilities, strict=True)
             for index, (height, width), window_probabilities in items:
@@ -126,7 +127,8 @@ class SceneStitcher(pl.Callback):
         sample, resolution = self.dataset.samples[row], self.dataset.resolution
         with open_raster(sample.image, sample.origin) as src:
             crs, grid = src.crs, grid_of(src, resolution)
-        region: Box = tuple(int(v) for v in self.plan.regions[row])  # type: ignore[assignment]
+        top, left, height, width = (int(v) for v in self.plan.regions[row])
+        region: Box = (top, left, height, width)
         self.staging = self.staging or storage.staging_folder("prediction")
         self.row, self.added = row, 0
         self.mosaic = Mosaic(os.path.join(self.staging, "stitched.tif"), region, self.dataset.spec.n_classes,

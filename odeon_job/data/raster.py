@@ -149,7 +149,7 @@ def check_written(path: str) -> None:
 def _gdal_library() -> ctypes.CDLL | None:
     """The GDAL shared library rasterio uses: the wheel's bundled copy, else the system's."""
     bundled = sorted(glob.glob(os.path.join(os.path.dirname(rasterio.__file__) + ".libs", "libgdal*.so*")))
-    candidates = bundled or [ctypes.util.find_library("gdal")]
+    candidates = bundled or [ctypes.util.find_library("gdal") or ""]
     for candidate in candidates:
         if candidate:
             with contextlib.suppress(OSError, AttributeError):
@@ -210,7 +210,7 @@ def raster_info_of(src: rasterio.io.DatasetReader) -> RasterInfo:
     return RasterInfo(width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
                       crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
                       res=(float(src.res[0]), float(src.res[1])), nodata=src.nodata,
-                      block=tuple(src.block_shapes[0]))  # type: ignore[arg-type]
+                      block=(int(src.block_shapes[0][0]), int(src.block_shapes[0][1])))
 
 
 def grid_of(src: rasterio.io.DatasetReader, resolution: tuple[float, float] | None) -> SceneGrid:

@@ -65,11 +65,12 @@ class SampleList(Sequence[Sample]):
         if not 0 <= index < len(self):
             raise IndexError(index)
         row = index if self._keep is None else int(self._keep[index])
-        window = None
+        window: RowWindow | None = None
         if self._windows is not None and self._windows[row, 0] >= 0:
-            window = tuple(int(v) for v in self._windows[row])
+            col, top, width, height = (int(v) for v in self._windows[row])
+            window = (col, top, width, height)
         return Sample(self._resolve(self._images[row]), self._resolve(self._masks[row]),
-                      f"{self.csv_url} row {self._rows[row]}", window)  # type: ignore[arg-type]
+                      f"{self.csv_url} row {self._rows[row]}", window)
 
     @property
     def has_windows(self) -> bool:

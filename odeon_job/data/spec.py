@@ -65,7 +65,7 @@ class DataSpec:
         resolution = {k: tuple(v) if v is not None else None for k, v in data["resolution"].items()}
         return cls(image_bands=tuple(data["image_bands"]), mask_bands=tuple(data["mask_bands"]),
                    class_labels=tuple(data["class_labels"]), mask_encoding=data["mask_encoding"],
-                   image_max_value=data["image_max_value"], resolution=resolution,  # type: ignore[arg-type]
+                   image_max_value=data["image_max_value"], resolution=resolution,
                    mask_nodata=data.get("mask_nodata", "auto"))
 
 

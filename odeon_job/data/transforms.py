@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from odeon_job.config import DataSource, NormalizationStats
+from odeon_job.config import DataSource, NormalizationStats, Split
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -107,6 +107,9 @@ class InputScaling(torch.nn.Module):
     device but stay out of checkpoints (the configuration in the checkpoint rebuilds them).
     """
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, scale: float, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
         self.scale = scale
@@ -141,24 +144,24 @@ AUGMENTATIONS: dict[str, Callable[[float], PairTransform]] = {
 }
 
 
-def normalization_for(split: str, source: DataSource) -> NormalizationStats | None:
+def normalization_for(split: Split, source: DataSource) -> NormalizationStats | None:
     """The split's own statistics, else the train split's, else none (0-1 scaling only)."""
     weights = source.normalization_weights or {}
-    return weights.get(split) or weights.get("train")  # type: ignore[call-overload]
+    return weights.get(split) or weights.get("train")
 
 
 def build_transform(split: str, source: DataSource, scale: float) -> Compose:
     """Augmentations of ``split`` in the order listed; ``scale`` is the raw value of 1.0."""
-    names = (source.data_augmentation or {}).get(split, []) if split == "train" else []  # type: ignore[call-overload]
+    names = (source.data_augmentation or {}).get("train", []) if split == "train" else []
     return Compose([AUGMENTATIONS[name](scale) for name in names])
 
 
-def scaling_arguments(split: str, source: DataSource, scale: float) -> dict[str, Any]:
+def scaling_arguments(split: Split, source: DataSource, scale: float) -> dict[str, Any]:
     """:class:`InputScaling`'s arguments for ``split`` as plain values (a checkpoint keeps them)."""
     stats = normalization_for(split, source)
     return {"scale": scale, "mean": stats.mean if stats else None, "std": stats.std if stats else None}
 
 
-def input_scaling(split: str, source: DataSource, scale: float) -> InputScaling:
+def input_scaling(split: Split, source: DataSource, scale: float) -> InputScaling:
     """The scaling of ``split``'s images: to 0-1 by ``scale``, then by the split's statistics."""
     return InputScaling(**scaling_arguments(split, source, scale))

@@ -233,7 +233,7 @@ def scene_regions(samples: Sequence[Sample], spec: DataSpec, split: str) -> np.n
     many rows name it, and checked: mask and image on the same grid, the CSV window inside the image."""
     resolution = spec.resolution.get(split)
     pairs = list(dict.fromkeys((sample.image, sample.mask) for sample in samples))
-    first_row = {}
+    first_row: dict[tuple[str, str], Sample] = {}
     for sample in samples:
         first_row.setdefault((sample.image, sample.mask), sample)
 

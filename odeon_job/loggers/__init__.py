@@ -46,9 +46,9 @@ def output_metrics(metrics: dict[str, float]) -> dict[str, float]:
     ``val/Average/IoU``, ``test/loss``, ``epoch``...)."""
     shown: dict[str, float] = {}
     for name, value in metrics.items():
-        name = RENAMED.get(name, name)  # type: ignore[assignment]
-        if name is not None:
-            shown[name] = float(value)
+        shown_as = RENAMED.get(name, name)
+        if shown_as is not None:
+            shown[shown_as] = float(value)
     return shown
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -105,6 +105,12 @@ class MlflowOutput(Logger):
         return self.run_id or ""
 
     @property
+    def _run(self) -> str:
+        """The open run's id: every call that needs it comes after the run was opened."""
+        assert self.run_id is not None, "no MLflow run is open"
+        return self.run_id
+
+    @property
     def experiment(self) -> MlflowOutput:
         return self
 
@@ -150,7 +156,7 @@ class MlflowOutput(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         values = output_metrics(metrics)
         if values:
-            self._log_metrics(values, step or 0)  # type: ignore[arg-type]
+            self._log_metrics(values, step or 0)
         if any(name.startswith("val/") for name in values):
             self._sync_store()
 
@@ -234,11 +240,11 @@ class MlflowOutput(Logger):
 
         params = flatten(self.config.model_dump(mode="json"))
         if self.resuming:  # parameters cannot change: the new configuration is an artifact of its own
-            logged = self.client.get_run(self.run_id).data.params
+            logged = self.client.get_run(self._run).data.params
             params = {key: value for key, value in params.items() if key not in logged}
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit of parameters per call
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+            self.client.log_batch(self._run, params=items[start:start + 100])
 
     def _start_system_metrics(self) -> None:
         try:
@@ -260,7 +266,7 @@ class MlflowOutput(Logger):
 
     # --- metrics -----------------------------------------------------------------------------------------
 
-    def _log_metrics(self, values: dict[str, float | None], step: int) -> None:
+    def _log_metrics(self, values: Mapping[str, float | None], step: int) -> None:
         from mlflow.entities import Metric
 
         if self.run_id is None:
@@ -275,7 +281,7 @@ class MlflowOutput(Logger):
 
     def _flush_metrics(self) -> None:
         while self.pending:
-            self.client.log_batch(self.run_id, metrics=self.pending[:BATCH])
+            self.client.log_batch(self._run, metrics=self.pending[:BATCH])
             del self.pending[:BATCH]
 
     # --- the end -----------------------------------------------------------------------------------------
@@ -292,7 +298,7 @@ class MlflowOutput(Logger):
             if self.monitor is not None:
                 self.monitor.finish()
             self._call("send the metrics kept during the outage", self._flush_metrics, record=False)
-            self._call(f"mark the run {status}", lambda: self.client.set_terminated(self.run_id, status))
+            self._call(f"mark the run {status}", lambda: self.client.set_terminated(self._run, status))
             self._sync_store()
         if self.store.local_file:  # a per-run store, uploaded: its staging folder goes with the run
             shutil.rmtree(os.path.dirname(self.store.local_file), ignore_errors=True)
@@ -325,7 +331,7 @@ class MlflowOutput(Logger):
             for name, data in self.figures.items():
                 put(f"figures/{name}", data)
             self._call("log the artifacts (configs, history, checkpoints, figures)",
-                       lambda: self.client.log_artifacts(self.run_id, folder))
+                       lambda: self.client.log_artifacts(self._run, folder))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -397,6 +403,7 @@ def _global_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(None)  # back to "not set": the environment's value or MLflow's default
+        # Back to "not set" (the environment's value or MLflow's default): MLflow takes None, its stubs do not say so.
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
         if before is not None:
             os.environ["MLFLOW_TRACKING_URI"] = before
