@@ -50,9 +50,12 @@ from odeon_job.module import SegmentationModule  # noqa: E402
 from s3_bench import moto_with, on_s3  # noqa: E402
 
 #: (label, precision, channels_last, compile)
-VARIANTS = [("fp32", "32", False, False), ("bf16-mixed", "bf16-mixed", False, False),
-            ("bf16-mixed + channels_last", "bf16-mixed", True, False),
-            ("bf16-mixed + channels_last + compile", "bf16-mixed", True, True)]
+VARIANTS = [
+    ("fp32", "32", False, False),
+    ("bf16-mixed", "bf16-mixed", False, False),
+    ("bf16-mixed + channels_last", "bf16-mixed", True, False),
+    ("bf16-mixed + channels_last + compile", "bf16-mixed", True, True),
+]
 
 
 def synchronize(device: torch.device) -> None:
@@ -62,20 +65,39 @@ def synchronize(device: torch.device) -> None:
 
 def make_module(model: str, channels_last: bool, compile_model: bool, bands: int = 3) -> SegmentationModule:
     """The job's module, built from a configuration as a training builds it."""
-    config = config_from_dict({
-        "data_source": {"train_file": "unused.csv", "percentage_val": 0.25},
-        "train_setup": {"model_name": model, "batch_size": 1, "lr": 0.001, "channels_last": channels_last,
-                        "compile": compile_model},
-        "output_setup": {"output_folder": "unused"},
-    })
-    spec = DataSpec(image_bands=tuple(range(1, bands + 1)), mask_bands=tuple(range(1, len(CLASS_LABELS) + 1)),
-                    class_labels=tuple(CLASS_LABELS), mask_encoding="one_hot", image_max_value=None,
-                    resolution={"train": None, "val": None, "test": None})
+    config = config_from_dict(
+        {
+            "data_source": {"train_file": "unused.csv", "percentage_val": 0.25},
+            "train_setup": {
+                "model_name": model,
+                "batch_size": 1,
+                "lr": 0.001,
+                "channels_last": channels_last,
+                "compile": compile_model,
+            },
+            "output_setup": {"output_folder": "unused"},
+        }
+    )
+    spec = DataSpec(
+        image_bands=tuple(range(1, bands + 1)),
+        mask_bands=tuple(range(1, len(CLASS_LABELS) + 1)),
+        class_labels=tuple(CLASS_LABELS),
+        mask_encoding="one_hot",
+        image_max_value=None,
+        resolution={"train": None, "val": None, "test": None},
+    )
     return SegmentationModule.from_config(config.model_dump(mode="json"), spec)
 
 
-def throughput(model: str, size: int, batch: int, steps: int, warmup: int, variant: tuple[str, str, bool, bool],
-               device: torch.device) -> tuple[float, float | None]:
+def throughput(
+    model: str,
+    size: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    variant: tuple[str, str, bool, bool],
+    device: torch.device,
+) -> tuple[float, float | None]:
     """(images/s, peak GPU memory in GB or None on a CPU) of training steps under ``variant``."""
     _, precision, channels_last, compile_model = variant
     torch.manual_seed(0)
@@ -110,8 +132,10 @@ def throughput(model: str, size: int, batch: int, steps: int, warmup: int, varia
 
 def throughput_table(args: argparse.Namespace, device: torch.device) -> None:
     variants = VARIANTS if args.compile else VARIANTS[:-1]
-    print(f"## Training steps on {device_name(device)}: batch {args.batch}, {args.steps} timed steps after "
-          f"{args.warmup} warm-up steps")
+    print(
+        f"## Training steps on {device_name(device)}: batch {args.batch}, {args.steps} timed steps after "
+        f"{args.warmup} warm-up steps"
+    )
     print("| model | tile | variant | images/s | ÷ fp32 | peak GPU memory (GB) |")
     print("|---|---:|---|---:|---:|---:|")
     for model in args.models:
@@ -135,7 +159,9 @@ class UtilisationSampler:
         self.samples: list[tuple[float, float]] = []
         self.process = subprocess.Popen(
             ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", f"-lms={period_ms}"],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -177,15 +203,23 @@ def extra_callback(callback: pl.Callback) -> Iterator[None]:
 
 def streamed_training(args: argparse.Namespace, device: torch.device) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        dataset = write_dataset(os.path.join(folder, "data"), n_train=args.stream_tiles, n_val=args.batch,
-                                n_test=0, size=args.stream_size)
+        dataset = write_dataset(
+            os.path.join(folder, "data"), n_train=args.stream_tiles, n_val=args.batch, n_test=0, size=args.stream_size
+        )
         config: dict[str, Any] = demo_config(dataset, os.path.join(folder, "out"), epochs=2)
         config["data_source"].pop("test_file")
-        config["train_setup"].update(model_name="unet", batch_size=args.batch, lr=0.001, precision="bf16-mixed"
-                                     if device.type == "cuda" else "32", channels_last=True)
+        config["train_setup"].update(
+            model_name="unet",
+            batch_size=args.batch,
+            lr=0.001,
+            precision="bf16-mixed" if device.type == "cuda" else "32",
+            channels_last=True,
+        )
         config["output_setup"].update(use_mlflow=False, use_tensorboard=False, progress=0)
-        config["device_setup"] = {"accelerator": device.type if device.type == "cuda" else "cpu",
-                                  "num_workers": args.stream_workers}
+        config["device_setup"] = {
+            "accelerator": device.type if device.type == "cuda" else "cpu",
+            "num_workers": args.stream_workers,
+        }
         with moto_with(dataset.folder) as prefix:
             job = config_from_dict(config)
             job = job.model_copy(update={"data_source": on_s3(job.data_source, prefix)})
@@ -198,9 +232,11 @@ def streamed_training(args: argparse.Namespace, device: torch.device) -> None:
                 if sampler is not None:
                     sampler.stop()
         start, end = clock.epochs[-1]
-        print(f"## Streamed training: unet, {args.stream_tiles} tiles of {args.stream_size}² on moto (S3, "
-              f"127.0.0.1), {args.stream_workers} workers, batch {args.batch}, {job.train_setup.precision} + "
-              "channels_last; second epoch")
+        print(
+            f"## Streamed training: unet, {args.stream_tiles} tiles of {args.stream_size}² on moto (S3, "
+            f"127.0.0.1), {args.stream_workers} workers, batch {args.batch}, {job.train_setup.precision} + "
+            "channels_last; second epoch"
+        )
         print("| epoch (s) | images/s | GPU utilisation, mean (%) | samples ≥ 90 % | samples |")
         print("|---:|---:|---:|---:|---:|")
         if sampler is None:
@@ -209,8 +245,9 @@ def streamed_training(args: argparse.Namespace, device: torch.device) -> None:
         values = sampler.between(start, end)
         busy = sum(value >= 90 for value in values) / max(len(values), 1)
         mean = statistics.fmean(values) if values else float("nan")
-        print(f"| {end - start:.1f} | {args.stream_tiles / (end - start):.1f} | {mean:.1f} | {busy:.0%} "
-              f"| {len(values)} |")
+        print(
+            f"| {end - start:.1f} | {args.stream_tiles / (end - start):.1f} | {mean:.1f} | {busy:.0%} | {len(values)} |"
+        )
 
 
 def main() -> None:

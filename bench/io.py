@@ -96,8 +96,10 @@ def run(local: Any, remote_source: Any, args: argparse.Namespace) -> None:
     remote_splits = load_splits(remote_source, 0)
     spec = describe_data(local.data_source, local_splits.train[0])
     image_kb = os.path.getsize(local_splits.train[0].image) / 1024
-    print(f"{len(local_splits.train)} tiles of 256 x 256 (image {image_kb:.0f} KB + mask), median of "
-          f"{args.repeats} passes, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
+    print(
+        f"{len(local_splits.train)} tiles of 256 x 256 (image {image_kb:.0f} KB + mask), median of "
+        f"{args.repeats} passes, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
+    )
     paths: dict[str, Callable[[], Dataset]] = {
         "local": lambda: SegmentationDataset(local_splits.train, spec, "train"),
         "s3 /vsis3/ (the job)": lambda: SegmentationDataset(remote_splits.train, spec, "train"),

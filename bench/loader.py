@@ -86,8 +86,10 @@ class WholeObjects(Dataset):
         return body
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": torch.frombuffer(bytearray(self._get(self.urls[index][0])), dtype=torch.uint8),
-                "bytes": len(self._get(self.urls[index][1]))}
+        return {
+            "image": torch.frombuffer(bytearray(self._get(self.urls[index][0])), dtype=torch.uint8),
+            "bytes": len(self._get(self.urls[index][1])),
+        }
 
 
 def paired_ratio(top: Sequence[float], bottom: Sequence[float]) -> float:
@@ -120,8 +122,9 @@ def job_loader(config: Any, workers: int, batch: int) -> tuple[DataLoader, int]:
 
 def bare_loader(config: Any, workers: int, batch: int) -> DataLoader:
     samples = load_splits(config.data_source, 0).train
-    return DataLoader(BareDataset(samples), batch_size=batch, num_workers=workers, persistent_workers=workers > 0,
-                      shuffle=True)
+    return DataLoader(
+        BareDataset(samples), batch_size=batch, num_workers=workers, persistent_workers=workers > 0, shuffle=True
+    )
 
 
 def whole_objects_loader(config: Any, workers: int, batch: int) -> DataLoader:
@@ -134,8 +137,14 @@ def whole_objects_loader(config: Any, workers: int, batch: int) -> DataLoader:
         return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=7200)
 
     urls = [(presigned(s.image), presigned(s.mask)) for s in load_splits(config.data_source, 0).train]
-    return DataLoader(WholeObjects(urls), batch_size=batch, num_workers=workers, persistent_workers=workers > 0,
-                      shuffle=True, collate_fn=collate_lists)
+    return DataLoader(
+        WholeObjects(urls),
+        batch_size=batch,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        shuffle=True,
+        collate_fn=collate_lists,
+    )
 
 
 def main() -> None:
@@ -159,8 +168,10 @@ def main() -> None:
 
 def report(local: Any, remote: Any, args: argparse.Namespace) -> None:
     print(f"{args.tiles} tiles, batch {args.batch}, {args.repeats} rounds after a warm-up epoch, {os.cpu_count()} CPUs")
-    print("| workers | bare tiles/s | odeon tiles/s | odeon ÷ bare | odeon S3 tiles/s | S3 ÷ local "
-          "| moto alone tiles/s | S3 ÷ moto alone |")
+    print(
+        "| workers | bare tiles/s | odeon tiles/s | odeon ÷ bare | odeon S3 tiles/s | S3 ÷ local "
+        "| moto alone tiles/s | S3 ÷ moto alone |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers in args.workers:
         loaders = {"bare": bare_loader(local, workers, args.batch), "odeon": job_loader(local, workers, args.batch)[0]}
@@ -174,11 +185,15 @@ def report(local: Any, remote: Any, args: argparse.Namespace) -> None:
                 if epoch:
                     rates[name].append(rate)
         median = {name: statistics.median(values) for name, values in rates.items()}
-        row = (f"| {workers} | {median['bare']:.1f} | {median['odeon']:.1f} "
-               f"| {paired_ratio(rates['odeon'], rates['bare']):.3f} |")
+        row = (
+            f"| {workers} | {median['bare']:.1f} | {median['odeon']:.1f} "
+            f"| {paired_ratio(rates['odeon'], rates['bare']):.3f} |"
+        )
         if remote is not None:
-            row += (f" {median['s3']:.1f} | {paired_ratio(rates['s3'], rates['odeon']):.3f} | {median['moto']:.1f} "
-                    f"| {paired_ratio(rates['s3'], rates['moto']):.3f} |")
+            row += (
+                f" {median['s3']:.1f} | {paired_ratio(rates['s3'], rates['odeon']):.3f} | {median['moto']:.1f} "
+                f"| {paired_ratio(rates['s3'], rates['moto']):.3f} |"
+            )
         else:
             row += " - | - | - | - |"
         print(row, flush=True)

@@ -50,10 +50,13 @@ def measure(name: str, size: int, batch: int, repeats: int, bands: int, classes:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"parameters": sum(p.numel() for p in model.parameters()),
-            "ms_per_tile": 1000 * statistics.median(times) / batch,
-            "peak_mb": _memory_mb("VmHWM"), "step_adds_mb": _memory_mb("VmHWM") - held,
-            "threads": torch.get_num_threads()}
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "ms_per_tile": 1000 * statistics.median(times) / batch,
+        "peak_mb": _memory_mb("VmHWM"),
+        "step_adds_mb": _memory_mb("VmHWM") - held,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -73,16 +76,35 @@ def main() -> None:
     from odeon_job.models import MODELS
 
     names = args.models or list(MODELS)
-    print(f"{args.batch} tiles of {args.size}x{args.size}, {args.bands} bands, {args.classes} classes; "
-          f"median of {args.repeats} steps (forward, cross-entropy, backward, Adam)\n")
+    print(
+        f"{args.batch} tiles of {args.size}x{args.size}, {args.bands} bands, {args.classes} classes; "
+        f"median of {args.repeats} steps (forward, cross-entropy, backward, Adam)\n"
+    )
     print("| model | parameters | CPU ms per tile | peak RSS (MB) | step adds (MB) |")
     print("|---|---:|---:|---:|---:|")
     for name in names:
-        command = [sys.executable, __file__, "--one", name, "--size", str(args.size), "--batch", str(args.batch),
-                   "--repeats", str(args.repeats), "--bands", str(args.bands), "--classes", str(args.classes)]
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--repeats",
+            str(args.repeats),
+            "--bands",
+            str(args.bands),
+            "--classes",
+            str(args.classes),
+        ]
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-        print(f"| {name} | {result['parameters'] / 1e6:.2f} M | {result['ms_per_tile']:.0f} | "
-              f"{result['peak_mb']:.0f} | {result['step_adds_mb']:.0f} |", flush=True)
+        print(
+            f"| {name} | {result['parameters'] / 1e6:.2f} M | {result['ms_per_tile']:.0f} | "
+            f"{result['peak_mb']:.0f} | {result['step_adds_mb']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

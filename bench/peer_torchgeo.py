@@ -60,6 +60,7 @@ def loader_rate(loader: object) -> float:
 
 # --- the odeon side (the job's environment) ------------------------------------------------------------
 
+
 def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[str, float]:
     """The job on the tiles, or (``windows``) on the scenes: random training windows, a grid over the validation
     scene."""
@@ -74,19 +75,32 @@ def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[st
     from odeon_job.data.windows import plan_windows
 
     read = {"patch_size": 256, "train_windows": windows} if windows else {"mask_bands": [1]}
-    config = config_from_dict({
-        "data_source": {"train_file": os.path.join(data, "train.csv"), "val_file": os.path.join(data, "val.csv"),
-                        "class_labels": ["0", "1", "2", "3", "4"], **read},
-        "train_setup": {"model_name": "resnet18", "epochs": 1, "batch_size": batch, "lr": 0.001},
-        "output_setup": {"output_folder": os.path.join(data, "odeon-out"), "name_exp_log": "peer", "progress": 0,
-                         "use_tensorboard": False, "use_mlflow": False, "save_top_k": 1},
-        "device_setup": {"accelerator": "cpu", "num_workers": workers},
-    })
+    config = config_from_dict(
+        {
+            "data_source": {
+                "train_file": os.path.join(data, "train.csv"),
+                "val_file": os.path.join(data, "val.csv"),
+                "class_labels": ["0", "1", "2", "3", "4"],
+                **read,
+            },
+            "train_setup": {"model_name": "resnet18", "epochs": 1, "batch_size": batch, "lr": 0.001},
+            "output_setup": {
+                "output_folder": os.path.join(data, "odeon-out"),
+                "name_exp_log": "peer",
+                "progress": 0,
+                "use_tensorboard": False,
+                "use_mlflow": False,
+                "save_top_k": 1,
+            },
+            "device_setup": {"accelerator": "cpu", "num_workers": workers},
+        }
+    )
     splits = load_splits(config.data_source, 0)
     spec = describe_data(config.data_source, splits.train[0])
     plans = plan_windows(splits, spec, config.data_source, 0)
-    loader = SegmentationDataModule(splits, spec, config.data_source, batch, workers, seed=0,
-                                    windows=plans).train_dataloader()
+    loader = SegmentationDataModule(
+        splits, spec, config.data_source, batch, workers, seed=0, windows=plans
+    ).train_dataloader()
     rate = loader_rate(loader)
     del loader
 
@@ -98,6 +112,7 @@ def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[st
 
 
 # --- the TorchGeo side (its own environment) -----------------------------------------------------------
+
 
 def torchgeo_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[str, float]:
     """TorchGeo's RasterDataset images & masks: one chip per tile (PreChippedGeoSampler), or (``windows``) on its
@@ -134,23 +149,39 @@ def torchgeo_side(data: str, batch: int, workers: int, windows: int = 0) -> dict
             sampler = RandomGeoSampler(ds, size=256, length=windows)
         else:
             sampler = GridGeoSampler(ds, size=256, stride=256)
-        return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=stack_samples,
-                          persistent_workers=workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=stack_samples,
+            persistent_workers=workers > 0,
+        )
 
     train, val = loader("train"), loader("val")
     rate = loader_rate(train)
     train = loader("train")
-    task = SemanticSegmentationTask(model="unet", backbone="resnet18", weights=None, in_channels=3, num_classes=5,
-                                    loss="ce", lr=0.001)
+    task = SemanticSegmentationTask(
+        model="unet", backbone="resnet18", weights=None, in_channels=3, num_classes=5, loss="ce", lr=0.001
+    )
     timer = epoch_timer(pl)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[timer])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     trainer.fit(task, train_dataloaders=train, val_dataloaders=val)
     return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
 
 
 # --- the comparison ------------------------------------------------------------------------------------
+
 
 def write_tiles(folder: str, tiles: int, val: int) -> None:
     """The demo's tiles, split into train/ and val/ folders (TorchGeo indexes folders), with index masks."""
@@ -194,26 +225,54 @@ def write_scenes(folder: str, size: int, val_size: int) -> None:
         for _ in range(side_length * side_length // 20_000):
             y, x = rng.integers(0, side_length, 2)
             h, w = rng.integers(16, 160, 2)
-            classes[y:y + h, x:x + w] = rng.integers(1, len(colours))
+            classes[y : y + h, x : x + w] = rng.integers(1, len(colours))
         image = np.clip(colours[classes].transpose(2, 0, 1) + rng.normal(0, 6, (3, *classes.shape)), 0, 255)
-        profile = {"driver": "GTiff", "width": side_length, "height": side_length, "dtype": "uint8",
-                   "crs": "EPSG:2154", "transform": rasterio.transform.from_origin(651_000 + east, 6_862_000, 0.2, 0.2)}
+        profile = {
+            "driver": "GTiff",
+            "width": side_length,
+            "height": side_length,
+            "dtype": "uint8",
+            "crs": "EPSG:2154",
+            "transform": rasterio.transform.from_origin(651_000 + east, 6_862_000, 0.2, 0.2),
+        }
         for sub, data in (("img", image.astype(np.uint8)), ("idx", classes[None])):
             os.makedirs(os.path.join(folder, split, sub), exist_ok=True)
             plain = os.path.join(folder, f"{split}-{sub}.tif")
             with rasterio.open(plain, "w", count=len(data), **profile) as dst:
                 dst.write(data)
-            rasterio.shutil.copy(plain, os.path.join(folder, split, sub, "scene.tif"), driver="COG",
-                                 compress="DEFLATE", blocksize=512, overviews="NONE")
+            rasterio.shutil.copy(
+                plain,
+                os.path.join(folder, split, sub, "scene.tif"),
+                driver="COG",
+                compress="DEFLATE",
+                blocksize=512,
+                overviews="NONE",
+            )
             os.unlink(plain)
         with open(os.path.join(folder, f"{split}.csv"), "w") as stream:
             stream.write(f"{split}/img/scene.tif,{split}/idx/scene.tif\n")
 
 
 def side(python: str, name: str, data: str, batch: int, workers: int, windows: int = 0) -> dict[str, float]:
-    result = subprocess.run([python, os.path.abspath(__file__), "--side", name, "--data", data, "--batch",
-                             str(batch), "--workers", str(workers), "--windows", str(windows)],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        [
+            python,
+            os.path.abspath(__file__),
+            "--side",
+            name,
+            "--data",
+            data,
+            "--batch",
+            str(batch),
+            "--workers",
+            str(workers),
+            "--windows",
+            str(windows),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if result.returncode != 0:
         raise SystemExit(f"{name} side failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -226,12 +285,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--torchgeo-python", default=os.environ.get("TORCHGEO_PYTHON", ".venv-torchgeo/bin/python"))
-    parser.add_argument("--scene", type=int, metavar="SIZE", help="scenes instead of tiles: a training scene of "
-                        "SIZE² read in --windows random windows of 256² and a grid over a validation scene")
+    parser.add_argument(
+        "--scene",
+        type=int,
+        metavar="SIZE",
+        help="scenes instead of tiles: a training scene of "
+        "SIZE² read in --windows random windows of 256² and a grid over a validation scene",
+    )
     parser.add_argument("--windows", type=int, default=160)
     parser.add_argument("--val-scene", type=int, default=1024)
-    parser.add_argument("--side", choices=["odeon", "torchgeo", "odeon-scene", "torchgeo-scene"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--side", choices=["odeon", "torchgeo", "odeon-scene", "torchgeo-scene"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -247,16 +312,24 @@ def main() -> None:
         write_tiles(folder, args.tiles, args.val)
         odeon = side(sys.executable, "odeon", folder, args.batch, args.workers)
         torchgeo = side(args.torchgeo_python, "torchgeo", folder, args.batch, args.workers)
-    print(f"{args.tiles} training tiles of 256 x 256 x 3, {args.val} validation tiles, batch {args.batch}, "
-          f"{args.workers} workers, {os.cpu_count()} CPUs")
+    print(
+        f"{args.tiles} training tiles of 256 x 256 x 3, {args.val} validation tiles, batch {args.batch}, "
+        f"{args.workers} workers, {os.cpu_count()} CPUs"
+    )
     print("| | odeon | TorchGeo 0.8.1 | odeon ÷ TorchGeo |")
     print("|---|---:|---:|---:|")
-    print(f"| training epoch (s) | {odeon['epoch_s']:.1f} | {torchgeo['epoch_s']:.1f} | "
-          f"{odeon['epoch_s'] / torchgeo['epoch_s']:.3f} |")
-    print(f"| images/s in the epoch | {args.tiles / odeon['epoch_s']:.2f} | {args.tiles / torchgeo['epoch_s']:.2f} | "
-          f"{torchgeo['epoch_s'] / odeon['epoch_s']:.2f} |")
-    print(f"| loader tiles/s | {odeon['loader_tiles_per_s']:.1f} | {torchgeo['loader_tiles_per_s']:.1f} | "
-          f"{odeon['loader_tiles_per_s'] / torchgeo['loader_tiles_per_s']:.2f} |")
+    print(
+        f"| training epoch (s) | {odeon['epoch_s']:.1f} | {torchgeo['epoch_s']:.1f} | "
+        f"{odeon['epoch_s'] / torchgeo['epoch_s']:.3f} |"
+    )
+    print(
+        f"| images/s in the epoch | {args.tiles / odeon['epoch_s']:.2f} | {args.tiles / torchgeo['epoch_s']:.2f} | "
+        f"{torchgeo['epoch_s'] / odeon['epoch_s']:.2f} |"
+    )
+    print(
+        f"| loader tiles/s | {odeon['loader_tiles_per_s']:.1f} | {torchgeo['loader_tiles_per_s']:.1f} | "
+        f"{odeon['loader_tiles_per_s'] / torchgeo['loader_tiles_per_s']:.2f} |"
+    )
 
 
 def scenes_main(args: argparse.Namespace) -> None:
@@ -264,14 +337,20 @@ def scenes_main(args: argparse.Namespace) -> None:
         write_scenes(folder, args.scene, args.val_scene)
         odeon = side(sys.executable, "odeon-scene", folder, args.batch, args.workers, args.windows)
         torchgeo = side(args.torchgeo_python, "torchgeo-scene", folder, args.batch, args.workers, args.windows)
-    print(f"a {args.scene}² training scene, {args.windows} random windows of 256² an epoch; a {args.val_scene}² "
-          f"validation scene on a grid; batch {args.batch}, {args.workers} workers, {os.cpu_count()} CPUs")
+    print(
+        f"a {args.scene}² training scene, {args.windows} random windows of 256² an epoch; a {args.val_scene}² "
+        f"validation scene on a grid; batch {args.batch}, {args.workers} workers, {os.cpu_count()} CPUs"
+    )
     print("| | odeon | TorchGeo 0.8.1 | odeon ÷ TorchGeo |")
     print("|---|---:|---:|---:|")
-    print(f"| training epoch (s) | {odeon['epoch_s']:.1f} | {torchgeo['epoch_s']:.1f} | "
-          f"{odeon['epoch_s'] / torchgeo['epoch_s']:.3f} |")
-    print(f"| loader windows/s | {odeon['loader_tiles_per_s']:.1f} | {torchgeo['loader_tiles_per_s']:.1f} | "
-          f"{odeon['loader_tiles_per_s'] / torchgeo['loader_tiles_per_s']:.2f} |")
+    print(
+        f"| training epoch (s) | {odeon['epoch_s']:.1f} | {torchgeo['epoch_s']:.1f} | "
+        f"{odeon['epoch_s'] / torchgeo['epoch_s']:.3f} |"
+    )
+    print(
+        f"| loader windows/s | {odeon['loader_tiles_per_s']:.1f} | {torchgeo['loader_tiles_per_s']:.1f} | "
+        f"{odeon['loader_tiles_per_s'] / torchgeo['loader_tiles_per_s']:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ def moto_with(folder: str, prefix: str = "data") -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -41,8 +44,9 @@ def moto_with(folder: str, prefix: str = "data") -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                          AWS_ENDPOINT_URL=endpoint)
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint
+        )
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         upload_folder(client, folder, prefix)
@@ -62,5 +66,10 @@ def upload_folder(client: Any, folder: str, prefix: str) -> None:
 
 def on_s3(source: Any, url_prefix: str) -> Any:
     """A ``DataSource`` whose CSVs are the same files under ``url_prefix`` (their rows are relative)."""
-    return source.model_copy(update={key: f"{url_prefix}/{os.path.basename(getattr(source, key))}"
-                                     for key in ("train_file", "val_file", "test_file") if getattr(source, key)})
+    return source.model_copy(
+        update={
+            key: f"{url_prefix}/{os.path.basename(getattr(source, key))}"
+            for key in ("train_file", "val_file", "test_file")
+            if getattr(source, key)
+        }
+    )

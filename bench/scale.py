@@ -52,11 +52,19 @@ def child(config_path: str) -> None:
 
 def run_once(config_path: str) -> dict[str, float]:
     started = time.time()
-    result = subprocess.run([sys.executable, __file__, "--child", config_path], capture_output=True, text=True,
-                            check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", config_path],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"startup": figures["first_step"] - started, "peak_mb": figures["peak_mb"],
-            "worker_peak_mb": figures["worker_peak_mb"]}
+    return {
+        "startup": figures["first_step"] - started,
+        "peak_mb": figures["peak_mb"],
+        "worker_peak_mb": figures["worker_peak_mb"],
+    }
 
 
 def main() -> None:
@@ -64,8 +72,13 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", type=int, default=[100, 10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--scene", type=int, metavar="SIZE", help="rows naming one SIZE² scene read in windows of "
-                        "256² (train_windows \"area\": each row gives SIZE² / 256² windows an epoch) instead of tiles")
+    parser.add_argument(
+        "--scene",
+        type=int,
+        metavar="SIZE",
+        help="rows naming one SIZE² scene read in windows of "
+        '256² (train_windows "area": each row gives SIZE² / 256² windows an epoch) instead of tiles',
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -91,11 +104,16 @@ def main() -> None:
             config["data_source"].update(train_file=csv)
             config["data_source"].pop("test_file")
             if args.scene:
-                config["data_source"].update(val_file=os.path.join(folder, "scene", "scenes.csv"), patch_size=256,
-                                             mask_bands=[1], data_augmentation=None)
+                config["data_source"].update(
+                    val_file=os.path.join(folder, "scene", "scenes.csv"),
+                    patch_size=256,
+                    mask_bands=[1],
+                    data_augmentation=None,
+                )
             config["train_setup"].update(batch_size=8, testing=True, epochs=1)
-            config["output_setup"].update(version_name=f"rows-{rows}", use_tensorboard=False, use_mlflow=False,
-                                          progress=0)
+            config["output_setup"].update(
+                version_name=f"rows-{rows}", use_tensorboard=False, use_mlflow=False, progress=0
+            )
             config["device_setup"] = {"accelerator": "cpu", "num_workers": args.workers}
             configs[rows] = os.path.join(folder, f"config_{rows}.json")
             with open(configs[rows], "w") as stream:
@@ -115,9 +133,12 @@ def main() -> None:
         for rows in args.rows:
             figures = {key: statistics.median(run[key] for run in runs[rows]) for key in runs[rows][0]}
             base = base or figures
-            print(f"| {rows:,} | {figures['startup']:.2f} | {figures['startup'] / base['startup']:.3f} | "
-                  f"{figures['peak_mb']:.0f} | {figures['peak_mb'] / base['peak_mb']:.3f} | "
-                  f"{figures['worker_peak_mb']:.0f} |", flush=True)
+            print(
+                f"| {rows:,} | {figures['startup']:.2f} | {figures['startup'] / base['startup']:.3f} | "
+                f"{figures['peak_mb']:.0f} | {figures['peak_mb'] / base['peak_mb']:.3f} | "
+                f"{figures['worker_peak_mb']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -67,23 +67,37 @@ def write_scene(folder: str, size: int) -> str:
     for _ in range(size * size // 20_000):
         y, x = rng.integers(0, size, 2)
         h, w = rng.integers(16, 160, 2)
-        classes[y:y + h, x:x + w] = rng.integers(1, len(COLOURS))
-    profile = {"driver": "GTiff", "width": size, "height": size, "dtype": "uint8", "crs": "EPSG:2154",
-               "transform": rasterio.transform.from_origin(651_000, 6_862_000, 0.2, 0.2), "tiled": True,
-               "blockxsize": 512, "blockysize": 512}
+        classes[y : y + h, x : x + w] = rng.integers(1, len(COLOURS))
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "dtype": "uint8",
+        "crs": "EPSG:2154",
+        "transform": rasterio.transform.from_origin(651_000, 6_862_000, 0.2, 0.2),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+    }
     for name, count in (("scene", 3), ("mask", 1)):
         plain = os.path.join(folder, f"{name}.plain.tif")
         with rasterio.open(plain, "w", count=count, **profile) as dst:
             for top in range(0, size, 512):
-                band = classes[top:top + 512]
+                band = classes[top : top + 512]
                 if name == "scene":
                     image = COLOURS[band].transpose(2, 0, 1).astype(np.int16)
                     data = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
                 else:
                     data = band[None]
                 dst.write(data, window=Window(0, top, size, band.shape[0]))
-        rasterio.shutil.copy(plain, os.path.join(folder, f"{name}.tif"), driver="COG", compress="DEFLATE",
-                             blocksize=512, overviews="NONE")
+        rasterio.shutil.copy(
+            plain,
+            os.path.join(folder, f"{name}.tif"),
+            driver="COG",
+            compress="DEFLATE",
+            blocksize=512,
+            overviews="NONE",
+        )
         os.unlink(plain)
     csv = os.path.join(folder, "scenes.csv")
     with open(csv, "w") as stream:
@@ -109,17 +123,27 @@ class BareWindows(Dataset):
         image, mask = self.open[os.getpid()]
         row, col, height, width = self.plan(*key).window
         window = Window(col, row, width, height)
-        return {"image": torch.from_numpy(image.read(window=window)),
-                "mask": torch.from_numpy(mask.read(1, window=window))}
+        return {
+            "image": torch.from_numpy(image.read(window=window)),
+            "mask": torch.from_numpy(mask.read(1, window=window)),
+        }
 
 
 def odeon_loader(csv: str, windows: int, workers: int, batch: int) -> tuple[DataLoader, Any]:
-    config = config_from_dict({
-        "data_source": {"train_file": csv, "val_file": csv, "patch_size": PATCH, "train_windows": windows,
-                        "class_labels": [f"c{i}" for i in range(len(COLOURS))],
-                        "data_augmentation": {"train": ["rotation90"]}},
-        "train_setup": {"model_name": "lightunet", "batch_size": batch},
-        "output_setup": {"output_folder": "unused"}})
+    config = config_from_dict(
+        {
+            "data_source": {
+                "train_file": csv,
+                "val_file": csv,
+                "patch_size": PATCH,
+                "train_windows": windows,
+                "class_labels": [f"c{i}" for i in range(len(COLOURS))],
+                "data_augmentation": {"train": ["rotation90"]},
+            },
+            "train_setup": {"model_name": "lightunet", "batch_size": batch},
+            "output_setup": {"output_folder": "unused"},
+        }
+    )
     splits = load_splits(config.data_source, 42)
     spec = describe_data(config.data_source, splits.train[0])
     plans = plan_windows(splits, spec, config.data_source, 42)
@@ -139,9 +163,13 @@ def one_epoch(loader: DataLoader, epoch: int) -> float:
 
 def bare_loader(dataset: Any, workers: int, batch: int) -> DataLoader:
     sample = dataset.samples[0]
-    return DataLoader(BareWindows(sample.image, sample.mask, dataset.windows), batch_size=batch,
-                      sampler=EpochShuffleSampler(len(dataset), 42), num_workers=workers,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        BareWindows(sample.image, sample.mask, dataset.windows),
+        batch_size=batch,
+        sampler=EpochShuffleSampler(len(dataset), 42),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
 
 def rates(csv: str, s3_csv: str | None, args: argparse.Namespace, workers: int) -> dict[str, list[float]]:
@@ -177,8 +205,10 @@ def bytes_ratio(s3_csv: str, local_csv: str, args: argparse.Namespace) -> tuple[
         proxy.stop()
     folder = os.path.dirname(local_csv)
     touched = 0
-    with rasterio.open(os.path.join(folder, "scene.tif")) as image, \
-            rasterio.open(os.path.join(folder, "mask.tif")) as mask:
+    with (
+        rasterio.open(os.path.join(folder, "scene.tif")) as image,
+        rasterio.open(os.path.join(folder, "mask.tif")) as mask,
+    ):
         for index in range(len(dataset)):
             window = dataset.windows(index, 7).window
             touched += raster.compressed_bytes_touched(image, window) + raster.compressed_bytes_touched(mask, window)
@@ -193,8 +223,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-s3", action="store_true")
-    parser.add_argument("--cache-mb", type=int, help="GDAL's block cache per process (both loaders; the job's "
-                        "default is 256): a small one makes every window decode the blocks it touches")
+    parser.add_argument(
+        "--cache-mb",
+        type=int,
+        help="GDAL's block cache per process (both loaders; the job's "
+        "default is 256): a small one makes every window decode the blocks it touches",
+    )
     args = parser.parse_args()
     if args.cache_mb:
         os.environ["GDAL_CACHEMAX"] = str(args.cache_mb)  # read by GDAL in MB; the job leaves it as set
@@ -202,9 +236,12 @@ def main() -> None:
         started = time.monotonic()
         csv = write_scene(folder, args.size)
         stored = os.path.getsize(os.path.join(folder, "scene.tif")) / 1e6
-        print(f"scene {args.size}² x 3 uint8, COG deflate 512² blocks: {stored:.0f} MB, written in "
-              f"{time.monotonic() - started:.0f} s; {args.windows} windows of {PATCH}² per epoch, batch {args.batch}; "
-              f"median of {args.repeats} epochs; GDAL block cache {args.cache_mb or 256} MB", flush=True)
+        print(
+            f"scene {args.size}² x 3 uint8, COG deflate 512² blocks: {stored:.0f} MB, written in "
+            f"{time.monotonic() - started:.0f} s; {args.windows} windows of {PATCH}² per epoch, batch {args.batch}; "
+            f"median of {args.repeats} epochs; GDAL block cache {args.cache_mb or 256} MB",
+            flush=True,
+        )
         rows = []
         with seaweed_with(folder, "scene") if not args.no_s3 else contextlib.nullcontext() as prefix:
             s3_csv = f"{prefix}/scenes.csv" if prefix else None
@@ -225,8 +262,10 @@ def main() -> None:
             s3_part = f"{row[4]:.1f} | {row[5]:.3f}" if len(row) > 4 else "- | -"
             print(f"| {row[0]} | {row[1]:.1f} | {row[2]:.1f} | {row[3]:.3f} | {s3_part} |")
         if fetched:
-            print(f"\nbytes fetched per window {fetched[0] / 1e3:.1f} KB; stored bytes of the blocks it touches "
-                  f"{fetched[1] / 1e3:.1f} KB; fetched ÷ touched {fetched[2]:.3f}")
+            print(
+                f"\nbytes fetched per window {fetched[0] / 1e3:.1f} KB; stored bytes of the blocks it touches "
+                f"{fetched[1] / 1e3:.1f} KB; fetched ÷ touched {fetched[2]:.3f}"
+            )
 
 
 if __name__ == "__main__":

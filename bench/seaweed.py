@@ -51,15 +51,27 @@ def seaweed_with(folder: str, prefix: str = "data") -> Iterator[str]:
 
     data = tempfile.mkdtemp(prefix="odeon-seaweed-")
     s3, master, volume, filer = (_free_port_pair() for _ in range(4))
-    command = [weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3",
-               f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-               "-volume.max=0", "-master.volumeSizeLimitMB=1024"]
+    command = [
+        weed_binary(),
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        "-volume.max=0",
+        "-master.volumeSizeLimitMB=1024",
+    ]
     log = open(os.path.join(data, "weed.log"), "w")  # noqa: SIM115 - closed with the server
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://127.0.0.1:{s3}"
     try:
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                          AWS_ENDPOINT_URL=endpoint)
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint
+        )
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         deadline = time.monotonic() + 90
         while True:
@@ -85,4 +97,3 @@ def seaweed_with(folder: str, prefix: str = "data") -> Iterator[str]:
             server.wait()
         log.close()
         shutil.rmtree(data, ignore_errors=True)
-

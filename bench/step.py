@@ -53,8 +53,9 @@ class StepTimer(pl.Callback):
         if trainer.global_step == WARMUP:
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           index: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, index: int
+    ) -> None:
         if trainer.global_step == self.last:
             self.end = time.perf_counter()
 
@@ -62,14 +63,24 @@ class StepTimer(pl.Callback):
 def odeon_rate(config: Any, steps: int, workers: int) -> float:
     splits = load_splits(config.data_source, 0)
     spec = describe_data(config.data_source, splits.train[0])
-    datamodule = SegmentationDataModule(splits, spec, config.data_source, config.train_setup.batch_size, workers,
-                                        seed=0)
+    datamodule = SegmentationDataModule(
+        splits, spec, config.data_source, config.train_setup.batch_size, workers, seed=0
+    )
     module = SegmentationModule.from_config(config.model_dump(mode="json"), spec)
     timer = StepTimer(WARMUP + steps)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=WARMUP + steps, limit_val_batches=0,
-                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-                         use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=WARMUP + steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        use_distributed_sampler=False,
+    )
     trainer.fit(module, datamodule=datamodule)
     return steps * config.train_setup.batch_size / (timer.end - timer.start)
 
@@ -108,8 +119,10 @@ def main() -> None:
         # Enough tiles that the timed steps stay within one epoch (no epoch-end work in the figures).
         tiles = args.batch * (WARMUP + max(args.steps) + 1)
         dataset = write_dataset(os.path.join(folder, "data"), n_train=tiles, n_val=2, n_test=1)
-        print(f"batch {args.batch} of 256 x 256 x 3, {args.workers} DataLoader workers, {torch.get_num_threads()} "
-              f"torch threads, {os.cpu_count()} CPUs; median of {args.repeats} runs")
+        print(
+            f"batch {args.batch} of 256 x 256 x 3, {args.workers} DataLoader workers, {torch.get_num_threads()} "
+            f"torch threads, {os.cpu_count()} CPUs; median of {args.repeats} runs"
+        )
         print("| model | odeon images/s | bare images/s | odeon ÷ bare |")
         print("|---|---:|---:|---:|")
         for name, steps in zip(args.models, args.steps, strict=True):

@@ -44,8 +44,9 @@ def _config_source(args: argparse.Namespace) -> str:
 
     source = args.config or os.environ.get("ODEON_CONFIG")
     if not source:
-        raise ConfigError("no configuration: give -c CONFIG (a path, a URL, or - for the standard input) or set "
-                          "ODEON_CONFIG")
+        raise ConfigError(
+            "no configuration: give -c CONFIG (a path, a URL, or - for the standard input) or set ODEON_CONFIG"
+        )
     return source
 
 
@@ -78,8 +79,11 @@ def _report(result: TrainResult) -> None:
     final = result.final
     log.info("final validation: loss %.4f, mIoU %.4f", final["loss"], final["Average/IoU"])
     if result.test_entry:
-        log.info("test (best val_loss checkpoint): loss %.4f, mIoU %.4f", result.test_entry["loss"],
-                 result.test_entry["Average/IoU"])
+        log.info(
+            "test (best val_loss checkpoint): loss %.4f, mIoU %.4f",
+            result.test_entry["loss"],
+            result.test_entry["Average/IoU"],
+        )
     log.info("best val_loss checkpoint: %s", result.best_checkpoint)
     log.info("run folder: %s", result.run_folder)
 
@@ -104,8 +108,10 @@ def _validate(args: argparse.Namespace) -> int:
         summary.problems.extend(problems)
         if not problems:
             server = mlflow_server(config)
-            _print(f"output folder {config.output_setup.output_folder}: writable"
-                  + (f"; MLflow at {server}: answers" if server else ""))
+            _print(
+                f"output folder {config.output_setup.output_folder}: writable"
+                + (f"; MLflow at {server}: answers" if server else "")
+            )
     for line in format_summary(summary):
         _print(line)
     for warning in summary.warnings[:20]:
@@ -142,8 +148,11 @@ def _demo(args: argparse.Namespace) -> int:
     log.info("training with %s", config_path)
     result = train(load_config(config_path))
     _report(result)
-    log.info("final validation mIoU %.3f (predicting the majority class everywhere gives %.3f)",
-             result.final["Average/IoU"], dataset.majority_miou)
+    log.info(
+        "final validation mIoU %.3f (predicting the majority class everywhere gives %.3f)",
+        result.final["Average/IoU"],
+        dataset.majority_miou,
+    )
     return 0
 
 
@@ -163,8 +172,9 @@ def _convert_history(args: argparse.Namespace) -> int:
     from odeon_job.odeon_history import convert_file
 
     entries = convert_file(args.source, args.target, args.to, sanity_check=not args.no_sanity_check)
-    log.info("%s: %d entries written in %s's format", args.target, entries, "ODEON" if args.to == "odeon" else
-             "odeon-job")
+    log.info(
+        "%s: %d entries written in %s's format", args.target, entries, "ODEON" if args.to == "odeon" else "odeon-job"
+    )
     return 0
 
 
@@ -196,64 +206,111 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="debug logs, and tracebacks with errors")
     with_config = argparse.ArgumentParser(add_help=False, parents=[common])
-    with_config.add_argument("-c", "--config", help="the JSON configuration: a path, a URL (s3://, gs://, "
-                             "https://...) or - for the standard input (default: $ODEON_CONFIG)")
-    with_config.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                             help="override one key of the configuration, such as train_setup.epochs=5 (the "
-                             "value is read as JSON when it parses, else as a string); repeatable")
+    with_config.add_argument(
+        "-c",
+        "--config",
+        help="the JSON configuration: a path, a URL (s3://, gs://, "
+        "https://...) or - for the standard input (default: $ODEON_CONFIG)",
+    )
+    with_config.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one key of the configuration, such as train_setup.epochs=5 (the "
+        "value is read as JSON when it parses, else as a string); repeatable",
+    )
 
-    parser = argparse.ArgumentParser(prog="odeon", description="Train semantic-segmentation models on "
-                                     "GeoTIFF tiles (ODEON's train tool as a batch job).", parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="odeon",
+        description="Train semantic-segmentation models on GeoTIFF tiles (ODEON's train tool as a batch job).",
+        parents=[common],
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("train", parents=[with_config], help="train a model as the configuration says"
-                        ).set_defaults(handler=_train)
-    validate = commands.add_parser("validate", parents=[with_config], help="check the configuration and every "
-                                   "CSV row without training")
+    commands.add_parser("train", parents=[with_config], help="train a model as the configuration says").set_defaults(
+        handler=_train
+    )
+    validate = commands.add_parser(
+        "validate", parents=[with_config], help="check the configuration and every CSV row without training"
+    )
     validate.add_argument("--rows", type=_at_least_one, metavar="N", help="check only the first N rows of each split")
-    validate.add_argument("--services", action="store_true", help="also check that the output folder takes a "
-                          "write and that the MLflow server answers (the Helm chart's test)")
+    validate.add_argument(
+        "--services",
+        action="store_true",
+        help="also check that the output folder takes a "
+        "write and that the MLflow server answers (the Helm chart's test)",
+    )
     validate.set_defaults(handler=_validate)
-    commands.add_parser("schema", parents=[common], help="print the configuration's JSON Schema"
-                        ).set_defaults(handler=_schema)
-    demo = commands.add_parser("demo", parents=[common], help="write a small dataset and train on it (CPU, a "
-                               "few minutes)")
-    demo.add_argument("--output", default="odeon-demo", help="folder for the dataset and the run "
-                      "(default: %(default)s)")
+    commands.add_parser("schema", parents=[common], help="print the configuration's JSON Schema").set_defaults(
+        handler=_schema
+    )
+    demo = commands.add_parser(
+        "demo", parents=[common], help="write a small dataset and train on it (CPU, a few minutes)"
+    )
+    demo.add_argument(
+        "--output", default="odeon-demo", help="folder for the dataset and the run (default: %(default)s)"
+    )
     demo.set_defaults(handler=_demo)
 
-    stats = commands.add_parser("stats", parents=[with_config], help="compute normalization_weights and "
-                                "class_imbalance over every tile; prints the JSON to paste into the configuration")
+    stats = commands.add_parser(
+        "stats",
+        parents=[with_config],
+        help="compute normalization_weights and "
+        "class_imbalance over every tile; prints the JSON to paste into the configuration",
+    )
     stats.add_argument("--rows", type=_at_least_one, metavar="N", help="use only the first N rows of each split")
-    stats.add_argument("--windows", type=_at_least_one, metavar="N", help="scenes (data_source.patch_size): read N "
-                       "windows per split, spread over its scenes, instead of every pixel")
+    stats.add_argument(
+        "--windows",
+        type=_at_least_one,
+        metavar="N",
+        help="scenes (data_source.patch_size): read N "
+        "windows per split, spread over its scenes, instead of every pixel",
+    )
     stats.set_defaults(handler=_stats)
-    convert = commands.add_parser("convert-history", parents=[common], help="turn an ODEON history "
-                                  "(metrics.json) into ours, or ours into ODEON's")
+    convert = commands.add_parser(
+        "convert-history", parents=[common], help="turn an ODEON history (metrics.json) into ours, or ours into ODEON's"
+    )
     convert.add_argument("source", help="the history to read (a path or URL)")
     convert.add_argument("target", help="where to write the converted history")
-    convert.add_argument("--to", choices=("ours", "odeon"), required=True, help="ours: ODEON's metrics.json → "
-                         "history_val.json; odeon: the reverse")
-    convert.add_argument("--no-sanity-check", action="store_true", help="with --to ours: ODEON's entry \"0\" is "
-                         "an epoch (its trainer ran no sanity check), not the sanity check to leave out")
+    convert.add_argument(
+        "--to",
+        choices=("ours", "odeon"),
+        required=True,
+        help="ours: ODEON's metrics.json → history_val.json; odeon: the reverse",
+    )
+    convert.add_argument(
+        "--no-sanity-check",
+        action="store_true",
+        help='with --to ours: ODEON\'s entry "0" is '
+        "an epoch (its trainer ran no sanity check), not the sanity check to leave out",
+    )
     convert.set_defaults(handler=_convert_history)
 
     from odeon_job.jobs import parse_duration
 
-    job = commands.add_parser("job", parents=[common], help="follow a training submitted as a Kubeflow PyTorchJob "
-                              "(helm install ... helm/odeon-train)")
+    job = commands.add_parser(
+        "job",
+        parents=[common],
+        help="follow a training submitted as a Kubeflow PyTorchJob (helm install ... helm/odeon-train)",
+    )
     job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
     with_job = argparse.ArgumentParser(add_help=False, parents=[common])
     with_job.add_argument("name", help="the PyTorchJob's name (the Helm release's)")
     with_job.add_argument("-n", "--namespace", help="default: the pod's own namespace, else the kubeconfig's")
     with_job.add_argument("--context", help="kubeconfig context (default: the current one)")
-    job_commands.add_parser("status", parents=[with_job], help="print the job's conditions and pods; exit 0 "
-                            "unless it failed")
-    wait = job_commands.add_parser("wait", parents=[with_job], help="print the job's conditions as they change "
-                                   "until it ends: exit 0 when it succeeded, 1 when it failed, 124 at --timeout")
-    wait.add_argument("--timeout", type=parse_duration, help="give up after this long (3600, 90m, 6h; default: "
-                      "never)")
-    wait.add_argument("--interval", type=parse_duration, default=5.0, help="seconds between two reads "
-                      "(default: %(default)s)")
+    job_commands.add_parser(
+        "status", parents=[with_job], help="print the job's conditions and pods; exit 0 unless it failed"
+    )
+    wait = job_commands.add_parser(
+        "wait",
+        parents=[with_job],
+        help="print the job's conditions as they change "
+        "until it ends: exit 0 when it succeeded, 1 when it failed, 124 at --timeout",
+    )
+    wait.add_argument("--timeout", type=parse_duration, help="give up after this long (3600, 90m, 6h; default: never)")
+    wait.add_argument(
+        "--interval", type=parse_duration, default=5.0, help="seconds between two reads (default: %(default)s)"
+    )
     job.set_defaults(handler=_job)
     return parser
 

@@ -67,8 +67,13 @@ def _resolution_pairs_per_split(data: dict[str, Any]) -> dict[str, Any]:
     becomes the same pair for every split."""
     source = data.get("data_source")
     value = source.get("resolution") if isinstance(source, dict) else None
-    if isinstance(source, dict) and isinstance(value, list) and len(value) == 2 \
-            and not any(isinstance(v, list) for v in value) and value[0] != value[1]:
+    if (
+        isinstance(source, dict)
+        and isinstance(value, list)
+        and len(value) == 2
+        and not any(isinstance(v, list) for v in value)
+        and value[0] != value[1]
+    ):
         data["data_source"] = {**source, "resolution": {split: list(value) for split in SPLITS}}
     return data
 
@@ -78,7 +83,11 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _resolutio
 
 #: The specification's default learning-rate scheduler (also the defaults of its keys when named).
 REDUCE_LR_ON_PLATEAU_DEFAULTS: dict[str, Any] = {
-    "mode": "min", "factor": 0.5, "patience": 10, "min_lr": 1e-7, "cooldown": 4,
+    "mode": "min",
+    "factor": 0.5,
+    "patience": 10,
+    "min_lr": 1e-7,
+    "cooldown": 4,
 }
 
 
@@ -134,28 +143,29 @@ def _device(value: Any) -> Any:
     if value is None:
         return value
     if isinstance(value, bool):
-        raise _error(f"expected a number of devices, a device id like \"0\" or a list of ids, got {value}")
+        raise _error(f'expected a number of devices, a device id like "0" or a list of ids, got {value}')
     if isinstance(value, int):
         if value < -1:
             raise _error(f"a device count must be -1 (all), 0 (CPU) or positive, got {value}")
         return value
     if isinstance(value, str):
         if not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*", value):
-            raise _error(f"{quote(value)} is not a device id (\"0\") or list of ids (\"0,1\")")
+            raise _error(f'{quote(value)} is not a device id ("0") or list of ids ("0,1")')
         return value
     if isinstance(value, list):
         if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
             raise _error(f"a list of devices must hold device ids (integers >= 0), got {value}")
         _no_duplicates(value)
         return value
-    raise _error(f"expected a number of devices, a device id like \"0\" or a list of ids, got {quote(value)}")
+    raise _error(f'expected a number of devices, a device id like "0" or a list of ids, got {quote(value)}')
 
 
 def _val_check_interval(value: Any) -> Any:
     """A float fraction of the epoch in (0, 1], or an int number of training batches (>= 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _error("expected a fraction of an epoch (0 < float <= 1.0) or a number of batches (int >= 1), "
-                     f"got {quote(value)}")
+        raise _error(
+            f"expected a fraction of an epoch (0 < float <= 1.0) or a number of batches (int >= 1), got {quote(value)}"
+        )
     if isinstance(value, int) and value < 1:
         raise _error(f"a number of batches must be >= 1, got {value}")
     if isinstance(value, float) and not 0.0 < value <= 1.0:
@@ -166,6 +176,7 @@ def _val_check_interval(value: Any) -> Any:
 def _resolution(value: Any) -> Any:
     """A pixel size (x = y), an ``[x, y]`` pair, or per split: a dict of either, or ODEON's list, one per split
     in the order train, val, test (a missing test takes the last one, as ODEON's code does)."""
+
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
@@ -184,14 +195,17 @@ def _resolution(value: Any) -> Any:
             raise _error(f"{quote(unknown[0])} is not a split (train, val, test)")
         return {split: one(v) for split, v in value.items()}
     per_split = isinstance(value, list) and (
-        len(value) == 3 or (len(value) in (1, 2) and any(isinstance(v, list) for v in value)))
+        len(value) == 3 or (len(value) in (1, 2) and any(isinstance(v, list) for v in value))
+    )
     if per_split:
         return {split: one(value[min(i, len(value) - 1)]) for i, split in enumerate(SPLITS)}
     if isinstance(value, list) and len(value) == 2 and all(number(v) for v in value) and value[0] != value[1]:
-        raise _error(f"{quote(value)} is ambiguous: ODEON reads it as train {value[0]}, val and test {value[1]}; a "
-                     f"pixel size would be x {value[0]}, y {value[1]}. Write {{\"train\": {value[0]}, \"val\": "
-                     f"{value[1]}, \"test\": {value[1]}}} for the first, [{quote(value)}] (one pair for every split) "
-                     "for the second")
+        raise _error(
+            f"{quote(value)} is ambiguous: ODEON reads it as train {value[0]}, val and test {value[1]}; a "
+            f'pixel size would be x {value[0]}, y {value[1]}. Write {{"train": {value[0]}, "val": '
+            f'{value[1]}, "test": {value[1]}}} for the first, [{quote(value)}] (one pair for every split) '
+            "for the second"
+        )
     return one(value)
 
 
@@ -220,43 +234,65 @@ class DataSource(_Section):
     """Where the tiles are and how to read them."""
 
     train_file: str = Field(description="CSV of image,mask pairs for the train split.")
-    val_file: str | None = Field(None, description="CSV for the validation split; without it, "
-                                 "percentage_val of the train CSV is held out.")
+    val_file: str | None = Field(
+        None, description="CSV for the validation split; without it, percentage_val of the train CSV is held out."
+    )
     test_file: str | None = Field(None, description="CSV for the test split, evaluated after training.")
-    percentage_val: float = Field(0.3, gt=0, lt=1, description="Fraction of train_file held out for "
-                                  "validation when val_file is absent.")
+    percentage_val: float = Field(
+        0.3, gt=0, lt=1, description="Fraction of train_file held out for validation when val_file is absent."
+    )
     image_bands: BandList | None = Field(None, description="1-based image bands to use; all bands when absent.")
-    mask_bands: BandList | None = Field(None, description="1-based mask bands, one per class; all bands when "
-                                        "absent. A single band is read as class indices 0..n-1.")
-    class_labels: list[str] | None = Field(None, description="One label per class; 'class 1'...'class n' "
-                                           "when absent.")
+    mask_bands: BandList | None = Field(
+        None,
+        description="1-based mask bands, one per class; all bands when "
+        "absent. A single band is read as class indices 0..n-1.",
+    )
+    class_labels: list[str] | None = Field(None, description="One label per class; 'class 1'...'class n' when absent.")
     resolution: Annotated[PixelSize | dict[Split, PixelSize] | None, BeforeValidator(_resolution)] = Field(
-        None, description="Pixel size to read the tiles at (resampled when it differs from the files'), "
-        "for the whole dataset or per split; the files' own when absent.")
+        None,
+        description="Pixel size to read the tiles at (resampled when it differs from the files'), "
+        "for the whole dataset or per split; the files' own when absent.",
+    )
     normalization_weights: dict[Split, NormalizationStats] | None = Field(
-        None, description="Per split mean/std (0-1 range) for (x - mean) / std; scaling to 0-1 only when absent.")
+        None, description="Per split mean/std (0-1 range) for (x - mean) / std; scaling to 0-1 only when absent."
+    )
     data_augmentation: dict[Split, Annotated[list[Augmentation], BeforeValidator(_one_or_list)]] | None = Field(
-        None, description="Augmentations per split (train only): rotation90, rotation, radiometry.")
+        None, description="Augmentations per split (train only): rotation90, rotation, radiometry."
+    )
     mask_nodata: float | Literal["auto", "file", "none"] = Field(
-        "auto", description="Extension: the mask value whose pixels are ignored (left out of the loss and the "
-        "metrics): a number, \"file\" (the mask file's own nodata value, if it declares one), \"none\", or "
-        "\"auto\": the file's own unless it could also be data (a class index, an \"on\" value of one-hot "
-        "bands), which is then an error asking for \"file\" or \"none\". Pixels of a one-hot mask where no "
-        "selected band is on are always ignored.")
+        "auto",
+        description="Extension: the mask value whose pixels are ignored (left out of the loss and the "
+        'metrics): a number, "file" (the mask file\'s own nodata value, if it declares one), "none", or '
+        '"auto": the file\'s own unless it could also be data (a class index, an "on" value of one-hot '
+        'bands), which is then an error asking for "file" or "none". Pixels of a one-hot mask where no '
+        "selected band is on are always ignored.",
+    )
     image_max_value: float | None = Field(
-        None, gt=0, description="Extension: the raw value that scales to 1.0. Defaults to 255 for uint8 "
-        "images and is required for any other data type (e.g. 10000 for Sentinel-2 L2A).")
+        None,
+        gt=0,
+        description="Extension: the raw value that scales to 1.0. Defaults to 255 for uint8 "
+        "images and is required for any other data type (e.g. 10000 for Sentinel-2 L2A).",
+    )
     patch_size: int | None = Field(
-        None, ge=8, description="Extension: read every CSV row as a scene of any size, in windows of patch_size x "
+        None,
+        ge=8,
+        description="Extension: read every CSV row as a scene of any size, in windows of patch_size x "
         "patch_size pixels (at the split's resolution): random windows for training (train_windows), a regular grid "
         "for validation and test (grid_overlap). Without it each row is one tile, read whole, as the specification "
-        "says. A row may add col_off,row_off,width,height (the image's pixels) to use only that window of its scene.")
+        "says. A row may add col_off,row_off,width,height (the image's pixels) to use only that window of its scene.",
+    )
     train_windows: Annotated[int, Field(ge=1)] | Literal["area"] = Field(
-        "area", description="Extension, with patch_size: random training windows per epoch: a number in all (scenes "
-        "drawn in proportion to their area), or \"area\": each scene gives as many as it holds patches.")
-    grid_overlap: int = Field(0, ge=0, description="Extension, with patch_size: pixels shared by neighbouring "
-                              "windows of the validation and test grids. Predictions average the overlaps; metrics "
-                              "count every pixel once.")
+        "area",
+        description="Extension, with patch_size: random training windows per epoch: a number in all (scenes "
+        'drawn in proportion to their area), or "area": each scene gives as many as it holds patches.',
+    )
+    grid_overlap: int = Field(
+        0,
+        ge=0,
+        description="Extension, with patch_size: pixels shared by neighbouring "
+        "windows of the validation and test grids. Predictions average the overlaps; metrics "
+        "count every pixel once.",
+    )
 
     @field_validator("image_bands", "mask_bands", "class_labels")
     @classmethod
@@ -267,8 +303,10 @@ class DataSource(_Section):
     @classmethod
     def _finite_nodata(cls, value: float | str) -> float | str:
         if isinstance(value, float) and not math.isfinite(value):
-            raise _error(f"{value} matches no pixel of an integer mask: give a finite number, or \"file\" to ignore "
-                         "the pixels of each mask's own nodata (NaN included, in a float mask)")
+            raise _error(
+                f'{value} matches no pixel of an integer mask: give a finite number, or "file" to ignore '
+                "the pixels of each mask's own nodata (NaN included, in a float mask)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -277,12 +315,18 @@ class DataSource(_Section):
             if self.patch_size is None and getattr(self, key) != type(self).model_fields[key].default:
                 raise _error("applies to scenes read in windows: set data_source.patch_size too", field=key)
         if self.patch_size is not None and self.patch_size > MAX_ITEM_SIDE:
-            raise _error(f"{self.patch_size} pixels: at most {MAX_ITEM_SIDE} (a window goes through the network in one "
-                         f"piece, and {MAX_ITEM_SIDE}² pixels already take gigabytes of activations per window); "
-                         "windows of 256 to 1024 pixels are usual", field="patch_size")
+            raise _error(
+                f"{self.patch_size} pixels: at most {MAX_ITEM_SIDE} (a window goes through the network in one "
+                f"piece, and {MAX_ITEM_SIDE}² pixels already take gigabytes of activations per window); "
+                "windows of 256 to 1024 pixels are usual",
+                field="patch_size",
+            )
         if self.patch_size is not None and self.grid_overlap >= self.patch_size:
-            raise _error(f"{self.grid_overlap} pixels, but windows are {self.patch_size} wide: the overlap must be "
-                         "smaller than patch_size", field="grid_overlap")
+            raise _error(
+                f"{self.grid_overlap} pixels, but windows are {self.patch_size} wide: the overlap must be "
+                "smaller than patch_size",
+                field="grid_overlap",
+            )
         return self
 
     @field_validator("data_augmentation")
@@ -300,7 +344,8 @@ class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     optimizer: Annotated[OptimizerName, BeforeValidator(_lower)] = Field(
-        "adam", description=f"{catalog.spoken(catalog.OPTIMIZERS)}; other keys are its arguments.")
+        "adam", description=f"{catalog.spoken(catalog.OPTIMIZERS)}; other keys are its arguments."
+    )
 
     @model_validator(mode="after")
     def _lr_is_a_rate(self) -> OptimizerConfig:
@@ -327,7 +372,8 @@ class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     scheduler: Annotated[SchedulerName, BeforeValidator(_lower)] = Field(
-        "reducelronplateau", description=f"{catalog.spoken(catalog.SCHEDULERS)}; other keys are its arguments.")
+        "reducelronplateau", description=f"{catalog.spoken(catalog.SCHEDULERS)}; other keys are its arguments."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -349,46 +395,63 @@ class EarlyStopping(_Section):
     monitor: Monitor = Field("val_loss", description="val_loss (minimised) or val_miou (maximised).")
     patience: int = Field(30, ge=1, description="Validations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
-    mode: Literal["min", "max"] | None = Field(None, description="min for val_loss, max for val_miou (the "
-                                               "only direction each can improve in); from monitor when absent.")
+    mode: Literal["min", "max"] | None = Field(
+        None,
+        description="min for val_loss, max for val_miou (the "
+        "only direction each can improve in); from monitor when absent.",
+    )
     check_finite: bool = Field(True, description="Stop when the monitored metric becomes NaN or infinite.")
     stopping_threshold: float | None = Field(None, description="Stop as soon as the metric reaches this value.")
     divergence_threshold: float | None = Field(None, description="Stop as soon as the metric is worse than this.")
     strict: bool = Field(True, description="Fail when the monitored metric is missing.")
-    verbose: bool = Field(False, description="Accepted for ODEON's configurations: the job always says why it "
-                          "stopped.")
+    verbose: bool = Field(False, description="Accepted for ODEON's configurations: the job always says why it stopped.")
 
     @model_validator(mode="after")
     def _mode_fits_monitor(self) -> EarlyStopping:
         expected = MONITOR_MODES[self.monitor]
         if self.mode is not None and self.mode != expected:
-            raise _error(f"{self.monitor} improves only when it {'falls' if expected == 'min' else 'rises'}: mode "
-                         f"must be {expected!r} (or left out), got {self.mode!r}", field="mode")
+            raise _error(
+                f"{self.monitor} improves only when it {'falls' if expected == 'min' else 'rises'}: mode "
+                f"must be {expected!r} (or left out), got {self.mode!r}",
+                field="mode",
+            )
         return self
 
     @property
     def arguments(self) -> dict[str, Any]:
         """Lightning's EarlyStopping arguments."""
-        return {"monitor": self.monitor, "mode": MONITOR_MODES[self.monitor], "patience": self.patience,
-                "min_delta": self.min_delta, "check_finite": self.check_finite, "strict": self.strict,
-                "stopping_threshold": self.stopping_threshold, "divergence_threshold": self.divergence_threshold}
+        return {
+            "monitor": self.monitor,
+            "mode": MONITOR_MODES[self.monitor],
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "check_finite": self.check_finite,
+            "strict": self.strict,
+            "stopping_threshold": self.stopping_threshold,
+            "divergence_threshold": self.divergence_threshold,
+        }
 
 
 class ModelParams(_Section):
     """Architecture options: ``upsampling`` for the U-Nets, ``output_stride`` for deeplab."""
 
     upsampling: Literal["bilinear", "transposed"] = Field(
-        "bilinear", description="U-Net decoders (unet, lightunet, resnet*): bilinear x2 upsampling or a "
-        "transposed convolution of stride 2.")
-    align_corners: bool = Field(False, description="U-Net decoders with bilinear upsampling: interpolate with "
-                                "align_corners=True, as ODEON's unet and lightunet do (set by itself when "
-                                "init_weights holds ODEON weights).")
+        "bilinear",
+        description="U-Net decoders (unet, lightunet, resnet*): bilinear x2 upsampling or a "
+        "transposed convolution of stride 2.",
+    )
+    align_corners: bool = Field(
+        False,
+        description="U-Net decoders with bilinear upsampling: interpolate with "
+        "align_corners=True, as ODEON's unet and lightunet do (set by itself when "
+        "init_weights holds ODEON weights).",
+    )
     output_stride: Literal[8, 16] = Field(8, description="deeplab: the backbone's output stride (8 or 16).")
 
     @model_validator(mode="after")
     def _corners_need_bilinear(self) -> ModelParams:
         if self.align_corners and self.upsampling != "bilinear":
-            raise _error("applies to bilinear upsampling, but upsampling is \"transposed\"", field="align_corners")
+            raise _error('applies to bilinear upsampling, but upsampling is "transposed"', field="align_corners")
         return self
 
 
@@ -397,7 +460,8 @@ class LossParams(_Section):
 
     gamma: float = Field(2.0, ge=0, description="focal: the focusing parameter.")
     alpha: Annotated[float, Field(gt=0)] | list[Annotated[float, Field(ge=0)]] | None = Field(
-        None, description="focal: a weight for every pixel (float) or one per class (list); none when absent.")
+        None, description="focal: a weight for every pixel (float) or one per class (list); none when absent."
+    )
     bce_weight: float = Field(0.75, ge=0, description="combo: weight of the binary cross-entropy.")
     jaccard_weight: float = Field(0.25, ge=0, description="combo: weight of the soft-Jaccard loss.")
 
@@ -420,55 +484,81 @@ class TrainSetup(_Section):
     """The model and how to train it."""
 
     model_name: Annotated[ModelName, BeforeValidator(_model_name)] = Field(
-        description=f"{catalog.spoken(list(catalog.MODELS))}.")
-    model_params: ModelParams = Field(default_factory=ModelParams, description="Extension: architecture "
-                                      "options (upsampling, output_stride).")
-    init_weights: str | None = Field(None, description="Extension: path or URL of weights for the whole "
-                                     "model (a state dict or one of our checkpoints).")
-    encoder_weights: str | None = Field(None, description="Extension: path or URL of a torchvision "
-                                        "ImageNet-style state dict for a resnet or deeplab encoder.")
+        description=f"{catalog.spoken(list(catalog.MODELS))}."
+    )
+    model_params: ModelParams = Field(
+        default_factory=ModelParams, description="Extension: architecture options (upsampling, output_stride)."
+    )
+    init_weights: str | None = Field(
+        None,
+        description="Extension: path or URL of weights for the whole model (a state dict or one of our checkpoints).",
+    )
+    encoder_weights: str | None = Field(
+        None,
+        description="Extension: path or URL of a torchvision "
+        "ImageNet-style state dict for a resnet or deeplab encoder.",
+    )
     epochs: int = Field(1000, ge=1, description="Number of training epochs.")
     batch_size: int = Field(3, ge=1, description="Samples per mini-batch (per process).")
     lr: float = Field(0.001, gt=0, description="Starting learning rate.")
     loss: Annotated[LossName, BeforeValidator(_lower)] = Field(
-        "ce", description=f"{catalog.spoken(list(catalog.LOSSES))}.")
-    loss_params: LossParams = Field(default_factory=LossParams, description="Extension: loss options "
-                                    "(gamma, alpha, bce_weight, jaccard_weight).")
+        "ce", description=f"{catalog.spoken(list(catalog.LOSSES))}."
+    )
+    loss_params: LossParams = Field(
+        default_factory=LossParams, description="Extension: loss options (gamma, alpha, bce_weight, jaccard_weight)."
+    )
     class_imbalance: list[Annotated[float, Field(ge=0)]] | None = Field(
-        None, description="One weight per class for the loss (ce only).")
-    optimizer_config: OptimizerConfig | None = Field(None, description="Optimizer and its arguments; "
-                                                     "Adam when absent.")
+        None, description="One weight per class for the loss (ce only)."
+    )
+    optimizer_config: OptimizerConfig | None = Field(None, description="Optimizer and its arguments; Adam when absent.")
     scheduler_config: SchedulerConfig | None = Field(
-        None, description="Scheduler and its arguments; ReduceLROnPlateau(mode=min, factor=0.5, "
-        "patience=10, min_lr=1e-7, cooldown=4) on val_loss when absent.")
+        None,
+        description="Scheduler and its arguments; ReduceLROnPlateau(mode=min, factor=0.5, "
+        "patience=10, min_lr=1e-7, cooldown=4) on val_loss when absent.",
+    )
     early_stopping: EarlyStopping | None = Field(None, description="Early stopping; none when absent.")
     continue_training: bool | Literal["auto"] = Field(
-        False, description="Resume from the last checkpoint of the version folder. Extension: \"auto\" resumes "
-        "when that checkpoint exists and starts afresh otherwise (a restarted pod continues its run).")
+        False,
+        description='Resume from the last checkpoint of the version folder. Extension: "auto" resumes '
+        "when that checkpoint exists and starts afresh otherwise (a restarted pod continues its run).",
+    )
     export_checkpoint: Annotated[list[Literal[".pth", "odeon_pth"]] | None, BeforeValidator(_one_or_list)] = Field(
-        None, description="Extra formats to export saved checkpoints to: \".pth\" (the network's state dict) and "
-        "\"odeon_pth\" (unet, lightunet: the same under ODEON's layer names, file .odeon.pth). Also read from "
-        "output_setup, where ODEON's configurations may put it.")
+        None,
+        description='Extra formats to export saved checkpoints to: ".pth" (the network\'s state dict) and '
+        '"odeon_pth" (unet, lightunet: the same under ODEON\'s layer names, file .odeon.pth). Also read from '
+        "output_setup, where ODEON's configurations may put it.",
+    )
     val_check_interval: Annotated[int | float, BeforeValidator(_val_check_interval)] = Field(
-        1.0, description="Validate after this fraction of an epoch (float) or this many batches (int).")
+        1.0, description="Validate after this fraction of an epoch (float) or this many batches (int)."
+    )
     deterministic: bool = Field(False, description="Use deterministic algorithms where PyTorch has them.")
     random_seed: int = Field(42, description="Seed of every random number generator (and of the val split).")
     testing: bool = Field(False, description="Smoke run: a few batches per epoch and split.")
     precision: Annotated[Precision, BeforeValidator(_precision)] = Field(
-        "32", description="Extension: \"32\" (full precision, as the specification's results assume), "
-        "\"16-mixed\" (GPU) or \"bf16-mixed\" (GPU, or CPU).")
-    channels_last: bool = Field(False, description="Extension: keep the model's weights and inputs in the "
-                                "channels-last memory format (faster convolutions on recent GPUs, with mixed "
-                                "precision).")
-    compile: bool = Field(False, description="Extension: compile the network with torch.compile (minutes of "
-                          "compilation at start-up, then faster steps on GPUs).")
+        "32",
+        description='Extension: "32" (full precision, as the specification\'s results assume), '
+        '"16-mixed" (GPU) or "bf16-mixed" (GPU, or CPU).',
+    )
+    channels_last: bool = Field(
+        False,
+        description="Extension: keep the model's weights and inputs in the "
+        "channels-last memory format (faster convolutions on recent GPUs, with mixed "
+        "precision).",
+    )
+    compile: bool = Field(
+        False,
+        description="Extension: compile the network with torch.compile (minutes of "
+        "compilation at start-up, then faster steps on GPUs).",
+    )
 
     @property
     def per_class_weights(self) -> dict[str, list[float] | None]:
         """The lists of one weight per class, by field: ``class_imbalance`` and a list ``loss_params.alpha``."""
         alpha = self.loss_params.alpha
-        return {"train_setup.class_imbalance": self.class_imbalance,
-                "train_setup.loss_params.alpha": alpha if isinstance(alpha, list) else None}
+        return {
+            "train_setup.class_imbalance": self.class_imbalance,
+            "train_setup.loss_params.alpha": alpha if isinstance(alpha, list) else None,
+        }
 
     @property
     def learning_rate(self) -> float:
@@ -480,34 +570,49 @@ class TrainSetup(_Section):
     @classmethod
     def _dot_pth(cls, value: Any) -> Any:
         values = _one_or_list(value)
-        return [v if not isinstance(v, str) or v.startswith(".") or v == "odeon_pth" else "." + v for v in values] \
-            if values else values
+        return (
+            [v if not isinstance(v, str) or v.startswith(".") or v == "odeon_pth" else "." + v for v in values]
+            if values
+            else values
+        )
 
     @model_validator(mode="after")
     def _options_fit_model_and_loss(self) -> TrainSetup:
         if self.class_imbalance is not None and not catalog.LOSSES[self.loss].class_weights:
             weighted = [name for name, loss in catalog.LOSSES.items() if loss.class_weights]
-            raise _error(f"weights the {catalog.spoken(weighted)} loss only, but loss is {self.loss!r}",
-                         field="class_imbalance")
+            raise _error(
+                f"weights the {catalog.spoken(weighted)} loss only, but loss is {self.loss!r}", field="class_imbalance"
+            )
         # A value other than the default for a model or loss that does not use it is a mistake (a default
         # is fine: resolved configs, such as the saved config.json, carry every key).
         for key in _changed(self.model_params):
             if self.model_name not in _MODEL_PARAM_USERS[key]:
-                raise _error(f"applies to {', '.join(_MODEL_PARAM_USERS[key])}, not {self.model_name}",
-                             field=f"model_params.{key}")
+                raise _error(
+                    f"applies to {', '.join(_MODEL_PARAM_USERS[key])}, not {self.model_name}",
+                    field=f"model_params.{key}",
+                )
         for key in _changed(self.loss_params):
             if self.loss not in _LOSS_PARAM_USERS[key]:
-                raise _error(f"applies to the {_LOSS_PARAM_USERS[key][0]} loss, not {self.loss}",
-                             field=f"loss_params.{key}")
+                raise _error(
+                    f"applies to the {_LOSS_PARAM_USERS[key][0]} loss, not {self.loss}", field=f"loss_params.{key}"
+                )
         if self.model_name == "deeplab" and self.batch_size < 2:
-            raise _error("deeplab needs at least 2 samples per batch (the image-pooling branch of its ASPP "
-                         "has batch norm)", field="batch_size")
+            raise _error(
+                "deeplab needs at least 2 samples per batch (the image-pooling branch of its ASPP has batch norm)",
+                field="batch_size",
+            )
         if "odeon_pth" in (self.export_checkpoint or []) and self.model_name not in ODEON_U_NETS:
-            raise _error(f"\"odeon_pth\" writes ODEON's U-Net layer names: {catalog.spoken(ODEON_U_NETS)} only, "
-                         f"not {self.model_name}", field="export_checkpoint")
+            raise _error(
+                f'"odeon_pth" writes ODEON\'s U-Net layer names: {catalog.spoken(ODEON_U_NETS)} only, '
+                f"not {self.model_name}",
+                field="export_checkpoint",
+            )
         if self.encoder_weights is not None and self.model_name not in PRETRAINABLE_ENCODERS:
-            raise _error(f"{self.model_name} has no pretrainable encoder (resnet* and deeplab do); use "
-                         "init_weights for weights of the whole model", field="encoder_weights")
+            raise _error(
+                f"{self.model_name} has no pretrainable encoder (resnet* and deeplab do); use "
+                "init_weights for weights of the whole model",
+                field="encoder_weights",
+            )
         return self
 
 
@@ -517,32 +622,42 @@ class OutputSetup(_Section):
     output_folder: str = Field(description="Folder (or URL) under which the run folder is created.")
     model_filename: str | None = Field(None, description="Base name of saved models; the model name when absent.")
     model_out_ext: Literal[".ckpt", ".pth"] | None = Field(
-        None, description="\".ckpt\" (Lightning checkpoints) or \".pth\"; from model_filename's extension, "
-        "else \".ckpt\", when absent.")
-    name_exp_log: str | None = Field(None, description="Experiment folder; the start date (YYYY-MM-DD) "
-                                     "when absent.")
-    version_name: str | None = Field(None, description="Version folder inside the experiment; the start "
-                                     "time (HH-MM-SS) when absent.")
+        None,
+        description='".ckpt" (Lightning checkpoints) or ".pth"; from model_filename\'s extension, '
+        'else ".ckpt", when absent.',
+    )
+    name_exp_log: str | None = Field(None, description="Experiment folder; the start date (YYYY-MM-DD) when absent.")
+    version_name: str | None = Field(
+        None, description="Version folder inside the experiment; the start time (HH-MM-SS) when absent."
+    )
     get_prediction: bool = Field(False, description="Write a GeoTIFF prediction for each test tile.")
-    prediction_output_type: Literal["bit", "uint8", "float32"] = Field("uint8", description="bit, uint8 "
-                                                                       "or float32.")
+    prediction_output_type: Literal["bit", "uint8", "float32"] = Field("uint8", description="bit, uint8 or float32.")
     use_tensorboard: bool = Field(True, description="Log to TensorBoard.")
     use_wandb: bool = Field(False, description="Log to Weights & Biases.")
     log_learning_rate: bool = Field(False, description="Log the learning rate (and momentum).")
     save_history: bool = Field(True, description="Write the per-epoch validation metrics as JSON.")
     save_top_k: int = Field(3, ge=1, description="Checkpoints kept per monitored metric (val_loss, val_miou).")
     progress: int = Field(1, ge=0, description="Progress bar refresh rate in batches; 0 hides the bars.")
-    use_mlflow: bool = Field(True, description="Extension: record the run in MLflow (a local SQLite store "
-                             "under output_folder unless a tracking URI is given).")
-    mlflow_tracking_uri: str | None = Field(None, description="Extension: the MLflow tracking server or store; "
-                                            "$MLFLOW_TRACKING_URI, else the local store, when absent.")
-    mlflow_experiment: str | None = Field(None, description="Extension: MLflow experiment; name_exp_log when "
-                                          "absent.")
+    use_mlflow: bool = Field(
+        True,
+        description="Extension: record the run in MLflow (a local SQLite store "
+        "under output_folder unless a tracking URI is given).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="Extension: the MLflow tracking server or store; "
+        "$MLFLOW_TRACKING_URI, else the local store, when absent.",
+    )
+    mlflow_experiment: str | None = Field(None, description="Extension: MLflow experiment; name_exp_log when absent.")
     mlflow_run_name: str | None = Field(None, description="Extension: MLflow run name; version_name when absent.")
-    registered_model_name: str | None = Field(None, description="Extension: register the best model under this "
-                                              "name in MLflow's model registry.")
-    mlflow_required: bool = Field(False, description="Extension: stop the job when MLflow cannot be reached "
-                                  "(by default the training goes on and says at the end what was not logged).")
+    registered_model_name: str | None = Field(
+        None, description="Extension: register the best model under this name in MLflow's model registry."
+    )
+    mlflow_required: bool = Field(
+        False,
+        description="Extension: stop the job when MLflow cannot be reached "
+        "(by default the training goes on and says at the end what was not logged).",
+    )
 
     @field_validator("model_out_ext", mode="before")
     @classmethod
@@ -560,33 +675,46 @@ class OutputSetup(_Section):
 class DeviceSetup(_Section):
     """Which devices and how many processes."""
 
-    accelerator: Annotated[Literal["auto", "cpu", "gpu", "cuda", "tpu", "ipu", "hpu", "mps"] | None,
-                           BeforeValidator(_lower)] = Field(
-        None, description="cpu, gpu, tpu, ipu, hpu, mps or auto; auto (a GPU when one is visible) when absent.")
+    accelerator: Annotated[
+        Literal["auto", "cpu", "gpu", "cuda", "tpu", "ipu", "hpu", "mps"] | None, BeforeValidator(_lower)
+    ] = Field(None, description="cpu, gpu, tpu, ipu, hpu, mps or auto; auto (a GPU when one is visible) when absent.")
     device: Annotated[int | str | list[int] | None, BeforeValidator(_device)] = Field(
-        None, description="Number of devices (int; 0 means CPU, -1 all), an id (\"0\") or ids ([0, 1]); "
-        "one device when absent.")
+        None,
+        description='Number of devices (int; 0 means CPU, -1 all), an id ("0") or ids ([0, 1]); '
+        "one device when absent.",
+    )
     num_nodes: int = Field(1, ge=1, description="Number of machines (pods) for distributed training.")
     num_workers: int = Field(4, ge=0, description="DataLoader worker processes; 0 reads in the main process.")
     num_processes: int = Field(1, ge=1, description="Processes for distributed training with accelerator cpu.")
-    strategy: str | None = Field(None, description="Lightning strategy (ddp, ...); chosen by Lightning "
-                                 "when absent.")
-    pin_memory: bool | None = Field(None, description="Extension: page-locked batches for faster copies to the "
-                                    "GPU; on when training on GPUs, when absent.")
-    persistent_workers: bool | None = Field(None, description="Extension: keep DataLoader workers between "
-                                            "epochs (no restart cost); on when num_workers > 0, when absent.")
-    prefetch_factor: int | None = Field(None, ge=1, description="Extension: batches each DataLoader worker "
-                                        "prepares ahead; PyTorch's 2 when absent. Needs num_workers > 0.")
+    strategy: str | None = Field(None, description="Lightning strategy (ddp, ...); chosen by Lightning when absent.")
+    pin_memory: bool | None = Field(
+        None,
+        description="Extension: page-locked batches for faster copies to the "
+        "GPU; on when training on GPUs, when absent.",
+    )
+    persistent_workers: bool | None = Field(
+        None,
+        description="Extension: keep DataLoader workers between "
+        "epochs (no restart cost); on when num_workers > 0, when absent.",
+    )
+    prefetch_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Extension: batches each DataLoader worker "
+        "prepares ahead; PyTorch's 2 when absent. Needs num_workers > 0.",
+    )
     stop_grace_period: float = Field(
-        DEFAULT_GRACE_PERIOD, gt=0, description="Extension: seconds between SIGTERM (pod eviction, preemption) "
+        DEFAULT_GRACE_PERIOD,
+        gt=0,
+        description="Extension: seconds between SIGTERM (pod eviction, preemption) "
         "and the forced exit; the training stops after the current batch, keeps its last checkpoint and exits with "
-        "status 143. Keep it below the pod's terminationGracePeriodSeconds (Kubernetes' default 30).")
+        "status 143. Keep it below the pod's terminationGracePeriodSeconds (Kubernetes' default 30).",
+    )
 
     @model_validator(mode="after")
     def _prefetch_needs_workers(self) -> DeviceSetup:
         if self.prefetch_factor is not None and self.num_workers == 0:
-            raise _error("needs num_workers > 0 (batches are prefetched by worker processes)",
-                         field="prefetch_factor")
+            raise _error("needs num_workers > 0 (batches are prefetched by worker processes)", field="prefetch_factor")
         if self.persistent_workers and self.num_workers == 0:
             raise _error("needs num_workers > 0", field="persistent_workers")
         return self
@@ -595,9 +723,14 @@ class DeviceSetup(_Section):
 class JobConfig(_Section):
     """A training job: the JSON given to ``odeon train -c``."""
 
-    config_version: int = Field(CONFIG_VERSION, ge=1, le=CONFIG_VERSION, description="Extension: the version of "
-                                "this configuration's format; this one when absent. Configurations (and "
-                                "checkpoints) of an older version are upgraded when read; a newer one is refused.")
+    config_version: int = Field(
+        CONFIG_VERSION,
+        ge=1,
+        le=CONFIG_VERSION,
+        description="Extension: the version of "
+        "this configuration's format; this one when absent. Configurations (and "
+        "checkpoints) of an older version are upgraded when read; a newer one is refused.",
+    )
     data_source: DataSource
     train_setup: TrainSetup
     output_setup: OutputSetup
@@ -618,33 +751,46 @@ class JobConfig(_Section):
         if setup is None:
             return data
         if setup.get("export_checkpoint", value) != value:
-            raise _error("given in both output_setup and train_setup with different values: keep one",
-                         field="train_setup.export_checkpoint")
+            raise _error(
+                "given in both output_setup and train_setup with different values: keep one",
+                field="train_setup.export_checkpoint",
+            )
         setup["export_checkpoint"] = value
         return {**data, "output_setup": out, "train_setup": setup}
 
     @model_validator(mode="after")
     def _predictions_need_a_test_set(self) -> JobConfig:
         if self.output_setup.get_prediction and not self.data_source.test_file:
-            raise _error("predictions are made for the test set: give data_source.test_file",
-                         field="output_setup.get_prediction")
+            raise _error(
+                "predictions are made for the test set: give data_source.test_file", field="output_setup.get_prediction"
+            )
         return self
 
     @model_validator(mode="after")
     def _counts_agree(self) -> JobConfig:
         """What the configuration alone tells (bands listed); the first files tell the rest (data/spec.py)."""
         source = self.data_source
-        problem = count_problem(source, self.train_setup.per_class_weights,
-                                len(source.image_bands) if source.image_bands else None,
-                                len(source.mask_bands) if source.mask_bands else None,
-                                "image_bands selects", "mask_bands selects")
+        problem = count_problem(
+            source,
+            self.train_setup.per_class_weights,
+            len(source.image_bands) if source.image_bands else None,
+            len(source.mask_bands) if source.mask_bands else None,
+            "image_bands selects",
+            "mask_bands selects",
+        )
         if problem:
             raise _error(problem[1], field=problem[0])
         return self
 
 
-def count_problem(source: DataSource, weights: Mapping[str, Sequence[float] | None], image_bands: int | None,
-                  mask_bands: int | None, images: str, masks: str) -> tuple[str, str] | None:
+def count_problem(
+    source: DataSource,
+    weights: Mapping[str, Sequence[float] | None],
+    image_bands: int | None,
+    mask_bands: int | None,
+    images: str,
+    masks: str,
+) -> tuple[str, str] | None:
     """The first disagreement between the counts of bands and classes, as (field, message); None when they
     agree. The one place these counts are checked: by the schema with the bands the configuration lists,
     then with those of the first training files. ``image_bands``/``mask_bands``: how many bands are read
@@ -654,21 +800,28 @@ def count_problem(source: DataSource, weights: Mapping[str, Sequence[float] | No
     classes: int | None = None
     if mask_bands == 1:
         if labels is None or len(labels) < 2:
-            return ("data_source.class_labels", f"{masks} a single band, read as class indices 0..n-1: "
-                    "class_labels must name the n classes (at least 2)")
+            return (
+                "data_source.class_labels",
+                f"{masks} a single band, read as class indices 0..n-1: "
+                "class_labels must name the n classes (at least 2)",
+            )
         classes = len(labels)
     elif mask_bands is not None:
         if labels is not None and len(labels) != mask_bands:
-            return ("data_source.class_labels", f"{len(labels)} labels but {masks} {mask_bands} bands (one band per "
-                    "class)")
+            return (
+                "data_source.class_labels",
+                f"{len(labels)} labels but {masks} {mask_bands} bands (one band per class)",
+            )
         classes = mask_bands
     for field, values in weights.items():
         if values is not None and classes is not None and len(values) != classes:
             return field, f"{len(values)} weights but there are {classes} classes"
     for split, stats in (source.normalization_weights or {}).items():
         if image_bands is not None and len(stats.mean) != image_bands:
-            return (f"data_source.normalization_weights.{split}.mean",
-                    f"{len(stats.mean)} values but {images} {image_bands} bands")
+            return (
+                f"data_source.normalization_weights.{split}.mean",
+                f"{len(stats.mean)} values but {images} {image_bands} bands",
+            )
     return None
 
 
@@ -689,8 +842,9 @@ MAX_CONFIG_DEPTH = 32
 
 
 def _too_large(source: str, size: int | str) -> ConfigError:
-    return ConfigError(f"{source}: {size} bytes, more than the {MAX_CONFIG_BYTES} a configuration may hold; is it "
-                       "the right file?")
+    return ConfigError(
+        f"{source}: {size} bytes, more than the {MAX_CONFIG_BYTES} a configuration may hold; is it the right file?"
+    )
 
 
 def read_config_text(source: str) -> str:
@@ -736,8 +890,9 @@ def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str = "c
         path, sep, raw = override.partition("=")
         keys = path.strip().split(".")
         if not sep or not all(keys):
-            raise ConfigError(f"--set {quote(override)}: expected KEY=VALUE with a dotted key, such as "
-                              "train_setup.epochs=5")
+            raise ConfigError(
+                f"--set {quote(override)}: expected KEY=VALUE with a dotted key, such as train_setup.epochs=5"
+            )
         try:
             value = parse_json(raw, f"--set {quote(override, 60)}")
         except ConfigError as error:
@@ -748,7 +903,9 @@ def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str = "c
         for depth, key in enumerate(keys[:-1]):
             child = target.setdefault(key, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {quote(override)}: {'.'.join(keys[:depth + 1])} is not an object in {source}")
+                raise ConfigError(
+                    f"--set {quote(override)}: {'.'.join(keys[: depth + 1])} is not an object in {source}"
+                )
             target = child
         target[keys[-1]] = value
     return data
@@ -792,17 +949,23 @@ def parse_json(text: str, source: str = "config") -> Any:
     try:
         data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as error:
-        raise ConfigError(f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: "
-                          f"{error.msg}") from error
+        raise ConfigError(
+            f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from error
     except _DuplicateKey as error:
-        raise ConfigError(f"{source}: the key {quote(error.key)} appears twice in one object (JSON readers keep "
-                          "one of them silently): keep one") from None
+        raise ConfigError(
+            f"{source}: the key {quote(error.key)} appears twice in one object (JSON readers keep "
+            "one of them silently): keep one"
+        ) from None
     except RecursionError:
-        raise ConfigError(f"{source}: objects or lists nested too deeply (a configuration nests a few levels)"
-                          ) from None
+        raise ConfigError(
+            f"{source}: objects or lists nested too deeply (a configuration nests a few levels)"
+        ) from None
     if _depth(data) > MAX_CONFIG_DEPTH:
-        raise ConfigError(f"{source}: objects or lists nested more than {MAX_CONFIG_DEPTH} levels deep (a "
-                          "configuration nests a few levels)")
+        raise ConfigError(
+            f"{source}: objects or lists nested more than {MAX_CONFIG_DEPTH} levels deep (a "
+            "configuration nests a few levels)"
+        )
     return data
 
 
@@ -816,8 +979,10 @@ def upgrade_config(data: dict[str, Any], source: str = "config") -> dict[str, An
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         return data  # the schema reports it
     if version > CONFIG_VERSION:
-        raise ConfigError(f"{source}: config_version {version} was written by a later version of odeon-job (this one "
-                          f"reads up to {CONFIG_VERSION}): upgrade odeon-job")
+        raise ConfigError(
+            f"{source}: config_version {version} was written by a later version of odeon-job (this one "
+            f"reads up to {CONFIG_VERSION}): upgrade odeon-job"
+        )
     for step in range(version, CONFIG_VERSION):
         data = UPGRADES[step](dict(data))
     return {**data, "config_version": CONFIG_VERSION} if version != CONFIG_VERSION else data
@@ -837,12 +1002,15 @@ def resolve_run_names(config: JobConfig, now: _dt.datetime | None = None) -> Job
     """Fill ``name_exp_log`` and ``version_name`` with the start date and time when absent."""
     now = now or _dt.datetime.now()
     output = config.output_setup
-    names = {"name_exp_log": output.name_exp_log or now.strftime("%Y-%m-%d"),
-             "version_name": output.version_name or now.strftime("%H-%M-%S")}
+    names = {
+        "name_exp_log": output.name_exp_log or now.strftime("%Y-%m-%d"),
+        "version_name": output.version_name or now.strftime("%H-%M-%S"),
+    }
     return config.model_copy(update={"output_setup": output.model_copy(update=names)})
 
 
 # --- error messages -------------------------------------------------------------------------------
+
 
 def describe_errors(error: ValidationError) -> list[str]:
     """One line per problem: the JSON path, what is wrong, and a suggestion when one is close."""
@@ -867,8 +1035,10 @@ def _describe(detail: Any) -> str:
         return f"{path}: required key is missing"
     if kind == "literal_error":
         expected = [choice.strip("'") for choice in re.split(r", | or ", detail["ctx"]["expected"])]
-        return (f"{path}: {quote(detail['input'])} is not one of {', '.join(expected)}"
-                f"{did_you_mean(str(detail['input']), expected)}")
+        return (
+            f"{path}: {quote(detail['input'])} is not one of {', '.join(expected)}"
+            f"{did_you_mean(str(detail['input']), expected)}"
+        )
     if kind == "odeon":
         field = (detail.get("ctx") or {}).get("field")
         if field:

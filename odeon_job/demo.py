@@ -66,7 +66,7 @@ def _draw_classes(rng: np.random.Generator, size: int) -> np.ndarray:
         for _ in range(rng.integers(3, 7)):
             y, x = cy + rng.normal(0, 25 * scale), cx + rng.normal(0, 25 * scale)
             radius = rng.uniform(10, 28) * scale
-            classes[(rows - y) ** 2 + (cols - x) ** 2 < radius ** 2] = 3
+            classes[(rows - y) ** 2 + (cols - x) ** 2 < radius**2] = 3
     for _ in range(rng.integers(0, 3)):  # water: rotated ellipses
         y, x = rng.uniform(0, size, 2)
         a, b = rng.uniform(15, 45, 2) * scale
@@ -101,17 +101,31 @@ def _paint(rng: np.random.Generator, classes: np.ndarray) -> np.ndarray:
 
 
 def _write_tile(path: str, data: np.ndarray, column: int, row: int, size: int) -> None:
-    transform = from_origin(ORIGIN[0] + column * size * PIXEL_SIZE, ORIGIN[1] - row * size * PIXEL_SIZE,
-                            PIXEL_SIZE, PIXEL_SIZE)
+    transform = from_origin(
+        ORIGIN[0] + column * size * PIXEL_SIZE, ORIGIN[1] - row * size * PIXEL_SIZE, PIXEL_SIZE, PIXEL_SIZE
+    )
     block = 256 if size % 256 == 0 else 16 * max(1, min(size, 256) // 16)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=data.shape[0],
-                       dtype=data.dtype, crs=CRS, transform=transform, tiled=True, blockxsize=block,
-                       blockysize=block, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=CRS,
+        transform=transform,
+        tiled=True,
+        blockxsize=block,
+        blockysize=block,
+        compress="deflate",
+    ) as dst:
         dst.write(data)
 
 
-def write_dataset(folder: str, n_train: int = 64, n_val: int = 16, n_test: int = 16, size: int = 256,
-                  seed: int = 0) -> DemoDataset:
+def write_dataset(
+    folder: str, n_train: int = 64, n_val: int = 16, n_test: int = 16, size: int = 256, seed: int = 0
+) -> DemoDataset:
     """Write the tiles and the train/val/test CSVs (relative paths) under ``folder``."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(folder, "img"), exist_ok=True)
@@ -136,18 +150,23 @@ def write_dataset(folder: str, n_train: int = 64, n_val: int = 16, n_test: int =
             if split == "train":
                 train_pixels += np.bincount(classes.ravel(), minlength=len(CLASS_LABELS))
                 scaled = image.reshape(3, -1) / 255.0
-                band_sum, band_sq = band_sum + scaled.sum(1), band_sq + (scaled ** 2).sum(1)
+                band_sum, band_sq = band_sum + scaled.sum(1), band_sq + (scaled**2).sum(1)
                 band_n += scaled.shape[1]
             index += 1
         with open(os.path.join(folder, f"{split}.csv"), "w") as stream:
             stream.writelines(lines)
     mean = band_sum / band_n
-    std = np.sqrt(band_sq / band_n - mean ** 2)
-    return DemoDataset(folder=folder, train_csv=os.path.join(folder, "train.csv"),
-                       val_csv=os.path.join(folder, "val.csv"), test_csv=os.path.join(folder, "test.csv"),
-                       train_class_frequencies=tuple(float(f) for f in train_pixels / train_pixels.sum()),
-                       val_class_frequencies=tuple(float(f) for f in val_pixels / val_pixels.sum()),
-                       train_mean=tuple(float(m) for m in mean), train_std=tuple(float(s) for s in std))
+    std = np.sqrt(band_sq / band_n - mean**2)
+    return DemoDataset(
+        folder=folder,
+        train_csv=os.path.join(folder, "train.csv"),
+        val_csv=os.path.join(folder, "val.csv"),
+        test_csv=os.path.join(folder, "test.csv"),
+        train_class_frequencies=tuple(float(f) for f in train_pixels / train_pixels.sum()),
+        val_class_frequencies=tuple(float(f) for f in val_pixels / val_pixels.sum()),
+        train_mean=tuple(float(m) for m in mean),
+        train_std=tuple(float(s) for s in std),
+    )
 
 
 def demo_config(dataset: DemoDataset, output_folder: str, epochs: int = 15) -> dict[str, Any]:
@@ -166,8 +185,12 @@ def demo_config(dataset: DemoDataset, output_folder: str, epochs: int = 15) -> d
             "mask_bands": list(range(1, len(CLASS_LABELS) + 1)),
             "class_labels": list(CLASS_LABELS),
             # val and test fall back to the train statistics
-            "normalization_weights": {"train": {"mean": [round(m, 5) for m in dataset.train_mean],
-                                                "std": [round(s, 5) for s in dataset.train_std]}},
+            "normalization_weights": {
+                "train": {
+                    "mean": [round(m, 5) for m in dataset.train_mean],
+                    "std": [round(s, 5) for s in dataset.train_std],
+                }
+            },
             "data_augmentation": {"train": ["rotation90"], "val": [], "test": []},
         },
         "train_setup": {

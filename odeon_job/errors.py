@@ -39,7 +39,7 @@ def one_line(error: BaseException) -> str:
         return text
     last = text.splitlines()[-1]
     prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
-    return last[len(prefix):] if last.startswith(prefix) else last
+    return last[len(prefix) :] if last.startswith(prefix) else last
 
 
 def deepest_reason(error: BaseException) -> str:

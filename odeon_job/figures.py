@@ -37,8 +37,10 @@ class Sample:
 def palette(n: int) -> np.ndarray:
     """``n`` well separated RGB colours (0-1), the same for the same ``n``."""
     hues = [(0.05 + i * 0.618034) % 1.0 for i in range(n)]
-    return np.array([colorsys.hsv_to_rgb(h, 0.75 if i % 2 else 0.95, 0.95 if i % 2 else 0.7)
-                     for i, h in enumerate(hues)], dtype=np.float32)
+    return np.array(
+        [colorsys.hsv_to_rgb(h, 0.75 if i % 2 else 0.95, 0.95 if i % 2 else 0.7) for i, h in enumerate(hues)],
+        dtype=np.float32,
+    )
 
 
 def coloured(classes: torch.Tensor, colours: np.ndarray) -> np.ndarray:
@@ -77,8 +79,9 @@ def _title(what: str, split: str, epoch: int | None, miou: float | None = None) 
     return " · ".join(parts + ([f"mIoU {miou:.3f}"] if miou is not None else []))
 
 
-def confusion_figure(confusion: torch.Tensor, labels: Sequence[str], split: str, epoch: int | None,
-                     miou: float | None) -> np.ndarray:
+def confusion_figure(
+    confusion: torch.Tensor, labels: Sequence[str], split: str, epoch: int | None, miou: float | None
+) -> np.ndarray:
     """Rows = truth, columns = prediction; colour = the share of the row (recall on the diagonal), each cell
     written as a percentage of its row; class names on both axes. Readable from 2 to 20 classes."""
     fractions = np.array(row_normalised(confusion))
@@ -97,8 +100,9 @@ def confusion_figure(confusion: torch.Tensor, labels: Sequence[str], split: str,
         for column in range(n):
             value = fractions[row, column]
             text = f"{value:.0%}" if rows[row] > 0 else "–"
-            axes.text(column, row, text, ha="center", va="center", fontsize=font,
-                      color="white" if value > 0.55 else "black")
+            axes.text(
+                column, row, text, ha="center", va="center", fontsize=font, color="white" if value > 0.55 else "black"
+            )
     figure.colorbar(shown, ax=axes, fraction=0.046, label="share of the true class's pixels")
     axes.set_title(_title("Confusion matrix", split, epoch, miou))
     return to_array(figure)
@@ -107,8 +111,10 @@ def confusion_figure(confusion: torch.Tensor, labels: Sequence[str], split: str,
 def confusion_table(confusion: torch.Tensor, labels: Sequence[str]) -> str:
     """The pixel counts as a Markdown table (TensorBoard's text tab: the numbers behind the colours)."""
     header = "| truth \\ prediction | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels) + "\n"
-    rows = [f"| {label} | " + " | ".join(str(int(v)) for v in row) + " |"
-            for label, row in zip(labels, confusion, strict=True)]
+    rows = [
+        f"| {label} | " + " | ".join(str(int(v)) for v in row) + " |"
+        for label, row in zip(labels, confusion, strict=True)
+    ]
     return header + "\n".join(rows)
 
 
@@ -118,8 +124,11 @@ def samples_figure(samples: Sequence[Sample], labels: Sequence[str], split: str,
     figure = _new_figure(9.0, 0.6 + 2.7 * len(samples))
     grid = figure.subplots(len(samples), 3, squeeze=False)
     for row, sample in enumerate(samples):
-        panels = (sample.image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(), coloured(sample.truth, colours),
-                  coloured(sample.prediction, colours))
+        panels = (
+            sample.image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(),
+            coloured(sample.truth, colours),
+            coloured(sample.prediction, colours),
+        )
         for column, (axes, pixels) in enumerate(zip(grid[row], panels, strict=True)):
             axes.imshow(pixels, interpolation="nearest")
             axes.set_xticks([])
@@ -135,8 +144,7 @@ def samples_figure(samples: Sequence[Sample], labels: Sequence[str], split: str,
     return to_array(figure)
 
 
-def iou_figure(metrics: Mapping[str, float | None], labels: Sequence[str], split: str,
-               epoch: int | None) -> np.ndarray:
+def iou_figure(metrics: Mapping[str, float | None], labels: Sequence[str], split: str, epoch: int | None) -> np.ndarray:
     """Per-class IoU bars, classes absent from truth and prediction marked as such, the mean as a line."""
     values = [metrics.get(f"{label}/IoU") for label in labels]
     figure = _new_figure(max(5.0, 1.0 + 0.45 * len(labels)), 4.0)
@@ -144,14 +152,21 @@ def iou_figure(metrics: Mapping[str, float | None], labels: Sequence[str], split
     colours = palette(len(labels))
     axes.bar(range(len(labels)), [v or 0.0 for v in values], color=colours)
     for index, value in enumerate(values):
-        axes.text(index, (value or 0.0) + 0.01, "absent" if value is None else f"{value:.2f}", ha="center",
-                  va="bottom", fontsize=7)
+        axes.text(
+            index,
+            (value or 0.0) + 0.01,
+            "absent" if value is None else f"{value:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     mean = metrics.get("Average/IoU")
     if mean is not None:
         axes.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
         axes.legend(loc="upper right", fontsize=8)
-    axes.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 3 else 0,
-                    ha="right" if len(labels) > 3 else "center")
+    axes.set_xticks(
+        range(len(labels)), labels, rotation=45 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center"
+    )
     axes.set_ylim(0, 1.08)
     axes.set_ylabel("IoU")
     axes.set_title(_title("IoU per class", split, epoch))
@@ -160,6 +175,7 @@ def iou_figure(metrics: Mapping[str, float | None], labels: Sequence[str], split
 
 def curves_figure(history: Mapping[str, Mapping[str, Any]], train_losses: Mapping[int, float]) -> np.ndarray:
     """Loss (training and validation) and validation mIoU per epoch, over the whole run."""
+
     def position(key: str) -> float:
         epoch, _, sub = key.partition(".")
         return int(epoch) + 1 + (int(sub) / 10 if sub else 0.0)  # "3.1": a second validation of epoch 3

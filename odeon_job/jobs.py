@@ -46,8 +46,10 @@ def conditions(job: dict[str, Any]) -> list[Condition]:
     """The job's true conditions, oldest first."""
     found = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
     found.sort(key=lambda c: c.get("lastTransitionTime") or "")
-    return [Condition(c["type"], c.get("reason") or "", c.get("message") or "", c.get("lastTransitionTime") or "")
-            for c in found]
+    return [
+        Condition(c["type"], c.get("reason") or "", c.get("message") or "", c.get("lastTransitionTime") or "")
+        for c in found
+    ]
 
 
 def state(job: dict[str, Any]) -> Condition | None:
@@ -105,16 +107,19 @@ def job_reader(context: str | None = None) -> Callable[[str, str], dict[str, Any
             return cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
         except ApiException as error:
             if error.status == 404:
-                raise JobError(f"pytorchjob {namespace}/{name}: not found (or the PyTorchJob CRD is not "
-                               "installed)") from None
+                raise JobError(
+                    f"pytorchjob {namespace}/{name}: not found (or the PyTorchJob CRD is not installed)"
+                ) from None
             if error.status in (401, 403):
-                raise JobError(f"pytorchjob {namespace}/{name}: the API server refused access ({error.status} "
-                               f"{error.reason})") from None
+                raise JobError(
+                    f"pytorchjob {namespace}/{name}: the API server refused access ({error.status} {error.reason})"
+                ) from None
             raise JobError(f"pytorchjob {namespace}/{name}: {error.status} {error.reason}") from None
         except Exception as error:  # urllib3's connection errors
             host = api.api_client.configuration.host
-            raise JobError(f"cannot reach the Kubernetes API server at {host}: "
-                           f"{shorten(str(error).splitlines()[0], 200)}") from None
+            raise JobError(
+                f"cannot reach the Kubernetes API server at {host}: {shorten(str(error).splitlines()[0], 200)}"
+            ) from None
 
     return read
 
@@ -137,9 +142,15 @@ def outcome(condition: Condition | None) -> int | None:
     return EXIT_SUCCEEDED if condition.type == "Succeeded" else EXIT_FAILED
 
 
-def wait(read: Callable[[str, str], dict[str, Any]], namespace: str, name: str, timeout: float | None,
-         interval: float = 5.0, clock: Callable[[], float] = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep) -> int:
+def wait(
+    read: Callable[[str, str], dict[str, Any]],
+    namespace: str,
+    name: str,
+    timeout: float | None,
+    interval: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
     """Print every new condition until the job succeeds (0) or fails (1), or ``timeout`` passes (124)."""
     deadline = None if timeout is None else clock() + timeout
     seen: set[Condition] = set()
@@ -158,13 +169,22 @@ def wait(read: Callable[[str, str], dict[str, Any]], namespace: str, name: str, 
         if result is not None:
             assert current is not None
             if result == EXIT_FAILED:
-                log.error("odeon: pytorchjob %s/%s failed: %s", namespace, name,
-                          current.message or current.reason or "no reason given")
+                log.error(
+                    "odeon: pytorchjob %s/%s failed: %s",
+                    namespace,
+                    name,
+                    current.message or current.reason or "no reason given",
+                )
             return result
         if deadline is not None and clock() >= deadline:
             since = current.line() if current else "no condition yet"
-            log.error("odeon: pytorchjob %s/%s: not finished after %s (now %s)", namespace, name,
-                      dt.timedelta(seconds=round(timeout or 0)), since)
+            log.error(
+                "odeon: pytorchjob %s/%s: not finished after %s (now %s)",
+                namespace,
+                name,
+                dt.timedelta(seconds=round(timeout or 0)),
+                since,
+            )
             return EXIT_TIMEOUT
         sleep(interval if deadline is None else max(0.0, min(interval, deadline - clock())))
 

@@ -80,15 +80,19 @@ def with_run_names(config: JobConfig) -> JobConfig:
     out = config.output_setup
     job = os.environ.get(JOB_NAME_VARIABLE)
     if job and not is_folder_name(job):
-        raise ConfigError(f"{JOB_NAME_VARIABLE}={quote(job)} in the environment: must be a single folder name (it "
-                          "names the run folder inside output_folder)")
+        raise ConfigError(
+            f"{JOB_NAME_VARIABLE}={quote(job)} in the environment: must be a single folder name (it "
+            "names the run folder inside output_folder)"
+        )
     if job and not (out.name_exp_log and out.version_name):  # one name whatever the pod and its restarts
         names = {"name_exp_log": out.name_exp_log or job, "version_name": out.version_name or job}
         config = config.model_copy(update={"output_setup": out.model_copy(update=names)})
     elif config.device_setup.num_nodes > 1 and not (out.name_exp_log and out.version_name):
-        raise ConfigError("output_setup.version_name: set name_exp_log and version_name when training on "
-                          f"{config.device_setup.num_nodes} nodes (each would otherwise name the run after its "
-                          f"own clock), or set {JOB_NAME_VARIABLE}")
+        raise ConfigError(
+            "output_setup.version_name: set name_exp_log and version_name when training on "
+            f"{config.device_setup.num_nodes} nodes (each would otherwise name the run after its "
+            f"own clock), or set {JOB_NAME_VARIABLE}"
+        )
     return resolve_run_names(config)
 
 
@@ -105,9 +109,11 @@ def _check_gpus(devices: int | list[int]) -> None:
 
     available = torch.cuda.device_count()
     if not torch.cuda.is_available() or available == 0:
-        raise ConfigError("device_setup.accelerator: a GPU is asked for, but none is visible to this process "
-                          "(torch.cuda.is_available() is False); use \"cpu\", or \"auto\" to take a GPU when "
-                          "there is one")
+        raise ConfigError(
+            "device_setup.accelerator: a GPU is asked for, but none is visible to this process "
+            '(torch.cuda.is_available() is False); use "cpu", or "auto" to take a GPU when '
+            "there is one"
+        )
     wanted = max(devices) + 1 if isinstance(devices, list) else max(devices, 1)  # -1: all of them
     if wanted > available:
         raise ConfigError(f"device_setup.device: {devices} asks for more GPUs than the {available} visible here")
@@ -119,14 +125,19 @@ def _check_accelerator(accelerator: str) -> None:
     import torch
 
     if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
-        raise ConfigError("device_setup.accelerator: \"tpu\" needs the torch_xla package, which this installation "
-                          "lacks; use \"gpu\" or \"cpu\"")
+        raise ConfigError(
+            'device_setup.accelerator: "tpu" needs the torch_xla package, which this installation '
+            'lacks; use "gpu" or "cpu"'
+        )
     if accelerator in ("ipu", "hpu"):
-        raise ConfigError(f"device_setup.accelerator: \"{accelerator}\" needs its vendor's Lightning plugin, which "
-                          "this job does not ship; use \"gpu\" or \"cpu\"")
+        raise ConfigError(
+            f'device_setup.accelerator: "{accelerator}" needs its vendor\'s Lightning plugin, which '
+            'this job does not ship; use "gpu" or "cpu"'
+        )
     if accelerator == "mps" and not (torch.backends.mps.is_available()):
-        raise ConfigError("device_setup.accelerator: \"mps\" (Apple GPUs) is not available on this machine; use "
-                          "\"gpu\" or \"cpu\"")
+        raise ConfigError(
+            'device_setup.accelerator: "mps" (Apple GPUs) is not available on this machine; use "gpu" or "cpu"'
+        )
 
 
 def _cpu_processes(setup: DeviceSetup, explicit_cpu: bool) -> int:
@@ -136,16 +147,24 @@ def _cpu_processes(setup: DeviceSetup, explicit_cpu: bool) -> int:
     if device in (None, 0):
         return setup.num_processes
     if not explicit_cpu:  # "auto" on a machine without a GPU: the GPU ids or count cannot apply
-        log.warning("device_setup.device: %s asks for GPUs, but none is visible: training on the CPU with %d "
-                    "process(es) (num_processes)", device, setup.num_processes)
+        log.warning(
+            "device_setup.device: %s asks for GPUs, but none is visible: training on the CPU with %d "
+            "process(es) (num_processes)",
+            device,
+            setup.num_processes,
+        )
         return setup.num_processes
     if isinstance(device, int) and device > 0:
         if "num_processes" in setup.model_fields_set and setup.num_processes != device:
-            raise ConfigError(f"device_setup.device: {device} processes on the CPU, but num_processes says "
-                              f"{setup.num_processes}; give one of them")
+            raise ConfigError(
+                f"device_setup.device: {device} processes on the CPU, but num_processes says "
+                f"{setup.num_processes}; give one of them"
+            )
         return device
-    raise ConfigError(f"device_setup.device: {device!r} names GPUs, but accelerator is \"cpu\": give the number of "
-                      "processes (device: 2, or num_processes: 2), or use accelerator \"gpu\"")
+    raise ConfigError(
+        f'device_setup.device: {device!r} names GPUs, but accelerator is "cpu": give the number of '
+        'processes (device: 2, or num_processes: 2), or use accelerator "gpu"'
+    )
 
 
 def trainer_devices(setup: DeviceSetup, on_this_machine: bool = True) -> dict[str, Any]:
@@ -170,8 +189,12 @@ def trainer_devices(setup: DeviceSetup, on_this_machine: bool = True) -> dict[st
             _check_gpus(devices)
     else:
         devices = setup.device if setup.device is not None else "auto"
-    return {"accelerator": accelerator, "devices": devices, "num_nodes": setup.num_nodes,
-            "strategy": setup.strategy or "auto"}
+    return {
+        "accelerator": accelerator,
+        "devices": devices,
+        "num_nodes": setup.num_nodes,
+        "strategy": setup.strategy or "auto",
+    }
 
 
 def processes_per_node(devices: int | str | list[int]) -> int:
@@ -217,27 +240,39 @@ def prepare_launch(options: dict[str, Any]) -> str:
     if style == "torchrun":
         world, local = _int_variable("WORLD_SIZE"), _int_variable("LOCAL_WORLD_SIZE")
         if (world, local) != (expected, per_node):
-            raise ConfigError(f"device_setup: torchrun started {world} process(es), {local} per node, but the "
-                              f"configuration asks for num_nodes {nodes} × {per_node} per node = {expected}; make "
-                              "num_nodes the number of pods (--nnodes) and device/num_processes the processes per "
-                              "pod (--nproc-per-node)")
+            raise ConfigError(
+                f"device_setup: torchrun started {world} process(es), {local} per node, but the "
+                f"configuration asks for num_nodes {nodes} × {per_node} per node = {expected}; make "
+                "num_nodes the number of pods (--nnodes) and device/num_processes the processes per "
+                "pod (--nproc-per-node)"
+            )
     elif style == "pytorchjob":
         world, pod = _int_variable("WORLD_SIZE"), _int_variable("RANK")
         # Operator versions disagree: WORLD_SIZE counts pods (one process each) or pods × nprocPerNode.
         if world not in (expected, nodes):
-            raise ConfigError(f"device_setup: the PyTorchJob says WORLD_SIZE={world}, but the configuration asks "
-                              f"for num_nodes {nodes} × {per_node} process(es) per node = {expected}; set num_nodes "
-                              "to the number of pods (Master + Workers)")
+            raise ConfigError(
+                f"device_setup: the PyTorchJob says WORLD_SIZE={world}, but the configuration asks "
+                f"for num_nodes {nodes} × {per_node} process(es) per node = {expected}; set num_nodes "
+                "to the number of pods (Master + Workers)"
+            )
         if not 0 <= pod < nodes:
             raise ConfigError(f"device_setup.num_nodes: {nodes}, but this pod has RANK={pod}")
         # Lightning starts this pod's processes and numbers them from NODE_RANK; the pod-level RANK
         # and WORLD_SIZE would otherwise be read as this process's own.
         os.environ["NODE_RANK"] = str(pod)
         del os.environ["RANK"], os.environ["WORLD_SIZE"]
-        log.info("PyTorchJob: pod %d of %d, %d process(es) each, rendezvous at %s:%s", pod, nodes, per_node,
-                 os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
+        log.info(
+            "PyTorchJob: pod %d of %d, %d process(es) each, rendezvous at %s:%s",
+            pod,
+            nodes,
+            per_node,
+            os.environ["MASTER_ADDR"],
+            os.environ["MASTER_PORT"],
+        )
     elif style == "single" and nodes > 1 and "NODE_RANK" not in os.environ:
-        raise ConfigError(f"device_setup.num_nodes: {nodes} nodes, but no launcher says which node this is: start "
-                          "through torchrun (--nnodes, --node-rank, or the PET_* variables), in a PyTorchJob "
-                          "(MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK), or set NODE_RANK, MASTER_ADDR and MASTER_PORT")
+        raise ConfigError(
+            f"device_setup.num_nodes: {nodes} nodes, but no launcher says which node this is: start "
+            "through torchrun (--nnodes, --node-rank, or the PET_* variables), in a PyTorchJob "
+            "(MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK), or set NODE_RANK, MASTER_ADDR and MASTER_PORT"
+        )
     return style

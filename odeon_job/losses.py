@@ -149,14 +149,14 @@ class ComboLoss(SummedLoss):
 #: The losses by name (``catalog.LOSSES``): each built from the class weights and loss parameters.
 LOSSES: dict[str, Callable[[Sequence[float] | None, LossParams], SummedLoss]] = {
     "ce": lambda weights, params: CrossEntropyLoss(
-        torch.tensor(weights, dtype=torch.float32) if weights is not None else None),
+        torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+    ),
     "bce": lambda weights, params: BCELoss(),
     "focal": lambda weights, params: FocalLoss(params.gamma, params.alpha),
     "combo": lambda weights, params: ComboLoss(params.bce_weight, params.jaccard_weight),
 }
 
 
-def build_loss(name: str, class_weights: Sequence[float] | None = None,
-               params: LossParams | None = None) -> SummedLoss:
+def build_loss(name: str, class_weights: Sequence[float] | None = None, params: LossParams | None = None) -> SummedLoss:
     """The loss ``name``; ``class_weights`` (``class_imbalance``) apply to the losses the catalog says."""
     return LOSSES[name](class_weights, params or LossParams())

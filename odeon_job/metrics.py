@@ -33,8 +33,9 @@ def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, numerator / denominator.clamp(min=1e-300), torch.zeros_like(numerator))
 
 
-def _figures(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, tn: torch.Tensor,
-             total: torch.Tensor) -> dict[str, torch.Tensor]:
+def _figures(
+    tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, tn: torch.Tensor, total: torch.Tensor
+) -> dict[str, torch.Tensor]:
     return {
         "Accuracy": _ratio(tp + tn, total.expand_as(tp)),
         "Precision": _ratio(tp, tp + fp),
@@ -56,7 +57,9 @@ def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Scores:
     per_class = _figures(tp, fp, fn, tn, total)
     overall_accuracy = _ratio(tp.sum(), total)
     overall = {
-        "Accuracy": overall_accuracy, "Precision": overall_accuracy, "Recall": overall_accuracy,
+        "Accuracy": overall_accuracy,
+        "Precision": overall_accuracy,
+        "Recall": overall_accuracy,
         "F1-Score": overall_accuracy,
         "Specificity": _ratio(tn.sum(), tn.sum() + fp.sum()),
         "IoU": _ratio(tp.sum(), tp.sum() + fp.sum() + fn.sum()),

@@ -38,13 +38,24 @@ def load_plain(url: str, data: bytes | None = None, map_location: Any = "cpu") -
     data = storage.read_bytes(url) if data is None else data
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError,
-            AttributeError, TypeError, IndexError) as error:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        KeyError,
+        AttributeError,
+        TypeError,
+        IndexError,
+    ) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if _UNSAFE_MARKER in str(error) and _is_whole_torch_file(data):
-            raise UnsafeModelFile(f"{url}: refused: it holds objects that only code could rebuild, not just "
-                                  "tensors and plain values; nothing in it was run (was it written by this job? "
-                                  "re-export it as a state dict)") from error
+            raise UnsafeModelFile(
+                f"{url}: refused: it holds objects that only code could rebuild, not just "
+                "tensors and plain values; nothing in it was run (was it written by this job? "
+                "re-export it as a state dict)"
+            ) from error
         raise DamagedModelFile(f"{url}: damaged: not a complete torch file ({shorten(reason, 200)})") from error
 
 

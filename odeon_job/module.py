@@ -70,9 +70,13 @@ class Evaluation:
 
     def entry(self, learning_rate: float | None = None) -> dict[str, Any]:
         """The history entry: every figure, both confusion matrices, the loss (and learning rate)."""
-        entry: dict[str, Any] = {**self.metrics, "cm_micro": self.confusion.tolist(),
-                                 "cm_macro": row_normalised(self.confusion), "loss": self.loss,
-                                 "ignored pixels": self.ignored}
+        entry: dict[str, Any] = {
+            **self.metrics,
+            "cm_micro": self.confusion.tolist(),
+            "cm_macro": row_normalised(self.confusion),
+            "loss": self.loss,
+            "ignored pixels": self.ignored,
+        }
         if learning_rate is not None:
             entry["learning rate"] = learning_rate
         return entry
@@ -114,25 +118,40 @@ class SegmentationModule(pl.LightningModule):
     #: The network as it runs (torch.compile's wrapper, or the network): kept out of the module's children.
     network: Callable[[torch.Tensor], torch.Tensor]
 
-    def __init__(self, model_name: str, in_channels: int, class_labels: list[str],
-                 model_params: dict[str, Any] | None = None, loss: str = "ce",
-                 loss_params: dict[str, Any] | None = None, class_weights: list[float] | None = None,
-                 optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
-                 lr: float = 0.001, epochs: int = 1000, input_scaling: dict[str, dict[str, Any]] | None = None,
-                 channels_last: bool = False, compile: bool = False, config_version: int = CONFIG_VERSION,
-                 config_json: str | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        in_channels: int,
+        class_labels: list[str],
+        model_params: dict[str, Any] | None = None,
+        loss: str = "ce",
+        loss_params: dict[str, Any] | None = None,
+        class_weights: list[float] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        lr: float = 0.001,
+        epochs: int = 1000,
+        input_scaling: dict[str, dict[str, Any]] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        config_version: int = CONFIG_VERSION,
+        config_json: str | None = None,
+    ) -> None:
         super().__init__()
         if config_version > CONFIG_VERSION:
-            raise ConfigError(f"the checkpoint was written by a later version of odeon-job (config_version "
-                              f"{config_version}, this one reads up to {CONFIG_VERSION}): upgrade odeon-job")
+            raise ConfigError(
+                f"the checkpoint was written by a later version of odeon-job (config_version "
+                f"{config_version}, this one reads up to {CONFIG_VERSION}): upgrade odeon-job"
+            )
         self.save_hyperparameters()
         self.class_labels = tuple(class_labels)
         self.in_channels, self.loss_name, self.channels_last = in_channels, loss, channels_last
         self.optimizer_config = OptimizerConfig.model_validate(optimizer) if optimizer else None
         self.scheduler_config = SchedulerConfig.model_validate(scheduler) if scheduler else None
         self.lr, self.epochs = lr, epochs
-        self.model = build_model(model_name, in_channels, self.n_classes,
-                                 ModelParams.model_validate(model_params or {}))
+        self.model = build_model(
+            model_name, in_channels, self.n_classes, ModelParams.model_validate(model_params or {})
+        )
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # torch.compile's wrapper, kept out of the module's children so that checkpoints hold the
@@ -141,8 +160,9 @@ class SegmentationModule(pl.LightningModule):
         # Each split's images may have statistics of their own (data_source.normalization_weights).
         # (A list in SPLITS order: a ModuleDict cannot have a key named "train", Module.train's name.)
         scalings = input_scaling or {}
-        self.input_scalings = torch.nn.ModuleList(InputScaling(**scalings.get(split, {"scale": 255.0}))
-                                                  for split in SPLITS)
+        self.input_scalings = torch.nn.ModuleList(
+            InputScaling(**scalings.get(split, {"scale": 255.0})) for split in SPLITS
+        )
         self.criterion = build_loss(loss, class_weights, LossParams.model_validate(loss_params or {}))
         # Per evaluated split, summed over batches and (under DDP) processes.
         sums = self.criterion.sums_size(self.n_classes)
@@ -150,8 +170,9 @@ class SegmentationModule(pl.LightningModule):
         #: The training batches' predictions, for the train run's figures (as the batches pass: no extra pass).
         #: No argument checks at every step (3x the update's time, and host syncs on a GPU): the predictions
         #: are an argmax and the masks were checked when read (class values, ignored pixels).
-        self.train_confusion = MulticlassConfusionMatrix(num_classes=self.n_classes, ignore_index=IGNORE_INDEX,
-                                                         validate_args=False)
+        self.train_confusion = MulticlassConfusionMatrix(
+            num_classes=self.n_classes, ignore_index=IGNORE_INDEX, validate_args=False
+        )
         #: The loss's sums over the training pixels of the epoch.
         self.train_loss_sums = Sums(sums)
         self.evaluation: dict[str, Evaluation] = {}
@@ -227,8 +248,13 @@ class SegmentationModule(pl.LightningModule):
         # (None when no batch was trained here: a run resumed from the end of an epoch finishes it empty.)
         if self.train_confusion.update_count:
             scores = confusion_metrics(self.train_confusion.compute().cpu(), self.class_labels)
-            state.update({f"train/{name}": torch.tensor(value, dtype=torch.float64)
-                          for name, value in scores.items() if value is not None})
+            state.update(
+                {
+                    f"train/{name}": torch.tensor(value, dtype=torch.float64)
+                    for name, value in scores.items()
+                    if value is not None
+                }
+            )
         self.train_confusion.reset()
         if self.lr_used is not None:  # what the epoch trained with
             state["train/learning rate"] = torch.tensor(self.lr_used, dtype=torch.float64)
@@ -268,8 +294,9 @@ class SegmentationModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
-            raise NonFiniteLoss(self.current_epoch, self.global_step, batch["index"].tolist(),
-                                here=not bool(torch.isfinite(loss)))
+            raise NonFiniteLoss(
+                self.current_epoch, self.global_step, batch["index"].tolist(), here=not bool(torch.isfinite(loss))
+            )
 
     def _evaluate(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["image"])
@@ -306,10 +333,14 @@ class SegmentationModule(pl.LightningModule):
         totals = self.split_sums(split)
         confusion = totals.confusion.compute().cpu()
         loss = self.criterion.from_sums(totals.loss_sums.compute())
-        evaluation = Evaluation(loss=float(loss), confusion=confusion,
-                                metrics=confusion_metrics(confusion, self.class_labels),
-                                ignored=int(totals.ignored.compute()), samples=self.samples[split],
-                                epoch=self.current_epoch + 1 if split == "val" else None)
+        evaluation = Evaluation(
+            loss=float(loss),
+            confusion=confusion,
+            metrics=confusion_metrics(confusion, self.class_labels),
+            ignored=int(totals.ignored.compute()),
+            samples=self.samples[split],
+            epoch=self.current_epoch + 1 if split == "val" else None,
+        )
         self.samples[split] = []
         totals.reset()
         self.evaluation[split] = evaluation
@@ -319,10 +350,18 @@ class SegmentationModule(pl.LightningModule):
         # Every figure of the entry reaches every logger through Lightning (val/loss, val/Average/IoU...).
         # (float64 tensors: Lightning would keep a number as float32, and the loggers' figures must be the
         # history's to the last digit.)
-        shown = {name: value for name, value in evaluation.entry().items()
-                 if not name.startswith("cm_") and value is not None}
-        self.log_dict({**{f"{split}/{name}": torch.tensor(float(value), dtype=torch.float64)
-                          for name, value in shown.items()}, **self._at_global_step()}, sync_dist=True)
+        shown = {
+            name: value
+            for name, value in evaluation.entry().items()
+            if not name.startswith("cm_") and value is not None
+        }
+        self.log_dict(
+            {
+                **{f"{split}/{name}": torch.tensor(float(value), dtype=torch.float64) for name, value in shown.items()},
+                **self._at_global_step(),
+            },
+            sync_dist=True,
+        )
 
     def _at_global_step(self) -> dict[str, torch.Tensor]:
         """Lightning logs epoch-end figures at its count of optimizer steps before the last one; a ``step``
@@ -347,8 +386,10 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = build_optimizer(self.parameters(), self.optimizer_config, self.lr)
-        return {"optimizer": optimizer,
-                "lr_scheduler": build_scheduler(optimizer, self.scheduler_config, self.lr, self.epochs)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build_scheduler(optimizer, self.scheduler_config, self.lr, self.epochs),
+        }
 
 
 def segmentation_module(module: pl.LightningModule) -> SegmentationModule:
@@ -367,14 +408,21 @@ def module_arguments(config: dict[str, Any], spec: DataSpec | dict[str, Any]) ->
     source = DataSource.model_validate(config["data_source"])
     scaling = {split: scaling_arguments(split, source, spec.pixel_scale) for split in SPLITS}
     return {
-        "model_name": setup.model_name, "in_channels": spec.in_channels, "class_labels": list(spec.class_labels),
-        "model_params": setup.model_params.model_dump(mode="json"), "loss": setup.loss,
-        "loss_params": setup.loss_params.model_dump(mode="json"), "class_weights": setup.class_imbalance,
+        "model_name": setup.model_name,
+        "in_channels": spec.in_channels,
+        "class_labels": list(spec.class_labels),
+        "model_params": setup.model_params.model_dump(mode="json"),
+        "loss": setup.loss,
+        "loss_params": setup.loss_params.model_dump(mode="json"),
+        "class_weights": setup.class_imbalance,
         "optimizer": setup.optimizer_config.model_dump(mode="json") if setup.optimizer_config else None,
         "scheduler": setup.scheduler_config.model_dump(mode="json") if setup.scheduler_config else None,
-        "lr": setup.learning_rate, "epochs": setup.epochs, "input_scaling": scaling,
+        "lr": setup.learning_rate,
+        "epochs": setup.epochs,
+        "input_scaling": scaling,
         "channels_last": setup.channels_last,
-        "compile": setup.compile, "config_version": CONFIG_VERSION,
+        "compile": setup.compile,
+        "config_version": CONFIG_VERSION,
         "config_json": json.dumps(config, sort_keys=True),
     }
 

@@ -52,19 +52,25 @@ MAX_COUNT = 2**53
 def _counts(entry: dict[str, Any], key: str, where: str) -> torch.Tensor:
     """The square matrix of pixel counts ``entry[key]``: whole, finite, non-negative numbers."""
     matrix = entry.get(key)
-    if not (isinstance(matrix, list) and 0 < len(matrix) <= MAX_CLASSES
-            and all(isinstance(row, list) and len(row) == len(matrix) for row in matrix)):
+    if not (
+        isinstance(matrix, list)
+        and 0 < len(matrix) <= MAX_CLASSES
+        and all(isinstance(row, list) and len(row) == len(matrix) for row in matrix)
+    ):
         raise DataError(f"{where}: {key} is not a square matrix of pixel counts (of at most {MAX_CLASSES} classes)")
     try:
         counts = torch.tensor(matrix, dtype=torch.float64)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: {key} is not a square matrix of pixel counts (it holds values that are not "
-                        "numbers)") from None
+        raise DataError(
+            f"{where}: {key} is not a square matrix of pixel counts (it holds values that are not numbers)"
+        ) from None
     bad = ~(torch.isfinite(counts) & (counts >= 0) & (counts == counts.round()) & (counts <= MAX_COUNT))
     if bad.any():
         row, column = (int(i) for i in bad.nonzero()[0])
-        raise DataError(f"{where}: {key}[{row}][{column}] is {float(counts[row, column])!r}: a pixel count is a whole "
-                        f"number from 0 to 2^53")
+        raise DataError(
+            f"{where}: {key}[{row}][{column}] is {float(counts[row, column])!r}: a pixel count is a whole "
+            f"number from 0 to 2^53"
+        )
     return counts.to(torch.int64)
 
 
@@ -98,8 +104,9 @@ def _from_odeon_entries(history: dict[str, Any], sanity_check: bool) -> Iterator
         if "loss" not in entry:
             raise DataError(f"entry {key!r}: no loss")
         loss = _number(entry, "loss", f"entry {key!r}")
-        evaluation = Evaluation(loss=float("nan") if loss is None else loss, confusion=counts,
-                                metrics=confusion_metrics(counts, labels))
+        evaluation = Evaluation(
+            loss=float("nan") if loss is None else loss, confusion=counts, metrics=confusion_metrics(counts, labels)
+        )
         yield str(epoch), evaluation.entry(_number(entry, "learning rate", f"entry {key!r}"))
 
 
@@ -108,10 +115,15 @@ def _odeon_figures(counts: torch.Tensor, labels: list[str]) -> dict[str, Any]:
     tp = cm.diagonal()
     fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
     tn = cm.sum() - tp - fp - fn
-    per_class = {"Accuracy": (tp + tn) / (tp + fp + tn + fn + SMOOTH), "Precision": tp / (tp + fp + SMOOTH),
-                 "Recall": tp / (tp + fn + SMOOTH), "Specificity": tn / (tn + fp + SMOOTH),
-                 "F1-Score": 2 * tp / (2 * tp + fp + fn + SMOOTH), "IoU": tp / (tp + fp + fn + SMOOTH),
-                 "FPR": fp / (fp + tn + SMOOTH)}
+    per_class = {
+        "Accuracy": (tp + tn) / (tp + fp + tn + fn + SMOOTH),
+        "Precision": tp / (tp + fp + SMOOTH),
+        "Recall": tp / (tp + fn + SMOOTH),
+        "Specificity": tn / (tn + fp + SMOOTH),
+        "F1-Score": 2 * tp / (2 * tp + fp + fn + SMOOTH),
+        "IoU": tp / (tp + fp + fn + SMOOTH),
+        "FPR": fp / (fp + tn + SMOOTH),
+    }
     pooled = [tp.sum(), fp.sum(), fn.sum(), tn.sum()]
     figures: dict[str, Any] = {
         "cm_macro": counts.tolist(),
@@ -146,7 +158,7 @@ def _int_key(key: str) -> int:
     try:
         return int(key)
     except ValueError:
-        raise DataError(f"{key!r} is not an entry number of an ODEON history (\"0\", \"1\"...)") from None
+        raise DataError(f'{key!r} is not an entry number of an ODEON history ("0", "1"...)') from None
 
 
 def _epoch_key(key: str) -> tuple[int, int]:
@@ -155,7 +167,7 @@ def _epoch_key(key: str) -> tuple[int, int]:
     try:
         return int(epoch), int(sub or 0)
     except ValueError:
-        raise DataError(f"{key!r} is not an epoch key of an odeon-job history (\"0\", \"3.1\"...)") from None
+        raise DataError(f'{key!r} is not an epoch key of an odeon-job history ("0", "3.1"...)') from None
 
 
 def convert_file(source: str, target: str, to: str, sanity_check: bool = True) -> int:
@@ -165,8 +177,10 @@ def convert_file(source: str, target: str, to: str, sanity_check: bool = True) -
 
     size = storage.size(source)
     if size is not None and size > MAX_HISTORY_BYTES:
-        raise DataError(f"{source}: {size} bytes, more than the {MAX_HISTORY_BYTES} a history is read up to (1,000 "
-                        "validations of 20 classes take about 24 MB): is it the right file?")
+        raise DataError(
+            f"{source}: {size} bytes, more than the {MAX_HISTORY_BYTES} a history is read up to (1,000 "
+            "validations of 20 classes take about 24 MB): is it the right file?"
+        )
     try:
         history = json.loads(storage.read_text(source))
     except json.JSONDecodeError as error:
@@ -184,7 +198,7 @@ def convert_file(source: str, target: str, to: str, sanity_check: bool = True) -
             stream.write("{")
             for key, entry in entries:
                 text = json.dumps(json_safe(entry), indent=2, allow_nan=False).replace("\n", "\n  ")
-                stream.write(f'{"," if count else ""}\n  {json.dumps(key)}: {text}')
+                stream.write(f"{',' if count else ''}\n  {json.dumps(key)}: {text}")
                 count += 1
             stream.write("\n}\n")
         storage.put_file(local, target)

@@ -50,8 +50,10 @@ def _construct(cls: type, key: str, name: str, first: Any, arguments: dict[str, 
     accepted = [p.name for p in parameters]
     for argument in arguments:
         if argument not in accepted:
-            raise ConfigError(f"{key}.{argument}: {name} has no argument {argument!r}"
-                              f"{did_you_mean(argument, accepted)}; its arguments: {', '.join(accepted)}")
+            raise ConfigError(
+                f"{key}.{argument}: {name} has no argument {argument!r}"
+                f"{did_you_mean(argument, accepted)}; its arguments: {', '.join(accepted)}"
+            )
     for parameter in parameters:
         if parameter.default is inspect.Parameter.empty and parameter.name not in arguments:
             raise ConfigError(f"{key}.{parameter.name}: {name} needs this argument")
@@ -61,16 +63,21 @@ def _construct(cls: type, key: str, name: str, first: Any, arguments: dict[str, 
         raise ConfigError(f"{key}: invalid arguments for {name}: {error}") from error
 
 
-def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimizerConfig | None,
-                    lr: float) -> Optimizer:
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimizerConfig | None, lr: float) -> Optimizer:
     """The optimizer of ``config`` (Adam when None) at learning rate ``lr``."""
     config = config or OptimizerConfig()
-    return _construct(OPTIMIZERS[config.optimizer], "train_setup.optimizer_config", config.optimizer,
-                      parameters, {**config.arguments, "lr": lr})
+    return _construct(
+        OPTIMIZERS[config.optimizer],
+        "train_setup.optimizer_config",
+        config.optimizer,
+        parameters,
+        {**config.arguments, "lr": lr},
+    )
 
 
-def build_scheduler(optimizer: Optimizer, config: SchedulerConfig | None, lr: float,
-                    epochs: int) -> LRSchedulerConfigType:
+def build_scheduler(
+    optimizer: Optimizer, config: SchedulerConfig | None, lr: float, epochs: int
+) -> LRSchedulerConfigType:
     """Lightning's scheduler configuration for ``scheduler_config`` (the specification's plateau when None).
     CyclicLR's ``base_lr`` defaults to ``lr`` and CosineAnnealingLR's ``T_max`` to ``epochs``."""
     config = config or SchedulerConfig()
@@ -79,7 +86,8 @@ def build_scheduler(optimizer: Optimizer, config: SchedulerConfig | None, lr: fl
         arguments.setdefault("base_lr", lr)
     if config.scheduler == "cosineannealinglr":
         arguments.setdefault("T_max", epochs)
-    scheduler = _construct(SCHEDULERS[config.scheduler], "train_setup.scheduler_config", config.scheduler,
-                           optimizer, arguments)
+    scheduler = _construct(
+        SCHEDULERS[config.scheduler], "train_setup.scheduler_config", config.scheduler, optimizer, arguments
+    )
     # (Lightning's TypedDict: STEPPING's keys are among its own, which a type checker cannot see through **)
     return cast("LRSchedulerConfigType", {"scheduler": scheduler, **STEPPING[config.scheduler]})

@@ -68,8 +68,15 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True, share
     config = fit_model_to_weights(config, weights)
     check_wandb(config)
     warn_about_exports(config)
-    return Plan(config=config, splits=splits, spec=spec, devices=devices, world_size=world_size, weights=weights,
-                windows=windows)
+    return Plan(
+        config=config,
+        splits=splits,
+        spec=spec,
+        devices=devices,
+        world_size=world_size,
+        weights=weights,
+        windows=windows,
+    )
 
 
 def check_shares(config: JobConfig, windows: dict[str, WindowPlan], world_size: int) -> None:
@@ -79,19 +86,26 @@ def check_shares(config: JobConfig, windows: dict[str, WindowPlan], world_size: 
     unit = "tile(s)" if source.patch_size is None else "window(s)"
     for split, field_name in (("val", "val_file" if source.val_file else "percentage_val"), ("test", "test_file")):
         if split in windows and len(windows[split]) < world_size:
-            raise ConfigError(f"data_source.{field_name}: the {split} split has {len(windows[split])} {unit} for "
-                              f"{world_size} processes, and every process needs at least one: list more, or use "
-                              "fewer processes")
+            raise ConfigError(
+                f"data_source.{field_name}: the {split} split has {len(windows[split])} {unit} for "
+                f"{world_size} processes, and every process needs at least one: list more, or use "
+                "fewer processes"
+            )
 
 
 def check_stitching(config: JobConfig, splits: Splits, world_size: int) -> None:
     """Each process stitches whole test scenes: every process needs one (one waiting on none would hang the
     others at the end of the test)."""
-    if config.output_setup.get_prediction and config.data_source.patch_size is not None \
-            and len(splits.test) < world_size:
-        raise ConfigError(f"output_setup.get_prediction: each of the {world_size} processes stitches whole test "
-                          f"scenes, but the test CSV lists {len(splits.test)}: list at least {world_size} rows (rows "
-                          "may name parts of a scene with col_off,row_off,width,height), or use fewer processes")
+    if (
+        config.output_setup.get_prediction
+        and config.data_source.patch_size is not None
+        and len(splits.test) < world_size
+    ):
+        raise ConfigError(
+            f"output_setup.get_prediction: each of the {world_size} processes stitches whole test "
+            f"scenes, but the test CSV lists {len(splits.test)}: list at least {world_size} rows (rows "
+            "may name parts of a scene with col_off,row_off,width,height), or use fewer processes"
+        )
 
 
 #: The most memory one stitched scene may hold: a band of patch_size rows across its width, per class (float32
@@ -109,10 +123,12 @@ def check_stitching_memory(config: JobConfig, splits: Splits, windows: dict[str,
     row = int(widths.argmax())
     needed = (spec.n_classes + 1) * min(plan.patch, int(plan.regions[row, 2])) * int(widths[row]) * 4
     if needed > MAX_STITCH_BYTES:
-        raise ConfigError(f"output_setup.get_prediction: {splits.test[row].origin}: stitching its prediction holds "
-                          f"{plan.patch} rows of {int(widths[row])} pixels for {spec.n_classes} classes, "
-                          f"{needed / 2**30:.1f} GiB (at most {MAX_STITCH_BYTES / 2**30:.0f}): split the scene into "
-                          "narrower rows (image,mask,col_off,row_off,width,height)")
+        raise ConfigError(
+            f"output_setup.get_prediction: {splits.test[row].origin}: stitching its prediction holds "
+            f"{plan.patch} rows of {int(widths[row])} pixels for {spec.n_classes} classes, "
+            f"{needed / 2**30:.1f} GiB (at most {MAX_STITCH_BYTES / 2**30:.0f}): split the scene into "
+            "narrower rows (image,mask,col_off,row_off,width,height)"
+        )
 
 
 #: The most training windows an epoch may draw: its order is a permutation held in memory (8 bytes a window).
@@ -124,14 +140,16 @@ def check_epoch_size(config: JobConfig, windows: dict[str, WindowPlan]) -> None:
     (and a permutation of as many): refused, with the way to choose the epoch's size."""
     count = len(windows["train"]) if "train" in windows else 0
     if count > MAX_WINDOWS_PER_EPOCH:
-        raise ConfigError(f"data_source.train_windows: {config.data_source.train_windows!r} gives {count:,} windows "
-                          f"an epoch (the scenes' area ÷ patch_size²), more than {MAX_WINDOWS_PER_EPOCH:,}: give a "
-                          "number of windows per epoch, or a larger patch_size")
+        raise ConfigError(
+            f"data_source.train_windows: {config.data_source.train_windows!r} gives {count:,} windows "
+            f"an epoch (the scenes' area ÷ patch_size²), more than {MAX_WINDOWS_PER_EPOCH:,}: give a "
+            "number of windows per epoch, or a larger patch_size"
+        )
 
 
 def check_precision(config: JobConfig, accelerator: str) -> None:
     if config.train_setup.precision == "16-mixed" and accelerator == "cpu":
-        raise ConfigError("train_setup.precision: \"16-mixed\" needs a GPU; on the CPU use \"bf16-mixed\" or \"32\"")
+        raise ConfigError('train_setup.precision: "16-mixed" needs a GPU; on the CPU use "bf16-mixed" or "32"')
 
 
 def batches_per_epoch(config: JobConfig, n_train_samples: int, world_size: int) -> int:
@@ -141,8 +159,11 @@ def batches_per_epoch(config: JobConfig, n_train_samples: int, world_size: int) 
 
     batch_size = config.train_setup.batch_size
     per_process = math.ceil(n_train_samples / world_size)
-    batches = per_process // batch_size if last_batch_is_single(per_process, batch_size) else \
-        math.ceil(per_process / batch_size)
+    batches = (
+        per_process // batch_size
+        if last_batch_is_single(per_process, batch_size)
+        else math.ceil(per_process / batch_size)
+    )
     return min(batches, TESTING_BATCHES) if config.train_setup.testing else batches
 
 
@@ -151,9 +172,11 @@ def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size
     interval = config.train_setup.val_check_interval
     batches = batches_per_epoch(config, n_train_samples, world_size)
     if isinstance(interval, int) and interval > batches:
-        raise ConfigError(f"train_setup.val_check_interval: {interval} batches, but an epoch has only {batches} "
-                          f"({n_train_samples} training samples, batch_size {config.train_setup.batch_size}, "
-                          f"{world_size} process(es)); use a fraction of the epoch (a float) or a smaller number")
+        raise ConfigError(
+            f"train_setup.val_check_interval: {interval} batches, but an epoch has only {batches} "
+            f"({n_train_samples} training samples, batch_size {config.train_setup.batch_size}, "
+            f"{world_size} process(es)); use a fraction of the epoch (a float) or a smaller number"
+        )
 
 
 def check_optimization(config: JobConfig) -> None:
@@ -165,8 +188,12 @@ def check_optimization(config: JobConfig) -> None:
     setup = config.train_setup
     lr = setup.learning_rate
     if lr != setup.lr and "lr" in setup.model_fields_set:
-        log.info("learning rate: optimizer_config.lr %g wins over train_setup.lr %g (ODEON's code ignored "
-                 "optimizer_config.lr and trained at train_setup.lr)", lr, setup.lr)
+        log.info(
+            "learning rate: optimizer_config.lr %g wins over train_setup.lr %g (ODEON's code ignored "
+            "optimizer_config.lr and trained at train_setup.lr)",
+            lr,
+            setup.lr,
+        )
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], setup.optimizer_config, lr)
     build_scheduler(optimizer, setup.scheduler_config, lr, setup.epochs)
 
@@ -198,17 +225,22 @@ def warn_about_exports(config: JobConfig) -> None:
     setup = config.train_setup
     exports = setup.export_checkpoint or []
     if ".pth" in exports and setup.model_name in ODEON_U_NETS and "odeon_pth" not in exports:
-        log.warning("export_checkpoint: the .pth exports hold this job's layer names, which ODEON's "
-                    "load_state_dict(strict=True) refuses (our init_weights reads both); add \"odeon_pth\" to "
-                    "export_checkpoint for .odeon.pth files that ODEON loads")
+        log.warning(
+            "export_checkpoint: the .pth exports hold this job's layer names, which ODEON's "
+            'load_state_dict(strict=True) refuses (our init_weights reads both); add "odeon_pth" to '
+            "export_checkpoint for .odeon.pth files that ODEON loads"
+        )
     params = setup.model_params
     if "odeon_pth" in exports and params.upsampling == "bilinear" and not params.align_corners:
-        log.warning("export_checkpoint: ODEON's U-Nets interpolate with align_corners=True and this model with "
-                    "false: in ODEON the .odeon.pth exports predict otherwise (about 8 % of pixels differ); train "
-                    "with model_params.align_corners: true for ODEON to predict what this job does")
+        log.warning(
+            "export_checkpoint: ODEON's U-Nets interpolate with align_corners=True and this model with "
+            "false: in ODEON the .odeon.pth exports predict otherwise (about 8 % of pixels differ); train "
+            "with model_params.align_corners: true for ODEON to predict what this job does"
+        )
 
 
 def check_wandb(config: JobConfig) -> None:
     if config.output_setup.use_wandb and importlib.util.find_spec("wandb") is None:
-        raise ConfigError("output_setup.use_wandb: the wandb package is not installed (pip install wandb), or "
-                          "set use_wandb to false")
+        raise ConfigError(
+            "output_setup.use_wandb: the wandb package is not installed (pip install wandb), or set use_wandb to false"
+        )

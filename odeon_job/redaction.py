@@ -23,7 +23,7 @@ MASK = "***"
 def _redact_url(url: str) -> str:
     url = _USERINFO.sub(lambda match: f"{match['scheme']}{MASK}@", url)
     query = url.find("?")
-    return url if query == -1 or query == len(url) - 1 else url[:query + 1] + MASK
+    return url if query == -1 or query == len(url) - 1 else url[: query + 1] + MASK
 
 
 def redact(text: str) -> str:
@@ -64,8 +64,10 @@ def redact_log_handlers() -> None:
     """Put :class:`RedactingFilter` on every handler of every logger configured so far (ours, Lightning's,
     MLflow's): third-party lines that repeat a URL ("View run at ...") are redacted too. Called again after
     a library that installs handlers is imported."""
-    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(logger, logging.Logger))]
+    loggers = [
+        logging.getLogger(),
+        *(logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)),
+    ]
     for logger in loggers:
         for handler in logger.handlers:
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):

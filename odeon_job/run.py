@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("odeon")
 
 
-
 @dataclass
 class TrainResult:
     run_folder: str
@@ -103,16 +102,33 @@ def checkpoint_callbacks(config: JobConfig, folder: RunFolder) -> list[Exporting
     base, top_k = model_basename(config), config.output_setup.save_top_k
     exports = config.train_setup.export_checkpoint or []
     loss_folder = folder.val_loss_checkpoints
-    last = LastCheckpoint(dirpath=loss_folder, filename=os.path.splitext(LAST_CHECKPOINT)[0], monitor=None,
-                          save_top_k=1, enable_version_counter=False, exports=exports)
+    last = LastCheckpoint(
+        dirpath=loss_folder,
+        filename=os.path.splitext(LAST_CHECKPOINT)[0],
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+        exports=exports,
+    )
     if model_file_extension(config) == ".pth":
         return [last]
     return [
-        ExportingCheckpoint(dirpath=loss_folder, filename=f"{base}-{{epoch}}-{{val_loss:.4f}}", monitor="val_loss",
-                            mode="min", save_top_k=top_k, exports=exports),
-        ExportingCheckpoint(dirpath=folder.val_miou_checkpoints,
-                            filename=f"{base}-{{epoch}}-{{val_miou:.4f}}", monitor="val_miou", mode="max",
-                            save_top_k=top_k, exports=exports),
+        ExportingCheckpoint(
+            dirpath=loss_folder,
+            filename=f"{base}-{{epoch}}-{{val_loss:.4f}}",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=top_k,
+            exports=exports,
+        ),
+        ExportingCheckpoint(
+            dirpath=folder.val_miou_checkpoints,
+            filename=f"{base}-{{epoch}}-{{val_miou:.4f}}",
+            monitor="val_miou",
+            mode="max",
+            save_top_k=top_k,
+            exports=exports,
+        ),
         last,
     ]
 
@@ -171,19 +187,27 @@ def log_settings(config: JobConfig, plan: Plan) -> None:
     log.debug("data: %s", plan.spec)
     log.debug("devices: %s, %d process(es) in all", plan.devices, plan.world_size)
     endpoint = s3_endpoint()
-    log.debug("storage: S3 endpoint %s; GDAL options %s", redact(endpoint) if endpoint else "(AWS default)",
-              gdal_options(whole_files=True))
+    log.debug(
+        "storage: S3 endpoint %s; GDAL options %s",
+        redact(endpoint) if endpoint else "(AWS default)",
+        gdal_options(whole_files=True),
+    )
 
 
 def report_ignored_pixels(spec: DataSpec, firsts: dict[str, dict[str, Any]]) -> None:
     """Say which pixels the loss and metrics leave out, and how many of each split's first tile."""
     from odeon_job.data.masks import count_ignored
 
-    shares = {split: count_ignored(item["mask"].numpy(), spec.n_classes) / max(1, item["mask"].numel())
-              for split, item in firsts.items()}
+    shares = {
+        split: count_ignored(item["mask"].numpy(), spec.n_classes) / max(1, item["mask"].numel())
+        for split, item in firsts.items()
+    }
     if any(shares.values()):
-        log.info("ignored pixels (left out of the loss and every metric): %s; %s", spec.ignored_pixels_rule(),
-                 ", ".join(f"{share:.1%} of the first {split} tile" for split, share in shares.items()))
+        log.info(
+            "ignored pixels (left out of the loss and every metric): %s; %s",
+            spec.ignored_pixels_rule(),
+            ", ".join(f"{share:.1%} of the first {split} tile" for split, share in shares.items()),
+        )
 
 
 def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> SegmentationModule:
@@ -211,11 +235,17 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
     from odeon_job.callbacks.report import ValidationReport
 
     out, has_test = config.output_setup, datamodule.has_test
-    history = History(folder.history_val if out.save_history else None,
-                      folder.history_test if out.save_history and has_test else None)
-    callbacks: list[Callback] = [EpochOrder(), history, FigurePublisher(history), ValidationReport(),
-                                 *checkpoint_callbacks(config, folder),
-                                 *optional_callbacks(config)]
+    history = History(
+        folder.history_val if out.save_history else None, folder.history_test if out.save_history and has_test else None
+    )
+    callbacks: list[Callback] = [
+        EpochOrder(),
+        history,
+        FigurePublisher(history),
+        ValidationReport(),
+        *checkpoint_callbacks(config, folder),
+        *optional_callbacks(config),
+    ]
     if model_file_extension(config) == ".pth":
         callbacks.append(BestPthFiles(folder, model_basename(config)))
     if out.get_prediction and stitches_scenes(config):
@@ -223,8 +253,7 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
 
         callbacks.append(SceneStitcher(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
     elif out.get_prediction:
-        callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type,
-                                          datamodule.datasets["test"]))
+        callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
     return callbacks
 
 
@@ -233,8 +262,9 @@ def stitches_scenes(config: JobConfig) -> bool:
     return config.output_setup.get_prediction and config.data_source.patch_size is not None
 
 
-def output_loggers(config: JobConfig, folder: RunFolder, resuming: bool, test_follows: bool,
-                   stop: GracefulStop) -> list[Logger]:
+def output_loggers(
+    config: JobConfig, folder: RunFolder, resuming: bool, test_follows: bool, stop: GracefulStop
+) -> list[Logger]:
     """TensorBoard, MLflow (first process) and Weights & Biases, as the configuration asks: Lightning drives
     them, from the start of the training to the end of the test."""
     out = config.output_setup
@@ -247,8 +277,11 @@ def output_loggers(config: JobConfig, folder: RunFolder, resuming: bool, test_fo
         from odeon_job.loggers.mlflow import MlflowOutput
 
         pth_model = folder.pth_file(model_basename(config)) if model_file_extension(config) == ".pth" else None
-        loggers.append(MlflowOutput(config, folder, resuming, test_follows, killed=lambda: stop.received_at is not None,
-                                    pth_model=pth_model))
+        loggers.append(
+            MlflowOutput(
+                config, folder, resuming, test_follows, killed=lambda: stop.received_at is not None, pth_model=pth_model
+            )
+        )
     if out.use_wandb:
         loggers.append(wandb_logger(config, folder))
     return loggers
@@ -264,8 +297,9 @@ def best_model(callbacks: list[Callback]) -> str:
     return next(c.best_model_path for c in callbacks if isinstance(c, ExportingCheckpoint) and c.monitor == "val_loss")
 
 
-def evaluate_best_model(trainer: pl.Trainer, module: SegmentationModule, datamodule: SegmentationDataModule,
-                        model_file: str) -> None:
+def evaluate_best_model(
+    trainer: pl.Trainer, module: SegmentationModule, datamodule: SegmentationDataModule, model_file: str
+) -> None:
     """Evaluate the best val_loss model on the test split (figures, history, predictions)."""
     from odeon_job.models.weights import read_state_dict
 
@@ -313,8 +347,15 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     prepare_launch(devices)
     check_shares(config, plan.windows, plan.world_size)
     log_settings(config, plan)
-    log.info("data: %d train, %d val, %d test samples; %d bands, %d classes (%s)", len(splits.train),
-             len(splits.val), len(splits.test), spec.in_channels, spec.n_classes, ", ".join(spec.class_labels))
+    log.info(
+        "data: %d train, %d val, %d test samples; %d bands, %d classes (%s)",
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        spec.in_channels,
+        spec.n_classes,
+        ", ".join(spec.class_labels),
+    )
     if config.data_source.patch_size is not None:
         from odeon_job.data.windows import describe_plans
 
@@ -322,22 +363,37 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
 
     pl.seed_everything(setup.random_seed, workers=True, verbose=False)
     pin_memory = devices["accelerator"] == "gpu" if device_setup.pin_memory is None else device_setup.pin_memory
-    datamodule = SegmentationDataModule(splits, spec, config.data_source, setup.batch_size, device_setup.num_workers,
-                                        pin_memory=pin_memory, seed=setup.random_seed,
-                                        persistent_workers=device_setup.persistent_workers,
-                                        prefetch_factor=device_setup.prefetch_factor, windows=plan.windows,
-                                        test_by_scene=stitches_scenes(config))
+    datamodule = SegmentationDataModule(
+        splits,
+        spec,
+        config.data_source,
+        setup.batch_size,
+        device_setup.num_workers,
+        pin_memory=pin_memory,
+        seed=setup.random_seed,
+        persistent_workers=device_setup.persistent_workers,
+        prefetch_factor=device_setup.prefetch_factor,
+        windows=plan.windows,
+        test_by_scene=stitches_scenes(config),
+    )
     report_ignored_pixels(spec, datamodule.check_first_samples())
     module = build_module(config, plan, resume_from)
     callbacks = [*output_callbacks(config, folder, datamodule), stop_callback(stop, folder.last_checkpoint)]
     loggers = output_loggers(config, folder, resume_from is not None, datamodule.has_test, stop)
     if setup.deterministic:
-        log.info("deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
-                 "without one runs as usual and PyTorch warns about it once")
+        log.info(
+            "deterministic: PyTorch's deterministic algorithms are used where they exist; an operation "
+            "without one runs as usual and PyTorch warns about it once"
+        )
     try:
-        trainer = pl.Trainer(**trainer_options(config, len(datamodule.datasets["train"])), **devices,
-                             callbacks=callbacks, logger=loggers, default_root_dir=folder.url,
-                             plugins=[StorageCheckpointIO()])
+        trainer = pl.Trainer(
+            **trainer_options(config, len(datamodule.datasets["train"])),
+            **devices,
+            callbacks=callbacks,
+            logger=loggers,
+            default_root_dir=folder.url,
+            plugins=[StorageCheckpointIO()],
+        )
     except (ValueError, TypeError, RuntimeError) as error:  # Lightning's MisconfigurationException is a ValueError
         raise ConfigError(f"device_setup: {error}") from error
 
@@ -359,8 +415,10 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     except BaseException as error:
         if not is_sigterm_stop(error):
             raise
-        raise Terminated(f"stopped by SIGTERM; {folder.last_checkpoint} holds the last validated epoch: run again "
-                         "with train_setup.continue_training true (or \"auto\") to resume") from None
+        raise Terminated(
+            f"stopped by SIGTERM; {folder.last_checkpoint} holds the last validated epoch: run again "
+            'with train_setup.continue_training true (or "auto") to resume'
+        ) from None
     finally:
         report_retries(retries_before)
         if own_stop:
@@ -373,9 +431,11 @@ def non_finite_loss_error(error: NonFiniteLoss, dataset: SegmentationDataset, lr
     rows = [dataset.origin(index, error.epoch) for index in error.indices]
     shown = "; ".join(rows[:8]) + (f"; ... ({len(rows)} samples)" if len(rows) > 8 else "")
     where = "in a batch of" if error.here else "on another process; this process's batch:"
-    return DataError(f"the training loss became NaN or infinite at epoch {error.epoch + 1}, step {error.step} "
-                     f"{where} {shown}; check those tiles (extreme values? data_source.image_max_value?) or lower "
-                     f"the learning rate ({lr:g}); the weights of the last validation are kept")
+    return DataError(
+        f"the training loss became NaN or infinite at epoch {error.epoch + 1}, step {error.step} "
+        f"{where} {shown}; check those tiles (extreme values? data_source.image_max_value?) or lower "
+        f"the learning rate ({lr:g}); the weights of the last validation are kept"
+    )
 
 
 def report_retries(before: int) -> None:
@@ -385,5 +445,6 @@ def report_retries(before: int) -> None:
 
     retries = transient_retries() - before
     if retries:
-        log.warning("storage: %d transient failure(s) were retried during this run (S3 requests and GDAL reads)",
-                    retries)
+        log.warning(
+            "storage: %d transient failure(s) were retried during this run (S3 requests and GDAL reads)", retries
+        )

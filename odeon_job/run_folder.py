@@ -132,8 +132,11 @@ class RunFolder:
 
     def holds_checkpoint(self) -> bool:
         """Whether any model file is here: a checkpoint in the checkpoint folders, or a .pth."""
-        patterns = (self.path(VAL_LOSS_CKPT_FOLDER, "*.ckpt"), self.path(VAL_MIOU_CKPT_FOLDER, "*.ckpt"),
-                    self.path("*.pth"))
+        patterns = (
+            self.path(VAL_LOSS_CKPT_FOLDER, "*.ckpt"),
+            self.path(VAL_MIOU_CKPT_FOLDER, "*.ckpt"),
+            self.path("*.pth"),
+        )
         return any(storage.glob(pattern) for pattern in patterns)
 
     def usable_last_checkpoint(self) -> str | None:
@@ -182,8 +185,10 @@ class RunFolder:
         checkpoints are all damaged starts afresh too (a restarted pod must never crash-loop)."""
         links = self.links_out()
         if links:
-            raise ConfigError(f"output_setup: the run folder {self.url} holds a link that leads out of it ({links[0]} "
-                              f"-> {os.path.realpath(links[0])}): nothing is written through links; remove it")
+            raise ConfigError(
+                f"output_setup: the run folder {self.url} holds a link that leads out of it ({links[0]} "
+                f"-> {os.path.realpath(links[0])}): nothing is written through links; remove it"
+            )
         resume = config.train_setup.continue_training
         last = self.last_checkpoint
         if resume:
@@ -199,16 +204,22 @@ class RunFolder:
             if ours and resume == "auto":
                 return RunStart(empty_first=True, reason=f"no checkpoint to resume from loads ({last})")
             if resume == "auto":
-                raise ConfigError(f"train_setup.continue_training: \"auto\" found no checkpoint to resume from "
-                                  f"({last}) in the run folder {self.url}, which is not empty and not a run of this "
-                                  "job; remove it or choose another version_name")
+                raise ConfigError(
+                    f'train_setup.continue_training: "auto" found no checkpoint to resume from '
+                    f"({last}) in the run folder {self.url}, which is not empty and not a run of this "
+                    "job; remove it or choose another version_name"
+                )
             if not resume:
-                raise ConfigError(f"output_setup.version_name: the run folder {self.url} already exists and is not "
-                                  "empty; choose another version_name, or set train_setup.continue_training to "
-                                  "resume it")
+                raise ConfigError(
+                    f"output_setup.version_name: the run folder {self.url} already exists and is not "
+                    "empty; choose another version_name, or set train_setup.continue_training to "
+                    "resume it"
+                )
         if resume is True:
-            raise ConfigError(f"train_setup.continue_training: nothing to resume: {last} does not exist or does not "
-                              "load (set output_setup.name_exp_log and version_name to those of the run to continue)")
+            raise ConfigError(
+                f"train_setup.continue_training: nothing to resume: {last} does not exist or does not "
+                "load (set output_setup.name_exp_log and version_name to those of the run to continue)"
+            )
         return RunStart()
 
     def start(self, config: JobConfig, start: RunStart) -> None:
@@ -221,8 +232,9 @@ class RunFolder:
         hand_over_run_names(config)  # for the DDP processes
         if start.empty_first:
             storage.remove_tree(self.url)
-            log.warning("run folder %s: %s; its files are removed and the run starts afresh there", self.url,
-                        start.reason)
+            log.warning(
+                "run folder %s: %s; its files are removed and the run starts afresh there", self.url, start.reason
+            )
         storage.makedirs(self.url)
         config_file = self.resumed_config_file(dt.datetime.now()) if resume_from else self.config_file
         text = json.dumps(redact_values(config.model_dump(mode="json")), indent=2)  # URLs without credentials

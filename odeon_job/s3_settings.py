@@ -49,8 +49,14 @@ def credentials_hint() -> str:
         found = botocore.session.get_session().get_credentials() is not None
     except Exception:  # a broken profile or role: botocore's own error would be clearer than ours
         return ""
-    return "" if found else ("; no AWS credentials were found, so the request was anonymous: set AWS_ACCESS_KEY_ID "
-                             "and AWS_SECRET_ACCESS_KEY, or give the pod an IAM role")
+    return (
+        ""
+        if found
+        else (
+            "; no AWS credentials were found, so the request was anonymous: set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, or give the pod an IAM role"
+        )
+    )
 
 
 def fsspec_s3_options(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:

@@ -70,8 +70,11 @@ class GracefulStop:
             raise Terminated("stopped by SIGTERM before training started; nothing was trained")
 
     def _force_exit(self) -> None:
-        log.error("odeon: did not stop within %g s of SIGTERM (device_setup.stop_grace_period): exiting now; "
-                  "the last checkpoint written is kept", self.grace_period)
+        log.error(
+            "odeon: did not stop within %g s of SIGTERM (device_setup.stop_grace_period): exiting now; "
+            "the last checkpoint written is kept",
+            self.grace_period,
+        )
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(EXIT_TERMINATED)

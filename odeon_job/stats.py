@@ -42,7 +42,7 @@ class BandMoments:
 
     def add(self, image: np.ndarray) -> None:
         values = image.reshape(image.shape[0], -1).astype(np.float64) / self.scale
-        total, squares = values.sum(axis=1), (values ** 2).sum(axis=1)
+        total, squares = values.sum(axis=1), (values**2).sum(axis=1)
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
         self.count += values.shape[1]
@@ -51,7 +51,7 @@ class BandMoments:
         if self.total is None or self.squares is None or self.count == 0:
             return {"mean": [], "std": []}
         mean = self.total / self.count
-        std = np.sqrt(np.maximum(self.squares / self.count - mean ** 2, 0.0))
+        std = np.sqrt(np.maximum(self.squares / self.count - mean**2, 0.0))
         return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
 
@@ -89,8 +89,10 @@ def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: i
 
     source = config.data_source
     if max_windows is not None and source.patch_size is None:
-        raise ConfigError("--windows samples the windows of scenes: set data_source.patch_size too (tiles are read "
-                          "whole; --rows takes the first rows of each split)")
+        raise ConfigError(
+            "--windows samples the windows of scenes: set data_source.patch_size too (tiles are read "
+            "whole; --rows takes the first rows of each split)"
+        )
     splits = load_splits(source, config.train_setup.random_seed)
     spec = describe_data(source, splits.train[0], config.train_setup.per_class_weights)
     weights: dict[str, dict[str, list[float]]] = {}
@@ -123,22 +125,29 @@ def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: i
         log.info("stats: %s: %d %s", split, len(items), unit)
     total = int(counts.sum())
     pixels = {label: int(c) for label, c in zip(spec.class_labels, counts, strict=True)}
-    return {"normalization_weights": weights,
-            "class_frequencies": {label: c / total if total else 0.0 for label, c in pixels.items()},
-            "class_pixels": pixels,
-            "ignored_pixels": ignored, "class_imbalance": median_frequency_weights(counts)}
+    return {
+        "normalization_weights": weights,
+        "class_frequencies": {label: c / total if total else 0.0 for label, c in pixels.items()},
+        "class_pixels": pixels,
+        "ignored_pixels": ignored,
+        "class_imbalance": median_frequency_weights(counts),
+    }
 
 
 def pasteable(stats: dict[str, Any]) -> dict[str, Any]:
     """The keys to paste into the configuration, in their sections."""
-    return {"data_source": {"normalization_weights": stats["normalization_weights"]},
-            "train_setup": {"class_imbalance": stats["class_imbalance"]}}
+    return {
+        "data_source": {"normalization_weights": stats["normalization_weights"]},
+        "train_setup": {"class_imbalance": stats["class_imbalance"]},
+    }
 
 
 def describe(stats: dict[str, Any]) -> list[str]:
     """The class frequencies in words, for the console."""
-    lines = [f"{label}: {share:.2%} of the training pixels ({stats['class_pixels'][label]})"
-             for label, share in stats["class_frequencies"].items()]
+    lines = [
+        f"{label}: {share:.2%} of the training pixels ({stats['class_pixels'][label]})"
+        for label, share in stats["class_frequencies"].items()
+    ]
     if stats["ignored_pixels"]:
         lines.append(f"ignored: {stats['ignored_pixels']} pixels (no class: left out of the frequencies)")
     if any(math.isclose(w, 0.0) for w in stats["class_imbalance"]):

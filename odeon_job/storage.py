@@ -55,7 +55,7 @@ def is_local(url: str) -> bool:
 
 
 def _local_path(url: str) -> str:
-    return url[len("file://"):] if scheme(url) == "file" else url
+    return url[len("file://") :] if scheme(url) == "file" else url
 
 
 def join(base: str, *parts: str) -> str:
@@ -77,7 +77,7 @@ def parent(url: str) -> str:
     if is_local(url):
         return os.path.dirname(_local_path(url))
     prefix = _scheme_prefix(url)
-    return prefix + posixpath.dirname(url[len(prefix):].rstrip("/"))
+    return prefix + posixpath.dirname(url[len(prefix) :].rstrip("/"))
 
 
 def resolve(path: str, base_dir: str) -> str:
@@ -87,7 +87,7 @@ def resolve(path: str, base_dir: str) -> str:
     if is_local(base_dir):
         return os.path.normpath(os.path.join(_local_path(base_dir), path)) if base_dir else path
     prefix = _scheme_prefix(base_dir)
-    return prefix + posixpath.normpath(posixpath.join(base_dir[len(prefix):], path))
+    return prefix + posixpath.normpath(posixpath.join(base_dir[len(prefix) :], path))
 
 
 def resolver(base_dir: str) -> Callable[[str], str]:
@@ -97,7 +97,7 @@ def resolver(base_dir: str) -> Callable[[str], str]:
         return lambda path: resolve(path, base_dir)
     local = is_local(base_dir)
     prefix = "" if local else _scheme_prefix(base_dir)
-    root = (_local_path(base_dir) if local else base_dir[len(prefix):]).rstrip("/") or "/"
+    root = (_local_path(base_dir) if local else base_dir[len(prefix) :]).rstrip("/") or "/"
     normalise = os.path.normpath if local else posixpath.normpath
 
     def resolve_one(path: str) -> str:
@@ -120,9 +120,10 @@ def gdal_path(url: str) -> str:
         return "/vsicurl/" + url
     if kind in _GDAL_PREFIXES:
         refuse_credentials(url)
-        return _GDAL_PREFIXES[kind] + url[len(kind) + 3:]
-    raise StorageError(f"{url}: rasters cannot be read from '{kind}://' URLs "
-                       f"(supported: local paths, file, s3, gs, az, http, https)")
+        return _GDAL_PREFIXES[kind] + url[len(kind) + 3 :]
+    raise StorageError(
+        f"{url}: rasters cannot be read from '{kind}://' URLs (supported: local paths, file, s3, gs, az, http, https)"
+    )
 
 
 def describe_failure(error: BaseException) -> str:
@@ -137,8 +138,9 @@ def describe_failure(error: BaseException) -> str:
         return f"access denied ({detail})" if detail and "denied" not in detail.lower() else "access denied"
     kind = type(error).__name__
     if kind == "NoCredentialsError":  # botocore's, raised before any request is made
-        return ("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile, or an IAM role "
-                "for the pod)")
+        return (
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile, or an IAM role for the pod)"
+        )
     if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"):
         return f"cannot connect to the storage endpoint ({error})"
     reason = getattr(error, "strerror", None) or str(error) or kind
@@ -182,8 +184,10 @@ def refuse_credentials(url: str) -> None:
     if scheme(url) in _OBJECT_STORES and "@" in url.split("/", 3)[2]:
         from odeon_job.redaction import redact
 
-        raise StorageError(f"{redact(url)}: credentials in an {scheme(url)}:// URL are never used: give them in the "
-                           "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, from a Kubernetes Secret)")
+        raise StorageError(
+            f"{redact(url)}: credentials in an {scheme(url)}:// URL are never used: give them in the "
+            "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, from a Kubernetes Secret)"
+        )
 
 
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
@@ -346,8 +350,10 @@ def writing_staged(path: str) -> Iterator[None]:
     except Exception as error:
         if not (_is_storage_failure(error) or type(error).__module__.split(".")[0] == "rasterio"):
             raise
-        raise StorageError(f"{path}: cannot write: {deepest_reason(error)} (files are staged under TMPDIR, "
-                           f"{tempfile.gettempdir()}: make room there, or set TMPDIR to a larger folder)") from error
+        raise StorageError(
+            f"{path}: cannot write: {deepest_reason(error)} (files are staged under TMPDIR, "
+            f"{tempfile.gettempdir()}: make room there, or set TMPDIR to a larger folder)"
+        ) from error
 
 
 def staging_folder(purpose: str) -> str:

@@ -53,15 +53,17 @@ def store_for(config: JobConfig, run_folder: RunFolder, environ: Mapping[str, st
     if storage.is_local(out.output_folder):
         folder = os.path.abspath(storage.resolve(out.output_folder, ""))
         os.makedirs(folder, exist_ok=True)
-        return Store(f"sqlite:///{os.path.join(folder, STORE_FILE)}", artifact_location=os.path.join(folder,
-                                                                                                  "mlartifacts"))
+        return Store(
+            f"sqlite:///{os.path.join(folder, STORE_FILE)}", artifact_location=os.path.join(folder, "mlartifacts")
+        )
     local = os.path.join(storage.staging_folder("mlflow"), STORE_FILE)
     upload = run_folder.mlflow_store
     if storage.exists(upload):  # a resumed run continues in its own store
         with open(local, "wb") as stream:
             stream.write(storage.read_bytes(upload))
-    return Store(f"sqlite:///{local}", artifact_location=run_folder.mlflow_artifacts,
-                 local_file=local, upload_url=upload)
+    return Store(
+        f"sqlite:///{local}", artifact_location=run_folder.mlflow_artifacts, local_file=local, upload_url=upload
+    )
 
 
 def metric_name(name: str) -> str:
@@ -81,7 +83,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     text = data if isinstance(data, str) else json.dumps(data)
     text = redact(text) if isinstance(data, str) else text
     if len(text) > PARAM_VALUE_LIMIT:
-        text = text[:PARAM_VALUE_LIMIT - 3] + "..."
+        text = text[: PARAM_VALUE_LIMIT - 3] + "..."
     return {metric_name(prefix): text}
 
 
@@ -101,8 +103,11 @@ _TAG_SOURCES: dict[str, tuple[str, ...]] = {
 
 def environment_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Tags that tie the run to the code, image, CI pipeline and Kubernetes objects that made it."""
-    tags = {tag: next(environ[name] for name in names if environ.get(name))
-            for tag, names in _TAG_SOURCES.items() if any(environ.get(name) for name in names)}
+    tags = {
+        tag: next(environ[name] for name in names if environ.get(name))
+        for tag, names in _TAG_SOURCES.items()
+        if any(environ.get(name) for name in names)
+    }
     host = environ.get("HOSTNAME") or socket.gethostname()
     tags["k8s.pod" if environ.get("KUBERNETES_SERVICE_HOST") else "host"] = host
     return tags
@@ -111,9 +116,12 @@ def environment_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 def failure_reason(error: BaseException) -> str:
     """The cause of a failed MLflow call in a few words (MLflow wraps urllib3's long messages)."""
     text = str(error).strip()
-    for marker, reason in (("Connection refused", "connection refused"), ("timed out", "timed out"),
-                           ("Name or service not known", "unknown host"),
-                           ("Temporary failure in name resolution", "unknown host")):
+    for marker, reason in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+    ):
         if marker in text:
             return reason
     return shorten(text.splitlines()[0], 300) if text else type(error).__name__

@@ -93,8 +93,9 @@ def check_sample(sample: Sample, dataset: SegmentationDataset, scenes: bool) -> 
         lambda: check_bands(spec.image_bands, image.count, sample.image, where, "image_bands"),
         lambda: check_bands(spec.mask_bands, mask.count, sample.mask, where, "mask_bands"),
         lambda: image_scale(image.dtype, spec.image_max_value, sample),
-        lambda: check_same_size((grid.height, grid.width), (mask_grid.height, mask_grid.width), sample.image,
-                                sample.mask, where),
+        lambda: check_same_size(
+            (grid.height, grid.width), (mask_grid.height, mask_grid.width), sample.image, sample.mask, where
+        ),
         region_fits,
     ]
     for run_check in checks:
@@ -172,13 +173,16 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
         summary.warnings.append(
             f"{len(summary.striped)} scene(s) stored in strips (the first: {summary.first_striped}): a window reads "
             "every column of its rows, several times the bytes of a tiled file; convert them to Cloud-Optimized "
-            "GeoTIFFs (gdal_translate -of COG) to read only the blocks a window touches")
+            "GeoTIFFs (gdal_translate -of COG) to read only the blocks a window touches"
+        )
     for split, sizes in summary.split_sizes.items():
         if len(sizes) > 1 and not scenes:  # scenes of many sizes are read in windows of one size
             shown = ", ".join(f"{w}x{h} ({count})" for (w, h), count in sizes.most_common(4))
-            summary.warnings.append(f"{split}: tiles of {len(sizes)} sizes ({shown}): each batch is padded to its "
-                                    "largest tile and the padding is ignored (left out of the loss and metrics); "
-                                    "tiles of one size train faster")
+            summary.warnings.append(
+                f"{split}: tiles of {len(sizes)} sizes ({shown}): each batch is padded to its "
+                "largest tile and the padding is ignored (left out of the loss and metrics); "
+                "tiles of one size train faster"
+            )
     return summary
 
 
@@ -190,12 +194,22 @@ def format_summary(summary: ValidationSummary) -> list[str]:
         return ", ".join(f"{show(key)} ({count})" for key, count in counter.most_common(4)) or "-"
 
     encoding = "one band per class" if spec.mask_encoding == "one_hot" else "class indices in one band"
-    ignored = ", ".join(f"{split} {summary.ignored[split] / summary.pixels[split]:.1%}"
-                        for split in summary.pixels if summary.pixels[split])
+    ignored = ", ".join(
+        f"{split} {summary.ignored[split] / summary.pixels[split]:.1%}"
+        for split in summary.pixels
+        if summary.pixels[split]
+    )
     return [
         "samples: " + ", ".join(f"{split} {count}" for split, count in summary.counts.items()),
-        *(["windows: " + ", ".join(f"{split} {count}" for split, count in summary.windows.items())
-           + " (train: per epoch)"] if summary.windows else []),
+        *(
+            [
+                "windows: "
+                + ", ".join(f"{split} {count}" for split, count in summary.windows.items())
+                + " (train: per epoch)"
+            ]
+            if summary.windows
+            else []
+        ),
         "tile size: " + most(summary.sizes, lambda s: f"{s[0]}x{s[1]}"),
         f"image bands: {list(spec.image_bands)}, data type: {most(summary.dtypes)}",
         f"mask bands: {list(spec.mask_bands)} ({encoding})",

@@ -22,12 +22,25 @@ PIXEL = 0.2
 COLOURS = np.array([(200, 180, 120), (180, 60, 50), (40, 70, 140), (60, 150, 50), (90, 90, 90)], np.uint8)
 
 
-def write_tif(path: Path, data: np.ndarray, *, crs: str | None = CRS, origin: tuple[float, float] = ORIGIN,
-              pixel: float = PIXEL, nodata: float | None = None) -> str:
+def write_tif(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs: str | None = CRS,
+    origin: tuple[float, float] = ORIGIN,
+    pixel: float = PIXEL,
+    nodata: float | None = None,
+) -> str:
     """Write a (bands, H, W) array as a GeoTIFF (declaring ``nodata`` when given); returns its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile: dict[str, Any] = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
-                               "count": data.shape[0], "dtype": data.dtype, "nodata": nodata}
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": data.dtype,
+        "nodata": nodata,
+    }
     if crs is not None:
         profile.update(crs=crs, transform=from_origin(origin[0], origin[1], pixel, pixel))
     with rasterio.open(path, "w", **profile) as dst:
@@ -41,7 +54,7 @@ def class_map(rng: np.random.Generator, size: int, n_classes: int) -> np.ndarray
     for _ in range(4):
         y, x = rng.integers(0, size, 2)
         h, w = rng.integers(size // 6, size // 2, 2)
-        classes[y:y + h, x:x + w] = rng.integers(1, n_classes)
+        classes[y : y + h, x : x + w] = rng.integers(1, n_classes)
     return classes
 
 
@@ -69,8 +82,15 @@ class TinyDataset:
 def make_dataset(tmp_path: Path) -> Callable[..., TinyDataset]:
     """``make_dataset(n=8, size=32, bands=3, n_classes=3, encoding="one_hot", name="ds")``."""
 
-    def make(n: int = 8, size: int = 32, bands: int = 3, n_classes: int = 3, encoding: str = "one_hot",
-             name: str = "ds", seed: int = 0) -> TinyDataset:
+    def make(
+        n: int = 8,
+        size: int = 32,
+        bands: int = 3,
+        n_classes: int = 3,
+        encoding: str = "one_hot",
+        name: str = "ds",
+        seed: int = 0,
+    ) -> TinyDataset:
         rng = np.random.default_rng(seed)
         folder = tmp_path / name
         rows, maps, images, masks = [], [], [], []
@@ -89,14 +109,27 @@ def make_dataset(tmp_path: Path) -> Callable[..., TinyDataset]:
     return make
 
 
-def write_scene(path: Path, data: np.ndarray, block: int = 128, *, origin: tuple[float, float] = ORIGIN,
-                pixel: float = PIXEL) -> str:
+def write_scene(
+    path: Path, data: np.ndarray, block: int = 128, *, origin: tuple[float, float] = ORIGIN, pixel: float = PIXEL
+) -> str:
     """Write a (bands, H, W) array as a tiled, deflate GeoTIFF with ``block``-pixel blocks (a COG's layout
     without the overviews); returns its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=CRS, transform=from_origin(origin[0], origin[1], pixel, pixel),
-                       tiled=True, blockxsize=block, blockysize=block, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=CRS,
+        transform=from_origin(origin[0], origin[1], pixel, pixel),
+        tiled=True,
+        blockxsize=block,
+        blockysize=block,
+        compress="deflate",
+    ) as dst:
         dst.write(data)
     return str(path)
 
@@ -107,7 +140,7 @@ def scene_class_map(rng: np.random.Generator, height: int, width: int, n_classes
     for _ in range(max(4, height * width // 4096)):
         y, x = rng.integers(0, height), rng.integers(0, width)
         h, w = rng.integers(8, 48, 2)
-        classes[y:y + h, x:x + w] = rng.integers(1, n_classes)
+        classes[y : y + h, x : x + w] = rng.integers(1, n_classes)
     return classes
 
 
@@ -126,8 +159,13 @@ def make_scenes(tmp_path: Path) -> Callable[..., Scenes]:
     """``make_scenes(sizes=((384, 320), (256, 448)), block=128, n_classes=3, name="scenes")``: scenes of the given
     (height, width), class-index masks, a CSV of them."""
 
-    def make(sizes: tuple[tuple[int, int], ...] = ((384, 320), (256, 448)), block: int = 128, n_classes: int = 3,
-             name: str = "scenes", seed: int = 0) -> Scenes:
+    def make(
+        sizes: tuple[tuple[int, int], ...] = ((384, 320), (256, 448)),
+        block: int = 128,
+        n_classes: int = 3,
+        name: str = "scenes",
+        seed: int = 0,
+    ) -> Scenes:
         rng = np.random.default_rng(seed)
         folder = tmp_path / name
         rows, maps, images, image_paths, mask_paths = [], [], [], [], []
@@ -175,10 +213,13 @@ def overflowing_dataset(folder: Path) -> str:
 
 def stored_checkpoint_config(csv: str, output: str, epochs: int, **train_setup: Any) -> dict[str, Any]:
     """The configuration tests/data/checkpoint_v1 was trained with (``epochs`` and ``train_setup`` changed)."""
-    return make_config(csv, output, data_source={"val_file": csv},
-                       train_setup={"epochs": epochs, "deterministic": True, "optimizer_config": {"optimizer": "sgd"},
-                                    **train_setup},
-                       output_setup={"use_tensorboard": False})
+    return make_config(
+        csv,
+        output,
+        data_source={"val_file": csv},
+        train_setup={"epochs": epochs, "deterministic": True, "optimizer_config": {"optimizer": "sgd"}, **train_setup},
+        output_setup={"use_tensorboard": False},
+    )
 
 
 def make_config(train_csv: str, output: str, **sections: dict[str, Any]) -> dict[str, Any]:
@@ -189,8 +230,13 @@ def make_config(train_csv: str, output: str, **sections: dict[str, Any]) -> dict
     config: dict[str, Any] = {
         "data_source": {"train_file": train_csv, "percentage_val": 0.25},
         "train_setup": {"model_name": "lightunet", "epochs": 1, "batch_size": 2, "lr": 0.01},
-        "output_setup": {"output_folder": output, "name_exp_log": "exp", "version_name": "v", "progress": 0,
-                         "use_mlflow": False},
+        "output_setup": {
+            "output_folder": output,
+            "name_exp_log": "exp",
+            "version_name": "v",
+            "progress": 0,
+            "use_mlflow": False,
+        },
         "device_setup": {"accelerator": "cpu", "num_workers": 0},
     }
     config = copy.deepcopy(config)
@@ -200,6 +246,7 @@ def make_config(train_csv: str, output: str, **sections: dict[str, Any]) -> dict
 
 
 # --- object storage: a real S3 endpoint on loopback -----------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
@@ -212,8 +259,15 @@ def use_s3_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     """Point this test's environment (and every process it starts) at ``endpoint`` with test keys."""
     import s3fs
 
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT",
-                 "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+    for name in (
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_REGION",
+        "AWS_SESSION_TOKEN",
+        "AWS_S3_ENDPOINT",
+        "AWS_HTTPS",
+        "AWS_VIRTUAL_HOSTING",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in {**TEST_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}.items():
         monkeypatch.setenv(name, value)

@@ -24,15 +24,37 @@ class MlflowServer:
     def __init__(self, folder: Path, s3_endpoint: str, artifacts: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, **TEST_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1",
-               "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+        env = {
+            **os.environ,
+            **TEST_CREDENTIALS,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        }
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.log = folder / "server.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--artifacts-destination", artifacts, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'mlflow.db'}",
+                "--artifacts-destination",
+                artifacts,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 90
         while True:
             try:

@@ -74,8 +74,9 @@ class RefOutput(nn.Module):
 
 
 class RefUNet(nn.Module):
-    def __init__(self, n_channels: int, n_classes: int, features: Sequence[int], batch_norm: bool,
-                 bilinear: bool = True) -> None:
+    def __init__(
+        self, n_channels: int, n_classes: int, features: Sequence[int], batch_norm: bool, bilinear: bool = True
+    ) -> None:
         super().__init__()
         self.inc = RefInput(n_channels, features[0], batch_norm)
         for i in range(4):
@@ -115,10 +116,23 @@ def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def odeon_checkpoint(model: nn.Module, model_name: str, n_channels: int, class_labels: list[str]) -> dict:
     """A checkpoint as ODEON's SegmentationTask saves it: the network under ``model.``, its hyperparameters."""
-    return {"epoch": 3, "global_step": 12, "pytorch-lightning_version": "1.6.4",
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "hyper_parameters": {"model_name": model_name, "num_classes": len(class_labels),
-                                 "num_channels": n_channels, "class_labels": class_labels, "criterion_name": "ce",
-                                 "learning_rate": 0.01, "optimizer_config": None, "scheduler_config": None,
-                                 "patience": 30, "load_pretrained_weights": None, "init_model_weights": None,
-                                 "loss_classes_weights": [1] * len(class_labels)}}
+    return {
+        "epoch": 3,
+        "global_step": 12,
+        "pytorch-lightning_version": "1.6.4",
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {
+            "model_name": model_name,
+            "num_classes": len(class_labels),
+            "num_channels": n_channels,
+            "class_labels": class_labels,
+            "criterion_name": "ce",
+            "learning_rate": 0.01,
+            "optimizer_config": None,
+            "scheduler_config": None,
+            "patience": 30,
+            "load_pretrained_weights": None,
+            "init_model_weights": None,
+            "loss_classes_weights": [1] * len(class_labels),
+        },
+    }

@@ -11,12 +11,28 @@ from __future__ import annotations
 
 from typing import Any
 
-ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
-                   "secret"}
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 
 
 def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
@@ -34,8 +50,11 @@ def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
         if sysctl["name"] not in SAFE_SYSCTLS:
             problems.append(f"sysctl {sysctl['name']} is not allowed")
     pod_seccomp = (pod_context.get("seccompProfile") or {}).get("type")
-    containers = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or []),
-                  *(pod_spec.get("ephemeralContainers") or [])]
+    containers = [
+        *(pod_spec.get("initContainers") or []),
+        *(pod_spec.get("containers") or []),
+        *(pod_spec.get("ephemeralContainers") or []),
+    ]
     if not containers:
         problems.append("no containers")
     for container in containers:

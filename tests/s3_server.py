@@ -35,8 +35,12 @@ class MotoServer:
 
     def require_signed_requests(self, required: bool) -> None:
         """Make the server check credentials (unknown keys and anonymous requests get 403)."""
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0" if required else b"inf",
-                                         method="POST", headers={"Content-Type": "text/plain"})
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=b"0" if required else b"inf",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
         urllib.request.urlopen(request).read()
 
     def stop(self) -> None:
@@ -79,8 +83,9 @@ class CountingProxy:
                 body = self.rfile.read(length) if length else None
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path, self.headers.get("Range")))
-                    fail = proxy.failures_left > 0 or (proxy.fail_period > 0
-                                                        and len(proxy.requests) % proxy.fail_period == 0)
+                    fail = proxy.failures_left > 0 or (
+                        proxy.fail_period > 0 and len(proxy.requests) % proxy.fail_period == 0
+                    )
                     proxy.failures_left -= int(proxy.failures_left > 0)
                     proxy.failures_injected += int(fail)
                 if fail:
@@ -149,7 +154,7 @@ class Bucket:
 
     def download_folder(self, prefix: str, folder: Path) -> Path:
         for key in self.keys(prefix):
-            target = folder / key[len(prefix):].lstrip("/")
+            target = folder / key[len(prefix) :].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.get(key))
         return folder
@@ -159,8 +164,13 @@ TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 
 
 def new_bucket(endpoint: str) -> Bucket:
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     name = f"odeon-test-{os.getpid()}-{next(_bucket_numbers)}"
     client.create_bucket(Bucket=name)
     return Bucket(name, endpoint, client)

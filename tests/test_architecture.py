@@ -34,7 +34,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1] if package else []
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
                 module = ".".join([*(["odeon_job"] + base), *([node.module] if node.module else [])])
             else:
                 module = node.module or ""
@@ -42,7 +42,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         for target in targets:
             if target == "odeon_job" or not target.startswith("odeon_job."):
                 continue
-            relative = target[len("odeon_job."):]
+            relative = target[len("odeon_job.") :]
             while relative and relative not in modules:
                 relative = relative.rpartition(".")[0]
             if relative and relative != name:
@@ -72,9 +72,12 @@ def test_every_module_is_in_one_layer_and_every_named_module_exists() -> None:
 
 def test_no_module_imports_from_a_layer_above_its_own() -> None:
     modules, layers = _modules(), _layers()
-    upward = [f"{name} (layer {layers[name]}) imports {imported} (layer {layers[imported]})"
-              for name, path in modules.items() for imported in sorted(_imports(name, path, modules))
-              if layers[imported] < layers[name]]
+    upward = [
+        f"{name} (layer {layers[name]}) imports {imported} (layer {layers[imported]})"
+        for name, path in modules.items()
+        for imported in sorted(_imports(name, path, modules))
+        if layers[imported] < layers[name]
+    ]
     assert upward == []
 
 
@@ -88,7 +91,7 @@ def test_the_import_graph_has_no_cycle() -> None:
         state[name] = 1
         for imported in sorted(graph[name]):
             if state.get(imported) == 1:
-                cycles.append(" -> ".join([*path[path.index(imported):], imported]))
+                cycles.append(" -> ".join([*path[path.index(imported) :], imported]))
             elif imported not in state:
                 visit(imported, [*path, imported])
         state[name] = 2

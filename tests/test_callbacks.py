@@ -38,14 +38,28 @@ class Tiles(Dataset[dict[str, torch.Tensor]]):
         return {"image": self.images[index], "mask": self.masks[index], "index": torch.tensor(index)}
 
 
-def _fit(tmp_path: Path, callbacks: list[pl.Callback], epochs: int = 2, val_check_interval: float = 1.0,
-         loggers: list[Any] | None = None) -> tuple[pl.Trainer, SegmentationModule]:
+def _fit(
+    tmp_path: Path,
+    callbacks: list[pl.Callback],
+    epochs: int = 2,
+    val_check_interval: float = 1.0,
+    loggers: list[Any] | None = None,
+) -> tuple[pl.Trainer, SegmentationModule]:
     pl.seed_everything(0, verbose=False)
     module = SegmentationModule("lightunet", 3, LABELS, lr=0.01, epochs=epochs)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=loggers or False,
-                         enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-                         val_check_interval=val_check_interval, num_sanity_val_steps=1, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=loggers or False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        val_check_interval=val_check_interval,
+        num_sanity_val_steps=1,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader(Tiles(8, 0), batch_size=2), DataLoader(Tiles(4, 1), batch_size=2))
     return trainer, module
 

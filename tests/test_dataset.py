@@ -23,8 +23,11 @@ def _source(**values: Any) -> DataSource:
 
 
 def _pair(tmp_path: Path, image: np.ndarray, mask: np.ndarray, name: str = "a", **mask_options: Any) -> Sample:
-    return Sample(write_tif(tmp_path / f"{name}_img.tif", image),
-                  write_tif(tmp_path / f"{name}_msk.tif", mask, **mask_options), "train.csv row 1")
+    return Sample(
+        write_tif(tmp_path / f"{name}_img.tif", image),
+        write_tif(tmp_path / f"{name}_msk.tif", mask, **mask_options),
+        "train.csv row 1",
+    )
 
 
 def _item(sample: Sample, split: str = "train", **source: Any) -> dict[str, torch.Tensor]:
@@ -53,8 +56,9 @@ def test_band_selection_is_one_based_and_ordered_as_listed(bands5: Sample) -> No
     assert item["image"].shape == (3, 8, 8)
     assert item["image"].dtype == torch.uint8  # raw: scaled on the device, by the module
     assert item["image"][:, 0, 0].tolist() == [50, 10, 30]
-    assert _network_input(bands5, image_bands=[5, 1, 3])[:, 0, 0].tolist() == pytest.approx([50 / 255, 10 / 255,
-                                                                                             30 / 255])
+    assert _network_input(bands5, image_bands=[5, 1, 3])[:, 0, 0].tolist() == pytest.approx(
+        [50 / 255, 10 / 255, 30 / 255]
+    )
     assert _item(bands5)["image"].shape == (5, 8, 8)  # all bands when none are listed
 
 
@@ -100,8 +104,11 @@ def test_class_index_outside_the_labels_is_named(tmp_path: Path) -> None:
 
 def test_single_band_mask_without_labels_is_refused(tmp_path: Path) -> None:
     sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), np.zeros((1, 6, 6), np.uint8))
-    with pytest.raises(DataError, match=r"data_source.class_labels: .*_msk\.tif has a single band, read as class "
-                       r"indices 0..n-1: class_labels must"):
+    with pytest.raises(
+        DataError,
+        match=r"data_source.class_labels: .*_msk\.tif has a single band, read as class "
+        r"indices 0..n-1: class_labels must",
+    ):
         _item(sample)
 
 
@@ -133,8 +140,11 @@ def test_uint16_images_need_image_max_value(tmp_path: Path) -> None:
 
 
 def test_band_outside_the_file_is_named(bands5: Sample) -> None:
-    with pytest.raises(DataError, match=r"row 1: .*a_img.tif has 5 band\(s\); data_source.image_bands asks for "
-                                        "band 6"):
+    with pytest.raises(
+        DataError,
+        match=r"row 1: .*a_img.tif has 5 band\(s\); data_source.image_bands asks for "
+        "band 6",
+    ):
         _item(bands5, image_bands=[1, 6])
     with pytest.raises(DataError, match=r"a_msk.tif has 4 band\(s\); data_source.mask_bands asks for band 9"):
         _item(bands5, mask_bands=[1, 9])
@@ -168,6 +178,7 @@ def test_resolution_resamples_image_and_mask_together(tmp_path: Path) -> None:
 
 # --- ignored pixels: no selected class, the mask's nodata; non-finite images ----------------------------
 
+
 def test_a_one_hot_pixel_with_no_class_on_is_ignored_not_class_one(tmp_path: Path) -> None:
     """A pixel no band covers (all zeros) was the argmax of zeros: the first class, silently."""
     classes = np.arange(36).reshape(6, 6) % 3
@@ -187,14 +198,18 @@ def test_one_hot_nodata_counts_as_off(tmp_path: Path) -> None:
     assert torch.equal(item["mask"][:, 1:], torch.from_numpy(classes[:, 1:].astype(np.uint8)))
 
 
-@pytest.mark.parametrize(("file_nodata", "setting", "ignored"), [
-    (9, "file", True),      # the file's own nodata
-    (None, 9, True),        # a configured value
-    (9, "none", False),     # nodata switched off: 9 is then outside the classes, an error
-    (None, "file", False),  # nothing declares 9: an error
-])
+@pytest.mark.parametrize(
+    ("file_nodata", "setting", "ignored"),
+    [
+        (9, "file", True),  # the file's own nodata
+        (None, 9, True),  # a configured value
+        (9, "none", False),  # nodata switched off: 9 is then outside the classes, an error
+        (None, "file", False),  # nothing declares 9: an error
+    ],
+)
 def test_class_index_nodata_is_ignored_and_other_values_are_errors(
-        tmp_path: Path, file_nodata: int | None, setting: Any, ignored: bool) -> None:
+    tmp_path: Path, file_nodata: int | None, setting: Any, ignored: bool
+) -> None:
     classes = (np.arange(36).reshape(6, 6) % 3).astype(np.uint8)
     classes[0, :] = 9
     options = {"nodata": file_nodata} if file_nodata is not None else {}
@@ -224,8 +239,11 @@ def test_a_declared_nodata_that_is_also_a_class_is_never_guessed(tmp_path: Path,
     classes = (np.arange(36).reshape(6, 6) % 3).astype(np.uint8)
     sample = _pair(tmp_path, np.zeros((3, 6, 6), np.uint8), classes[None], nodata=0)
     if expected == "error":
-        with pytest.raises(DataError, match=r"a_msk.tif declares nodata 0, also the class index 0: set "
-                                            r"data_source.mask_nodata to \"file\" .* \"none\""):
+        with pytest.raises(
+            DataError,
+            match=r"a_msk.tif declares nodata 0, also the class index 0: set "
+            r"data_source.mask_nodata to \"file\" .* \"none\"",
+        ):
             _item(sample, class_labels=["a", "b", "c"], mask_nodata=setting)
         return
     mask = _item(sample, class_labels=["a", "b", "c"], mask_nodata=setting)["mask"]

@@ -16,8 +16,10 @@ def test_demo_tiles_are_georeferenced_and_masks_one_hot(tmp_path: Path) -> None:
     dataset = demo.write_dataset(str(tmp_path), n_train=2, n_val=1, n_test=1, size=64)
     rows = Path(dataset.train_csv).read_text().splitlines()
     assert rows == ["img/tile_0000.tif,msk/tile_0000.tif", "img/tile_0001.tif,msk/tile_0001.tif"]
-    with rasterio.open(tmp_path / "img" / "tile_0001.tif") as image, \
-            rasterio.open(tmp_path / "msk" / "tile_0001.tif") as mask:
+    with (
+        rasterio.open(tmp_path / "img" / "tile_0001.tif") as image,
+        rasterio.open(tmp_path / "msk" / "tile_0001.tif") as mask,
+    ):
         assert (image.count, image.dtypes[0], image.width) == (3, "uint8", 64)
         assert image.crs.to_epsg() == 2154 and image.res == (0.2, 0.2)
         assert image.transform == mask.transform and image.transform.c == demo.ORIGIN[0] + 64 * 0.2
@@ -28,11 +30,11 @@ def test_demo_tiles_are_georeferenced_and_masks_one_hot(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_learns_well_above_the_majority_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_learns_well_above_the_majority_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The real command, on a smaller dataset than `odeon demo` writes: tiles of 128 x 128 pixels.
-    monkeypatch.setattr(demo, "write_demo", functools.partial(demo.write_demo, n_train=64, n_val=8, n_test=4,
-                                                              size=128))
+    monkeypatch.setattr(demo, "write_demo", functools.partial(demo.write_demo, n_train=64, n_val=8, n_test=4, size=128))
     assert main(["demo", "--output", str(tmp_path)]) == 0
     config = json.loads((tmp_path / "demo_config.json").read_text())
     assert config["train_setup"]["model_name"] == "lightunet"

@@ -23,8 +23,13 @@ pytestmark = pytest.mark.slow
 def _train(config: dict, folder: Path) -> subprocess.CompletedProcess[str]:
     path = folder / f"{config['output_setup']['version_name']}.json"
     path.write_text(json.dumps(config))
-    return subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", str(path)], capture_output=True,
-                          text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, "-m", "odeon_job", "train", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def _train_as_pods(config: dict, folder: Path, style: str) -> list[subprocess.CompletedProcess[str]]:
@@ -40,9 +45,19 @@ def _train_as_pods(config: dict, folder: Path, style: str) -> list[subprocess.Co
         command = [sys.executable, "-m", "odeon_job", "train", "-c", str(path)]
     jobs = []
     for pod in range(2):
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "WORLD_SIZE": "2", "RANK": str(pod), "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
-               "PET_NNODES": "2", "PET_NODE_RANK": str(pod), "PET_NPROC_PER_NODE": "1"}
+        env = {
+            **os.environ,
+            "PYTHONWARNINGS": "ignore",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": "2",
+            "RANK": str(pod),
+            "PET_MASTER_ADDR": "127.0.0.1",
+            "PET_MASTER_PORT": str(port),
+            "PET_NNODES": "2",
+            "PET_NODE_RANK": str(pod),
+            "PET_NPROC_PER_NODE": "1",
+        }
         jobs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     for job in jobs:
@@ -54,33 +69,41 @@ def _train_as_pods(config: dict, folder: Path, style: str) -> list[subprocess.Co
     return results
 
 
-def test_two_processes_give_the_confusion_matrix_of_one(make_dataset: Callable[..., TinyDataset],
-                                                        tmp_path: Path) -> None:
+def test_two_processes_give_the_confusion_matrix_of_one(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path
+) -> None:
     train = make_dataset(n=8)
     val = make_dataset(n=5, name="val", seed=3)  # 5 tiles: 3 for one process, 2 for the other
 
     def config(processes: int) -> dict:
         # SGD at 1e-30 cannot move float32 weights: both runs validate the same initial model.
-        return make_config(train.csv, str(tmp_path / "out"), data_source={"val_file": val.csv},
-                           train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30},
-                           output_setup={"version_name": f"p{processes}", "use_tensorboard": False,
-                                         "use_mlflow": True},
-                           device_setup={"num_processes": processes, "strategy": "ddp" if processes > 1 else None})
+        return make_config(
+            train.csv,
+            str(tmp_path / "out"),
+            data_source={"val_file": val.csv},
+            train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30},
+            output_setup={"version_name": f"p{processes}", "use_tensorboard": False, "use_mlflow": True},
+            device_setup={"num_processes": processes, "strategy": "ddp" if processes > 1 else None},
+        )
 
     results = {n: _train(config(n), tmp_path) for n in (1, 2)}
     for n, result in results.items():
         assert result.returncode == 0, f"{n} process(es): {result.stderr[-3000:]}"
     assert "Starting with 2 processes" in results[2].stderr and "GLOBAL_RANK: 1" in results[2].stderr
     assert results[2].stderr.count("data: 8 train, 5 val") == 1  # only the first process prints
-    one, two = (json.loads((tmp_path / "out" / "exp" / f"p{n}" / "history_val.json").read_text())["0"]
-                for n in (1, 2))
+    one, two = (json.loads((tmp_path / "out" / "exp" / f"p{n}" / "history_val.json").read_text())["0"] for n in (1, 2))
     assert two["cm_micro"] == one["cm_micro"]
     assert sum(map(sum, one["cm_micro"])) == 5 * 32 * 32  # every validation pixel counted once
     assert two["Average/IoU"] == pytest.approx(one["Average/IoU"])
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
     run = tmp_path / "out" / "exp" / "p2"
-    assert sorted(os.listdir(run)) == ["config.json", "history_val.json", "mlflow_run.json", "odeon_val_loss_ckpt",
-                                       "odeon_val_miou_ckpt"]
+    assert sorted(os.listdir(run)) == [
+        "config.json",
+        "history_val.json",
+        "mlflow_run.json",
+        "odeon_val_loss_ckpt",
+        "odeon_val_miou_ckpt",
+    ]
     assert len(os.listdir(run / "odeon_val_loss_ckpt")) == 2  # the best and last.ckpt
     assert sorted(os.listdir(tmp_path / "out" / "exp")) == ["p1", "p2"]
     # Only the first process talks to MLflow: one run per training, each finished.
@@ -94,16 +117,21 @@ def test_two_processes_give_the_confusion_matrix_of_one(make_dataset: Callable[.
 
 
 @pytest.mark.parametrize("style", ["torchrun", "pod"])
-def test_two_pods_give_the_confusion_matrix_of_one(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
-                                                  style: str) -> None:
+def test_two_pods_give_the_confusion_matrix_of_one(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path, style: str
+) -> None:
     train = make_dataset(n=8)
     val = make_dataset(n=5, name="val", seed=3)
 
     def config(version: str, nodes: int) -> dict:
-        return make_config(train.csv, str(tmp_path / "out"), data_source={"val_file": val.csv},
-                           train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30, "epochs": 2},
-                           output_setup={"version_name": version, "use_tensorboard": False},
-                           device_setup={"num_nodes": nodes})
+        return make_config(
+            train.csv,
+            str(tmp_path / "out"),
+            data_source={"val_file": val.csv},
+            train_setup={"optimizer_config": {"optimizer": "sgd"}, "lr": 1e-30, "epochs": 2},
+            output_setup={"version_name": version, "use_tensorboard": False},
+            device_setup={"num_nodes": nodes},
+        )
 
     single = _train(config("one", 1), tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
@@ -114,8 +142,9 @@ def test_two_pods_give_the_confusion_matrix_of_one(make_dataset: Callable[..., T
     assert "GLOBAL_RANK: 0" in both and "GLOBAL_RANK: 1" in both
     if style == "pod":
         assert "PyTorchJob: pod 1 of 2, 1 process(es) each" in pods[1].stderr
-    one, two = (json.loads((tmp_path / "out" / "exp" / name / "history_val.json").read_text())
-                for name in ("one", "pods"))
+    one, two = (
+        json.loads((tmp_path / "out" / "exp" / name / "history_val.json").read_text()) for name in ("one", "pods")
+    )
     assert list(two) == ["0", "1"]
     for epoch in ("0", "1"):
         assert two[epoch]["cm_micro"] == one[epoch]["cm_micro"]
@@ -129,13 +158,16 @@ def test_two_pods_give_the_confusion_matrix_of_one(make_dataset: Callable[..., T
     assert sorted(os.listdir(tmp_path / "out" / "exp")) == ["one", "pods"]
 
 
-def test_a_pod_count_that_disagrees_with_the_config_is_refused(make_dataset: Callable[..., TinyDataset],
-                                                               tmp_path: Path) -> None:
+def test_a_pod_count_that_disagrees_with_the_config_is_refused(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path
+) -> None:
     train = make_dataset(n=8)
-    config = make_config(train.csv, str(tmp_path / "out"), output_setup={"version_name": "pods"},
-                         device_setup={"num_nodes": 3})
+    config = make_config(
+        train.csv, str(tmp_path / "out"), output_setup={"version_name": "pods"}, device_setup={"num_nodes": 3}
+    )
     pods = _train_as_pods(config, tmp_path, "pod")
     for result in pods:
         assert result.returncode == 2
-        assert ("odeon: error: device_setup: the PyTorchJob says WORLD_SIZE=2, but the configuration asks for "
-                "num_nodes 3") in result.stderr
+        assert (
+            "odeon: error: device_setup: the PyTorchJob says WORLD_SIZE=2, but the configuration asks for num_nodes 3"
+        ) in result.stderr

@@ -40,8 +40,11 @@ def test_samples_iou_and_curves_are_drawn() -> None:
     assert samples_figure(samples, labels, "val", 1).shape[2] == 3
     confusion = torch.tensor([[5, 1, 0], [0, 4, 0], [0, 0, 0]])  # eau absent: its bar says so
     assert iou_figure(confusion_metrics(confusion, labels), labels, "test", None).shape[2] == 3
-    history = {"0": {"loss": 0.9, "Average/IoU": 0.3}, "1": {"loss": 0.5, "Average/IoU": 0.6},
-               "1.1": {"loss": 0.4, "Average/IoU": 0.65}}
+    history = {
+        "0": {"loss": 0.9, "Average/IoU": 0.3},
+        "1": {"loss": 0.5, "Average/IoU": 0.6},
+        "1.1": {"loss": 0.4, "Average/IoU": 0.65},
+    }
     assert curves_figure(history, {0: 1.0, 1: 0.6}).shape[2] == 3
 
 

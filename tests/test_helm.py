@@ -51,8 +51,11 @@ def _closed(schema: Any) -> Any:
     """The schema with ``additionalProperties: false`` wherever an object declares its properties."""
     if isinstance(schema, dict):
         schema = {key: _closed(value) for key, value in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -140,8 +143,12 @@ def test_multinode_gpu_shape() -> None:
     job = pytorchjob(render(*RENDERINGS["multinode-gpu"]))
     spec = job["spec"]
     assert spec["nprocPerNode"] == "8" and spec["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
-    assert spec["runPolicy"] == {"backoffLimit": 5, "cleanPodPolicy": "Running", "activeDeadlineSeconds": 172800,
-                                 "ttlSecondsAfterFinished": 604800}
+    assert spec["runPolicy"] == {
+        "backoffLimit": 5,
+        "cleanPodPolicy": "Running",
+        "activeDeadlineSeconds": 172800,
+        "ttlSecondsAfterFinished": 604800,
+    }
     pod = spec["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
@@ -165,8 +172,11 @@ def test_the_pods_arguments_make_a_valid_configuration(name: str, tmp_path: Path
     container = pod_specs(documents)[0]["containers"][0]
     args = build_parser().parse_args(container["args"])
     config_maps = [d for d in documents if d["kind"] == "ConfigMap"]
-    base = json.loads(config_maps[0]["data"]["config.json"]) if config_maps else yaml.safe_load(
-        (CHART / "values.yaml").read_text())["config"]
+    base = (
+        json.loads(config_maps[0]["data"]["config.json"])
+        if config_maps
+        else yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    )
     config = parse_config(json.dumps(apply_overrides(base, args.overrides)), "rendered")
     processes = {"defaults": 1, "multinode-gpu": 8, "direct-launcher": 2}[name]
     nodes = {"defaults": 1, "multinode-gpu": 4, "direct-launcher": 2}[name]
@@ -182,23 +192,26 @@ def test_the_pods_arguments_make_a_valid_configuration(name: str, tmp_path: Path
     assert (check.command, check.rows, check.services) == ("validate", 2, True)
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"workers": -1}, "/workers"),
-    ({"launcher": "mpirun"}, "/launcher"),
-    ({"gpusPerPod": "two"}, "/gpusPerPod"),
-    ({"workres": 2}, "workres"),
-    ({"configUrl": "ftp://x/config.json"}, "/configUrl"),
-    ({"config": {"train_setup": {}, "trainsetup": {}}}, "trainsetup"),
-    ({"shmSize": "lots"}, "/shmSize"),
-    ({"credentialsSecret": "Not A Name"}, "/credentialsSecret"),
-    # The chart never holds credentials: literal values of secret-looking variables, user:password@ URLs.
-    ({"env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]}, "use valueFrom.secretKeyRef"),
-    ({"env": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "x"}]}, "use valueFrom.secretKeyRef"),
-    ({"env": [{"name": "HF_TOKEN", "value": "x"}]}, "use valueFrom.secretKeyRef"),
-    ({"env": [{"name": "api_key", "value": "x"}]}, "use valueFrom.secretKeyRef"),
-    ({"mlflow": {"trackingUri": "https://me:pw@mlflow.example"}}, "no user:password@ in the URL"),
-    ({"configUrl": "https://me:pw@configs.example/c.json"}, "no user:password@ in the URL"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"workers": -1}, "/workers"),
+        ({"launcher": "mpirun"}, "/launcher"),
+        ({"gpusPerPod": "two"}, "/gpusPerPod"),
+        ({"workres": 2}, "workres"),
+        ({"configUrl": "ftp://x/config.json"}, "/configUrl"),
+        ({"config": {"train_setup": {}, "trainsetup": {}}}, "trainsetup"),
+        ({"shmSize": "lots"}, "/shmSize"),
+        ({"credentialsSecret": "Not A Name"}, "/credentialsSecret"),
+        # The chart never holds credentials: literal values of secret-looking variables, user:password@ URLs.
+        ({"env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+        ({"env": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+        ({"env": [{"name": "HF_TOKEN", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+        ({"env": [{"name": "api_key", "value": "x"}]}, "use valueFrom.secretKeyRef"),
+        ({"mlflow": {"trackingUri": "https://me:pw@mlflow.example"}}, "no user:password@ in the URL"),
+        ({"configUrl": "https://me:pw@configs.example/c.json"}, "no user:password@ in the URL"),
+    ],
+)
 def test_values_schema_rejects_bad_values(values: dict[str, Any], message: str, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(values))
     result = helm("template", "train-1", str(CHART), "-f", str(tmp_path / "bad.yaml"))
@@ -207,9 +220,14 @@ def test_values_schema_rejects_bad_values(values: dict[str, Any], message: str, 
 
 
 def test_secrets_by_reference_and_key_ids_by_value_are_accepted(tmp_path: Path) -> None:
-    values = {"env": [{"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}},
-                      {"name": "AWS_ACCESS_KEY_ID", "value": "AKIAEXAMPLE"}, {"name": "LOG_LEVEL", "value": "debug"}],
-              "mlflow": {"trackingUri": "https://mlflow.example"}}
+    values = {
+        "env": [
+            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}},
+            {"name": "AWS_ACCESS_KEY_ID", "value": "AKIAEXAMPLE"},
+            {"name": "LOG_LEVEL", "value": "debug"},
+        ],
+        "mlflow": {"trackingUri": "https://mlflow.example"},
+    }
     (tmp_path / "good.yaml").write_text(yaml.safe_dump(values))
     result = helm("template", "train-1", str(CHART), "-f", str(tmp_path / "good.yaml"))
     assert result.returncode == 0, result.stderr
@@ -221,6 +239,7 @@ def test_a_job_without_configuration_is_refused() -> None:
 
 
 # --- k8s/: the plain manifests, for clusters without Helm ---------------------------------------------
+
 
 @functools.cache
 def kustomized() -> list[dict[str, Any]]:
@@ -251,8 +270,9 @@ def test_plain_manifests_follow_the_chart() -> None:
         assert ours["containers"][0][key] == chart["containers"][0][key], key
     config_map = next(d for d in kustomized() if d["kind"] == "ConfigMap")
     args = build_parser().parse_args(ours["containers"][0]["args"])
-    config = parse_config(json.dumps(apply_overrides(json.loads(config_map["data"]["config.json"]),
-                                                     args.overrides)), "k8s/configmap.yaml")
+    config = parse_config(
+        json.dumps(apply_overrides(json.loads(config_map["data"]["config.json"]), args.overrides)), "k8s/configmap.yaml"
+    )
     assert config.train_setup.continue_training == "auto"
     secret = yaml.safe_load((ROOT / "k8s" / "secret.example.yaml").read_text())
     assert ours["containers"][0]["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
@@ -267,11 +287,20 @@ def test_the_retrain_job_s_helm_command_renders_a_valid_pytorchjob(tmp_path: Pat
     command = next(line for line in pipeline["retrain:submit"]["script"] if line.startswith("helm upgrade"))
     values = tmp_path / "train-values.yaml"
     values.write_text("gpusPerPod: 1\n")
-    variables = {"CI_PIPELINE_ID": "4242", "TRAIN_NAMESPACE": "ml", "CI_REGISTRY_IMAGE": "registry.example/odeon",
-                 "CI_COMMIT_SHORT_SHA": "0123abcd", "TRAIN_CONFIG_URL": "s3://bucket/configs/unet.json",
-                 "TRAIN_VALUES": str(values)}
-    script = ("set -eu\n" + "".join(f"{name}={shlex.quote(value)}\n" for name, value in variables.items())
-              + "helm() { shift 2; printf '%s\\n' \"$@\"; }\n" + command)  # the arguments after `upgrade --install`
+    variables = {
+        "CI_PIPELINE_ID": "4242",
+        "TRAIN_NAMESPACE": "ml",
+        "CI_REGISTRY_IMAGE": "registry.example/odeon",
+        "CI_COMMIT_SHORT_SHA": "0123abcd",
+        "TRAIN_CONFIG_URL": "s3://bucket/configs/unet.json",
+        "TRAIN_VALUES": str(values),
+    }
+    script = (
+        "set -eu\n"
+        + "".join(f"{name}={shlex.quote(value)}\n" for name, value in variables.items())
+        + "helm() { shift 2; printf '%s\\n' \"$@\"; }\n"
+        + command
+    )  # the arguments after `upgrade --install`
     arguments = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
     release, chart, *options = arguments
     assert (release, chart) == ("odeon-4242", "helm/odeon-train")

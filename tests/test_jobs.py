@@ -14,8 +14,16 @@ from odeon_job import jobs
 
 def _job(*conditions: tuple[str, str], replicas: dict[str, Any] | None = None) -> dict[str, Any]:
     """A PyTorchJob whose conditions are (type, status) pairs, one second apart."""
-    listed = [{"type": kind, "status": status, "reason": f"PyTorchJob{kind}", "message": f"job is {kind}",
-               "lastTransitionTime": f"2026-11-24T10:00:0{i}Z"} for i, (kind, status) in enumerate(conditions)]
+    listed = [
+        {
+            "type": kind,
+            "status": status,
+            "reason": f"PyTorchJob{kind}",
+            "message": f"job is {kind}",
+            "lastTransitionTime": f"2026-11-24T10:00:0{i}Z",
+        }
+        for i, (kind, status) in enumerate(conditions)
+    ]
     return {"status": {"conditions": listed, "replicaStatuses": replicas or {}}}
 
 
@@ -33,11 +41,11 @@ def _reader(*responses: dict[str, Any]) -> Callable[[str, str], dict[str, Any]]:
 def test_wait_prints_each_change_once_and_succeeds(caplog: pytest.LogCaptureFixture) -> None:
     created = _job(("Created", "True"))
     running = _job(("Created", "True"), ("Running", "True"), replicas={"Master": {"active": 1}})
-    done = _job(("Created", "True"), ("Running", "False"), ("Succeeded", "True"),
-                replicas={"Master": {"succeeded": 1}})
+    done = _job(("Created", "True"), ("Running", "False"), ("Succeeded", "True"), replicas={"Master": {"succeeded": 1}})
     with caplog.at_level("INFO", logger="odeon"):
-        result = jobs.wait(_reader(created, created, running, running, done), "ml", "train-1", timeout=None,
-                           sleep=lambda seconds: None)
+        result = jobs.wait(
+            _reader(created, created, running, running, done), "ml", "train-1", timeout=None, sleep=lambda seconds: None
+        )
     assert result == jobs.EXIT_SUCCEEDED
     assert caplog.messages == [
         "pytorchjob ml/train-1: 2026-11-24T10:00:00Z Created: PyTorchJobCreated (job is Created)",
@@ -62,15 +70,26 @@ def test_wait_gives_up_at_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
         now[0] += seconds
 
     with caplog.at_level("INFO", logger="odeon"):
-        result = jobs.wait(_reader(_job(("Created", "True"), ("Running", "True"))), "ml", "train-1", timeout=30,
-                           interval=10, clock=lambda: now[0], sleep=sleep)
+        result = jobs.wait(
+            _reader(_job(("Created", "True"), ("Running", "True"))),
+            "ml",
+            "train-1",
+            timeout=30,
+            interval=10,
+            clock=lambda: now[0],
+            sleep=sleep,
+        )
     assert result == jobs.EXIT_TIMEOUT and now[0] == 30
     assert caplog.messages[-1].startswith("odeon: pytorchjob ml/train-1: not finished after 0:00:30 (now ")
 
 
 def test_status_lists_conditions_and_pods() -> None:
-    job = _job(("Created", "True"), ("Running", "True"), ("Restarting", "True"),
-               replicas={"Master": {"active": 1}, "Worker": {"active": 2, "failed": 1}})
+    job = _job(
+        ("Created", "True"),
+        ("Running", "True"),
+        ("Restarting", "True"),
+        replicas={"Master": {"active": 1}, "Worker": {"active": 2, "failed": 1}},
+    )
     result, lines = jobs.status(_reader(job), "ml", "train-1")
     assert result is None
     assert lines[0] == "pytorchjob ml/train-1" and lines[-1] == "  pods: Master: 1 active; Worker: 2 active, 1 failed"
@@ -78,8 +97,9 @@ def test_status_lists_conditions_and_pods() -> None:
     assert jobs.status(_reader(_job()), "ml", "train-1")[1][-1].endswith("is the training operator running?)")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("3600", 3600), ("90s", 90), ("45m", 2700), ("6h", 21600),
-                                               ("1.5d", 129600)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("3600", 3600), ("90s", 90), ("45m", 2700), ("6h", 21600), ("1.5d", 129600)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert jobs.parse_duration(text) == seconds
 

@@ -29,8 +29,12 @@ def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cpu_runs_num_processes(no_gpu: None) -> None:
-    assert _devices(accelerator="cpu", num_processes=2) == {"accelerator": "cpu", "devices": 2, "num_nodes": 1,
-                                                             "strategy": "auto"}
+    assert _devices(accelerator="cpu", num_processes=2) == {
+        "accelerator": "cpu",
+        "devices": 2,
+        "num_nodes": 1,
+        "strategy": "auto",
+    }
 
 
 def test_device_0_means_cpu(two_gpus: None) -> None:
@@ -45,8 +49,7 @@ def test_auto_falls_back_to_cpu(no_gpu: None) -> None:
     assert _devices()["accelerator"] == "cpu"
 
 
-@pytest.mark.parametrize(("device", "devices"), [(None, 1), (2, 2), (-1, -1), ("0", [0]), ("0,1", [0, 1]),
-                                                  ([1], [1])])
+@pytest.mark.parametrize(("device", "devices"), [(None, 1), (2, 2), (-1, -1), ("0", [0]), ("0,1", [0, 1]), ([1], [1])])
 def test_gpu_device_forms(two_gpus: None, device: Any, devices: Any) -> None:
     result = _devices(accelerator="gpu", device=device, strategy="ddp", num_nodes=2)
     assert (result["devices"], result["strategy"], result["num_nodes"]) == (devices, "ddp", 2)
@@ -64,8 +67,16 @@ def test_more_gpus_than_visible(two_gpus: None) -> None:
 
 # --- launch styles ---------------------------------------------------------------------------------
 
-_LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                     "WORLD_SIZE", "RANK", "NODE_RANK")
+_LAUNCH_VARIABLES = (
+    "TORCHELASTIC_RUN_ID",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "NODE_RANK",
+)
 
 
 @pytest.fixture
@@ -115,8 +126,9 @@ def test_several_nodes_need_a_launcher(launch_env: Callable[..., None]) -> None:
     assert prepare_launch(_options(nodes=1, devices=2)) == "single"
 
 
-def test_device_with_the_cpu_accelerator_is_the_number_of_processes(no_gpu: None,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_device_with_the_cpu_accelerator_is_the_number_of_processes(
+    no_gpu: None, caplog: pytest.LogCaptureFixture
+) -> None:
     """The specification maps `device` to num_processes for the CPU: `device: 2` was silently ignored."""
     assert _devices(accelerator="cpu", device=2)["devices"] == 2
     assert _devices(accelerator="cpu", device=2, num_processes=2)["devices"] == 2
@@ -131,16 +143,23 @@ def test_device_with_the_cpu_accelerator_is_the_number_of_processes(no_gpu: None
     assert "asks for GPUs, but none is visible" in caplog.text
 
 
-@pytest.mark.parametrize(("accelerator", "message"), [
-    ("tpu", "needs the torch_xla package"), ("ipu", "needs its vendor's Lightning plugin"),
-    ("hpu", "needs its vendor's Lightning plugin"), ("mps", r"\(Apple GPUs\) is not available")])
+@pytest.mark.parametrize(
+    ("accelerator", "message"),
+    [
+        ("tpu", "needs the torch_xla package"),
+        ("ipu", "needs its vendor's Lightning plugin"),
+        ("hpu", "needs its vendor's Lightning plugin"),
+        ("mps", r"\(Apple GPUs\) is not available"),
+    ],
+)
 def test_accelerators_this_install_cannot_drive_are_refused_by_name(accelerator: str, message: str) -> None:
     with pytest.raises(ConfigError, match=rf"device_setup.accelerator: \"{accelerator}\" {message}"):
         _devices(accelerator=accelerator)
 
 
 def test_the_processes_lightning_starts_read_the_configuration_as_the_first_did(
-        no_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_gpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """device: 2 on the CPU (no num_processes) is two processes; the configuration handed to the second process
     said num_processes: 1 as if the user had set it, and it refused to start after the run folder was written."""
     from odeon_job.config import config_from_dict

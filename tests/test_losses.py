@@ -12,7 +12,7 @@ from odeon_job.losses import build_loss, soft_jaccard
 
 # Two pixels, two classes: pixel A is class 0 with logits (2, 0); pixel B is class 1 with logits (0, 1).
 LOGITS = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (B=1, C=2, H=1, W=2)
-TARGET = torch.tensor([[[0, 1]]])                        # (B=1, H=1, W=2)
+TARGET = torch.tensor([[[0, 1]]])  # (B=1, H=1, W=2)
 
 
 def _softmax_true(a: float, b: float) -> float:
@@ -66,7 +66,7 @@ def test_soft_jaccard_by_hand() -> None:
     # One pixel of class 0, logits (0, 0): probabilities 0.5 and 0.5, smooth 1.
     logits, target = torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.int64)
     class_0 = (0.5 + 1) / ((0.5 + 1 - 0.5) + 1)  # I = 0.5, U = 0.5 + 1 - 0.5
-    class_1 = (0 + 1) / ((0.5 + 0 - 0) + 1)      # I = 0,   U = 0.5
+    class_1 = (0 + 1) / ((0.5 + 0 - 0) + 1)  # I = 0,   U = 0.5
     assert soft_jaccard(logits, target).item() == pytest.approx((class_0 + class_1) / 2)
 
 
@@ -97,9 +97,17 @@ def test_every_loss_trains_towards_the_truth(name: str) -> None:
 
 # --- ignored pixels (IGNORE_INDEX: no selected class, or the mask's nodata) count in no loss -------------
 
-@pytest.mark.parametrize(("name", "weights", "params"), [
-    ("ce", None, None), ("ce", [1.0, 3.0], None), ("bce", None, None),
-    ("focal", None, LossParams(gamma=2.0, alpha=[0.25, 0.75])), ("combo", None, None)])
+
+@pytest.mark.parametrize(
+    ("name", "weights", "params"),
+    [
+        ("ce", None, None),
+        ("ce", [1.0, 3.0], None),
+        ("bce", None, None),
+        ("focal", None, LossParams(gamma=2.0, alpha=[0.25, 0.75])),
+        ("combo", None, None),
+    ],
+)
 def test_an_ignored_pixel_counts_in_no_loss(name: str, weights: list[float] | None, params: LossParams | None) -> None:
     """A third pixel marked ignored, whatever its logits, leaves every loss and its gradient as on the two
     real pixels alone; a batch with only ignored pixels has loss 0, not NaN."""
@@ -119,11 +127,20 @@ def test_an_ignored_pixel_counts_in_no_loss(name: str, weights: list[float] | No
 
 # --- a split's loss is the loss of all its scored pixels at once -----------------------------------------
 
-@pytest.mark.parametrize(("name", "weights", "params"), [
-    ("ce", None, None), ("ce", [0.2, 1.0, 5.0], None), ("bce", None, None),
-    ("focal", None, LossParams(gamma=2.0, alpha=[0.25, 0.5, 0.75])), ("combo", None, None)])
-def test_a_split_s_loss_is_its_pixels_loss_whatever_the_batches(name: str, weights: list[float] | None,
-                                                                  params: LossParams | None) -> None:
+
+@pytest.mark.parametrize(
+    ("name", "weights", "params"),
+    [
+        ("ce", None, None),
+        ("ce", [0.2, 1.0, 5.0], None),
+        ("bce", None, None),
+        ("focal", None, LossParams(gamma=2.0, alpha=[0.25, 0.5, 0.75])),
+        ("combo", None, None),
+    ],
+)
+def test_a_split_s_loss_is_its_pixels_loss_whatever_the_batches(
+    name: str, weights: list[float] | None, params: LossParams | None
+) -> None:
     """Seven tiles of mixed classes and ignored pixels: the batches' sums added up (batches of 1, 3 or 7, in
     two "processes") give the loss computed over all the pixels at once; a mean of batch losses weighted by
     their scored pixels does not (with class weights, rare heavy classes in small batches)."""
@@ -141,11 +158,15 @@ def test_a_split_s_loss_is_its_pixels_loss_whatever_the_batches(name: str, weigh
     for batch_size in (1, 3, 7):
         processes = [Sums(loss.sums_size(3)), Sums(loss.sums_size(3))]
         for number, start in enumerate(range(0, 7, batch_size)):
-            processes[number % 2].update(loss.sums(logits[start:start + batch_size], target[start:start + batch_size]))
+            processes[number % 2].update(
+                loss.sums(logits[start : start + batch_size], target[start : start + batch_size])
+            )
         total = sum(p.compute() for p in processes if p.update_count)  # what the DDP sync adds up
         assert loss.from_sums(total).item() == pytest.approx(whole, rel=1e-6), batch_size
     if name == "ce" and weights:
-        batches = [(loss(logits[i:i + 1], target[i:i + 1]).item(), int((target[i] != IGNORE_INDEX).sum()))
-                   for i in range(7)]
+        batches = [
+            (loss(logits[i : i + 1], target[i : i + 1]).item(), int((target[i] != IGNORE_INDEX).sum()))
+            for i in range(7)
+        ]
         weighted_by_pixels = sum(value * count for value, count in batches) / sum(count for _, count in batches)
         assert abs(weighted_by_pixels - whole) > 0.01  # what the split's loss was before

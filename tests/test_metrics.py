@@ -14,6 +14,7 @@ LABELS = ("batiment", "eau", "foret", "route", "champ", "neige")
 
 def _numpy_figures(truth: np.ndarray, prediction: np.ndarray, n: int) -> dict[str, float | None]:
     """The documented definitions, straight from the labels of every pixel."""
+
     def safe(a: float, b: float) -> float:
         return a / b if b else 0.0
 
@@ -26,15 +27,23 @@ def _numpy_figures(truth: np.ndarray, prediction: np.ndarray, n: int) -> dict[st
         tn = np.sum(~t & ~p)
         tp_all, fp_all, fn_all, tn_all = tp_all + tp, fp_all + fp, fn_all + fn, tn_all + tn
         present = bool(t.any() or p.any())
-        values = {"Accuracy": safe(tp + tn, total), "Precision": safe(tp, tp + fp), "Recall": safe(tp, tp + fn),
-                  "Specificity": safe(tn, tn + fp), "F1-Score": safe(2 * tp, 2 * tp + fp + fn),
-                  "IoU": safe(tp, tp + fp + fn)}
+        values = {
+            "Accuracy": safe(tp + tn, total),
+            "Precision": safe(tp, tp + fp),
+            "Recall": safe(tp, tp + fn),
+            "Specificity": safe(tn, tn + fp),
+            "F1-Score": safe(2 * tp, 2 * tp + fp + fn),
+            "IoU": safe(tp, tp + fp + fn),
+        }
         for name in NAMES:
             per_class[name].append(values[name] if present else None)
     pixel_accuracy = float(np.mean(truth == prediction))
     figures: dict[str, float | None] = {
-        "Overall/Accuracy": pixel_accuracy, "Overall/Precision": pixel_accuracy, "Overall/Recall": pixel_accuracy,
-        "Overall/F1-Score": pixel_accuracy, "Overall/Specificity": safe(tn_all, tn_all + fp_all),
+        "Overall/Accuracy": pixel_accuracy,
+        "Overall/Precision": pixel_accuracy,
+        "Overall/Recall": pixel_accuracy,
+        "Overall/F1-Score": pixel_accuracy,
+        "Overall/Specificity": safe(tn_all, tn_all + fp_all),
         "Overall/IoU": safe(tp_all, tp_all + fp_all + fn_all),
     }
     for name in NAMES:
@@ -49,10 +58,10 @@ def _numpy_figures(truth: np.ndarray, prediction: np.ndarray, n: int) -> dict[st
 def test_every_figure_matches_numpy_with_absent_and_missed_classes(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = 6
-    truth = rng.choice([0, 1, 2, 4], size=(3, 20, 20))           # 3 and 5 never in the truth
-    noise = rng.choice([0, 1, 3], size=truth.shape)              # 3 predicted (wrongly), 4 and 5 never
+    truth = rng.choice([0, 1, 2, 4], size=(3, 20, 20))  # 3 and 5 never in the truth
+    noise = rng.choice([0, 1, 3], size=truth.shape)  # 3 predicted (wrongly), 4 and 5 never
     prediction = np.where(rng.random(truth.shape) < 0.6, truth, noise)
-    prediction = np.where(prediction == 4, 2, prediction)        # class 4 is in the truth but never predicted
+    prediction = np.where(prediction == 4, 2, prediction)  # class 4 is in the truth but never predicted
     confusion = MulticlassConfusionMatrix(num_classes=n)
     confusion.update(torch.from_numpy(prediction), torch.from_numpy(truth))
     figures = confusion_metrics(confusion.compute(), LABELS)
@@ -61,7 +70,7 @@ def test_every_figure_matches_numpy_with_absent_and_missed_classes(seed: int) ->
     for key, value in expected.items():
         assert figures[key] == pytest.approx(value), key
     assert figures["neige/IoU"] is None and figures["neige/Accuracy"] is None  # absent from both: no figures
-    assert figures["route/IoU"] == 0.0 and figures["champ/Precision"] == 0.0   # predicted only / missed: 0
+    assert figures["route/IoU"] == 0.0 and figures["champ/Precision"] == 0.0  # predicted only / missed: 0
     assert len(figures) == 6 * (2 + n)
 
 
@@ -107,8 +116,11 @@ def test_the_metrics_and_the_bit_output_pick_the_same_class_where_probabilities_
     logits = torch.tensor(tie).reshape(1, 2, 1, 1).repeat(1, 1, 2, 2)
     assert logits.argmax(dim=1).unique().tolist() == [1]  # the logits do tell
     object.__setattr__(module, "network", lambda image: logits)
-    batch = {"image": torch.zeros(1, 3, 2, 2), "mask": torch.zeros(1, 2, 2, dtype=torch.long),
-             "shape": torch.tensor([[2, 2]])}
+    batch = {
+        "image": torch.zeros(1, 3, 2, 2),
+        "mask": torch.zeros(1, 2, 2, dtype=torch.long),
+        "shape": torch.tensor([[2, 2]]),
+    }
     module._evaluate(batch, "test")
     confusion = module.split_sums("test").confusion.compute()
     written, _ = encode(module.probabilities(logits)[0].numpy(), "bit")

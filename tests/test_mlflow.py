@@ -41,8 +41,7 @@ def mlflow_server(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFact
 
 
 def mlflow_config(data: TinyDataset, output: str, **output_setup: object) -> dict:
-    return make_config(data.csv, output, train_setup={"epochs": 2},
-                       output_setup={"use_mlflow": True, **output_setup})
+    return make_config(data.csv, output, train_setup={"epochs": 2}, output_setup={"use_mlflow": True, **output_setup})
 
 
 def write_config(config: dict, folder: Path) -> str:
@@ -55,9 +54,13 @@ def history_of(client: object, run_id: str, name: str) -> list[float]:
     return [metric.value for metric in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)]
 
 
-def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..., TinyDataset],
-                                                       mlflow_server: MlflowServer, moto_server: MotoServer,
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_training_is_recorded_in_the_tracking_server(
+    make_dataset: Callable[..., TinyDataset],
+    mlflow_server: MlflowServer,
+    moto_server: MotoServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import mlflow
     from mlflow import MlflowClient
 
@@ -67,9 +70,15 @@ def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..
     monkeypatch.setenv("CI_COMMIT_SHA", "0123abcd")
     monkeypatch.setenv("IMAGE_TAG", "registry.example/odeon:1.2.3")
     data, test = make_dataset(n=8), make_dataset(n=2, name="test", seed=1)
-    config = mlflow_config(data, str(tmp_path / "out"), registered_model_name="odeon-test-model",
-                           mlflow_experiment="tracking-test", get_prediction=True, save_top_k=1,
-                           prediction_output_type="float32")
+    config = mlflow_config(
+        data,
+        str(tmp_path / "out"),
+        registered_model_name="odeon-test-model",
+        mlflow_experiment="tracking-test",
+        get_prediction=True,
+        save_top_k=1,
+        prediction_output_type="float32",
+    )
     config["data_source"]["test_file"] = test.csv
     assert cli.main(["train", "-c", write_config(config, tmp_path)]) == 0
 
@@ -96,11 +105,22 @@ def test_a_training_is_recorded_in_the_tracking_server(make_dataset: Callable[..
     assert history_of(client, run.info.run_id, "test/loss") == [next(iter(test_history.values()))["loss"]]
     assert any(name.startswith("system/cpu_utilization") for name in run.data.metrics)
 
-    artifacts = {info.path for folder in ("run", "figures", "checkpoints/best_val_loss", "checkpoints/best_val_miou")
-                 for info in client.list_artifacts(run.info.run_id, folder)}
-    assert {"run/config.json", "run/history_val.json", "run/history_test.json",
-            "figures/confusion_matrix_val.png", "figures/confusion_matrix_test.png", "figures/iou_val.png",
-            "figures/samples_val.png", "figures/samples_test.png", "figures/training_curves.png"} <= artifacts
+    artifacts = {
+        info.path
+        for folder in ("run", "figures", "checkpoints/best_val_loss", "checkpoints/best_val_miou")
+        for info in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "run/config.json",
+        "run/history_val.json",
+        "run/history_test.json",
+        "figures/confusion_matrix_val.png",
+        "figures/confusion_matrix_test.png",
+        "figures/iou_val.png",
+        "figures/samples_val.png",
+        "figures/samples_test.png",
+        "figures/training_curves.png",
+    } <= artifacts
     best = Path(next(p for p in (run_folder / "odeon_val_loss_ckpt").iterdir() if not p.name.startswith("last")))
     assert f"checkpoints/best_val_loss/{best.name}" in artifacts
     assert any(path.startswith("checkpoints/best_val_miou/lightunet-epoch=") for path in artifacts)
@@ -132,10 +152,13 @@ def doomed_server(moto_server: MotoServer, tmp_path: Path) -> Iterator[MlflowSer
     server.stop()
 
 
-def test_the_training_survives_the_tracking_server_going_away(make_dataset: Callable[..., TinyDataset],
-                                                              doomed_server: MlflowServer, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_training_survives_the_tracking_server_going_away(
+    make_dataset: Callable[..., TinyDataset],
+    doomed_server: MlflowServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", doomed_server.url)
     validations = []
     logged = MlflowOutput.log_metrics
@@ -158,22 +181,27 @@ def test_the_training_survives_the_tracking_server_going_away(make_dataset: Call
     last = torch.load(run_folder / "odeon_val_loss_ckpt" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2
     warnings = [line for line in err if line.startswith("mlflow: cannot")]
-    assert warnings == [f"mlflow: cannot log metrics at {doomed_server.url} (connection refused); the training goes "
-                        "on, and its end lists what was not logged"]
+    assert warnings == [
+        f"mlflow: cannot log metrics at {doomed_server.url} (connection refused); the training goes "
+        "on, and its end lists what was not logged"
+    ]
     (summary,) = [line for line in err if line.startswith("mlflow: not logged")]
     assert "metric value(s)" in summary and "log the artifacts" in summary and "mark the run FINISHED" in summary
 
 
-def test_a_resumed_training_continues_its_mlflow_run(make_dataset: Callable[..., TinyDataset],
-                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resumed_training_continues_its_mlflow_run(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = mlflow_config(make_dataset(n=8), str(tmp_path / "out"))
     path = write_config(config, tmp_path)
     assert cli.main(["train", "-c", path]) == 0
-    assert cli.main(["train", "-c", path, "--set", "train_setup.epochs=3",
-                     "--set", "train_setup.continue_training=true"]) == 0
+    assert (
+        cli.main(["train", "-c", path, "--set", "train_setup.epochs=3", "--set", "train_setup.continue_training=true"])
+        == 0
+    )
     # MLflow's fluent API writes MLFLOW_TRACKING_URI into the environment; the job leaves none behind for the
     # next training of the process or the processes it starts.
     assert "MLFLOW_TRACKING_URI" not in os.environ
@@ -185,12 +213,17 @@ def test_a_resumed_training_continues_its_mlflow_run(make_dataset: Callable[...,
     assert len(history) == 3 and run.info.status == "FINISHED"
     assert run.data.params["train_setup.epochs"] == "2"  # parameters keep their first value
     assert {info.path for info in client.list_artifacts(run.info.run_id, "run")} >= {
-        "run/config.json", *(f"run/{p.name}" for p in (tmp_path / "out" / "exp" / "v").glob("config_resumed_*"))}
+        "run/config.json",
+        *(f"run/{p.name}" for p in (tmp_path / "out" / "exp" / "v").glob("config_resumed_*")),
+    }
 
 
-def test_mlflow_required_stops_a_job_that_cannot_reach_it(make_dataset: Callable[..., TinyDataset],
-                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_mlflow_required_stops_a_job_that_cannot_reach_it(
+    make_dataset: Callable[..., TinyDataset],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from mlflow_server import free_port
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -202,8 +235,9 @@ def test_mlflow_required_stops_a_job_that_cannot_reach_it(make_dataset: Callable
     assert not (tmp_path / "out" / "exp" / "v" / "history_val.json").exists()
 
 
-def test_a_remote_output_folder_keeps_its_own_store(make_dataset: Callable[..., TinyDataset], bucket: Bucket,
-                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_remote_output_folder_keeps_its_own_store(
+    make_dataset: Callable[..., TinyDataset], bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -233,20 +267,36 @@ def test_names_parameters_and_tags() -> None:
     assert params["a.b"] == "[1, 2]" and "secret" not in params["a.c"] and params["a.c"].endswith("/x.json")
     assert len(params["a.d"]) == 6000
     assert redact("s3://bucket/key") == "s3://bucket/key"
-    tags = environment_tags({"CI_COMMIT_SHA": "abc", "CI_PIPELINE_ID": "42", "HOSTNAME": "job-master-0",
-                             "KUBERNETES_SERVICE_HOST": "10.0.0.1", "ODEON_JOB_NAME": "ocsge"})
-    assert tags == {"mlflow.source.git.commit": "abc", "ci.pipeline_id": "42", "k8s.pod": "job-master-0",
-                    "k8s.job": "ocsge"}
+    tags = environment_tags(
+        {
+            "CI_COMMIT_SHA": "abc",
+            "CI_PIPELINE_ID": "42",
+            "HOSTNAME": "job-master-0",
+            "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+            "ODEON_JOB_NAME": "ocsge",
+        }
+    )
+    assert tags == {
+        "mlflow.source.git.commit": "abc",
+        "ci.pipeline_id": "42",
+        "k8s.pod": "job-master-0",
+        "k8s.job": "ocsge",
+    }
 
 
 # --- odeon validate --services (the Helm chart's test hook) ------------------------------------------
 
-def test_validate_services_reaches_the_server_and_the_output_folder(make_dataset: Callable[..., TinyDataset],
-                                                                   mlflow_server: MlflowServer, tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_validate_services_reaches_the_server_and_the_output_folder(
+    make_dataset: Callable[..., TinyDataset],
+    mlflow_server: MlflowServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     data = make_dataset(n=6)
-    config = make_config(data.csv, str(tmp_path / "out"), output_setup={"use_mlflow": True,
-                                                                        "mlflow_tracking_uri": mlflow_server.url})
+    config = make_config(
+        data.csv, str(tmp_path / "out"), output_setup={"use_mlflow": True, "mlflow_tracking_uri": mlflow_server.url}
+    )
     (tmp_path / "c.json").write_text(json.dumps(config))
     assert cli.main(["validate", "-c", str(tmp_path / "c.json"), "--rows", "1", "--services"]) == 0
     out = capsys.readouterr().out
@@ -254,17 +304,18 @@ def test_validate_services_reaches_the_server_and_the_output_folder(make_dataset
     assert list((tmp_path / "out").iterdir()) == []  # the write probe is removed
 
 
-def test_validate_services_names_a_server_that_does_not_answer(make_dataset: Callable[..., TinyDataset],
-                                                              tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_services_names_a_server_that_does_not_answer(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = make_dataset(n=6)
     url = f"http://127.0.0.1:{free_port()}"
-    config = make_config(data.csv, str(tmp_path / "out"), output_setup={"use_mlflow": True,
-                                                                        "mlflow_tracking_uri": url})
+    config = make_config(data.csv, str(tmp_path / "out"), output_setup={"use_mlflow": True, "mlflow_tracking_uri": url})
     (tmp_path / "c.json").write_text(json.dumps(config))
     assert cli.main(["validate", "-c", str(tmp_path / "c.json"), "--rows", "1", "--services"]) == 2
-    assert (f"odeon: error: output_setup.mlflow_tracking_uri: MLflow at {url} does not answer: connection refused"
-            in capsys.readouterr().err)
+    assert (
+        f"odeon: error: output_setup.mlflow_tracking_uri: MLflow at {url} does not answer: connection refused"
+        in capsys.readouterr().err
+    )
 
 
 SENTINEL = "S3ntinelPassw0rd"
@@ -274,9 +325,13 @@ def _files_holding(folder: Path, needle: bytes) -> list[str]:
     return [str(path) for path in folder.rglob("*") if path.is_file() and needle in path.read_bytes()]
 
 
-def test_credentials_in_urls_reach_no_output(make_dataset: Callable[..., TinyDataset], mlflow_server: MlflowServer,
-                                             moto_server: MotoServer, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_in_urls_reach_no_output(
+    make_dataset: Callable[..., TinyDataset],
+    mlflow_server: MlflowServer,
+    moto_server: MotoServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A tracking URI with user:password@ is used as given, but the password appears in no console line
     (ours and MLflow's), no file of the run folder (configs, run record, checkpoints, .pth, TensorBoard),
     no MLflow parameter, tag or artifact; URLs with credentials in errors are redacted too."""
@@ -285,12 +340,23 @@ def test_credentials_in_urls_reach_no_output(make_dataset: Callable[..., TinyDat
     use_s3_endpoint(monkeypatch, moto_server.endpoint)
     data = make_dataset(n=6)
     uri = mlflow_server.url.replace("http://", f"http://odeon:{SENTINEL}@")
-    config = mlflow_config(data, str(tmp_path / "out"), mlflow_tracking_uri=uri, use_tensorboard=True,
-                           registered_model_name="sentinel-model", version_name="sentinel")
+    config = mlflow_config(
+        data,
+        str(tmp_path / "out"),
+        mlflow_tracking_uri=uri,
+        use_tensorboard=True,
+        registered_model_name="sentinel-model",
+        version_name="sentinel",
+    )
     config["train_setup"]["export_checkpoint"] = ".pth"
     path = write_config(config, tmp_path)
-    result = subprocess.run([sys.executable, "-m", "odeon_job", "train", "-v", "-c", path], capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "default"})
+    result = subprocess.run(
+        [sys.executable, "-m", "odeon_job", "train", "-v", "-c", path],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert SENTINEL not in result.stdout + result.stderr
     assert "http://***@127.0.0.1" in result.stderr  # the URL is shown, redacted
@@ -312,16 +378,21 @@ def test_credentials_in_urls_reach_no_output(make_dataset: Callable[..., TinyDat
     bad = mlflow_config(data, str(tmp_path / "out"), use_mlflow=False)
     bad["data_source"]["train_file"] = str(csv)
     s3_output = mlflow_config(data, f"s3://AKIA:{SENTINEL}@bucket/runs", use_mlflow=False)
-    for args in (["-c", f"http://u:{SENTINEL}@127.0.0.1:9/config.json"],
-                 ["-c", write_config(bad, tmp_path / "out")], ["-v", "-c", write_config(s3_output, tmp_path)]):
-        failed = subprocess.run([sys.executable, "-m", "odeon_job", "train", *args], capture_output=True, text=True,
-                                timeout=300)
+    for args in (
+        ["-c", f"http://u:{SENTINEL}@127.0.0.1:9/config.json"],
+        ["-c", write_config(bad, tmp_path / "out")],
+        ["-v", "-c", write_config(s3_output, tmp_path)],
+    ):
+        failed = subprocess.run(
+            [sys.executable, "-m", "odeon_job", "train", *args], capture_output=True, text=True, timeout=300
+        )
         assert failed.returncode == 2 and "odeon: error: " in failed.stderr, failed.stderr[-2000:]
         assert SENTINEL not in failed.stdout + failed.stderr
 
 
-def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The run is the MLflow logger's: opened by Lightning at the start of the training, closed FAILED when a
     step fails (here a loss that overflows), with nothing left RUNNING."""
     from mlflow import MlflowClient
@@ -334,8 +405,13 @@ def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(tmp_path
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     csv = overflowing_dataset(tmp_path)
-    config = make_config(csv, str(tmp_path / "out"), data_source={"image_max_value": 1, "val_file": csv},
-                         train_setup={"batch_size": 4}, output_setup={"use_mlflow": True})
+    config = make_config(
+        csv,
+        str(tmp_path / "out"),
+        data_source={"image_max_value": 1, "val_file": csv},
+        train_setup={"batch_size": 4},
+        output_setup={"use_mlflow": True},
+    )
     with pytest.raises(DataError):
         train(config_from_dict(config))
     client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
@@ -369,8 +445,11 @@ def test_a_kill_while_the_local_store_is_created_never_breaks_it(tmp_path: Path)
         # (a folder each: MLflow keeps the stores a process opened, by URI)
         out = tmp_path / f"out{number}"
         config = make_config("t.csv", str(out), output_setup={"use_mlflow": True, "mlflow_required": True})
-        child = subprocess.Popen([sys.executable, "-c", _START_THE_RUN.format(config=config)],
-                                 stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _START_THE_RUN.format(config=config)],
+            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
         while not list(out.glob("mlflow.db*")):  # the store's file appears: its building starts
             assert child.poll() is None, "the run started without creating a store"
             time.sleep(0.01)
@@ -387,7 +466,8 @@ def test_a_kill_while_the_local_store_is_created_never_breaks_it(tmp_path: Path)
 
 
 def test_a_half_built_store_with_no_run_is_built_again_and_one_with_runs_is_kept(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A store an earlier version left half-migrated (its schema behind MLflow's) fails every start: rebuilt when it
     holds no run (moved aside, journal included), refused with one line naming the fix when it holds runs."""
     from mlflow import MlflowClient
@@ -410,7 +490,10 @@ def test_a_half_built_store_with_no_run_is_built_again_and_one_with_runs_is_kept
     client = MlflowClient(f"sqlite:///{path}")
     client.create_run(client.create_experiment("e"))
     set_back()
-    with pytest.raises(ConfigError, match=r"the MLflow store .*mlflow\.db holds 1 run\(s\) but MLflow cannot open it "
-                                          r"\(.*\): upgrade it \(mlflow db upgrade sqlite:///"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the MLflow store .*mlflow\.db holds 1 run\(s\) but MLflow cannot open it "
+        r"\(.*\): upgrade it \(mlflow db upgrade sqlite:///",
+    ):
         ensure_store(str(path), str(tmp_path / "artifacts"))
     assert path.exists()

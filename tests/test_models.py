@@ -22,8 +22,7 @@ def _count(module: torch.nn.Module) -> int:
 def _double_conv(c_in: int, c_out: int, batch_norm: bool, bias: bool = True) -> int:
     """Two 3x3 convolutions, each followed by batch norm (2 parameters per channel) when asked."""
     per_conv_bias = c_out if bias else 0
-    return (9 * c_in * c_out + per_conv_bias + 9 * c_out * c_out + per_conv_bias
-            + (4 * c_out if batch_norm else 0))
+    return 9 * c_in * c_out + per_conv_bias + 9 * c_out * c_out + per_conv_bias + (4 * c_out if batch_norm else 0)
 
 
 def _unet_parameters(c: int, k: int, f: tuple[int, ...], batch_norm: bool, upsampling: str) -> int:
@@ -61,16 +60,19 @@ def _deeplab_parameters(c: int, k: int) -> int:
 
 
 @pytest.mark.parametrize(("bands", "classes"), [(3, 2), (5, 15)])
-@pytest.mark.parametrize(("name", "expected"), [
-    ("unet", lambda c, k: _unet_parameters(c, k, (64, 128, 256, 512, 1024), True, "bilinear")),
-    ("lightunet", lambda c, k: _unet_parameters(c, k, (8, 16, 32, 64, 128), False, "bilinear")),
-    ("resnet18", lambda c, k: _resnet_unet_parameters(18, c, k, "bilinear")),
-    ("resnet34", lambda c, k: _resnet_unet_parameters(34, c, k, "bilinear")),
-    ("resnet50", lambda c, k: _resnet_unet_parameters(50, c, k, "bilinear")),
-    ("resnet101", lambda c, k: _resnet_unet_parameters(101, c, k, "bilinear")),
-    ("resnet152", lambda c, k: _resnet_unet_parameters(152, c, k, "bilinear")),
-    ("deeplab", _deeplab_parameters),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("unet", lambda c, k: _unet_parameters(c, k, (64, 128, 256, 512, 1024), True, "bilinear")),
+        ("lightunet", lambda c, k: _unet_parameters(c, k, (8, 16, 32, 64, 128), False, "bilinear")),
+        ("resnet18", lambda c, k: _resnet_unet_parameters(18, c, k, "bilinear")),
+        ("resnet34", lambda c, k: _resnet_unet_parameters(34, c, k, "bilinear")),
+        ("resnet50", lambda c, k: _resnet_unet_parameters(50, c, k, "bilinear")),
+        ("resnet101", lambda c, k: _resnet_unet_parameters(101, c, k, "bilinear")),
+        ("resnet152", lambda c, k: _resnet_unet_parameters(152, c, k, "bilinear")),
+        ("deeplab", _deeplab_parameters),
+    ],
+)
 def test_parameter_count_follows_the_architecture(name: str, expected, bands: int, classes: int) -> None:  # type: ignore[no-untyped-def]
     assert _count(build_model(name, bands, classes)) == expected(bands, classes)
 
@@ -147,11 +149,14 @@ def test_first_conv_adaptation() -> None:
     assert torch.allclose(five.sum(dim=1), rgb.sum(dim=1), atol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "torchvision_model"), [
-    ("resnet18", lambda: torchvision.models.resnet18(weights=None)),
-    ("resnet50", lambda: torchvision.models.resnet50(weights=None)),
-    ("deeplab", lambda: torchvision.models.mobilenet_v2(weights=None)),
-])
+@pytest.mark.parametrize(
+    ("name", "torchvision_model"),
+    [
+        ("resnet18", lambda: torchvision.models.resnet18(weights=None)),
+        ("resnet50", lambda: torchvision.models.resnet50(weights=None)),
+        ("deeplab", lambda: torchvision.models.mobilenet_v2(weights=None)),
+    ],
+)
 def test_encoder_weights_from_a_torchvision_state_dict(tmp_path: Path, name: str, torchvision_model) -> None:  # type: ignore[no-untyped-def]
     imagenet = torchvision_model().state_dict()  # ImageNet-style: same keys and shapes
     path = tmp_path / "encoder.pth"
@@ -178,13 +183,20 @@ def test_encoder_weights_of_another_network_are_refused(tmp_path: Path) -> None:
 def test_init_weights_from_a_state_dict_and_from_a_checkpoint(tmp_path: Path) -> None:
     source = build_model("lightunet", 3, 4)
     torch.save(source.state_dict(), tmp_path / "weights.pth")
-    torch.save({"epoch": 3, "state_dict": {f"model.{k}": v for k, v in source.state_dict().items()},
-                "hyper_parameters": {"config": {}}}, tmp_path / "run.ckpt")
+    torch.save(
+        {
+            "epoch": 3,
+            "state_dict": {f"model.{k}": v for k, v in source.state_dict().items()},
+            "hyper_parameters": {"config": {}},
+        },
+        tmp_path / "run.ckpt",
+    )
     for file in ("weights.pth", "run.ckpt"):
         target = build_model("lightunet", 3, 4)
         load_init_weights(target, str(tmp_path / file))
-        assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values(),
-                                                     strict=True))
+        assert all(
+            torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True)
+        )
 
 
 def test_init_weights_for_other_classes_keep_the_rest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -205,6 +217,9 @@ def test_init_weights_that_fit_nothing_or_are_not_weights(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"train_setup.init_weights: .*junk.pth: damaged: not a complete torch file"):
         load_init_weights(build_model("lightunet", 3, 2), str(tmp_path / "junk.pth"))
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled_module.pth")  # code, not weights
-    with pytest.raises(ConfigError, match=r"pickled_module.pth: refused: it holds objects that only code could "
-                                          r"rebuild.*nothing in it was run"):
+    with pytest.raises(
+        ConfigError,
+        match=r"pickled_module.pth: refused: it holds objects that only code could "
+        r"rebuild.*nothing in it was run",
+    ):
         load_init_weights(build_model("lightunet", 3, 2), str(tmp_path / "pickled_module.pth"))

@@ -47,16 +47,21 @@ def run_cli(*args: str) -> int:
 
 # --- a training entirely on S3 ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_training_reads_and_writes_only_s3_and_resumes_from_it(make_dataset: Callable[..., TinyDataset],
-                                                               bucket: Bucket, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_reads_and_writes_only_s3_and_resumes_from_it(
+    make_dataset: Callable[..., TinyDataset], bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train_csv = upload_dataset(bucket, make_dataset(n=8), "ds")
     test_csv = upload_dataset(bucket, make_dataset(n=2, name="test", seed=1), "testds")
-    config = make_config(train_csv, bucket.url("runs"), data_source={"test_file": test_csv},
-                         train_setup={"epochs": 2},
-                         output_setup={"save_top_k": 1, "get_prediction": True, "use_tensorboard": True},
-                         device_setup={"num_workers": 1})
+    config = make_config(
+        train_csv,
+        bucket.url("runs"),
+        data_source={"test_file": test_csv},
+        train_setup={"epochs": 2},
+        output_setup={"save_top_k": 1, "get_prediction": True, "use_tensorboard": True},
+        device_setup={"num_workers": 1},
+    )
     config_url = bucket.put_json("configs/train.json", config)
     workdir = tmp_path / "cwd"
     workdir.mkdir()
@@ -86,8 +91,12 @@ def test_training_reads_and_writes_only_s3_and_resumes_from_it(make_dataset: Cal
 
     # Resume the same run from what is in the bucket: two more epochs.
     last_before = bucket.get(run + "odeon_val_loss_ckpt/last.ckpt")
-    assert run_cli("train", "-c", config_url, "--set", "train_setup.epochs=4",
-                   "--set", "train_setup.continue_training=true") == 0
+    assert (
+        run_cli(
+            "train", "-c", config_url, "--set", "train_setup.epochs=4", "--set", "train_setup.continue_training=true"
+        )
+        == 0
+    )
     assert list(json.loads(bucket.get(run + "history_val.json"))) == ["0", "1", "2", "3"]
     keys_after = [key.removeprefix(run) for key in bucket.keys(run)]
     assert any(k.startswith("config_resumed_") for k in keys_after)
@@ -99,16 +108,24 @@ def test_training_reads_and_writes_only_s3_and_resumes_from_it(make_dataset: Cal
 
 
 @pytest.mark.slow
-def test_a_killed_training_resumes_from_what_reached_s3(make_dataset: Callable[..., TinyDataset], bucket: Bucket,
-                                                        tmp_path: Path) -> None:
+def test_a_killed_training_resumes_from_what_reached_s3(
+    make_dataset: Callable[..., TinyDataset], bucket: Bucket, tmp_path: Path
+) -> None:
     """SIGKILL (no chance to clean up) once three epochs are in the history; the restarted job loses nothing
     but the epoch in progress."""
     csv = upload_dataset(bucket, make_dataset(n=8), "ds")
-    config_url = bucket.put_json("c.json", make_config(csv, bucket.url("runs"), train_setup={"epochs": 200},
-                                                       output_setup={"use_tensorboard": False}))
+    config_url = bucket.put_json(
+        "c.json",
+        make_config(csv, bucket.url("runs"), train_setup={"epochs": 200}, output_setup={"use_tensorboard": False}),
+    )
     history_key = "runs/exp/v/history_val.json"
-    job = subprocess.Popen([sys.executable, "-m", "odeon_job", "train", "-c", config_url], cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "odeon_job", "train", "-c", config_url],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 1200  # against a hang only: a loaded machine may be many times slower
         while not (history_key in bucket.keys("runs") and len(json.loads(bucket.get(history_key))) >= 3):
@@ -123,9 +140,24 @@ def test_a_killed_training_resumes_from_what_reached_s3(make_dataset: Callable[.
     assert saved["epoch"] >= 1  # the last complete validation's checkpoint is whole
 
     epochs = saved["epoch"] + 3
-    resumed = subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", config_url, "--set",
-                              f"train_setup.epochs={epochs}", "--set", "train_setup.continue_training=true"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "odeon_job",
+            "train",
+            "-c",
+            config_url,
+            "--set",
+            f"train_setup.epochs={epochs}",
+            "--set",
+            "train_setup.continue_training=true",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = json.loads(bucket.get(history_key))
     assert list(after) == [str(epoch) for epoch in range(epochs)]
@@ -153,9 +185,14 @@ def test_a_resumed_run_never_deletes_the_checkpoint_it_resumed_from() -> None:
 
 # --- configuration sources --------------------------------------------------------------------------------
 
-def test_config_from_s3_stdin_and_https_with_overrides(make_dataset: Callable[..., TinyDataset], bucket: Bucket,
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_config_from_s3_stdin_and_https_with_overrides(
+    make_dataset: Callable[..., TinyDataset],
+    bucket: Bucket,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     data = make_dataset(n=4)
     train_csv = upload_dataset(bucket, data, "ds")
     config = make_config(train_csv, bucket.url("runs"))
@@ -180,8 +217,18 @@ def test_config_from_s3_stdin_and_https_with_overrides(make_dataset: Callable[..
         with pytest.raises(StorageError, match=f"^{base}/missing.json: not found"):
             load_config(f"{base}/missing.json")
         # The data over plain HTTPS-style URLs too: the CSV through fsspec, the rasters through /vsicurl/.
-        assert run_cli("validate", "-c", f"{base}/c.json", "--set", f"data_source.train_file={base}/ds/samples.csv",
-                       "--set", f"output_setup.output_folder={tmp_path / 'runs'}") == 0
+        assert (
+            run_cli(
+                "validate",
+                "-c",
+                f"{base}/c.json",
+                "--set",
+                f"data_source.train_file={base}/ds/samples.csv",
+                "--set",
+                f"output_setup.output_folder={tmp_path / 'runs'}",
+            )
+            == 0
+        )
         assert "OK: 4 samples checked" in capsys.readouterr().out
     finally:
         server.shutdown()
@@ -189,19 +236,33 @@ def test_config_from_s3_stdin_and_https_with_overrides(make_dataset: Callable[..
 
     monkeypatch.setenv("ODEON_CONFIG", url)
     assert run_cli("validate", "--set", "train_setup.epoch=3") == 2
-    assert (f"odeon: error: {url} with --set: train_setup.epoch: unknown key (did you mean 'epochs'?)"
-            in capsys.readouterr().err)
+    assert (
+        f"odeon: error: {url} with --set: train_setup.epoch: unknown key (did you mean 'epochs'?)"
+        in capsys.readouterr().err
+    )
 
 
 # --- streaming, retries, the stale cache ------------------------------------------------------------------
 
-def test_one_window_of_a_large_tiled_geotiff_on_s3_moves_a_fraction_of_it(bucket: Bucket, proxy: CountingProxy,
-                                                                         tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_one_window_of_a_large_tiled_geotiff_on_s3_moves_a_fraction_of_it(
+    bucket: Bucket, proxy: CountingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "large.tif"
     pixels = np.random.default_rng(0).integers(0, 255, (3, 2048, 2048), dtype=np.uint8)  # incompressible
-    with rasterio.open(path, "w", driver="GTiff", width=2048, height=2048, count=3, dtype="uint8", tiled=True,
-                       blockxsize=256, blockysize=256, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=2048,
+        height=2048,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    ) as dst:
         dst.write(pixels)
     url = bucket.put("large.tif", path.read_bytes())
     size = path.stat().st_size
@@ -215,9 +276,9 @@ def test_one_window_of_a_large_tiled_geotiff_on_s3_moves_a_fraction_of_it(bucket
     assert all(method == "GET" and byte_range for method, _, byte_range in proxy.requests if "large.tif" in _)
 
 
-def test_a_training_tile_comes_in_one_request_a_metadata_open_in_a_small_one(bucket: Bucket, proxy: CountingProxy,
-                                                                             tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_training_tile_comes_in_one_request_a_metadata_open_in_a_small_one(
+    bucket: Bucket, proxy: CountingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from odeon_job.data.dataset import SegmentationDataset
     from odeon_job.data.samples import Sample
     from odeon_job.data.spec import DataSpec
@@ -225,14 +286,30 @@ def test_a_training_tile_comes_in_one_request_a_metadata_open_in_a_small_one(buc
     image = np.random.default_rng(0).integers(0, 255, (3, 200, 200), dtype=np.uint8)  # 120 KB, incompressible
     urls = []
     for name, pixels in (("img.tif", image), ("msk.tif", np.zeros((1, 200, 200), np.uint8))):
-        with rasterio.open(tmp_path / name, "w", driver="GTiff", width=200, height=200, count=len(pixels),
-                           dtype="uint8", tiled=True, blockxsize=64, blockysize=64) as dst:
+        with rasterio.open(
+            tmp_path / name,
+            "w",
+            driver="GTiff",
+            width=200,
+            height=200,
+            count=len(pixels),
+            dtype="uint8",
+            tiled=True,
+            blockxsize=64,
+            blockysize=64,
+        ) as dst:
             dst.write(pixels)
         urls.append(bucket.put(name, (tmp_path / name).read_bytes()))
     assert (tmp_path / "img.tif").stat().st_size > 100_000
     use_s3_endpoint(monkeypatch, proxy.endpoint)
-    spec = DataSpec(image_bands=(1, 2, 3), mask_bands=(1,), class_labels=("a", "b"), mask_encoding="class_index",
-                    image_max_value=None, resolution={"train": None})
+    spec = DataSpec(
+        image_bands=(1, 2, 3),
+        mask_bands=(1,),
+        class_labels=("a", "b"),
+        mask_encoding="class_index",
+        image_max_value=None,
+        resolution={"train": None},
+    )
     item = SegmentationDataset([Sample(urls[0], urls[1], "row 1")], spec, "train")[0]
     assert np.array_equal(item["image"].numpy(), image)
     assert [path.rsplit("/", 1)[-1] for _, path, _ in proxy.requests] == ["img.tif", "msk.tif"]  # one GET each
@@ -243,8 +320,9 @@ def test_a_training_tile_comes_in_one_request_a_metadata_open_in_a_small_one(buc
     assert [byte_range for _, _, byte_range in proxy.requests] == ["bytes=0-16383"]
 
 
-def test_transient_failures_are_retried_and_counted(bucket: Bucket, proxy: CountingProxy, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_failures_are_retried_and_counted(
+    bucket: Bucket, proxy: CountingProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = bucket.put("notes.txt", "hello")
     tif = tmp_path / "t.tif"
     with rasterio.open(tif, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8") as dst:
@@ -264,8 +342,12 @@ def test_transient_failures_are_retried_and_counted(bucket: Bucket, proxy: Count
 
 
 def test_every_injected_failure_of_a_training_with_workers_is_retried_and_counted_once(
-        make_dataset: Callable[..., TinyDataset], bucket: Bucket, proxy: CountingProxy,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    make_dataset: Callable[..., TinyDataset],
+    bucket: Bucket,
+    proxy: CountingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Every 5th request to S3 fails with 503 during a training that reads through 2 DataLoader workers and
     writes its run to S3: the run succeeds and the retry count it prints is the number of failures injected.
     (Workers forked with GDAL's open connections shared them: a retry read a sibling's response, "CURL error:
@@ -275,8 +357,9 @@ def test_every_injected_failure_of_a_training_with_workers_is_retried_and_counte
     _train_through_faults(config, proxy, 5, monkeypatch, caplog)
 
 
-def _train_through_faults(config: dict, proxy: CountingProxy, period: int, monkeypatch: pytest.MonkeyPatch,
-                          caplog: pytest.LogCaptureFixture) -> None:
+def _train_through_faults(
+    config: dict, proxy: CountingProxy, period: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Train with every ``period``-th request through ``proxy`` failing (503); the run must count each retry once."""
     from odeon_job.config import config_from_dict
     from odeon_job.run import train
@@ -294,8 +377,12 @@ def _train_through_faults(config: dict, proxy: CountingProxy, period: int, monke
 
 
 def test_every_injected_failure_of_a_scene_training_is_counted_once(
-        make_scenes: Callable[..., Scenes], bucket: Bucket, proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    make_scenes: Callable[..., Scenes],
+    bucket: Bucket,
+    proxy: CountingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Scenes read in windows, kept open by 2 DataLoader workers, stitched and put on S3, every 7th request
     failing: GDAL retries the byte ranges of a read inside the read, where rasterio logs its warnings under
     another logger (and in other words, "Request for ... failed with response_code=503"): 12 faults were counted
@@ -303,9 +390,13 @@ def test_every_injected_failure_of_a_scene_training_is_counted_once(
     scenes = make_scenes(sizes=((512, 512), (384, 640)), block=128)
     bucket.upload_folder(scenes.folder, "scenes")
     csv = bucket.url("scenes/scenes.csv")
-    config = make_config(csv, bucket.url("runs"), data_source={
-        "val_file": csv, "test_file": csv, "patch_size": 128, "class_labels": ["a", "b", "c"]},
-        output_setup={"get_prediction": True}, device_setup={"num_workers": 2})
+    config = make_config(
+        csv,
+        bucket.url("runs"),
+        data_source={"val_file": csv, "test_file": csv, "patch_size": 128, "class_labels": ["a", "b", "c"]},
+        output_setup={"get_prediction": True},
+        device_setup={"num_workers": 2},
+    )
     _train_through_faults(config, proxy, 7, monkeypatch, caplog)
 
 
@@ -330,8 +421,10 @@ def test_a_rewritten_object_is_read_anew_after_clearing_gdals_cache(bucket: Buck
 
 # --- permanent errors: one line naming the URL and the cause, exit 2 --------------------------------------
 
-def test_missing_bucket_key_and_raster_are_named(make_dataset: Callable[..., TinyDataset], bucket: Bucket,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_missing_bucket_key_and_raster_are_named(
+    make_dataset: Callable[..., TinyDataset], bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_cli("train", "-c", "s3://no-such-bucket-odeon/c.json") == 2
     assert capsys.readouterr().err == "odeon: error: s3://no-such-bucket-odeon/c.json: the bucket does not exist\n"
     assert run_cli("train", "-c", bucket.url("missing.json")) == 2
@@ -354,10 +447,13 @@ def signed_requests_only(moto_server: MotoServer) -> object:
     moto_server.require_signed_requests(False)
 
 
-def test_credentials_and_permissions_errors(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch,
-                                            make_dataset: Callable[..., TinyDataset],
-                                            capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
-                                            ) -> None:
+def test_credentials_and_permissions_errors(
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    make_dataset: Callable[..., TinyDataset],
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
     import boto3
     import s3fs
 
@@ -365,13 +461,25 @@ def test_credentials_and_permissions_errors(moto_server: MotoServer, monkeypatch
     bucket = new_bucket(moto_server.endpoint)
     csv = upload_dataset(bucket, make_dataset(n=4), "ds")
     url = bucket.put_json("c.json", make_config(csv, bucket.url("runs")))
-    iam = boto3.client("iam", endpoint_url=moto_server.endpoint, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     iam.create_user(UserName=f"reader-{bucket.name}")
     key = iam.create_access_key(UserName=f"reader-{bucket.name}")["AccessKey"]
-    read_only = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-        "Resource": [f"arn:aws:s3:::{bucket.name}", f"arn:aws:s3:::{bucket.name}/*"]}]}
+    read_only = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket.name}", f"arn:aws:s3:::{bucket.name}/*"],
+            }
+        ],
+    }
     iam.put_user_policy(UserName=f"reader-{bucket.name}", PolicyName="read-only", PolicyDocument=json.dumps(read_only))
     request.getfixturevalue("signed_requests_only")
 
@@ -391,8 +499,9 @@ def test_credentials_and_permissions_errors(moto_server: MotoServer, monkeypatch
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(Path(os.devnull)))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(Path(os.devnull)))
     assert run_cli("train", "-c", url) == 2
-    assert capsys.readouterr().err.startswith(f"odeon: error: {url}: cannot read: no credentials: set "
-                                              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    assert capsys.readouterr().err.startswith(
+        f"odeon: error: {url}: cannot read: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    )
 
     as_user(key["AccessKeyId"], key["SecretAccessKey"])  # may read, may not write the outputs
     assert run_cli("train", "-c", url) == 2
@@ -400,23 +509,29 @@ def test_credentials_and_permissions_errors(moto_server: MotoServer, monkeypatch
     assert errors == [f"odeon: error: {bucket.url('runs/exp/v/config.json')}: cannot write: access denied"]
 
 
-def test_rasters_on_unsupported_schemes_and_gdal_settings_from_the_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rasters_on_unsupported_schemes_and_gdal_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(StorageError, match="rasters cannot be read from 'ftp://' URLs"):
         storage.gdal_path("ftp://host/a.tif")
     assert storage.gdal_path("gs://b/k/a.tif") == "/vsigs/b/k/a.tif"
     assert storage.gdal_path("az://c/a.tif") == "/vsiaz/c/a.tif"
     assert storage.gdal_path("https://h/a.tif") == "/vsicurl/https://h/a.tif"
     env = {"AWS_ENDPOINT_URL": "https://minio.example:9000", "AWS_ENDPOINT_URL_S3": "http://ceph.local:7480/"}
-    assert s3_settings.gdal_s3_options(env) == {"AWS_S3_ENDPOINT": "ceph.local:7480", "AWS_HTTPS": "NO",
-                                          "AWS_VIRTUAL_HOSTING": "FALSE"}
+    assert s3_settings.gdal_s3_options(env) == {
+        "AWS_S3_ENDPOINT": "ceph.local:7480",
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
     assert s3_settings.gdal_s3_options({**env, "AWS_VIRTUAL_HOSTING": "TRUE"})["AWS_S3_ENDPOINT"] == "ceph.local:7480"
     assert "AWS_VIRTUAL_HOSTING" not in s3_settings.gdal_s3_options({**env, "AWS_VIRTUAL_HOSTING": "TRUE"})
     assert s3_settings.gdal_s3_options({}) == {}
     options = s3_settings.fsspec_s3_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-3"})
-    assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-3"},
-                       "config_kwargs": {"s3": {"addressing_style": "path"},
-                                         "retries": {"mode": "standard", "max_attempts": s3_settings.S3_MAX_ATTEMPTS}}}
+    assert options == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-3"},
+        "config_kwargs": {
+            "s3": {"addressing_style": "path"},
+            "retries": {"mode": "standard", "max_attempts": s3_settings.S3_MAX_ATTEMPTS},
+        },
+    }
     assert "retries" not in s3_settings.fsspec_s3_options({"AWS_MAX_ATTEMPTS": "3"}).get("config_kwargs", {})
     monkeypatch.setenv("GDAL_CACHEMAX", "64")
     assert "GDAL_CACHEMAX" not in raster.gdal_options()  # the environment's value stands
@@ -424,11 +539,10 @@ def test_rasters_on_unsupported_schemes_and_gdal_settings_from_the_environment(
         raster.open_raster("/nonexistent/a.tif", "row 1")
 
 
-def test_validate_services_names_an_output_bucket_that_does_not_exist(make_dataset: Callable[..., TinyDataset],
-                                                                      bucket: Bucket, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_services_names_an_output_bucket_that_does_not_exist(
+    make_dataset: Callable[..., TinyDataset], bucket: Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = make_config(make_dataset(n=4).csv, "s3://no-such-bucket/runs")
     (tmp_path / "c.json").write_text(json.dumps(config))
     assert run_cli("validate", "-c", str(tmp_path / "c.json"), "--services") == 2
-    assert ("odeon: error: output_setup.output_folder: s3://no-such-bucket/runs/.odeon-probe-"
-            in capsys.readouterr().err)
+    assert "odeon: error: output_setup.output_folder: s3://no-such-bucket/runs/.odeon-probe-" in capsys.readouterr().err

@@ -25,14 +25,21 @@ from s3_server import Bucket
 SECRET = "S3cr3tS1gn4tur3"
 
 
-@pytest.mark.parametrize(("text", "shown"), [
-    (f"https://bucket.example/a/scene.tif?X-Amz-Signature={SECRET}&X-Amz-Date=1",
-     "https://bucket.example/a/scene.tif?***"),
-    (f"row 3: cannot read https://user:p@ss{SECRET}@host/x.tif: not found",
-     "row 3: cannot read https://***@host/x.tif: not found"),
-    (f"'s3://bucket/k.tif?token={SECRET}'", "'s3://bucket/k.tif?***'"),
-    ("s3://bucket/key.tif and /local/a?b.tif", "s3://bucket/key.tif and /local/a?b.tif"),
-])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            f"https://bucket.example/a/scene.tif?X-Amz-Signature={SECRET}&X-Amz-Date=1",
+            "https://bucket.example/a/scene.tif?***",
+        ),
+        (
+            f"row 3: cannot read https://user:p@ss{SECRET}@host/x.tif: not found",
+            "row 3: cannot read https://***@host/x.tif: not found",
+        ),
+        (f"'s3://bucket/k.tif?token={SECRET}'", "'s3://bucket/k.tif?***'"),
+        ("s3://bucket/key.tif and /local/a?b.tif", "s3://bucket/key.tif and /local/a?b.tif"),
+    ],
+)
 def test_redact_masks_userinfo_and_query_strings(text: str, shown: str) -> None:
     assert redact(text) == shown and SECRET not in redact(text)
 
@@ -43,8 +50,9 @@ def test_a_long_line_is_redacted_before_it_is_cut() -> None:
     assert shorten("x" * 50, 10) == "x" * 10 + "... (50 characters)"
 
 
-def test_a_malformed_csv_row_never_shows_a_prefix_of_its_password(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_malformed_csv_row_never_shows_a_prefix_of_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The row is quoted in the error cut to 120 characters: cut first, the 'user:password' had no '@' left to be
     recognised by, and its first characters were printed."""
     csv = tmp_path / "t.csv"
@@ -57,32 +65,50 @@ def test_a_malformed_csv_row_never_shows_a_prefix_of_its_password(tmp_path: Path
 
 
 def test_prediction_names_come_from_the_path_alone() -> None:
-    assert prediction_names([f"https://host/a/scene.tif?X-Amz-Signature={SECRET}", "s3://b/c/other.tif#x",
-                             "/local/third.tif"]) == ["scene.tif", "other.tif", "third.tif"]
+    assert prediction_names(
+        [f"https://host/a/scene.tif?X-Amz-Signature={SECRET}", "s3://b/c/other.tif#x", "/local/third.tif"]
+    ) == ["scene.tif", "other.tif", "third.tif"]
 
 
 @pytest.mark.slow
 def test_a_presigned_scene_url_leaves_its_signature_in_no_line_and_no_file(
-        make_scenes: Callable[..., Scenes], bucket: Bucket, tmp_path: Path) -> None:
+    make_scenes: Callable[..., Scenes], bucket: Bucket, tmp_path: Path
+) -> None:
     """Scenes read at presigned HTTP URLs (?X-Amz-Credential=...&X-Amz-Signature=..., the signature being the
     credential): the training reads them, and no signature appears in any console line (-v included) or in any
     file of the run, whose predictions are named from the URL's path alone."""
     scenes = make_scenes(sizes=((256, 256), (256, 320)))
     bucket.upload_folder(scenes.folder, "signed")
-    signer = boto3.client("s3", endpoint_url=bucket.endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing", config=BotoConfig(signature_version="s3v4"))
-    signed = {key: signer.generate_presigned_url("get_object", Params={"Bucket": bucket.name, "Key": key})
-              for key in (f"signed/{kind}/scene{i}.tif" for kind in ("img", "msk") for i in range(2))}
+    signer = boto3.client(
+        "s3",
+        endpoint_url=bucket.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=BotoConfig(signature_version="s3v4"),
+    )
+    signed = {
+        key: signer.generate_presigned_url("get_object", Params={"Bucket": bucket.name, "Key": key})
+        for key in (f"signed/{kind}/scene{i}.tif" for kind in ("img", "msk") for i in range(2))
+    }
     signatures = [parse_qs(urlsplit(url).query)["X-Amz-Signature"][0] for url in signed.values()]
     csv = tmp_path / "signed.csv"
-    csv.write_text("".join(f"{signed[f'signed/img/scene{i}.tif']},{signed[f'signed/msk/scene{i}.tif']}\n"
-                           for i in range(2)))
-    config = make_config(str(csv), str(tmp_path / "out"), data_source={
-        "val_file": str(csv), "test_file": str(csv), "patch_size": 128, "class_labels": ["a", "b", "c"]},
-        output_setup={"get_prediction": True})
+    csv.write_text(
+        "".join(f"{signed[f'signed/img/scene{i}.tif']},{signed[f'signed/msk/scene{i}.tif']}\n" for i in range(2))
+    )
+    config = make_config(
+        str(csv),
+        str(tmp_path / "out"),
+        data_source={"val_file": str(csv), "test_file": str(csv), "patch_size": 128, "class_labels": ["a", "b", "c"]},
+        output_setup={"get_prediction": True},
+    )
     (tmp_path / "c.json").write_text(json.dumps(config))
-    done = subprocess.run([sys.executable, "-m", "odeon_job", "train", "-c", str(tmp_path / "c.json"), "-v"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "odeon_job", "train", "-c", str(tmp_path / "c.json"), "-v"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "scene0.tif?***" in done.stderr  # the URLs are shown, redacted
     run = tmp_path / "out" / "exp" / "v"

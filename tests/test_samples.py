@@ -42,13 +42,16 @@ def test_a_windows_style_crlf_file_with_bom_reads_the_same(tmp_path: Path) -> No
     assert [Path(s.mask).name for s in read_samples(str(csv))] == ["a.tif", "b.tif"]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("img/a.tif,msk/a.tif\nimg/b.tif\n", r"train.csv row 2: expected 'image,mask', got 1 field\(s\): 'img/b.tif'"),
-    ("img/a.tif,msk/a.tif,extra.tif\n", r"train.csv row 1: expected 'image,mask', got 3 field\(s\)"),
-    ("img/a.tif,\n", r"train.csv row 1: expected 'image,mask'"),
-    ("\n\n", r"train.csv: no samples"),
-    ("image,mask\n", r"train.csv: no samples"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("img/a.tif,msk/a.tif\nimg/b.tif\n", r"train.csv row 2: expected 'image,mask', got 1 field\(s\): 'img/b.tif'"),
+        ("img/a.tif,msk/a.tif,extra.tif\n", r"train.csv row 1: expected 'image,mask', got 3 field\(s\)"),
+        ("img/a.tif,\n", r"train.csv row 1: expected 'image,mask'"),
+        ("\n\n", r"train.csv: no samples"),
+        ("image,mask\n", r"train.csv: no samples"),
+    ],
+)
 def test_bad_rows_are_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
         read_samples(_csv(tmp_path, text))
@@ -59,8 +62,9 @@ def test_quoted_and_plain_files_read_the_same(tmp_path: Path) -> None:
     rows = [(f"img/{k}.tif", f"msk/{k}.tif") for k in range(5)]
     plain = read_samples(_csv(tmp_path, "".join(f"{i},{m}\n" for i, m in rows), "plain.csv"))
     quoted = read_samples(_csv(tmp_path, "".join(f'"{i}",{m}\n' for i, m in rows), "quoted.csv"))
-    assert [(s.image, s.mask, s.origin.rsplit(" ", 1)[1]) for s in plain] == \
-        [(s.image, s.mask, s.origin.rsplit(" ", 1)[1]) for s in quoted]
+    assert [(s.image, s.mask, s.origin.rsplit(" ", 1)[1]) for s in plain] == [
+        (s.image, s.mask, s.origin.rsplit(" ", 1)[1]) for s in quoted
+    ]
     assert plain[-1] == plain[4] and plain[1:3] == [plain[1], plain[2]]
     with pytest.raises(IndexError):
         plain[5]
@@ -91,15 +95,25 @@ def test_split_keeps_at_least_one_sample_on_each_side() -> None:
 def test_load_splits_uses_val_file_or_percentage_val(tmp_path: Path) -> None:
     rows = "".join(f"img/{k}.tif,msk/{k}.tif\n" for k in range(10))
     train_csv = _csv(tmp_path, rows)
-    source = config_from_dict({"data_source": {"train_file": train_csv, "percentage_val": 0.2},
-                               "train_setup": {"model_name": "unet"}, "output_setup": {"output_folder": "o"}})
+    source = config_from_dict(
+        {
+            "data_source": {"train_file": train_csv, "percentage_val": 0.2},
+            "train_setup": {"model_name": "unet"},
+            "output_setup": {"output_folder": "o"},
+        }
+    )
     splits = load_splits(source.data_source, seed=42)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 2, 0)
 
     val_csv = _csv(tmp_path, "v.tif,vm.tif\n", "val.csv")
     test_csv = _csv(tmp_path, "t.tif,tm.tif\n", "test.csv")
-    source = config_from_dict({"data_source": {"train_file": train_csv, "val_file": val_csv, "test_file": test_csv},
-                               "train_setup": {"model_name": "unet"}, "output_setup": {"output_folder": "o"}})
+    source = config_from_dict(
+        {
+            "data_source": {"train_file": train_csv, "val_file": val_csv, "test_file": test_csv},
+            "train_setup": {"model_name": "unet"},
+            "output_setup": {"output_folder": "o"},
+        }
+    )
     splits = load_splits(source.data_source, seed=42)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 1, 1)
 
@@ -112,10 +126,10 @@ _row = st.one_of(st.lists(_path, min_size=2, max_size=2), st.lists(_field, min_s
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=st.lists(_row, min_size=1, max_size=12), ending=st.sampled_from(["\n", "\r\n", "\r"]),
-       final=st.booleans())
+@given(rows=st.lists(_row, min_size=1, max_size=12), ending=st.sampled_from(["\n", "\r\n", "\r"]), final=st.booleans())
 def test_a_csv_pairs_each_image_with_its_own_mask_or_names_its_first_bad_line(
-        rows: list[list[str]], ending: str, final: bool) -> None:
+    rows: list[list[str]], ending: str, final: bool
+) -> None:
     """Whatever the fields, separators, blank lines and line endings, a CSV either parses to the pairs
     it lists, line for line, or is refused with the line number of the first row that has not exactly two
     non-empty fields. (A fast path once paired a mask as image when one row had 3 fields and another 1.)"""
@@ -163,8 +177,11 @@ def test_lone_carriage_returns_read_as_line_ends(tmp_path: Path) -> None:
 
 # --- window columns: whole numbers, or the row is named -----------------------------------------------------
 
-_number = st.one_of(st.integers(0, 10**6).map(str), st.integers(0, 10**6).map(lambda n: f"{n}.0"),
-                    st.sampled_from(["-1", "0", "1.5", "abc", "1e3", "nan", "inf", " 12 ", "", "1,5"]))
+_number = st.one_of(
+    st.integers(0, 10**6).map(str),
+    st.integers(0, 10**6).map(lambda n: f"{n}.0"),
+    st.sampled_from(["-1", "0", "1.5", "abc", "1e3", "nan", "inf", " 12 ", "", "1,5"]),
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -27,8 +27,13 @@ GRACE = 15.0
 def _start(config: dict, folder: Path, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
     path = folder / "c.json"
     path.write_text(json.dumps(config))
-    return subprocess.Popen([sys.executable, "-m", "odeon_job", "train", "-c", str(path), *args], cwd=folder,
-                            stdout=stdout, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "odeon_job", "train", "-c", str(path), *args],
+        cwd=folder,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 #: Against hangs only: a shared CI runner may be many times slower than a quiet machine. The tests assert
@@ -56,12 +61,17 @@ def _terminate(job: subprocess.Popen[str]) -> str:
     return stderr
 
 
-def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(make_dataset: Callable[..., TinyDataset],
-                                                             tmp_path: Path) -> None:
+def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path
+) -> None:
     data = make_dataset(n=40)
-    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 500},
-                         output_setup={"use_tensorboard": False},
-                         device_setup={"num_workers": 1, "stop_grace_period": GRACE})
+    config = make_config(
+        data.csv,
+        str(tmp_path / "out"),
+        train_setup={"epochs": 500},
+        output_setup={"use_tensorboard": False},
+        device_setup={"num_workers": 1, "stop_grace_period": GRACE},
+    )
     run = tmp_path / "out" / "exp" / "v"
     history_file = run / "history_val.json"
     job = _start(config, tmp_path)
@@ -78,8 +88,9 @@ def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(make_dataset: Calla
     assert saved["epoch"] == len(before) - 1  # the last validated epoch; the partial one is dropped
 
     epochs = len(before) + 2
-    resumed = _start(config, tmp_path, "--set", f"train_setup.epochs={epochs}",
-                     "--set", "train_setup.continue_training=\"auto\"")
+    resumed = _start(
+        config, tmp_path, "--set", f"train_setup.epochs={epochs}", "--set", 'train_setup.continue_training="auto"'
+    )
     _, stderr = resumed.communicate(timeout=HANG)
     assert resumed.returncode == 0, stderr[-3000:]
     after = json.loads(history_file.read_text())
@@ -87,12 +98,17 @@ def test_sigterm_mid_epoch_stops_in_time_and_the_run_resumes(make_dataset: Calla
     assert all(after[epoch] == before[epoch] for epoch in before)
 
 
-def test_sigterm_before_the_first_validation_saves_a_checkpoint(make_dataset: Callable[..., TinyDataset],
-                                                               tmp_path: Path) -> None:
+def test_sigterm_before_the_first_validation_saves_a_checkpoint(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path
+) -> None:
     data = make_dataset(n=400, size=64)  # an epoch of 200 batches: a few seconds
-    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 3},
-                         output_setup={"use_tensorboard": False, "progress": 1},
-                         device_setup={"stop_grace_period": GRACE})
+    config = make_config(
+        data.csv,
+        str(tmp_path / "out"),
+        train_setup={"epochs": 3},
+        output_setup={"use_tensorboard": False, "progress": 1},
+        device_setup={"stop_grace_period": GRACE},
+    )
     job = _start(config, tmp_path, stdout=subprocess.PIPE)
     assert job.stdout is not None
     seen = ""
@@ -116,8 +132,14 @@ def test_sigterm_before_the_first_validation_saves_a_checkpoint(make_dataset: Ca
 def test_sigterm_during_start_up_exits_at_once(tmp_path: Path) -> None:
     """The job reads its configuration from a standard input the test keeps open: it is provably still starting
     up when SIGTERM lands, however loaded the machine (a 4-tile job used to finish first on a busy one)."""
-    job = subprocess.Popen([sys.executable, "-m", "odeon_job", "train", "-c", "-", "-v"], cwd=tmp_path,
-                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "odeon_job", "train", "-c", "-", "-v"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert job.stderr is not None and job.stdin is not None
     seen = []
     for line in job.stderr:  # the handler is installed before the heavy imports and before the configuration
@@ -140,16 +162,21 @@ def test_sigterm_during_start_up_exits_at_once(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # nothing half-made where it ran
 
 
-def test_sigterm_leaves_the_mlflow_run_killed(make_dataset: Callable[..., TinyDataset], tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_leaves_the_mlflow_run_killed(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Lightning closes the MLflow logger at the stop; the run says KILLED (not FAILED, not RUNNING)."""
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     data = make_dataset(n=40)
-    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 500},
-                         output_setup={"use_tensorboard": False, "use_mlflow": True},
-                         device_setup={"stop_grace_period": GRACE})
+    config = make_config(
+        data.csv,
+        str(tmp_path / "out"),
+        train_setup={"epochs": 500},
+        output_setup={"use_tensorboard": False, "use_mlflow": True},
+        device_setup={"stop_grace_period": GRACE},
+    )
     history_file = tmp_path / "out" / "exp" / "v" / "history_val.json"
     job = _start(config, tmp_path)
     _wait_for(lambda: history_file.exists() and len(json.loads(history_file.read_text())) >= 1, job, "history")

@@ -28,8 +28,13 @@ def _module(config: dict, data: TinyDataset) -> SegmentationModule:
 
 def test_precision_is_passed_on_and_checked(make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
     data = make_dataset(n=4)
-    for given, expected in ((None, "32"), (32, "32"), ("32-true", "32"), ("bf16-mixed", "bf16-mixed"),
-                            ("16-mixed", "16-mixed")):
+    for given, expected in (
+        (None, "32"),
+        (32, "32"),
+        ("32-true", "32"),
+        ("bf16-mixed", "bf16-mixed"),
+        ("16-mixed", "16-mixed"),
+    ):
         setup = {} if given is None else {"precision": given}
         config = config_from_dict(make_config(data.csv, str(tmp_path), train_setup=setup))
         assert trainer_options(config, 4)["precision"] == expected
@@ -58,11 +63,16 @@ def test_channels_last_and_compile_reach_the_model(make_dataset: Callable[..., T
 
 
 @pytest.mark.slow
-def test_a_bf16_channels_last_training_runs_on_the_cpu(make_dataset: Callable[..., TinyDataset],
-                                                       tmp_path: Path) -> None:
+def test_a_bf16_channels_last_training_runs_on_the_cpu(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path
+) -> None:
     data = make_dataset(n=4)
-    config = make_config(data.csv, str(tmp_path), train_setup={"precision": "bf16-mixed", "channels_last": True},
-                         output_setup={"use_tensorboard": False})
+    config = make_config(
+        data.csv,
+        str(tmp_path),
+        train_setup={"precision": "bf16-mixed", "channels_last": True},
+        output_setup={"use_tensorboard": False},
+    )
     result = train(config_from_dict(config))
     assert result.final["loss"] > 0
 
@@ -75,9 +85,16 @@ def test_dataloader_settings(make_dataset: Callable[..., TinyDataset], tmp_path:
         splits = load_splits(job.data_source, 0)
         spec = describe_data(job.data_source, splits.train[0])
         setup = job.device_setup
-        return SegmentationDataModule(splits, spec, job.data_source, 2, setup.num_workers, setup.pin_memory or False,
-                                      persistent_workers=setup.persistent_workers,
-                                      prefetch_factor=setup.prefetch_factor).train_dataloader()
+        return SegmentationDataModule(
+            splits,
+            spec,
+            job.data_source,
+            2,
+            setup.num_workers,
+            setup.pin_memory or False,
+            persistent_workers=setup.persistent_workers,
+            prefetch_factor=setup.prefetch_factor,
+        ).train_dataloader()
 
     default = loader(num_workers=2)
     assert default.persistent_workers and default.prefetch_factor == 2 and not default.pin_memory
@@ -89,15 +106,21 @@ def test_dataloader_settings(make_dataset: Callable[..., TinyDataset], tmp_path:
 
 
 def test_tiles_travel_raw_and_are_scaled_on_the_device_with_each_split_s_statistics(
-        make_dataset: Callable[..., TinyDataset], tmp_path: Path) -> None:
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path
+) -> None:
     """uint8 tiles leave the DataLoader; training, validation (sanity check included) and test steps
     see them scaled with their own split's statistics."""
     import pytorch_lightning as pl
 
     data = make_dataset(n=4)
     stats = {split: {"mean": [m] * 3, "std": [0.5] * 3} for split, m in (("train", 0.1), ("val", 0.2), ("test", 0.3))}
-    job = config_from_dict(make_config(data.csv, str(tmp_path), data_source={
-        "percentage_val": 0.5, "test_file": data.csv, "normalization_weights": stats}))
+    job = config_from_dict(
+        make_config(
+            data.csv,
+            str(tmp_path),
+            data_source={"percentage_val": 0.5, "test_file": data.csv, "normalization_weights": stats},
+        )
+    )
     splits = load_splits(job.data_source, 0)
     spec = describe_data(job.data_source, splits.train[0])
     datamodule = SegmentationDataModule(splits, spec, job.data_source, 2, 0)
@@ -112,9 +135,18 @@ def test_tiles_travel_raw_and_are_scaled_on_the_device_with_each_split_s_statist
             return batch
 
     module = Recording.from_config(job.model_dump(mode="json"), spec)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1,
-                         num_sanity_val_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
     assert [split for split, _, _ in seen] == ["val", "train", "val", "test", "test"]  # sanity check first

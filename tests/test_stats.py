@@ -17,18 +17,22 @@ from conftest import Scenes, TinyDataset, make_config
 
 
 def test_stats_are_numpy_s_over_every_tile_and_paste_into_the_configuration(
-        make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     train, val = make_dataset(n=6, bands=4, n_classes=3), make_dataset(n=3, bands=4, n_classes=3, name="v", seed=5)
-    config = make_config(train.csv, str(tmp_path / "out"),
-                         data_source={"val_file": val.csv, "image_bands": [3, 1, 2]})
+    config = make_config(train.csv, str(tmp_path / "out"), data_source={"val_file": val.csv, "image_bands": [3, 1, 2]})
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
     assert cli.main(["stats", "-c", str(path)]) == 0
     printed = json.loads(capsys.readouterr().out)
 
     for data, split in ((train, "train"), (val, "val")):
-        pixels = np.concatenate([rasterio.open(image).read([3, 1, 2]).reshape(3, -1) for image in data.images],
-                                axis=1).astype(np.float64) / 255
+        pixels = (
+            np.concatenate(
+                [rasterio.open(image).read([3, 1, 2]).reshape(3, -1) for image in data.images], axis=1
+            ).astype(np.float64)
+            / 255
+        )
         stats = printed["data_source"]["normalization_weights"][split]
         assert stats["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), abs=1e-6)
         assert stats["std"] == pytest.approx(pixels.std(axis=1).tolist(), abs=1e-6)
@@ -47,12 +51,16 @@ def test_median_frequency_balancing() -> None:
 
 
 def test_stats_of_scenes_are_numpy_s_over_every_pixel_and_a_sample_of_windows_is_spread(
-        make_scenes: Callable[..., Scenes], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_scenes: Callable[..., Scenes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Scenes of 384x320 and 256x448 in windows of 128 (the last ones overlapping their neighbours): every pixel
     counts once, as NumPy counts the whole arrays."""
     scenes = make_scenes()
-    config = make_config(scenes.csv, str(tmp_path / "out"),
-                         data_source={"val_file": scenes.csv, "patch_size": 128, "class_labels": ["a", "b", "c"]})
+    config = make_config(
+        scenes.csv,
+        str(tmp_path / "out"),
+        data_source={"val_file": scenes.csv, "patch_size": 128, "class_labels": ["a", "b", "c"]},
+    )
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
     assert cli.main(["stats", "-c", str(path)]) == 0
@@ -66,6 +74,7 @@ def test_stats_of_scenes_are_numpy_s_over_every_pixel_and_a_sample_of_windows_is
     assert printed["train_setup"]["class_imbalance"] == median_frequency_weights(counts)
 
     from odeon_job.stats import chosen_items
+
     assert chosen_items(15, 4).tolist() == [0, 5, 9, 14] and chosen_items(3, 10).tolist() == [0, 1, 2]
     assert cli.main(["stats", "-c", str(path), "--windows", "4"]) == 0
     sampled = json.loads(capsys.readouterr().out)["data_source"]["normalization_weights"]["train"]
@@ -89,8 +98,11 @@ def test_stats_count_only_the_pixels_the_loss_scores(tmp_path: Path, capsys: pyt
         rows.append(f"i{i}.tif,m{i}.tif")
         scored.append(image[:, :, 8:].reshape(3, -1))
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    config = make_config(str(tmp_path / "t.csv"), str(tmp_path / "out"), data_source={
-        "val_file": str(tmp_path / "t.csv"), "class_labels": ["a", "b"]})
+    config = make_config(
+        str(tmp_path / "t.csv"),
+        str(tmp_path / "out"),
+        data_source={"val_file": str(tmp_path / "t.csv"), "class_labels": ["a", "b"]},
+    )
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
     assert cli.main(["stats", "-c", str(path)]) == 0
@@ -100,14 +112,18 @@ def test_stats_count_only_the_pixels_the_loss_scores(tmp_path: Path, capsys: pyt
     assert stats["std"] == pytest.approx(pixels.std(axis=1).tolist(), abs=1e-6)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--windows", "0"], "argument --windows: 0: give 1 or more"),
-    (["--windows", "-3"], "argument --windows: -3: give 1 or more"),
-    (["--rows", "-1"], "argument --rows: -1: give 1 or more"),
-    (["--rows", "x"], "argument --rows: 'x' is not a whole number"),
-])
-def test_stats_counts_below_one_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--windows", "0"], "argument --windows: 0: give 1 or more"),
+        (["--windows", "-3"], "argument --windows: -3: give 1 or more"),
+        (["--rows", "-1"], "argument --rows: -1: give 1 or more"),
+        (["--rows", "x"], "argument --rows: 'x' is not a whole number"),
+    ],
+)
+def test_stats_counts_below_one_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as stopped:
         cli.main(["stats", "-c", "c.json", *args])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
@@ -117,6 +133,8 @@ def test_stats_windows_without_scenes_is_refused(tmp_path: Path, capsys: pytest.
     path = tmp_path / "c.json"
     path.write_text(json.dumps(make_config("t.csv", str(tmp_path / "out"))))
     assert cli.main(["stats", "-c", str(path), "--windows", "4"]) == 2
-    assert capsys.readouterr().err == ("odeon: error: --windows samples the windows of scenes: set "
-                                       "data_source.patch_size too (tiles are read whole; --rows takes the first rows "
-                                       "of each split)\n")
+    assert capsys.readouterr().err == (
+        "odeon: error: --windows samples the windows of scenes: set "
+        "data_source.patch_size too (tiles are read whole; --rows takes the first rows "
+        "of each split)\n"
+    )

@@ -10,29 +10,34 @@ from odeon_job import storage
 from odeon_job.errors import StorageError
 
 
-@pytest.mark.parametrize(("path", "base", "expected"), [
-    ("img/a.tif", "s3://bucket/ds", "s3://bucket/ds/img/a.tif"),
-    ("../img/a.tif", "s3://bucket/ds/csv", "s3://bucket/ds/img/a.tif"),
-    ("img/a.tif", "/data/ds", "/data/ds/img/a.tif"),
-    ("../img/a.tif", "/data/ds/csv", "/data/ds/img/a.tif"),
-    ("img/a.tif", "", "img/a.tif"),
-    ("/abs/a.tif", "s3://bucket/ds", "/abs/a.tif"),
-    ("s3://other/a.tif", "/data", "s3://other/a.tif"),
-    ("file:///abs/a.tif", "/data", "/abs/a.tif"),
-    ("https://host/a.tif", "s3://bucket", "https://host/a.tif"),
-])
-def test_resolve_keeps_urls_and_resolves_relative_paths_against_the_folder(path: str, base: str,
-                                                                            expected: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "base", "expected"),
+    [
+        ("img/a.tif", "s3://bucket/ds", "s3://bucket/ds/img/a.tif"),
+        ("../img/a.tif", "s3://bucket/ds/csv", "s3://bucket/ds/img/a.tif"),
+        ("img/a.tif", "/data/ds", "/data/ds/img/a.tif"),
+        ("../img/a.tif", "/data/ds/csv", "/data/ds/img/a.tif"),
+        ("img/a.tif", "", "img/a.tif"),
+        ("/abs/a.tif", "s3://bucket/ds", "/abs/a.tif"),
+        ("s3://other/a.tif", "/data", "s3://other/a.tif"),
+        ("file:///abs/a.tif", "/data", "/abs/a.tif"),
+        ("https://host/a.tif", "s3://bucket", "https://host/a.tif"),
+    ],
+)
+def test_resolve_keeps_urls_and_resolves_relative_paths_against_the_folder(path: str, base: str, expected: str) -> None:
     assert storage.resolve(path, base) == expected
 
 
-@pytest.mark.parametrize(("url", "folder"), [
-    ("s3://bucket/ds/train.csv", "s3://bucket/ds"),
-    ("s3://bucket/train.csv", "s3://bucket"),
-    ("/data/ds/train.csv", "/data/ds"),
-    ("train.csv", ""),
-    ("file:///data/train.csv", "/data"),
-])
+@pytest.mark.parametrize(
+    ("url", "folder"),
+    [
+        ("s3://bucket/ds/train.csv", "s3://bucket/ds"),
+        ("s3://bucket/train.csv", "s3://bucket"),
+        ("/data/ds/train.csv", "/data/ds"),
+        ("train.csv", ""),
+        ("file:///data/train.csv", "/data"),
+    ],
+)
 def test_parent(url: str, folder: str) -> None:
     assert storage.parent(url) == folder
 
@@ -42,14 +47,17 @@ def test_join_keeps_the_scheme() -> None:
     assert storage.join("/out", "exp", "v1") == os.path.join("/out", "exp", "v1")
 
 
-@pytest.mark.parametrize(("url", "path"), [
-    ("/data/a.tif", "/data/a.tif"),
-    ("file:///data/a.tif", "/data/a.tif"),
-    ("s3://bucket/k/a.tif", "/vsis3/bucket/k/a.tif"),
-    ("gs://bucket/a.tif", "/vsigs/bucket/a.tif"),
-    ("az://container/a.tif", "/vsiaz/container/a.tif"),
-    ("https://host/a.tif", "/vsicurl/https://host/a.tif"),
-])
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("/data/a.tif", "/data/a.tif"),
+        ("file:///data/a.tif", "/data/a.tif"),
+        ("s3://bucket/k/a.tif", "/vsis3/bucket/k/a.tif"),
+        ("gs://bucket/a.tif", "/vsigs/bucket/a.tif"),
+        ("az://container/a.tif", "/vsiaz/container/a.tif"),
+        ("https://host/a.tif", "/vsicurl/https://host/a.tif"),
+    ],
+)
 def test_gdal_path_streams_remote_rasters(url: str, path: str) -> None:
     assert storage.gdal_path(url) == path
 
@@ -111,13 +119,27 @@ def test_remove(tmp_path: Path) -> None:
     storage.remove(str(target))  # already gone: nothing to do
 
 
-@pytest.mark.parametrize("path, base", [
-    ("img/a.tif", "/data/ds"), ("./img/a.tif", "/data/ds"), ("../x/a.tif", "/data/ds"), ("img//a.tif", "/data/ds"),
-    ("/abs/a.tif", "/data/ds"), ("s3://b/k.tif", "/data/ds"), ("img/a.tif", "s3://bucket/ds"),
-    ("../img/a.tif", "s3://bucket/ds/sub"), ("img/a.tif", "data"), ("img/a.tif", "."), ("img/a.tif", "./data"),
-    ("img/a.tif", ""), ("img/a.tif", "file:///data/ds"), ("img/a.tif", "/"), ("a.tif", "https://h.example/ds/"),
-    ("img/./a.tif", "s3://bucket/ds"),
-])
+@pytest.mark.parametrize(
+    "path, base",
+    [
+        ("img/a.tif", "/data/ds"),
+        ("./img/a.tif", "/data/ds"),
+        ("../x/a.tif", "/data/ds"),
+        ("img//a.tif", "/data/ds"),
+        ("/abs/a.tif", "/data/ds"),
+        ("s3://b/k.tif", "/data/ds"),
+        ("img/a.tif", "s3://bucket/ds"),
+        ("../img/a.tif", "s3://bucket/ds/sub"),
+        ("img/a.tif", "data"),
+        ("img/a.tif", "."),
+        ("img/a.tif", "./data"),
+        ("img/a.tif", ""),
+        ("img/a.tif", "file:///data/ds"),
+        ("img/a.tif", "/"),
+        ("a.tif", "https://h.example/ds/"),
+        ("img/./a.tif", "s3://bucket/ds"),
+    ],
+)
 def test_the_csv_resolver_resolves_as_resolve_does(path: str, base: str) -> None:
     assert storage.resolver(base)(path) == storage.resolve(path, base)
 
@@ -138,7 +160,8 @@ def test_written_files_get_the_mode_the_umask_gives_open(tmp_path: Path, umask: 
 
 
 def test_staging_folders_of_processes_that_died_are_removed_not_those_of_live_ones(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A kill -9 during a stitched prediction leaves its half-written scene in TMPDIR (up to gigabytes): the next
     staging folder of the same kind removes it, never a folder of a process still running."""
     import subprocess

@@ -14,11 +14,14 @@ def _pair(height: int = 32, width: int = 32, classes: int = 4) -> tuple[torch.Te
     generator = torch.Generator().manual_seed(0)
     mask = torch.zeros(height, width, dtype=torch.int64)
     for _ in range(6):
-        y, x = torch.randint(0, height - 8, (1,), generator=generator), torch.randint(0, width - 8, (1,),
-                                                                                    generator=generator)
-        mask[y:y + 8, x:x + 10] = torch.randint(1, classes, (1,), generator=generator)
-    image = torch.stack([mask.float() / 10, torch.rand(height, width, generator=generator),
-                         torch.full((height, width), 0.5)])
+        y, x = (
+            torch.randint(0, height - 8, (1,), generator=generator),
+            torch.randint(0, width - 8, (1,), generator=generator),
+        )
+        mask[y : y + 8, x : x + 10] = torch.randint(1, classes, (1,), generator=generator)
+    image = torch.stack(
+        [mask.float() / 10, torch.rand(height, width, generator=generator), torch.full((height, width), 0.5)]
+    )
     return image, mask
 
 
@@ -28,8 +31,15 @@ def _generator(seed: int) -> torch.Generator:
 
 def test_the_same_generator_seed_gives_the_same_augmentation() -> None:
     image, mask = _pair()
-    compose = build_transform("train", config_from_dict(make_config("x.csv", "o", data_source={
-        "data_augmentation": {"train": ["rotation90", "rotation", "radiometry"]}})).data_source, 1.0)
+    compose = build_transform(
+        "train",
+        config_from_dict(
+            make_config(
+                "x.csv", "o", data_source={"data_augmentation": {"train": ["rotation90", "rotation", "radiometry"]}}
+            )
+        ).data_source,
+        1.0,
+    )
     first, second = compose(image, mask, _generator(7)), compose(image, mask, _generator(7))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(compose(image, mask, _generator(8))[0], first[0])
@@ -90,15 +100,18 @@ def test_radiometry_applies_each_effect_about_half_the_time() -> None:
     image = torch.full((3, 16, 16), 0.5)
     image[0] = 0.7
     generator = _generator(0)
-    changed = sum(not torch.equal(Radiometry()(image, torch.zeros(16, 16, dtype=torch.int64), generator)[0], image)
-                  for _ in range(200))
+    changed = sum(
+        not torch.equal(Radiometry()(image, torch.zeros(16, 16, dtype=torch.int64), generator)[0], image)
+        for _ in range(200)
+    )
     assert 150 < changed < 200  # 1 - 0.5**3 = 87.5 % of draws change something
 
 
 def test_radiometry_works_on_the_0_1_scale_of_raw_images() -> None:
     raw = torch.full((3, 16, 16), 200, dtype=torch.uint8)
-    changed = [Radiometry(scale=255.0)(raw, torch.zeros(16, 16, dtype=torch.uint8), _generator(seed))[0]
-               for seed in range(6)]
+    changed = [
+        Radiometry(scale=255.0)(raw, torch.zeros(16, 16, dtype=torch.uint8), _generator(seed))[0] for seed in range(6)
+    ]
     assert all(image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 255.0 for image in changed)
     assert any(not torch.allclose(image, raw.float()) for image in changed)
     # Gamma alone (noise and hue off): 200/255 raised to the drawn gamma, back in raw units.
@@ -132,11 +145,19 @@ def test_input_scaling_scales_then_normalises_per_band_and_batch() -> None:
 
 
 def test_augmentations_apply_to_train_only_and_scaling_uses_the_split_statistics() -> None:
-    source = config_from_dict(make_config("x.csv", "o", data_source={
-        "data_augmentation": {"train": ["rotation90", "radiometry"]},
-        "normalization_weights": {"train": {"mean": [0.5] * 3, "std": [0.5] * 3},
-                                  "val": {"mean": [0.25] * 3, "std": [0.25] * 3}},
-    })).data_source
+    source = config_from_dict(
+        make_config(
+            "x.csv",
+            "o",
+            data_source={
+                "data_augmentation": {"train": ["rotation90", "radiometry"]},
+                "normalization_weights": {
+                    "train": {"mean": [0.5] * 3, "std": [0.5] * 3},
+                    "val": {"mean": [0.25] * 3, "std": [0.25] * 3},
+                },
+            },
+        )
+    ).data_source
     train = build_transform("train", source, 255.0)
     assert [type(t).__name__ for t in train.transforms] == ["Rotation90", "Radiometry"]
     assert train.transforms[1].scale == 255.0

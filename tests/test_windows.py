@@ -14,8 +14,9 @@ from odeon_job.data.sampler import EpochShuffleSampler, GroupShardSampler, Shard
 from odeon_job.data.windows import GridWindows, RandomWindows
 from odeon_job.errors import ConfigError
 
-_regions = st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(1, 300), st.integers(1, 300)),
-                    min_size=1, max_size=4).map(lambda rows: np.asarray(rows, dtype=np.int64))
+_regions = st.lists(
+    st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(1, 300), st.integers(1, 300)), min_size=1, max_size=4
+).map(lambda rows: np.asarray(rows, dtype=np.int64))
 
 
 @st.composite
@@ -27,7 +28,8 @@ def _patch_and_overlap(draw: st.DrawFn) -> tuple[int, int]:
 @settings(max_examples=150, deadline=None)
 @given(regions=_regions, patch_overlap=_patch_and_overlap())
 def test_a_grid_covers_each_region_and_its_windows_own_every_pixel_exactly_once(
-        regions: np.ndarray, patch_overlap: tuple[int, int]) -> None:
+    regions: np.ndarray, patch_overlap: tuple[int, int]
+) -> None:
     patch, overlap = patch_overlap
     plan = GridWindows(regions, patch, overlap)
     owned = [np.zeros((h, w), np.int64) for _, _, h, w in regions]
@@ -45,8 +47,8 @@ def test_a_grid_covers_each_region_and_its_windows_own_every_pixel_exactly_once(
         o_top, o_left, o_bottom, o_right = read.owned
         assert 0 <= o_top < o_bottom <= h and 0 <= o_left < o_right <= w
         r, c = row - top, col - left
-        covered[read.row][r:r + h, c:c + w] += 1
-        owned[read.row][r + o_top:r + o_bottom, c + o_left:c + o_right] += 1
+        covered[read.row][r : r + h, c : c + w] += 1
+        owned[read.row][r + o_top : r + o_bottom, c + o_left : c + o_right] += 1
     for row_owned, row_covered in zip(owned, covered, strict=True):
         assert (row_owned == 1).all()  # the metrics count every pixel once
         assert (row_covered >= 1).all()
@@ -58,21 +60,33 @@ def test_grid_windows_have_the_patch_s_size_the_last_ones_moved_back_to_the_edge
     plan = GridWindows(np.array([[0, 0, 600, 300]]), 256, 0)
     # columns start at 0 and 44 and meet at 150; rows start at 0, 256, 344 and meet at 256 and 428
     assert [(r.window, r.owned) for r in map(plan, range(len(plan)))] == [
-        ((0, 0, 256, 256), (0, 0, 256, 150)), ((0, 44, 256, 256), (0, 106, 256, 256)),
-        ((256, 0, 256, 256), (0, 0, 172, 150)), ((256, 44, 256, 256), (0, 106, 172, 256)),
-        ((344, 0, 256, 256), (84, 0, 256, 150)), ((344, 44, 256, 256), (84, 106, 256, 256))]
+        ((0, 0, 256, 256), (0, 0, 256, 150)),
+        ((0, 44, 256, 256), (0, 106, 256, 256)),
+        ((256, 0, 256, 256), (0, 0, 172, 150)),
+        ((256, 44, 256, 256), (0, 106, 172, 256)),
+        ((344, 0, 256, 256), (84, 0, 256, 150)),
+        ((344, 44, 256, 256), (84, 106, 256, 256)),
+    ]
     overlapping = GridWindows(np.array([[10, 20, 300, 100]]), 256, 64)
     assert [(r.window, r.owned) for r in map(overlapping, range(len(overlapping)))] == [
-        ((10, 20, 256, 100), (0, 0, 150, 100)), ((54, 20, 256, 100), (106, 0, 256, 100))]  # 300 rows: meet at 150
+        ((10, 20, 256, 100), (0, 0, 150, 100)),
+        ((54, 20, 256, 100), (106, 0, 256, 100)),
+    ]  # 300 rows: meet at 150
 
 
 @settings(max_examples=100, deadline=None)
-@given(regions=_regions, patch=st.integers(8, 128), seed=st.integers(-2**40, 2**40), epoch=st.integers(0, 1000),
-       count=st.one_of(st.just("area"), st.integers(1, 50)))
+@given(
+    regions=_regions,
+    patch=st.integers(8, 128),
+    seed=st.integers(-(2**40), 2**40),
+    epoch=st.integers(0, 1000),
+    count=st.one_of(st.just("area"), st.integers(1, 50)),
+)
 def test_random_windows_fall_in_their_region_and_depend_only_on_seed_epoch_and_index(
-        regions: np.ndarray, patch: int, seed: int, epoch: int, count: int | str) -> None:
+    regions: np.ndarray, patch: int, seed: int, epoch: int, count: int | str
+) -> None:
     plan, again = RandomWindows(regions, patch, count, seed), RandomWindows(regions.copy(), patch, count, seed)
-    expected = int(np.ceil(regions[:, 2] * regions[:, 3] / patch ** 2).sum()) if count == "area" else count
+    expected = int(np.ceil(regions[:, 2] * regions[:, 3] / patch**2).sum()) if count == "area" else count
     assert len(plan) == expected
     for index in range(min(len(plan), 40)):
         read = plan(index, epoch)
@@ -128,8 +142,11 @@ def test_training_windows_resume_the_same_whatever_the_processes(monkeypatch: py
 
 
 def _config(**data_source: object) -> dict:
-    return {"data_source": {"train_file": "t.csv", **data_source}, "train_setup": {"model_name": "lightunet"},
-            "output_setup": {"output_folder": "o"}}
+    return {
+        "data_source": {"train_file": "t.csv", **data_source},
+        "train_setup": {"model_name": "lightunet"},
+        "output_setup": {"output_folder": "o"},
+    }
 
 
 def test_window_keys_are_checked_by_the_schema() -> None:
@@ -137,10 +154,12 @@ def test_window_keys_are_checked_by_the_schema() -> None:
     assert (source.train_windows, source.grid_overlap) == ("area", 0)
     windowed = config_from_dict(_config(patch_size=256, train_windows=500, grid_overlap=32)).data_source
     assert (windowed.train_windows, windowed.grid_overlap) == (500, 32)
-    for keys, message in [({"grid_overlap": 8}, r"data_source\.grid_overlap.*set data_source\.patch_size"),
-                          ({"train_windows": 10}, r"data_source\.train_windows.*patch_size"),
-                          ({"patch_size": 64, "grid_overlap": 64}, r"grid_overlap.*smaller than patch_size"),
-                          ({"patch_size": 4}, r"data_source\.patch_size"),
-                          ({"patch_size": 64, "train_windows": "all"}, r"data_source\.train_windows")]:
+    for keys, message in [
+        ({"grid_overlap": 8}, r"data_source\.grid_overlap.*set data_source\.patch_size"),
+        ({"train_windows": 10}, r"data_source\.train_windows.*patch_size"),
+        ({"patch_size": 64, "grid_overlap": 64}, r"grid_overlap.*smaller than patch_size"),
+        ({"patch_size": 4}, r"data_source\.patch_size"),
+        ({"patch_size": 64, "train_windows": "all"}, r"data_source\.train_windows"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             config_from_dict(_config(**keys))

@@ -52,8 +52,9 @@ class StorageCheckpointIO(CheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         storage.write_bytes(str(path), tensors_bytes(checkpoint))
 
-    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
-                        ) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         # Always plain values and tensors, whatever the caller asks: a checkpoint never runs code.
         return load_plain(str(path), map_location=map_location)
 
@@ -71,6 +72,7 @@ def same_file(a: str, b: str) -> bool:
 def relocated(state: dict[str, Any], folder: str) -> dict[str, Any]:
     """A ModelCheckpoint's state with every checkpoint path moved into ``folder``, when every such file is
     there; else the state unchanged."""
+
     def moved(path: str) -> str | None:
         candidate = storage.join(folder, path.replace("\\", "/").rsplit("/", 1)[-1])
         return candidate if storage.exists(candidate) else None
@@ -113,9 +115,10 @@ class ExportingCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero:
             for export in self.exports:
-                storage.write_bytes(export_path(filepath, export),
-                                    tensors_bytes(exported_state(segmentation_module(trainer.lightning_module).model,
-                                                                 export)))
+                storage.write_bytes(
+                    export_path(filepath, export),
+                    tensors_bytes(exported_state(segmentation_module(trainer.lightning_module).model, export)),
+                )
 
     def _should_remove_checkpoint(self, trainer: pl.Trainer, previous: str, current: str) -> bool:
         if same_file(previous, current):
@@ -170,9 +173,13 @@ class BestPthFiles(pl.Callback):
         if not trainer.is_global_zero:
             return
         hyperparameters = dict(module.hparams)
-        training = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                    "metrics": evaluation.entry(), "config": json.loads(hyperparameters.get("config_json") or "{}"),
-                    "hyper_parameters": hyperparameters}
+        training = {
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "metrics": evaluation.entry(),
+            "config": json.loads(hyperparameters.get("config_json") or "{}"),
+            "hyper_parameters": hyperparameters,
+        }
         storage.write_bytes(self.model_path, tensors_bytes(module.model.state_dict()))
         optimizer = trainer.optimizers[0].state_dict()
         storage.write_bytes(self.folder.pth_file(self.name, "optimizer"), tensors_bytes(optimizer))

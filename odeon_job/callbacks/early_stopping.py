@@ -24,9 +24,20 @@ class ReportingEarlyStopping(EarlyStopping):
         if reason is None or not trainer.is_global_zero:
             return
         if "did not improve" in reason:
-            log.info("early stopping: %s has not improved by more than %g for %d validation(s) (best %.4f); the "
-                     "training stopped after epoch %d of %d", self.monitor, abs(self.min_delta), self.wait_count,
-                     float(self.best_score), self.stopped_epoch + 1, trainer.max_epochs)
+            log.info(
+                "early stopping: %s has not improved by more than %g for %d validation(s) (best %.4f); the "
+                "training stopped after epoch %d of %d",
+                self.monitor,
+                abs(self.min_delta),
+                self.wait_count,
+                float(self.best_score),
+                self.stopped_epoch + 1,
+                trainer.max_epochs,
+            )
         else:
-            log.info("early stopping: %s; the training stopped after epoch %d of %d", reason.rstrip("."),
-                     self.stopped_epoch + 1, trainer.max_epochs)
+            log.info(
+                "early stopping: %s; the training stopped after epoch %d of %d",
+                reason.rstrip("."),
+                self.stopped_epoch + 1,
+                trainer.max_epochs,
+            )

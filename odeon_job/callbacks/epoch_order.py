@@ -26,7 +26,11 @@ class EpochOrder(pl.Callback):
             return
         fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)  # Lightning 2.x
         if fetcher is None:
-            log.warning("resume: this Lightning version hides its data iterator; epoch %d may be trained in the "
-                        "order of epoch %d", sampler.epoch, sampler.iterated_epoch)
+            log.warning(
+                "resume: this Lightning version hides its data iterator; epoch %d may be trained in the "
+                "order of epoch %d",
+                sampler.epoch,
+                sampler.iterated_epoch,
+            )
             return
         iter(fetcher)  # a new iterator: the sampler draws the current epoch's order

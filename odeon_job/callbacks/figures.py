@@ -42,20 +42,30 @@ class FigurePublisher(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The training curves, once, over the whole run (a resumed one included)."""
         if self.history.entries and trainer.is_global_zero and shows_pictures(trainer):
-            publish_figure(trainer, "val", "training curves", curves_figure(self.history.entries,
-                                                                            segmentation_module(pl_module).train_losses))
+            publish_figure(
+                trainer,
+                "val",
+                "training curves",
+                curves_figure(self.history.entries, segmentation_module(pl_module).train_losses),
+            )
 
     def _publish(self, trainer: pl.Trainer, module: SegmentationModule, split: str) -> None:
         if not trainer.is_global_zero or not shows_pictures(trainer):
             return
         evaluation, labels = module.evaluation[split], module.class_labels
-        publish_figure(trainer, split, "confusion matrix", confusion_figure(evaluation.confusion, labels, split,
-                                                                            evaluation.epoch, evaluation.miou))
+        publish_figure(
+            trainer,
+            split,
+            "confusion matrix",
+            confusion_figure(evaluation.confusion, labels, split, evaluation.epoch, evaluation.miou),
+        )
         publish_figure(trainer, split, "IoU per class", iou_figure(evaluation.metrics, labels, split, evaluation.epoch))
         if evaluation.samples:
-            publish_figure(trainer, split, "samples", samples_figure(evaluation.samples, labels, split,
-                                                                     evaluation.epoch))
+            publish_figure(
+                trainer, split, "samples", samples_figure(evaluation.samples, labels, split, evaluation.epoch)
+            )
         for logger in trainer.loggers:
             if isinstance(logger, TextLogger):  # the numbers behind the confusion matrix's colours
-                logger.log_text(split, "confusion matrix", confusion_table(evaluation.confusion, labels),
-                                trainer.global_step)
+                logger.log_text(
+                    split, "confusion matrix", confusion_table(evaluation.confusion, labels), trainer.global_step
+                )

@@ -56,11 +56,19 @@ class PredictionWriter(pl.Callback):
         self.folder, self.output_type, self.dataset = folder, output_type, dataset
         self.names = prediction_names([sample.image for sample in dataset.samples])
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         probabilities = segmentation_module(pl_module).probabilities(outputs["logits"]).float().cpu().numpy()
-        for index, (height, width), sample_probabilities in zip(batch["index"].tolist(), batch["shape"].tolist(),
-                                                                probabilities, strict=True):
+        for index, (height, width), sample_probabilities in zip(
+            batch["index"].tolist(), batch["shape"].tolist(), probabilities, strict=True
+        ):
             self.write(index, sample_probabilities[:, :height, :width])  # without a batch's padding
 
     def write(self, index: int, probabilities: np.ndarray) -> None:
@@ -71,12 +79,19 @@ class PredictionWriter(pl.Callback):
         data, options = encode(probabilities, self.output_type)
         rows, columns = data.shape[-2:]
         assert (rows, columns) == region[2:], "a tile's prediction has the size it was read at"
-        profile = {"driver": "GTiff", "width": columns, "height": rows, "count": data.shape[0],
-                   "dtype": data.dtype, "crs": crs, "transform": grid.window_transform(region), "compress": "deflate",
-                   **options}
+        profile = {
+            "driver": "GTiff",
+            "width": columns,
+            "height": rows,
+            "count": data.shape[0],
+            "dtype": data.dtype,
+            "crs": crs,
+            "transform": grid.window_transform(region),
+            "compress": "deflate",
+            **options,
+        }
         with MemoryFile() as memory:
             with memory.open(**profile) as dst:
                 dst.write(data)
             payload = memory.read()
         storage.write_bytes(storage.join(self.folder, self.names[index]), payload)
-

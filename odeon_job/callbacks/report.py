@@ -30,6 +30,14 @@ class ValidationReport(pl.Callback):
         lr = learning_rate(trainer)
         total = int(evaluation.confusion.sum()) + evaluation.ignored
         ignored = f"  ({evaluation.ignored / total:.1%} of val pixels ignored)" if evaluation.ignored else ""
-        log.info("epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %s  (%.1f s)%s",
-                 trainer.current_epoch + 1, trainer.max_epochs, train_loss, evaluation.loss, evaluation.miou,
-                 f"{lr:.3g}" if lr is not None else "-", time.monotonic() - self._started, ignored)
+        log.info(
+            "epoch %d/%d: train_loss %s  val_loss %.4f  val_miou %.4f  lr %s  (%.1f s)%s",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            train_loss,
+            evaluation.loss,
+            evaluation.miou,
+            f"{lr:.3g}" if lr is not None else "-",
+            time.monotonic() - self._started,
+            ignored,
+        )

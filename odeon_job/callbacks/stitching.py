@@ -35,8 +35,9 @@ log = logging.getLogger("odeon")
 class Mosaic:
     """One row's region being stitched: a band of rows of summed probabilities and window counts."""
 
-    def __init__(self, path: str, region: Box, classes: int, band_rows: int, output_type: str,
-                 profile: dict[str, Any]) -> None:
+    def __init__(
+        self, path: str, region: Box, classes: int, band_rows: int, output_type: str, profile: dict[str, Any]
+    ) -> None:
         self.top_row, self.left, self.height, self.width = region
         self.output_type, self.band_rows = output_type, band_rows
         self.sums = np.zeros((classes, band_rows, self.width), np.float32)
@@ -44,9 +45,21 @@ class Mosaic:
         self.done = 0  # rows of the region written so far (the band starts there)
         sample, options = encode(np.zeros((classes, 1, 1), np.float32), output_type)  # the type written
         self.path = path
-        self.file = rasterio.open(path, "w", driver="GTiff", width=self.width, height=self.height, count=classes,
-                                  dtype=sample.dtype, tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
-                                  **profile, **options)
+        self.file = rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=self.width,
+            height=self.height,
+            count=classes,
+            dtype=sample.dtype,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            BIGTIFF="IF_SAFER",
+            **profile,
+            **options,
+        )
 
     def add(self, window: Box, probabilities: np.ndarray) -> None:
         """Add a window's (classes, h, w) probabilities; windows come row by row (their tops never go back)."""
@@ -56,8 +69,8 @@ class Mosaic:
             raise RuntimeError(f"a window at row {row} came after rows up to {self.done} were written")
         if row > self.done:
             self._write_rows(row)
-        self.sums[:, row - self.done:row - self.done + height, col:col + width] += probabilities
-        self.counts[row - self.done:row - self.done + height, col:col + width] += 1
+        self.sums[:, row - self.done : row - self.done + height, col : col + width] += probabilities
+        self.counts[row - self.done : row - self.done + height, col : col + width] += 1
 
     def _write_rows(self, until: int) -> None:
         """Write the band's rows up to region row ``until`` (final: no later window reaches them), then shift."""
@@ -67,10 +80,10 @@ class Mosaic:
             raise RuntimeError(f"rows {self.done}..{until} of a stitched scene were not all predicted")
         data, _ = encode(self.sums[:, :rows] / counts, self.output_type)
         self.file.write(data, window=rasterio.windows.Window(0, self.done, self.width, rows))
-        self.sums[:, :self.band_rows - rows] = self.sums[:, rows:].copy()
-        self.sums[:, self.band_rows - rows:] = 0
-        self.counts[:self.band_rows - rows] = self.counts[rows:].copy()
-        self.counts[self.band_rows - rows:] = 0
+        self.sums[:, : self.band_rows - rows] = self.sums[:, rows:].copy()
+        self.sums[:, self.band_rows - rows :] = 0
+        self.counts[: self.band_rows - rows] = self.counts[rows:].copy()
+        self.counts[self.band_rows - rows :] = 0
         self.done = until
 
     def finish(self) -> None:
@@ -95,8 +108,15 @@ class SceneStitcher(pl.Callback):
         self.mosaic: Mosaic | None = None
         self.staging: str | None = None
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         probabilities = segmentation_module(pl_module).probabilities(outputs["logits"]).float().cpu().numpy()
         with storage.writing_staged(self._staged()):
             items = zip(batch["index"].tolist(), batch["shape"].tolist(), probabilities, strict=True)
@@ -131,17 +151,26 @@ class SceneStitcher(pl.Callback):
         region: Box = (top, left, height, width)
         self.staging = self.staging or storage.staging_folder("prediction")
         self.row, self.added = row, 0
-        self.mosaic = Mosaic(os.path.join(self.staging, "stitched.tif"), region, self.dataset.spec.n_classes,
-                             self.plan.patch, self.output_type,
-                             {"crs": crs, "transform": grid.window_transform(region), "compress": "deflate",
-                              "predictor": 1})
+        self.mosaic = Mosaic(
+            os.path.join(self.staging, "stitched.tif"),
+            region,
+            self.dataset.spec.n_classes,
+            self.plan.patch,
+            self.output_type,
+            {"crs": crs, "transform": grid.window_transform(region), "compress": "deflate", "predictor": 1},
+        )
 
     def _finish(self) -> None:
         if self.mosaic is None or self.row is None:
             return
         if self.added < len(self.plan.items_of_row(self.row)):  # train_setup.testing: the first batches only
-            log.warning("predictions: %s was not written: only %d of its %d windows were predicted (testing runs a "
-                        "few batches)", self.names[self.row], self.added, len(self.plan.items_of_row(self.row)))
+            log.warning(
+                "predictions: %s was not written: only %d of its %d windows were predicted (testing runs a "
+                "few batches)",
+                self.names[self.row],
+                self.added,
+                len(self.plan.items_of_row(self.row)),
+            )
             self.mosaic.close()
             os.unlink(self.mosaic.path)
             self.mosaic, self.row = None, None

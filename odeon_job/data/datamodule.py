@@ -39,8 +39,14 @@ class PadToLargest:
         height = max(self.at_least[0], *(item["image"].shape[-2] for item in items))
         width = max(self.at_least[1], *(item["image"].shape[-1] for item in items))
         if any(item["image"].shape[-2:] != (height, width) for item in items):
-            items = [{**item, "image": _pad(item["image"], height, width, 0),
-                      "mask": _pad(item["mask"], height, width, self.mask_ignore)} for item in items]
+            items = [
+                {
+                    **item,
+                    "image": _pad(item["image"], height, width, 0),
+                    "mask": _pad(item["mask"], height, width, self.mask_ignore),
+                }
+                for item in items
+            ]
         return default_collate(items)
 
 
@@ -49,16 +55,28 @@ def _pad(tensor: torch.Tensor, height: int, width: int, value: int) -> torch.Ten
 
 
 class SegmentationDataModule(pl.LightningDataModule):
-    def __init__(self, splits: Splits, spec: DataSpec, source: DataSource, batch_size: int,
-                 num_workers: int, pin_memory: bool = False, seed: int = 0, persistent_workers: bool | None = None,
-                 prefetch_factor: int | None = None, windows: dict[str, WindowPlan] | None = None,
-                 test_by_scene: bool = False) -> None:
+    def __init__(
+        self,
+        splits: Splits,
+        spec: DataSpec,
+        source: DataSource,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool = False,
+        seed: int = 0,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = None,
+        windows: dict[str, WindowPlan] | None = None,
+        test_by_scene: bool = False,
+    ) -> None:
         super().__init__()
         windows = windows or {}
         self.datasets = {
-            split: SegmentationDataset(samples, spec, split, build_transform(split, source, spec.pixel_scale), seed,
-                                       windows.get(split))
-            for split, samples in splits.items() if samples
+            split: SegmentationDataset(
+                samples, spec, split, build_transform(split, source, spec.pixel_scale), seed, windows.get(split)
+            )
+            for split, samples in splits.items()
+            if samples
         }
         #: Test windows sharded by scene (each process stitches the scenes it predicts).
         self.test_by_scene = test_by_scene
@@ -78,9 +96,17 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _loader(self, split: str, sampler: Sampler, drop_last: bool = False) -> DataLoader:
         dataset = self.datasets[split]
         collate = PadToLargest(ignore_value(dataset.spec.n_classes), dataset.windows.largest)
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.persistent_workers,
-                          prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, drop_last=drop_last)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+            pin_memory=self.pin_memory,
+            drop_last=drop_last,
+        )
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(len(self.datasets["train"]), self.seed)
@@ -92,8 +118,9 @@ class SegmentationDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         dataset = self.datasets["test"]
         if self.test_by_scene and isinstance(dataset.windows, GridWindows):
-            return self._loader("test", GroupShardSampler([dataset.windows.items_of_row(row)
-                                                           for row in range(len(dataset.samples))]))
+            return self._loader(
+                "test", GroupShardSampler([dataset.windows.items_of_row(row) for row in range(len(dataset.samples))])
+            )
         return self._loader("test", ShardSampler(len(dataset)))
 
     @property

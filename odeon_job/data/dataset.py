@@ -33,8 +33,10 @@ def check_finite(image: np.ndarray, sample: Sample) -> None:
     """NaN or infinite pixels would make the loss NaN and the run worthless: refused, naming the file."""
     if not np.isfinite(image).all():
         bad = int(np.count_nonzero(~np.isfinite(image)))
-        raise DataError(f"{sample.origin}: {sample.image} has {bad} NaN or infinite pixel value(s) in the selected "
-                        "bands; fill them (e.g. gdal_calc.py or rio calc) or leave the tile out of the CSV")
+        raise DataError(
+            f"{sample.origin}: {sample.image} has {bad} NaN or infinite pixel value(s) in the selected "
+            "bands; fill them (e.g. gdal_calc.py or rio calc) or leave the tile out of the CSV"
+        )
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -53,8 +55,15 @@ class SegmentationDataset(Dataset):
     augmentations are drawn from a generator seeded by ``(seed, epoch, index)``.
     """
 
-    def __init__(self, samples: Sequence[Sample], spec: DataSpec, split: str, transform: Compose | None = None,
-                 seed: int = 0, windows: WindowPlan | None = None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        spec: DataSpec,
+        split: str,
+        transform: Compose | None = None,
+        seed: int = 0,
+        windows: WindowPlan | None = None,
+    ) -> None:
         self.samples = samples
         self.spec = spec
         self.split = split
@@ -115,14 +124,20 @@ class SegmentationDataset(Dataset):
         image_scale(src.dtypes[0], self.spec.image_max_value, sample)  # refuses what has no known scale
         return grid_of(src, self.resolution)
 
-    def _mask_classes(self, src: rasterio.io.DatasetReader, sample: Sample, window: Box,
-                      image_grid: SceneGrid | None = None) -> np.ndarray:
+    def _mask_classes(
+        self, src: rasterio.io.DatasetReader, sample: Sample, window: Box, image_grid: SceneGrid | None = None
+    ) -> np.ndarray:
         """``window`` of the mask ``src`` (on the image's grid, checked when given) as class indices."""
         check_bands(self.spec.mask_bands, src.count, sample.mask, sample.origin, "mask_bands")
         grid = grid_of(src, self.resolution)
         if image_grid is not None:
-            check_same_size((image_grid.height, image_grid.width), (grid.height, grid.width), sample.image,
-                            sample.mask, sample.origin)
+            check_same_size(
+                (image_grid.height, image_grid.width),
+                (grid.height, grid.width),
+                sample.image,
+                sample.mask,
+                sample.origin,
+            )
         raw = read_window(src, self.spec.mask_bands, window, grid, sample.origin, Resampling.nearest)
         return self._classes(raw, src.nodata, sample)
 
@@ -153,8 +168,7 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
             image_t, mask_t = self.transform(image_t, mask_t, generator)
-        return {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape),
-                "owned": owned}
+        return {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape), "owned": owned}
 
 
 def mask_outside(mask: np.ndarray, owned: tuple[int, int, int, int], marker: int) -> np.ndarray:

@@ -18,8 +18,9 @@ from rasterio.transform import Affine
 Box = tuple[int, int, int, int]
 
 
-def shape_at(height: int, width: int, res: tuple[float, float],
-             resolution: tuple[float, float] | None) -> tuple[int, int]:
+def shape_at(
+    height: int, width: int, res: tuple[float, float], resolution: tuple[float, float] | None
+) -> tuple[int, int]:
     """(height, width) of a raster of pixel size ``res`` once resampled to ``resolution`` (None: as is)."""
     if resolution is None:
         return height, width
@@ -39,8 +40,14 @@ class SceneGrid:
     width: int
 
     @classmethod
-    def of(cls, height: int, width: int, transform: tuple[float, ...], res: tuple[float, float],
-           resolution: tuple[float, float] | None) -> SceneGrid:
+    def of(
+        cls,
+        height: int,
+        width: int,
+        transform: tuple[float, ...],
+        res: tuple[float, float],
+        resolution: tuple[float, float] | None,
+    ) -> SceneGrid:
         grid_height, grid_width = shape_at(height, width, res, resolution)
         return cls(height, width, tuple(transform)[:6], grid_height, grid_width)
 
@@ -88,6 +95,8 @@ class SceneGrid:
             return None
         col, row, w, h = window
         if col + w > self.file_width or row + h > self.file_height:
-            return (f"the window col_off {col}, row_off {row}, width {w}, height {h} goes past the image "
-                    f"{image} ({self.file_width}x{self.file_height} pixels)")
+            return (
+                f"the window col_off {col}, row_off {row}, width {w}, height {h} goes past the image "
+                f"{image} ({self.file_width}x{self.file_height} pixels)"
+            )
         return None

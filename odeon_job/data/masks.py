@@ -42,8 +42,9 @@ def ignore_value(n_classes: int) -> int:
     return UINT8_IGNORE if mask_dtype(n_classes) is np.uint8 else IGNORE_INDEX
 
 
-def mask_nodata(setting: int | float | str, file_nodata: float | None, n_classes: int, one_hot: bool,
-                where: str) -> float | None:
+def mask_nodata(
+    setting: int | float | str, file_nodata: float | None, n_classes: int, one_hot: bool, where: str
+) -> float | None:
     """The value whose pixels are ignored: the configured one, the file's, or None.
 
     With "auto" (the default), a file's nodata that could also be data is refused rather than guessed: a
@@ -58,21 +59,22 @@ def mask_nodata(setting: int | float | str, file_nodata: float | None, n_classes
     if file_nodata is None or math.isnan(file_nodata):
         return file_nodata
     if one_hot and file_nodata > 0:
-        clash = "a value its class bands may hold for \"on\""
+        clash = 'a value its class bands may hold for "on"'
     elif not one_hot and float(file_nodata).is_integer() and 0 <= file_nodata < n_classes:
         clash = f"also the class index {file_nodata:g}"
     else:
         return file_nodata
-    raise DataError(f"{where} declares nodata {file_nodata:g}, {clash}: set data_source.mask_nodata to \"file\" "
-                    "to ignore those pixels, or to \"none\" to train on them")
+    raise DataError(
+        f'{where} declares nodata {file_nodata:g}, {clash}: set data_source.mask_nodata to "file" '
+        'to ignore those pixels, or to "none" to train on them'
+    )
 
 
 def _is_nodata(values: np.ndarray, nodata: float) -> np.ndarray:
     return np.isnan(values) if math.isnan(nodata) else values == nodata
 
 
-def class_indices(raw: np.ndarray, n_classes: int, one_hot: bool, nodata: float | None, where: str
-                  ) -> np.ndarray:
+def class_indices(raw: np.ndarray, n_classes: int, one_hot: bool, nodata: float | None, where: str) -> np.ndarray:
     """(bands, H, W) mask values → (H, W) class indices of :func:`mask_dtype`, ignored pixels marked with
     :func:`ignore_value`. ``where`` names the row and file in errors."""
     dtype, ignored = mask_dtype(n_classes), ignore_value(n_classes)
@@ -92,8 +94,10 @@ def class_indices(raw: np.ndarray, n_classes: int, one_hot: bool, nodata: float 
     if outside.any():
         bad = band[outside].flat[0]
         known = f"; its nodata value {nodata:g} is ignored" if nodata is not None else ""
-        raise DataError(f"{where} holds class index {bad:g}, outside 0..{n_classes - 1} (data_source.class_labels "
-                        f"names {n_classes} classes{known}); set data_source.mask_nodata to the value to ignore")
+        raise DataError(
+            f"{where} holds class index {bad:g}, outside 0..{n_classes - 1} (data_source.class_labels "
+            f"names {n_classes} classes{known}); set data_source.mask_nodata to the value to ignore"
+        )
     indices = band.astype(dtype)
     if nodata is not None:
         indices[_is_nodata(band, nodata)] = ignored

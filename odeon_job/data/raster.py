@@ -141,8 +141,12 @@ def check_written(path: str) -> None:
     except RasterioError as error:
         usage = os.statvfs(os.path.dirname(path) or ".")
         full = usage.f_bavail * usage.f_frsize < 1 << 20
-        raise RasterioIOError(("no space left on device: " if full else "") + "the file written is incomplete ("
-                              + deepest_reason(error) + ")") from None
+        raise RasterioIOError(
+            ("no space left on device: " if full else "")
+            + "the file written is incomplete ("
+            + deepest_reason(error)
+            + ")"
+        ) from None
 
 
 @functools.cache
@@ -207,16 +211,22 @@ def raster_info(url: str, origin: str) -> RasterInfo:
 
 
 def raster_info_of(src: rasterio.io.DatasetReader) -> RasterInfo:
-    return RasterInfo(width=src.width, height=src.height, count=src.count, dtype=src.dtypes[0],
-                      crs=src.crs.to_string() if src.crs else None, transform=tuple(src.transform)[:6],
-                      res=(float(src.res[0]), float(src.res[1])), nodata=src.nodata,
-                      block=(int(src.block_shapes[0][0]), int(src.block_shapes[0][1])))
+    return RasterInfo(
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=src.dtypes[0],
+        crs=src.crs.to_string() if src.crs else None,
+        transform=tuple(src.transform)[:6],
+        res=(float(src.res[0]), float(src.res[1])),
+        nodata=src.nodata,
+        block=(int(src.block_shapes[0][0]), int(src.block_shapes[0][1])),
+    )
 
 
 def grid_of(src: rasterio.io.DatasetReader, resolution: tuple[float, float] | None) -> SceneGrid:
     """The grid of an open raster at ``resolution`` (None: its own pixels)."""
-    return SceneGrid.of(src.height, src.width, tuple(src.transform), (float(src.res[0]), float(src.res[1])),
-                        resolution)
+    return SceneGrid.of(src.height, src.width, tuple(src.transform), (float(src.res[0]), float(src.res[1])), resolution)
 
 
 class OpenRasters:
@@ -251,16 +261,26 @@ def open_rasters() -> OpenRasters:
     return _thread.rasters
 
 
-def read_window(src: rasterio.io.DatasetReader, bands: Sequence[int], box: Box, grid: SceneGrid, origin: str,
-                resampling: Resampling = Resampling.nearest) -> np.ndarray:
+def read_window(
+    src: rasterio.io.DatasetReader,
+    bands: Sequence[int],
+    box: Box,
+    grid: SceneGrid,
+    origin: str,
+    resampling: Resampling = Resampling.nearest,
+) -> np.ndarray:
     """Read ``bands`` in ``box`` = (row_off, col_off, height, width) of ``grid`` (``src``'s grid at the split's
     resolution) as a (bands, height, width) array: GDAL fetches only the blocks the window touches."""
     row, col, height, width = box
     try:
         if grid.native:  # the file's own pixels: nothing to resample (rasterio's quickest path)
             return src.read(list(bands), window=Window(col, row, width, height))
-        return src.read(list(bands), window=Window(*grid.file_window(box)), out_shape=(len(bands), height, width),
-                        resampling=resampling)
+        return src.read(
+            list(bands),
+            window=Window(*grid.file_window(box)),
+            out_shape=(len(bands), height, width),
+            resampling=resampling,
+        )
     except RasterioError as error:
         raise DataError(f"{origin}: cannot read {src.name}: {deepest_reason(error)}") from error
 
@@ -271,17 +291,22 @@ def compressed_bytes_touched(src: rasterio.io.DatasetReader, window: tuple[int, 
     row, col, height, width = window
     block_height, block_width = src.block_shapes[0]
     bands = [1] if src.interleaving is None or src.interleaving.value == "PIXEL" else range(1, src.count + 1)
-    return sum(src.block_size(band, i, j) for band in bands
-               for i in range(row // block_height, (row + height - 1) // block_height + 1)
-               for j in range(col // block_width, (col + width - 1) // block_width + 1))
+    return sum(
+        src.block_size(band, i, j)
+        for band in bands
+        for i in range(row // block_height, (row + height - 1) // block_height + 1)
+        for j in range(col // block_width, (col + width - 1) // block_width + 1)
+    )
 
 
 def same_grid(first: tuple[float, ...], second: tuple[float, ...]) -> bool:
     """Affine transforms (a, b, c, d, e, f) with the same pixel size and rotation (to 1e-6 relative) and
     origins less than 1 % of a pixel apart."""
     a, b, c, d, e, f = first
-    size_ok = all(abs(x - y) <= 1e-6 * max(abs(x), abs(y), 1e-12)
-                  for x, y in zip((a, b, d, e), (second[0], second[1], second[3], second[4]), strict=True))
+    size_ok = all(
+        abs(x - y) <= 1e-6 * max(abs(x), abs(y), 1e-12)
+        for x, y in zip((a, b, d, e), (second[0], second[1], second[3], second[4]), strict=True)
+    )
     return size_ok and abs(c - second[2]) <= 0.01 * abs(a) and abs(f - second[5]) <= 0.01 * abs(e)
 
 
@@ -292,9 +317,12 @@ def check_bands(bands: Sequence[int], count: int, url: str, origin: str, key: st
         raise DataError(f"{origin}: {url} has {count} band(s); data_source.{key} asks for band {missing[0]}")
 
 
-def check_same_size(image_shape: tuple[int, int], mask_shape: tuple[int, int], image: str, mask: str,
-                    origin: str) -> None:
+def check_same_size(
+    image_shape: tuple[int, int], mask_shape: tuple[int, int], image: str, mask: str, origin: str
+) -> None:
     """Image and mask must cover the same pixels; shapes are (height, width)."""
     if image_shape != mask_shape:
-        raise DataError(f"{origin}: image {image} is {image_shape[1]}x{image_shape[0]} pixels but mask {mask} is "
-                        f"{mask_shape[1]}x{mask_shape[0]}")
+        raise DataError(
+            f"{origin}: image {image} is {image_shape[1]}x{image_shape[0]} pixels but mask {mask} is "
+            f"{mask_shape[1]}x{mask_shape[0]}"
+        )

@@ -41,8 +41,15 @@ class SampleList(Sequence[Sample]):
     origin named) is made when one is asked for. A CSV of any length costs two strings per row and
     a parse of its text, nothing per row at start-up beyond that."""
 
-    def __init__(self, csv_url: str, images: list[str], masks: list[str], rows: np.ndarray,
-                 keep: np.ndarray | None = None, windows: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        csv_url: str,
+        images: list[str],
+        masks: list[str],
+        rows: np.ndarray,
+        keep: np.ndarray | None = None,
+        windows: np.ndarray | None = None,
+    ) -> None:
         self.csv_url, self._images, self._masks, self._rows = csv_url, images, masks, rows
         #: (rows, 4) int64 of col_off, row_off, width, height, -1 where a row names no window; None: no row does.
         self._windows = windows
@@ -69,8 +76,12 @@ class SampleList(Sequence[Sample]):
         if self._windows is not None and self._windows[row, 0] >= 0:
             col, top, width, height = (int(v) for v in self._windows[row])
             window = (col, top, width, height)
-        return Sample(self._resolve(self._images[row]), self._resolve(self._masks[row]),
-                      f"{self.csv_url} row {self._rows[row]}", window)
+        return Sample(
+            self._resolve(self._images[row]),
+            self._resolve(self._masks[row]),
+            f"{self.csv_url} row {self._rows[row]}",
+            window,
+        )
 
     @property
     def has_windows(self) -> bool:
@@ -80,8 +91,9 @@ class SampleList(Sequence[Sample]):
     def subset(self, indices: np.ndarray) -> SampleList:
         """The rows at ``indices`` (of this list), in that order."""
         keep = indices if self._keep is None else self._keep[indices]
-        return SampleList(self.csv_url, self._images, self._masks, self._rows, np.asarray(keep, dtype=np.int64),
-                          self._windows)
+        return SampleList(
+            self.csv_url, self._images, self._masks, self._rows, np.asarray(keep, dtype=np.int64), self._windows
+        )
 
 
 @dataclass(frozen=True)
@@ -136,8 +148,10 @@ def _window_of(fields: list[str], where: str) -> list[int]:
             number = float("nan")
         least = 1 if name in ("width", "height") else 0
         if not (math.isfinite(number) and number == int(number) and least <= number < WINDOW_LIMIT):
-            raise DataError(f"{where}: {name} must be a whole number from {least} to {WINDOW_LIMIT - 1} (pixels of the "
-                            f"image), got {quote(field, 40)}")
+            raise DataError(
+                f"{where}: {name} must be a whole number from {least} to {WINDOW_LIMIT - 1} (pixels of the "
+                f"image), got {quote(field, 40)}"
+            )
         values.append(int(number))
     return values
 
@@ -161,9 +175,11 @@ def _csv_columns(csv_url: str, text: str) -> Columns:
                 continue
             first = False
             if len(fields) not in (2, 6) or not all(fields):
-                raise DataError(f"{csv_url} row {start}: expected 'image,mask', got {len(fields)} field(s): "
-                                f"{quote(','.join(fields), 120)}{_separator_hint(fields)} (a row may add a window of "
-                                "its scene: image,mask,col_off,row_off,width,height)")
+                raise DataError(
+                    f"{csv_url} row {start}: expected 'image,mask', got {len(fields)} field(s): "
+                    f"{quote(','.join(fields), 120)}{_separator_hint(fields)} (a row may add a window of "
+                    "its scene: image,mask,col_off,row_off,width,height)"
+                )
             windows.append(_window_of(fields[2:], f"{csv_url} row {start}") if len(fields) == 6 else [-1] * 4)
             images.append(fields[0])
             masks.append(fields[1])
@@ -207,8 +223,10 @@ def split_train_val(samples: SampleList, fraction: float, seed: int) -> tuple[Sa
     Both parts get at least one sample; the order within each part follows the CSV.
     """
     if len(samples) < 2:
-        raise DataError(f"{samples[0].origin}: cannot split a single sample into train and validation; "
-                        "give data_source.val_file or more rows")
+        raise DataError(
+            f"{samples[0].origin}: cannot split a single sample into train and validation; "
+            "give data_source.val_file or more rows"
+        )
     n_val = min(max(1, round(len(samples) * fraction)), len(samples) - 1)
     order = np.random.default_rng(seed).permutation(len(samples))
     held_out = np.zeros(len(samples), dtype=bool)

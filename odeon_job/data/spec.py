@@ -63,10 +63,15 @@ class DataSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSpec:
         resolution = {k: tuple(v) if v is not None else None for k, v in data["resolution"].items()}
-        return cls(image_bands=tuple(data["image_bands"]), mask_bands=tuple(data["mask_bands"]),
-                   class_labels=tuple(data["class_labels"]), mask_encoding=data["mask_encoding"],
-                   image_max_value=data["image_max_value"], resolution=resolution,
-                   mask_nodata=data.get("mask_nodata", "auto"))
+        return cls(
+            image_bands=tuple(data["image_bands"]),
+            mask_bands=tuple(data["mask_bands"]),
+            class_labels=tuple(data["class_labels"]),
+            mask_encoding=data["mask_encoding"],
+            image_max_value=data["image_max_value"],
+            resolution=resolution,
+            mask_nodata=data.get("mask_nodata", "auto"),
+        )
 
 
 def image_scale(dtype: str, configured: float | None, sample: Sample) -> float:
@@ -75,9 +80,11 @@ def image_scale(dtype: str, configured: float | None, sample: Sample) -> float:
         return configured
     if dtype == "uint8":
         return 255.0
-    raise DataError(f"{sample.origin}: {sample.image} is {dtype}, and the 0-255 scaling of the specification "
-                    "fits uint8 only: set data_source.image_max_value to the value that means 1.0 "
-                    "(e.g. 10000 for Sentinel-2 L2A, 4095 for 12-bit imagery)")
+    raise DataError(
+        f"{sample.origin}: {sample.image} is {dtype}, and the 0-255 scaling of the specification "
+        "fits uint8 only: set data_source.image_max_value to the value that means 1.0 "
+        "(e.g. 10000 for Sentinel-2 L2A, 4095 for 12-bit imagery)"
+    )
 
 
 def _resolutions(source: DataSource) -> dict[str, tuple[float, float] | None]:
@@ -91,8 +98,9 @@ def _resolutions(source: DataSource) -> dict[str, tuple[float, float] | None]:
     return {split: pair(source.resolution) for split in SPLITS}
 
 
-def describe_data(source: DataSource, first: Sample,
-                  weights: Mapping[str, Sequence[float] | None] | None = None) -> DataSpec:
+def describe_data(
+    source: DataSource, first: Sample, weights: Mapping[str, Sequence[float] | None] | None = None
+) -> DataSpec:
     """The :class:`DataSpec` of ``source``; ``first`` (a training sample) fills in unlisted bands. The counts of
     bands, classes and ``weights`` (one per class, by field: ``TrainSetup.per_class_weights``) must agree."""
     image_count = raster_info(first.image, first.origin).count
@@ -102,14 +110,25 @@ def describe_data(source: DataSource, first: Sample,
     check_bands(image_bands, image_count, first.image, first.origin, "image_bands")
     check_bands(mask_bands, mask_count, first.mask, first.origin, "mask_bands")
 
-    problem = count_problem(source, weights or {}, len(image_bands), len(mask_bands),
-                            f"{first.image} has" if source.image_bands is None else "image_bands selects",
-                            f"{first.mask} has" if source.mask_bands is None else "mask_bands selects")
+    problem = count_problem(
+        source,
+        weights or {},
+        len(image_bands),
+        len(mask_bands),
+        f"{first.image} has" if source.image_bands is None else "image_bands selects",
+        f"{first.mask} has" if source.mask_bands is None else "mask_bands selects",
+    )
     if problem:
         raise DataError(f"{first.origin}: {problem[0]}: {problem[1]}")
     encoding: MaskEncoding = "class_index" if len(mask_bands) == 1 else "one_hot"
     labels = source.class_labels or [f"class {i}" for i in range(1, len(mask_bands) + 1)]
 
-    return DataSpec(image_bands=tuple(image_bands), mask_bands=tuple(mask_bands), class_labels=tuple(labels),
-                    mask_encoding=encoding, image_max_value=source.image_max_value,
-                    resolution=_resolutions(source), mask_nodata=source.mask_nodata)
+    return DataSpec(
+        image_bands=tuple(image_bands),
+        mask_bands=tuple(mask_bands),
+        class_labels=tuple(labels),
+        mask_encoding=encoding,
+        image_max_value=source.image_max_value,
+        resolution=_resolutions(source),
+        mask_nodata=source.mask_nodata,
+    )

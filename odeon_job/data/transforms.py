@@ -61,13 +61,14 @@ class Rotation:
         height, width = image.shape[-2:]
         cos, sin = math.cos(angle), math.sin(angle)
         # Output pixel -> input pixel, in grid_sample's normalised coordinates (aspect-corrected).
-        theta = torch.tensor([[cos, sin * height / width, 0.0], [-sin * width / height, cos, 0.0]],
-                             dtype=torch.float32)
+        theta = torch.tensor([[cos, sin * height / width, 0.0], [-sin * width / height, cos, 0.0]], dtype=torch.float32)
         grid = F.affine_grid(theta[None], [1, 1, height, width], align_corners=False)
-        rotated = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="reflection",
-                                align_corners=False)[0]
-        rotated_mask = F.grid_sample(mask[None, None].float(), grid, mode="nearest", padding_mode="reflection",
-                                     align_corners=False)[0, 0]
+        rotated = F.grid_sample(
+            image[None].float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )[0]
+        rotated_mask = F.grid_sample(
+            mask[None, None].float(), grid, mode="nearest", padding_mode="reflection", align_corners=False
+        )[0, 0]
         # float32 even for uint8 tiles: bilinear values between two levels are kept, not truncated.
         return rotated, rotated_mask.round().to(mask.dtype)
 

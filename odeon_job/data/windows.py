@@ -155,7 +155,7 @@ class RandomWindows:
         self.regions, self.patch, self.seed = regions, patch, seed % 2**63
         areas = regions[:, 2].astype(np.float64) * regions[:, 3]
         if count == "area":
-            per_row = np.ceil(areas / patch ** 2).astype(np.int64)
+            per_row = np.ceil(areas / patch**2).astype(np.int64)
             self.starts: np.ndarray | None = np.concatenate([[0], np.cumsum(per_row)])
             self.length = int(self.starts[-1])
         else:
@@ -173,8 +173,12 @@ class RandomWindows:
         if not 0 <= index < self.length:
             raise IndexError(index)
         # Three 64-bit draws of (seed, epoch, index) (a Generator would cost several times more per window).
-        pick, down, across = (int(v) for v in np.random.SeedSequence(
-            [self.seed, epoch, index, _WINDOW_STREAM]).generate_state(3, dtype=np.uint64))
+        pick, down, across = (
+            int(v)
+            for v in np.random.SeedSequence([self.seed, epoch, index, _WINDOW_STREAM]).generate_state(
+                3, dtype=np.uint64
+            )
+        )
         if self.starts is not None:
             row = int(np.searchsorted(self.starts, index, side="right") - 1)
         else:
@@ -188,26 +192,37 @@ class RandomWindows:
 
 # --- the regions: each row's scene, or the window its CSV names, on the split's grid ----------------------
 
-def _check_same_extent(image: RasterInfo, mask: RasterInfo, sample: Sample,
-                       resolution: tuple[float, float] | None) -> None:
+
+def _check_same_extent(
+    image: RasterInfo, mask: RasterInfo, sample: Sample, resolution: tuple[float, float] | None
+) -> None:
     """A mask on another grid than its image would pair pixels with the wrong labels: refused, unless
     ``resolution`` resamples both (then they must cover the same ground, to half a pixel)."""
     image_grid, mask_grid = image.grid(resolution), mask.grid(resolution)
-    check_same_size((image_grid.height, image_grid.width), (mask_grid.height, mask_grid.width), sample.image,
-                    sample.mask, sample.origin)
+    check_same_size(
+        (image_grid.height, image_grid.width),
+        (mask_grid.height, mask_grid.width),
+        sample.image,
+        sample.mask,
+        sample.origin,
+    )
     if not (image.crs and mask.crs):
         return
     if image.crs != mask.crs:
         raise DataError(f"{sample.origin}: image CRS {image.crs} differs from mask CRS {mask.crs}")
     if resolution is None:
         if not same_grid(image.transform, mask.transform):
-            raise DataError(f"{sample.origin}: mask {sample.mask} is not on the grid of image {sample.image} (another "
-                            "resolution or origin): set data_source.resolution to resample both, or fix the mask")
+            raise DataError(
+                f"{sample.origin}: mask {sample.mask} is not on the grid of image {sample.image} (another "
+                "resolution or origin): set data_source.resolution to resample both, or fix the mask"
+            )
         return
     image_bounds, mask_bounds = _bounds(image), _bounds(mask)
     if any(abs(a - b) > 0.5 * min(resolution) for a, b in zip(image_bounds, mask_bounds, strict=True)):
-        raise DataError(f"{sample.origin}: mask {sample.mask} does not cover the ground of image {sample.image} "
-                        f"(bounds {_rounded(mask_bounds)} vs {_rounded(image_bounds)})")
+        raise DataError(
+            f"{sample.origin}: mask {sample.mask} does not cover the ground of image {sample.image} "
+            f"(bounds {_rounded(mask_bounds)} vs {_rounded(image_bounds)})"
+        )
 
 
 def _bounds(info: RasterInfo) -> tuple[float, float, float, float]:
@@ -282,10 +297,12 @@ def describe_plans(plans: dict[str, WindowPlan], source: DataSource) -> str:
         return ""
     parts = [f"{split} {len(plan)}" for split, plan in plans.items()]
     overlap = f", grids overlapping by {source.grid_overlap} px" if source.grid_overlap else ""
-    return (f"windows of {source.patch_size}x{source.patch_size} px: " + ", ".join(parts)
-            + f" (train: random, {'per scene area' if source.train_windows == 'area' else 'in all'}, per epoch"
-            + f"{overlap})")
-
+    return (
+        f"windows of {source.patch_size}x{source.patch_size} px: "
+        + ", ".join(parts)
+        + f" (train: random, {'per scene area' if source.train_windows == 'area' else 'in all'}, per epoch"
+        + f"{overlap})"
+    )
 
 
 def check_whole_tile(region: Box, sample: Sample) -> None:
@@ -293,6 +310,8 @@ def check_whole_tile(region: Box, sample: Sample) -> None:
     before anything is allocated for it."""
     height, width = region[2:]
     if max(height, width) > MAX_ITEM_SIDE:
-        raise DataError(f"{sample.origin}: {sample.image} is {width}x{height} pixels (at the split's resolution), too "
-                        f"large to read whole as one tile (at most {MAX_ITEM_SIDE} pixels a side go through the "
-                        "network in one piece): set data_source.patch_size (e.g. 512) to read it in windows")
+        raise DataError(
+            f"{sample.origin}: {sample.image} is {width}x{height} pixels (at the split's resolution), too "
+            f"large to read whole as one tile (at most {MAX_ITEM_SIDE} pixels a side go through the "
+            "network in one piece): set data_source.patch_size (e.g. 512) to read it in windows"
+        )

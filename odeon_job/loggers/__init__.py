@@ -35,10 +35,18 @@ class WeightsLogger(Protocol):
 
     def log_weights(self, model: torch.nn.Module, step: int) -> None: ...
 
+
 #: Lightning's names of what the module logs → the names the outputs show (None: not shown: the monitors
 #: and per-step values Lightning logs for the progress bar and checkpoints, which the split's figures repeat).
-RENAMED: dict[str, str | None] = {"train_loss_epoch": "train/loss", "train_loss_step": None, "train_loss": None,
-                                  "val_loss": None, "val_miou": None, "test_loss": None, "test_miou": None}
+RENAMED: dict[str, str | None] = {
+    "train_loss_epoch": "train/loss",
+    "train_loss_step": None,
+    "train_loss": None,
+    "val_loss": None,
+    "val_miou": None,
+    "test_loss": None,
+    "test_miou": None,
+}
 
 
 def output_metrics(metrics: dict[str, float]) -> dict[str, float]:

@@ -52,8 +52,11 @@ T = TypeVar("T")
 RETRY_AFTER = 60.0
 #: MLflow's HTTP retries unless the environment sets them: its defaults (7 retries, backoff factor 2,
 #: 120 s timeout) would stall a training for minutes at every call while the server is down.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 #: MLflow prints "View run ... at <tracking URI>" to stdout (not through logging), user:password included:
 #: off unless the environment says otherwise; our own line names the run with the URI redacted.
 QUIET_URLS = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
@@ -73,8 +76,15 @@ class MlflowOutput(Logger):
     failure is a SIGTERM stop (KILLED rather than FAILED); ``pth_model``: the best model in ``.pth`` mode
     (otherwise the best val_loss checkpoint)."""
 
-    def __init__(self, config: JobConfig, run_folder: RunFolder, resuming: bool, test_follows: bool,
-                 killed: Callable[[], bool] = lambda: False, pth_model: str | None = None) -> None:
+    def __init__(
+        self,
+        config: JobConfig,
+        run_folder: RunFolder,
+        resuming: bool,
+        test_follows: bool,
+        killed: Callable[[], bool] = lambda: False,
+        pth_model: str | None = None,
+    ) -> None:
         super().__init__()
         out = config.output_setup
         self.config, self.run_folder, self.resuming = config, run_folder, resuming
@@ -127,15 +137,21 @@ class MlflowOutput(Logger):
         except Exception as error:  # MlflowException, requests' and the artifact stores' errors alike
             reason = failure_reason(error)
             if self.required:
-                raise StorageError(f"MLflow at {self.store.tracking_uri}: cannot {what}: {reason} "
-                                   "(output_setup.mlflow_required is true)") from error
+                raise StorageError(
+                    f"MLflow at {self.store.tracking_uri}: cannot {what}: {reason} "
+                    "(output_setup.mlflow_required is true)"
+                ) from error
             self.down_until = time.monotonic() + RETRY_AFTER
             if record:
                 self.not_logged.append(what)
             if not self.warned:
                 self.warned = True
-                log.warning("mlflow: cannot %s at %s (%s); the training goes on, and its end lists what was not "
-                            "logged", what, self.store.tracking_uri, reason)
+                log.warning(
+                    "mlflow: cannot %s at %s (%s); the training goes on, and its end lists what was not logged",
+                    what,
+                    self.store.tracking_uri,
+                    reason,
+                )
             return None
 
     # --- the run -----------------------------------------------------------------------------------------
@@ -202,13 +218,20 @@ class MlflowOutput(Logger):
         self.run_id = self._call("start the run", self._open_run)
         if self.run_id is None:
             return
-        storage.write_text(self.run_folder.mlflow_record, json.dumps(
-            {"tracking_uri": redact(self.store.tracking_uri), "run_id": self.run_id}, indent=1) + "\n")
+        storage.write_text(
+            self.run_folder.mlflow_record,
+            json.dumps({"tracking_uri": redact(self.store.tracking_uri), "run_id": self.run_id}, indent=1) + "\n",
+        )
         self._call("log the parameters", self._log_params)
         self._start_system_metrics()
         self._sync_store()
-        log.info("mlflow: run %s (%s) in experiment %r at %s", self.run_name, self.run_id, self.experiment_name,
-                 self.store.tracking_uri)
+        log.info(
+            "mlflow: run %s (%s) in experiment %r at %s",
+            self.run_name,
+            self.run_id,
+            self.experiment_name,
+            self.store.tracking_uri,
+        )
 
     def _previous_run_id(self) -> str | None:
         record = self.run_folder.mlflow_record
@@ -216,14 +239,20 @@ class MlflowOutput(Logger):
             return None
         previous = json.loads(storage.read_text(record))
         if previous.get("tracking_uri") != redact(self.store.tracking_uri):
-            log.warning("mlflow: the run being resumed was recorded at %s, not %s: starting a new MLflow run",
-                        previous.get("tracking_uri"), self.store.tracking_uri)
+            log.warning(
+                "mlflow: the run being resumed was recorded at %s, not %s: starting a new MLflow run",
+                previous.get("tracking_uri"),
+                self.store.tracking_uri,
+            )
             return None
         return previous.get("run_id")
 
     def _open_run(self) -> str:
-        tags = {**environment_tags(), "odeon.run_folder": redact(self.run_folder.url),
-                "odeon.model": self.config.train_setup.model_name}
+        tags = {
+            **environment_tags(),
+            "odeon.run_folder": redact(self.run_folder.url),
+            "odeon.model": self.config.train_setup.model_name,
+        }
         run_id = self._previous_run_id() if self.resuming else None
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
@@ -231,8 +260,11 @@ class MlflowOutput(Logger):
                 self.client.set_tag(run_id, key, value)
             return run_id
         experiment = self.client.get_experiment_by_name(self.experiment_name)
-        experiment_id = (experiment.experiment_id if experiment is not None else
-                         self.client.create_experiment(self.experiment_name, self.store.artifact_location))
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(self.experiment_name, self.store.artifact_location)
+        )
         return self.client.create_run(experiment_id, run_name=self.run_name, tags=tags).info.run_id
 
     def _log_params(self) -> None:
@@ -244,15 +276,18 @@ class MlflowOutput(Logger):
             params = {key: value for key, value in params.items() if key not in logged}
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit of parameters per call
-            self.client.log_batch(self._run, params=items[start:start + 100])
+            self.client.log_batch(self._run, params=items[start : start + 100])
 
     def _start_system_metrics(self) -> None:
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-            self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL,
-                                                resume_logging=self.resuming,
-                                                tracking_uri=self.store.tracking_uri)
+            self.monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=SYSTEM_METRICS_INTERVAL,
+                resume_logging=self.resuming,
+                tracking_uri=self.store.tracking_uri,
+            )
             self.monitor.start()
         except Exception as error:  # psutil missing or a platform it cannot read: not worth a warning per run
             log.debug("mlflow: no system metrics (%s)", error)
@@ -272,8 +307,9 @@ class MlflowOutput(Logger):
         if self.run_id is None:
             return
         stamp = int(time.time() * 1000)
-        self.pending += [Metric(metric_name(key), float(value), stamp, step) for key, value in values.items()
-                         if value is not None]
+        self.pending += [
+            Metric(metric_name(key), float(value), stamp, step) for key, value in values.items() if value is not None
+        ]
         if len(self.pending) > PENDING_LIMIT:
             self.unsent_metrics += len(self.pending) - PENDING_LIMIT
             self.pending = self.pending[-PENDING_LIMIT:]
@@ -293,8 +329,10 @@ class MlflowOutput(Logger):
             if status == "FINISHED" and module is not None:
                 self._log_artifacts(best_models)
                 if best_models.get("val_loss"):
-                    self._call("log and register the model", lambda: self._log_model(
-                        module, best_models["val_loss"], module.raw_image_dtype))
+                    self._call(
+                        "log and register the model",
+                        lambda: self._log_model(module, best_models["val_loss"], module.raw_image_dtype),
+                    )
             if self.monitor is not None:
                 self.monitor.finish()
             self._call("send the metrics kept during the outage", self._flush_metrics, record=False)
@@ -316,6 +354,7 @@ class MlflowOutput(Logger):
         """Configs, history files, best checkpoints and pictures, gathered locally then logged in one call."""
         folder = storage.staging_folder("mlflow-artifacts")
         try:
+
             def put(relative: str, data: bytes) -> None:
                 path = os.path.join(folder, relative)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -330,8 +369,10 @@ class MlflowOutput(Logger):
                     put(f"checkpoints/best_{monitor}/{os.path.basename(path)}", storage.read_bytes(path))
             for name, data in self.figures.items():
                 put(f"figures/{name}", data)
-            self._call("log the artifacts (configs, history, checkpoints, figures)",
-                       lambda: self.client.log_artifacts(self._run, folder))
+            self._call(
+                "log the artifacts (configs, history, checkpoints, figures)",
+                lambda: self.client.log_artifacts(self._run, folder),
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -357,19 +398,32 @@ class MlflowOutput(Logger):
         model = RawPixelModel(network, scaling, softmax=module.loss_name in SOFTMAX_LOSSES).eval()
         channels, classes = module.in_channels, module.n_classes
         dtype = torch.empty(0, dtype=raw_dtype).numpy().dtype
-        signature = ModelSignature(inputs=Schema([TensorSpec(dtype, (-1, channels, -1, -1))]),
-                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]))
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(dtype, (-1, channels, -1, -1))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]),
+        )
         example = np.zeros((1, channels, 64, 64), dtype=dtype)
         import torchvision
 
-        requirements = [f"torch=={torch.__version__.split('+')[0]}",
-                        f"torchvision=={torchvision.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-        with _global_tracking_uri(self.store.tracking_uri), mlflow.start_run(run_id=self.run_id,
-                                                                              log_system_metrics=False):
-            mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
-                                     serialization_format="pickle", pip_requirements=requirements,
-                                     code_paths=[os.path.dirname(odeon_job.__file__)],
-                                     registered_model_name=self.registered_model_name)
+        requirements = [
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"torchvision=={torchvision.__version__.split('+')[0]}",
+            f"numpy=={np.__version__}",
+        ]
+        with (
+            _global_tracking_uri(self.store.tracking_uri),
+            mlflow.start_run(run_id=self.run_id, log_system_metrics=False),
+        ):
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                serialization_format="pickle",
+                pip_requirements=requirements,
+                code_paths=[os.path.dirname(odeon_job.__file__)],
+                registered_model_name=self.registered_model_name,
+            )
 
 
 class _Chosen(logging.Filter):

@@ -32,7 +32,7 @@ _COMPANIONS = ("-journal", "-wal", "-shm")
 def sqlite_path(tracking_uri: str) -> str | None:
     """The file of a ``sqlite:///`` tracking URI; None for any other store."""
     prefix = "sqlite:///"
-    return tracking_uri[len(prefix):] if tracking_uri.startswith(prefix) else None
+    return tracking_uri[len(prefix) :] if tracking_uri.startswith(prefix) else None
 
 
 def ensure_store(path: str, artifact_root: str) -> str:
@@ -44,15 +44,22 @@ def ensure_store(path: str, artifact_root: str) -> str:
             return path
         runs = _run_count(path)
         if runs:
-            raise ConfigError(f"the MLflow store {path} holds {runs} run(s) but MLflow cannot open it ({problem}): "
-                              f"upgrade it (mlflow db upgrade sqlite:///{path}), or set "
-                              "output_setup.mlflow_tracking_uri to another store")
+            raise ConfigError(
+                f"the MLflow store {path} holds {runs} run(s) but MLflow cannot open it ({problem}): "
+                f"upgrade it (mlflow db upgrade sqlite:///{path}), or set "
+                "output_setup.mlflow_tracking_uri to another store"
+            )
         aside = f"{path}.broken-{dt.datetime.now():%Y%m%d-%H%M%S}"
         for suffix in ("", *_COMPANIONS):  # its journal goes with it, never into the new store
             if os.path.exists(path + suffix):
                 os.replace(path + suffix, aside + suffix)
-        log.warning("mlflow: the store %s was left half-built (by a process killed while creating it: %s) and holds "
-                    "no run; moved aside to %s and built again", path, problem, aside)
+        log.warning(
+            "mlflow: the store %s was left half-built (by a process killed while creating it: %s) and holds "
+            "no run; moved aside to %s and built again",
+            path,
+            problem,
+            aside,
+        )
     _remove_stale_parts(path)
     partial = f"{path}.{os.getpid()}.part"
     try:

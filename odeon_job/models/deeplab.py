@@ -48,12 +48,18 @@ def dilate(features: nn.Sequential, output_stride: int) -> None:
 class Decoder(nn.Module):
     def __init__(self, n_classes: int, aspp_channels: int = 256, low_channels: int = 48) -> None:
         super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(LOW_LEVEL_CHANNELS, low_channels, 1, bias=False),
-                                    nn.BatchNorm2d(low_channels), nn.ReLU(inplace=True))
-        self.fuse = nn.Sequential(
-            nn.Conv2d(aspp_channels + low_channels, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256),
+        self.reduce = nn.Sequential(
+            nn.Conv2d(LOW_LEVEL_CHANNELS, low_channels, 1, bias=False),
+            nn.BatchNorm2d(low_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True),
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(aspp_channels + low_channels, 256, 3, padding=1, bias=False),
+            nn.BatchNorm2d(256),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1, bias=False),
+            nn.BatchNorm2d(256),
+            nn.ReLU(inplace=True),
         )
         self.classifier = nn.Conv2d(256, n_classes, 1)
 
@@ -87,7 +93,7 @@ class DeepLabV3Plus(nn.Module):
         """Load a torchvision MobileNetV2 state dict (ImageNet-style) into the backbone, its first
         convolution adapted to the bands; returns the keys it did not use (last conv, classifier)."""
         prefixes = tuple(f"features.{i}." for i in range(len(self.backbone)))
-        backbone = {key[len("features."):]: value for key, value in state.items() if key.startswith(prefixes)}
+        backbone = {key[len("features.") :]: value for key, value in state.items() if key.startswith(prefixes)}
         first = "0.0.weight"
         if first in backbone:
             backbone[first] = adapt_first_conv(backbone[first], self.backbone[0][0].in_channels)
@@ -98,4 +104,3 @@ class DeepLabV3Plus(nn.Module):
 def deeplab(in_channels: int, n_classes: int, params: ModelParams) -> DeepLabV3Plus:
     """The specification's ``deeplab``: DeepLabV3+ on MobileNetV2."""
     return DeepLabV3Plus(in_channels, n_classes, params.output_stride)
-

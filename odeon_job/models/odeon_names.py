@@ -19,9 +19,11 @@ import torch
 #: Where ODEON's networks keep their weights inside its LightningModule (``SegmentationTask.model``).
 ODEON_CHECKPOINT_PREFIX = "model."
 
-DEEPLAB_NOTE = ("ODEON's deeplab runs MobileNetV2 at output stride 32 and takes its low-level features after "
-                "block 2; ours dilates the backbone to model_params.output_stride and takes block 3: the weights "
-                "load as a starting point to fine-tune, not as ODEON's predictions")
+DEEPLAB_NOTE = (
+    "ODEON's deeplab runs MobileNetV2 at output stride 32 and takes its low-level features after "
+    "block 2; ours dilates the backbone to model_params.output_stride and takes block 3: the weights "
+    "load as a starting point to fine-tune, not as ODEON's predictions"
+)
 
 
 def _unet_name(ours: str) -> str | None:
@@ -41,10 +43,15 @@ def _unet_name(ours: str) -> str | None:
     return None
 
 
-_DEEPLAB_DECODER = {"decoder.conv1": "decoder.reduce.0", "decoder.bn1": "decoder.reduce.1",
-                    "decoder.last_conv.0": "decoder.fuse.0", "decoder.last_conv.1": "decoder.fuse.1",
-                    "decoder.last_conv.4": "decoder.fuse.3", "decoder.last_conv.5": "decoder.fuse.4",
-                    "decoder.last_conv.8": "decoder.classifier"}
+_DEEPLAB_DECODER = {
+    "decoder.conv1": "decoder.reduce.0",
+    "decoder.bn1": "decoder.reduce.1",
+    "decoder.last_conv.0": "decoder.fuse.0",
+    "decoder.last_conv.1": "decoder.fuse.1",
+    "decoder.last_conv.4": "decoder.fuse.3",
+    "decoder.last_conv.5": "decoder.fuse.4",
+    "decoder.last_conv.8": "decoder.classifier",
+}
 
 
 def _deeplab_name(odeon: str) -> str | None:
@@ -69,8 +76,10 @@ def odeon_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     first = state.get("inc.double_conv.double_conv.0.weight")
     if first is not None:
         if first.ndim != 4:
-            raise MalformedWeights(f"inc.double_conv.double_conv.0.weight (the first convolution of ODEON's U-Nets) "
-                                   f"has shape {list(first.shape)}, not a convolution's (out, in, height, width)")
+            raise MalformedWeights(
+                f"inc.double_conv.double_conv.0.weight (the first convolution of ODEON's U-Nets) "
+                f"has shape {list(first.shape)}, not a convolution's (out, in, height, width)"
+            )
         odeon_unet_upsampling(state)
         return "lightunet" if first.shape[0] == 8 else "unet" if first.shape[0] == 64 else "unet-like"
     if "encoder.conv1.weight" in state and any(k.startswith(("center.block.", "dec5.")) for k in state):
@@ -85,9 +94,10 @@ def odeon_unet_upsampling(state: Mapping[str, torch.Tensor]) -> str:
     transposed convolution (its ``deterministic`` mode), told apart by the kernel's size."""
     kernel = state.get("up1.up.weight")
     if kernel is None or kernel.ndim != 4:
-        raise MalformedWeights("up1.up.weight (the first decoder step's upsampling of ODEON's U-Nets) is "
-                               + ("missing" if kernel is None else f"of shape {list(kernel.shape)}, not a "
-                                  "convolution's"))
+        raise MalformedWeights(
+            "up1.up.weight (the first decoder step's upsampling of ODEON's U-Nets) is "
+            + ("missing" if kernel is None else f"of shape {list(kernel.shape)}, not a convolution's")
+        )
     return "transposed" if kernel.shape[-1] == 2 else "bilinear"
 
 
@@ -109,9 +119,11 @@ def from_odeon(state: Mapping[str, torch.Tensor], architecture: str, own_names: 
     if architecture == "resnet":
         # Both keep torchvision's ResNet as ``encoder``; ODEON's conv1..conv5 are aliases of its parts.
         encoder = {k: v for k, v in state.items() if k.startswith("encoder.") and not k.startswith("encoder.fc.")}
-        return Translation(encoder, [k for k in state if k not in encoder and not _alias_of_encoder(k)],
-                           note="ODEON's resnet decoder (center, dec5..dec0, final) has another structure: left "
-                                "as initialised")
+        return Translation(
+            encoder,
+            [k for k in state if k not in encoder and not _alias_of_encoder(k)],
+            note="ODEON's resnet decoder (center, dec5..dec0, final) has another structure: left as initialised",
+        )
     translated = {k: _deeplab_name(k) for k in state}
     mapped = {ours: state[k] for k, ours in translated.items() if ours is not None}
     unused = [k for k, ours in translated.items() if ours is None and not k.startswith("backbone.low_features.")]

@@ -22,8 +22,9 @@ DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 
 class DecoderStage(nn.Module):
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, upsampling: str,
-                 align_corners: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, upsampling: str, align_corners: bool = False
+    ) -> None:
         super().__init__()
         self.up = upsampler(in_channels, upsampling, align_corners)
         self.conv = DoubleConv(in_channels + skip_channels, out_channels, batch_norm=True)
@@ -36,8 +37,15 @@ class DecoderStage(nn.Module):
 class ResNetUNet(AnySize):
     stride = 32
 
-    def __init__(self, depth: int, in_channels: int, n_classes: int, upsampling: str = "bilinear",
-                 decoder_channels: Sequence[int] = DECODER_CHANNELS, align_corners: bool = False) -> None:
+    def __init__(
+        self,
+        depth: int,
+        in_channels: int,
+        n_classes: int,
+        upsampling: str = "bilinear",
+        decoder_channels: Sequence[int] = DECODER_CHANNELS,
+        align_corners: bool = False,
+    ) -> None:
         super().__init__()
         encoder = getattr(torchvision.models, f"resnet{depth}")(weights=None)  # never downloads
         encoder.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -47,8 +55,10 @@ class ResNetUNet(AnySize):
         expansion = type(encoder.layer1[0]).expansion  # 1 for BasicBlock (18, 34), 4 for Bottleneck
         skips = (64 * expansion * 4, 64 * expansion * 2, 64 * expansion, 64, 0)  # layer3, 2, 1, stem, none
         inputs = (64 * expansion * 8, *decoder_channels[:-1])
-        self.decoder = nn.ModuleList(DecoderStage(c_in, c_skip, c_out, upsampling, align_corners)
-                                     for c_in, c_skip, c_out in zip(inputs, skips, decoder_channels, strict=True))
+        self.decoder = nn.ModuleList(
+            DecoderStage(c_in, c_skip, c_out, upsampling, align_corners)
+            for c_in, c_skip, c_out in zip(inputs, skips, decoder_channels, strict=True)
+        )
         self.head = nn.Conv2d(decoder_channels[-1], n_classes, kernel_size=1)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +84,7 @@ class ResNetUNet(AnySize):
 
 def resnet_unet(depth: int) -> Callable[[int, int, ModelParams], ResNetUNet]:
     """The builder of the U-Net with a ResNet-``depth`` encoder."""
+
     def build(in_channels: int, n_classes: int, params: ModelParams) -> ResNetUNet:
         return ResNetUNet(depth, in_channels, n_classes, params.upsampling, align_corners=params.align_corners)
 

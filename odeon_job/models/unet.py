@@ -35,12 +35,15 @@ class DecoderConv(nn.Module):
     ``transposed``: a 2x2 transposed convolution with stride 2.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool, upsampling: Upsampling,
-                 align_corners: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, batch_norm: bool, upsampling: Upsampling, align_corners: bool = False
+    ) -> None:
         super().__init__()
         if upsampling == "bilinear":
-            self.up: nn.Module = nn.Sequential(upsampler(in_channels, "bilinear", align_corners),
-                                               nn.Conv2d(in_channels, in_channels // 2, kernel_size=1))
+            self.up: nn.Module = nn.Sequential(
+                upsampler(in_channels, "bilinear", align_corners),
+                nn.Conv2d(in_channels, in_channels // 2, kernel_size=1),
+            )
         else:
             self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
         self.conv = DoubleConv(in_channels // 2 + out_channels, out_channels, batch_norm)
@@ -61,16 +64,26 @@ class UNet(AnySize):
 
     stride = 16
 
-    def __init__(self, in_channels: int, n_classes: int, features: Sequence[int] = (64, 128, 256, 512, 1024),
-                 batch_norm: bool = True, upsampling: Upsampling = "bilinear", align_corners: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        features: Sequence[int] = (64, 128, 256, 512, 1024),
+        batch_norm: bool = True,
+        upsampling: Upsampling = "bilinear",
+        align_corners: bool = False,
+    ) -> None:
         super().__init__()
         if len(features) != 5:
             raise ValueError("a U-Net has five levels of features")
         self.inc = InputConv(in_channels, features[0], batch_norm)
-        self.downs = nn.ModuleList(EncoderConv(a, b, batch_norm)
-                                   for a, b in zip(features[:-1], features[1:], strict=True))
-        self.ups = nn.ModuleList(DecoderConv(a, b, batch_norm, upsampling, align_corners)
-                                 for a, b in zip(features[:0:-1], features[-2::-1], strict=True))
+        self.downs = nn.ModuleList(
+            EncoderConv(a, b, batch_norm) for a, b in zip(features[:-1], features[1:], strict=True)
+        )
+        self.ups = nn.ModuleList(
+            DecoderConv(a, b, batch_norm, upsampling, align_corners)
+            for a, b in zip(features[:0:-1], features[-2::-1], strict=True)
+        )
         self.outc = OutputConv(features[0], n_classes)
         self._init_weights()
 
@@ -95,11 +108,23 @@ class UNet(AnySize):
 
 def unet(in_channels: int, n_classes: int, params: ModelParams) -> UNet:
     """The specification's ``unet``: 64 to 1024 features, batch norm."""
-    return UNet(in_channels, n_classes, (64, 128, 256, 512, 1024), batch_norm=True, upsampling=params.upsampling,
-                align_corners=params.align_corners)
+    return UNet(
+        in_channels,
+        n_classes,
+        (64, 128, 256, 512, 1024),
+        batch_norm=True,
+        upsampling=params.upsampling,
+        align_corners=params.align_corners,
+    )
 
 
 def lightunet(in_channels: int, n_classes: int, params: ModelParams) -> UNet:
     """The specification's ``lightunet``: 8 to 128 features, no batch norm (as its code shows)."""
-    return UNet(in_channels, n_classes, (8, 16, 32, 64, 128), batch_norm=False, upsampling=params.upsampling,
-                align_corners=params.align_corners)
+    return UNet(
+        in_channels,
+        n_classes,
+        (8, 16, 32, 64, 128),
+        batch_norm=False,
+        upsampling=params.upsampling,
+        align_corners=params.align_corners,
+    )

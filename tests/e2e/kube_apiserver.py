@@ -31,32 +31,66 @@ class KubeApiServer:
         self.folder = folder
         etcd_port, peer_port, self.port = free_port(), free_port(), free_port()
         (folder / "tokens.csv").write_text(f"{TOKEN},admin,admin,system:masters\n")
-        subprocess.run(["openssl", "genrsa", "-out", str(folder / "sa.key"), "2048"], check=True,
-                       capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(folder / "sa.key"), "-pubout", "-out", str(folder / "sa.pub")],
-                       check=True, capture_output=True)
+        subprocess.run(["openssl", "genrsa", "-out", str(folder / "sa.key"), "2048"], check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(folder / "sa.key"), "-pubout", "-out", str(folder / "sa.pub")],
+            check=True,
+            capture_output=True,
+        )
         self.etcd = subprocess.Popen(
-            ["etcd", "--data-dir", str(folder / "etcd"), "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-             "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}"],
-            stdout=subprocess.DEVNULL, stderr=open(folder / "etcd.log", "w"))  # noqa: SIM115
+            [
+                "etcd",
+                "--data-dir",
+                str(folder / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder / "etcd.log", "w"),
+        )  # noqa: SIM115
         self.apiserver = subprocess.Popen(
-            [apiserver, f"--etcd-servers=http://127.0.0.1:{etcd_port}", "--bind-address=127.0.0.1",
-             "--advertise-address=127.0.0.1", f"--secure-port={self.port}", f"--cert-dir={folder / 'certs'}",
-             f"--token-auth-file={folder / 'tokens.csv'}", "--authorization-mode=AlwaysAllow",
-             f"--service-account-key-file={folder / 'sa.pub'}",
-             f"--service-account-signing-key-file={folder / 'sa.key'}",
-             "--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.96.0.0/24",
-             "--disable-admission-plugins=ServiceAccount"],
-            stdout=subprocess.DEVNULL, stderr=open(folder / "apiserver.log", "w"))  # noqa: SIM115
+            [
+                apiserver,
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--cert-dir={folder / 'certs'}",
+                f"--token-auth-file={folder / 'tokens.csv'}",
+                "--authorization-mode=AlwaysAllow",
+                f"--service-account-key-file={folder / 'sa.pub'}",
+                f"--service-account-signing-key-file={folder / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--disable-admission-plugins=ServiceAccount",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder / "apiserver.log", "w"),
+        )  # noqa: SIM115
         self.kubeconfig = folder / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
-            "clusters": [{"name": "e2e", "cluster": {"server": f"https://127.0.0.1:{self.port}",
-                                                      "insecure-skip-tls-verify": True}}],
-            "users": [{"name": "admin", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin", "namespace": "default"}}],
-        }))
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "e2e",
+                    "clusters": [
+                        {
+                            "name": "e2e",
+                            "cluster": {"server": f"https://127.0.0.1:{self.port}", "insecure-skip-tls-verify": True},
+                        }
+                    ],
+                    "users": [{"name": "admin", "user": {"token": TOKEN}}],
+                    "contexts": [
+                        {"name": "e2e", "context": {"cluster": "e2e", "user": "admin", "namespace": "default"}}
+                    ],
+                }
+            )
+        )
         self.env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         self._wait_ready()
 
@@ -72,8 +106,7 @@ class KubeApiServer:
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         binary = shutil.which("kubectl") or "kubectl"
-        return subprocess.run([binary, *args], env=self.env, input=stdin, capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run([binary, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60)
 
     def stop(self) -> None:
         for process in (self.apiserver, self.etcd):

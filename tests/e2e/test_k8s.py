@@ -55,19 +55,42 @@ def set_conditions(cluster: KubeApiServer, name: str, *conditions: tuple[str, st
     """Write ``status.conditions`` as the operator does: (type, status, message), the n-th condition
     having changed n seconds after 10:00."""
     at = [f"2026-11-24T10:00:0{n}Z" for n in range(len(conditions))]
-    status = {"conditions": [{"type": kind, "status": state, "reason": f"PyTorchJob{kind}", "message": message,
-                              "lastUpdateTime": at[n], "lastTransitionTime": at[n]}
-                             for n, (kind, state, message) in enumerate(conditions)],
-              "replicaStatuses": {"Master": {"active": 1}}}
-    result = cluster.kubectl("patch", "pytorchjob", name, "-n", "ml", "--subresource=status", "--type=merge",
-                             "-p", json.dumps({"status": status}))
+    status = {
+        "conditions": [
+            {
+                "type": kind,
+                "status": state,
+                "reason": f"PyTorchJob{kind}",
+                "message": message,
+                "lastUpdateTime": at[n],
+                "lastTransitionTime": at[n],
+            }
+            for n, (kind, state, message) in enumerate(conditions)
+        ],
+        "replicaStatuses": {"Master": {"active": 1}},
+    }
+    result = cluster.kubectl(
+        "patch",
+        "pytorchjob",
+        name,
+        "-n",
+        "ml",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
     assert result.returncode == 0, result.stderr
 
 
 def start_wait(cluster: KubeApiServer, name: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "odeon_job", "job", "wait", name, "-n", "ml", "--interval", "0.3",
-                             "--timeout", "60"], env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "odeon_job", "job", "wait", name, "-n", "ml", "--interval", "0.3", "--timeout", "60"],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_install_upgrade_uninstall(cluster: KubeApiServer) -> None:
@@ -91,8 +114,9 @@ def test_install_upgrade_uninstall(cluster: KubeApiServer) -> None:
 def test_the_server_refuses_a_bad_values_file(cluster: KubeApiServer, tmp_path: Path) -> None:
     """values.schema.json cannot know every rule of the pod spec: a quantity the server refuses."""
     (tmp_path / "bad.yaml").write_text("resources:\n  limits:\n    memory: lots\n")
-    refused = helm(cluster, "install", "train-bad", str(CHART), "-n", "ml", "--create-namespace",
-                   "-f", str(tmp_path / "bad.yaml"))
+    refused = helm(
+        cluster, "install", "train-bad", str(CHART), "-n", "ml", "--create-namespace", "-f", str(tmp_path / "bad.yaml")
+    )
     assert refused.returncode != 0
     assert "memory" in refused.stderr and ("Invalid value" in refused.stderr or "must match" in refused.stderr)
     assert "NotFound" in cluster.kubectl("get", "pytorchjob", "train-bad", "-n", "ml").stderr
@@ -114,19 +138,32 @@ def test_job_wait_follows_a_job_to_success(cluster: KubeApiServer) -> None:
     time.sleep(1.5)
     set_conditions(cluster, "train-ok", ("Created", "True", "PyTorchJob train-ok is created."))
     time.sleep(1.5)
-    set_conditions(cluster, "train-ok", ("Created", "True", "PyTorchJob train-ok is created."),
-                   ("Running", "True", "PyTorchJob train-ok is running."))
+    set_conditions(
+        cluster,
+        "train-ok",
+        ("Created", "True", "PyTorchJob train-ok is created."),
+        ("Running", "True", "PyTorchJob train-ok is running."),
+    )
     time.sleep(1.5)
     assert waiting.poll() is None  # still waiting while it runs
-    set_conditions(cluster, "train-ok", ("Created", "True", "PyTorchJob train-ok is created."),
-                   ("Running", "False", "PyTorchJob train-ok is running."),
-                   ("Succeeded", "True", "PyTorchJob train-ok is successfully completed."))
+    set_conditions(
+        cluster,
+        "train-ok",
+        ("Created", "True", "PyTorchJob train-ok is created."),
+        ("Running", "False", "PyTorchJob train-ok is running."),
+        ("Succeeded", "True", "PyTorchJob train-ok is successfully completed."),
+    )
     _, stderr = waiting.communicate(timeout=30)
     assert waiting.returncode == 0, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("pytorchjob ml/train-ok: ")]
     assert [line.split()[3] for line in lines if "pods:" not in line] == ["Created:", "Running:", "Succeeded:"], stderr
-    status = subprocess.run([sys.executable, "-m", "odeon_job", "job", "status", "train-ok", "-n", "ml"],
-                            env=cluster.env, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "odeon_job", "job", "status", "train-ok", "-n", "ml"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0 and "Succeeded: PyTorchJobSucceeded" in status.stdout
 
 
@@ -134,12 +171,18 @@ def test_job_wait_reports_a_failure(cluster: KubeApiServer) -> None:
     assert helm(cluster, "install", "train-ko", str(CHART), "-n", "ml", "--create-namespace").returncode == 0
     waiting = start_wait(cluster, "train-ko")
     time.sleep(1.5)
-    set_conditions(cluster, "train-ko", ("Created", "True", "created"), ("Running", "False", "running"),
-                   ("Failed", "True", "PyTorchJob train-ko is failed because 1 Master replica(s) failed."))
+    set_conditions(
+        cluster,
+        "train-ko",
+        ("Created", "True", "created"),
+        ("Running", "False", "running"),
+        ("Failed", "True", "PyTorchJob train-ko is failed because 1 Master replica(s) failed."),
+    )
     _, stderr = waiting.communicate(timeout=30)
     assert waiting.returncode == 1
-    assert stderr.splitlines()[-1] == ("odeon: pytorchjob ml/train-ko failed: PyTorchJob train-ko is failed because "
-                                       "1 Master replica(s) failed.")
+    assert stderr.splitlines()[-1] == (
+        "odeon: pytorchjob ml/train-ko failed: PyTorchJob train-ko is failed because 1 Master replica(s) failed."
+    )
 
 
 def test_job_wait_names_a_missing_job(cluster: KubeApiServer) -> None:
