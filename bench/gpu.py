@@ -12,7 +12,7 @@
    over ``--steps`` timed steps after warm-up steps (compilation included in the warm-up), each
    variant's ratio to fp32, and the peak GPU memory of the variant
    (``torch.cuda.max_memory_allocated``).
-2. Streamed: one ``odeon train`` (``odeon_job.run.train``, the real job) of unet in bf16-mixed +
+2. Streamed: one ``odeon train`` (``odeon_job.tasks.train.train``, the real job) of unet in bf16-mixed +
    channels_last on ``--stream-tiles`` tiles of ``--stream-size`` pixels on moto's S3 server, started
    on this machine's loopback, read through ``/vsis3/`` by ``--stream-workers`` DataLoader workers.
    Two epochs; ``nvidia-smi`` samples the GPU's utilisation every 100 ms, and the second epoch's
@@ -41,11 +41,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import pytorch_lightning as pl  # noqa: E402
 
-from odeon_job import run  # noqa: E402
+from odeon_job.commands.demo import CLASS_LABELS, demo_config, write_dataset  # noqa: E402
 from odeon_job.config import config_from_dict  # noqa: E402
 from odeon_job.data.spec import DataSpec  # noqa: E402
-from odeon_job.demo import CLASS_LABELS, demo_config, write_dataset  # noqa: E402
-from odeon_job.module import SegmentationModule  # noqa: E402
+from odeon_job.tasks import train as training_task  # noqa: E402
+from odeon_job.training.segmentation_module import SegmentationModule  # noqa: E402
 
 from s3_bench import moto_with, on_s3  # noqa: E402
 
@@ -196,8 +196,8 @@ class EpochClock(pl.Callback):
 @contextlib.contextmanager
 def extra_callback(callback: pl.Callback) -> Iterator[None]:
     """Add ``callback`` to the job's own (through the hook that adds the optional ones)."""
-    original = run.optional_callbacks
-    with mock.patch.object(run, "optional_callbacks", lambda config: [*original(config), callback]):
+    original = training_task.optional_callbacks
+    with mock.patch.object(training_task, "optional_callbacks", lambda config: [*original(config), callback]):
         yield
 
 
@@ -227,7 +227,7 @@ def streamed_training(args: argparse.Namespace, device: torch.device) -> None:
             sampler = UtilisationSampler() if device.type == "cuda" else None
             try:
                 with extra_callback(clock):
-                    run.train(job)
+                    training_task.train(job)
             finally:
                 if sampler is not None:
                     sampler.stop()

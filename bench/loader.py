@@ -40,12 +40,12 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from odeon_job.commands.demo import demo_config, write_dataset  # noqa: E402
 from odeon_job.config import config_from_dict  # noqa: E402
 from odeon_job.data.datamodule import SegmentationDataModule  # noqa: E402
 from odeon_job.data.raster import clear_remote_cache  # noqa: E402
 from odeon_job.data.samples import Sample, load_splits  # noqa: E402
 from odeon_job.data.spec import describe_data  # noqa: E402
-from odeon_job.demo import demo_config, write_dataset  # noqa: E402
 
 from s3_bench import moto_with, on_s3  # noqa: E402
 

@@ -30,7 +30,7 @@ def _memory_mb(field: str) -> float:
 def measure(name: str, size: int, batch: int, repeats: int, bands: int, classes: int) -> dict[str, float]:
     import torch
 
-    from odeon_job.models import build_model
+    from odeon_job.training.models import build_model
 
     torch.manual_seed(0)
     model = build_model(name, bands, classes)
@@ -73,7 +73,7 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.size, args.batch, args.repeats, args.bands, args.classes)))
         return
 
-    from odeon_job.models import MODELS
+    from odeon_job.training.models import MODELS
 
     names = args.models or list(MODELS)
     print(

@@ -9,7 +9,7 @@ The tiles are the demo's (256 x 256 x 3 uint8 deflate GeoTIFFs in EPSG:2154, sid
 as if cut from one mosaic), with single-band class-index masks (5 classes). Each side runs in a process of
 its own, in its own environment (TorchGeo is never a dependency of the job):
 
-- odeon: ``odeon_job.run.train`` with model ``resnet18`` (a U-Net on torchvision's ResNet-18), CE loss,
+- odeon: ``odeon_job.tasks.train.train`` with model ``resnet18`` (a U-Net on torchvision's ResNet-18), CE loss,
   Adam lr 0.001, batch 8, 2 workers, its CSV dataset and epoch sampler, and a small validation split;
 - TorchGeo 0.8.1: ``SemanticSegmentationTask(model="unet", backbone="resnet18", weights=None)`` (smp's U-Net
   on timm's ResNet-18), CE loss, Adam lr 0.001, on ``RasterDataset`` images & masks with a
@@ -67,12 +67,12 @@ def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[st
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import pytorch_lightning as pl
 
-    from odeon_job import run
     from odeon_job.config import config_from_dict
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.samples import load_splits
     from odeon_job.data.spec import describe_data
     from odeon_job.data.windows import plan_windows
+    from odeon_job.tasks import train as training_task
 
     read = {"patch_size": 256, "train_windows": windows} if windows else {"mask_bands": [1]}
     config = config_from_dict(
@@ -105,9 +105,9 @@ def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[st
     del loader
 
     timer = epoch_timer(pl)
-    original = run.optional_callbacks
-    run.optional_callbacks = lambda config: [*original(config), timer]  # type: ignore[assignment]
-    run.train(config)
+    original = training_task.optional_callbacks
+    training_task.optional_callbacks = lambda config: [*original(config), timer]  # type: ignore[assignment]
+    training_task.train(config)
     return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
 
 
@@ -189,7 +189,7 @@ def write_tiles(folder: str, tiles: int, val: int) -> None:
     import numpy as np
     import rasterio
 
-    from odeon_job.demo import write_dataset
+    from odeon_job.commands.demo import write_dataset
 
     source = os.path.join(folder, "source")
     write_dataset(source, n_train=tiles, n_val=val, n_test=1)

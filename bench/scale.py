@@ -4,7 +4,7 @@
     python bench/scale.py --scene 8192 --rows 1 1000      # rows of scenes (the same one, repeated)
 
 For each row count, a training CSV of that many rows (the demo's 16 tiles repeated) and a 2-row
-validation CSV; a fresh process runs ``odeon_job.run.train`` (lightunet, batch 8, ``testing``: 4
+validation CSV; a fresh process runs ``odeon_job.tasks.train.train`` (lightunet, batch 8, ``testing``: 4
 batches, no TensorBoard or MLflow) and reports:
 
 - start-up: from just before the process is started to the start of the first training step
@@ -31,8 +31,8 @@ def child(config_path: str) -> None:
     """Run the training; print when its first step starts and the peaks of memory."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from odeon_job.config import load_config
-    from odeon_job.module import SegmentationModule
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
+    from odeon_job.training.segmentation_module import SegmentationModule
 
     first: list[float] = []
     step = SegmentationModule.training_step
@@ -85,7 +85,7 @@ def main() -> None:
         child(args.child)
         return
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from odeon_job.demo import demo_config, write_dataset
+    from odeon_job.commands.demo import demo_config, write_dataset
 
     with tempfile.TemporaryDirectory() as folder:
         dataset = write_dataset(os.path.join(folder, "data"), n_train=16, n_val=2, n_test=1)

@@ -31,14 +31,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import pytorch_lightning as pl  # noqa: E402
 
+from odeon_job.commands.demo import demo_config, write_dataset  # noqa: E402
 from odeon_job.config import config_from_dict  # noqa: E402
 from odeon_job.data.datamodule import SegmentationDataModule  # noqa: E402
 from odeon_job.data.samples import load_splits  # noqa: E402
 from odeon_job.data.spec import describe_data  # noqa: E402
-from odeon_job.demo import demo_config, write_dataset  # noqa: E402
-from odeon_job.losses import build_loss  # noqa: E402
-from odeon_job.models import build_model  # noqa: E402
-from odeon_job.module import SegmentationModule  # noqa: E402
+from odeon_job.training.losses import build_loss  # noqa: E402
+from odeon_job.training.models import build_model  # noqa: E402
+from odeon_job.training.segmentation_module import SegmentationModule  # noqa: E402
 
 WARMUP = 2
 

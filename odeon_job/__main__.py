@@ -1,5 +1,5 @@
 """``python -m odeon_job`` runs the ``odeon`` command."""
 
-from odeon_job.cli import main
+from odeon_job.commands.cli import main
 
 raise SystemExit(main())

@@ -1,6 +1,6 @@
-"""docs/architecture.md tells the truth: every module of odeon_job/ is in exactly one of its layers, every module
-it names exists, the import graph (function-level imports included) has no cycle, and no module imports from a
-layer above its own."""
+"""docs/architecture.md tells the truth: every module of odeon_job/ is in exactly one of its layers, in that
+layer's folder, every module it names exists, the import graph (function-level imports included) has no cycle,
+and no module imports from a layer above its own."""
 
 from __future__ import annotations
 
@@ -51,15 +51,24 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+def _rows() -> list[tuple[int, list[str], list[str]]]:
+    """The document's table of layers: (layer number, its folders, its modules)."""
+    rows = []
+    for line in DOCUMENT.read_text().splitlines():
+        row = re.match(r"\| (\d+) [^|]+\| ([^|]+) \| ([^|]+) \|", line)
+        if row:
+            folders = [folder.rstrip("/") for folder in re.findall(r"`([^`]+/)`", row.group(2))]
+            rows.append((int(row.group(1)), folders, re.findall(r"`([^`]+)`", row.group(3))))
+    return rows
+
+
 def _layers() -> dict[str, int]:
     """Module → layer number, from the document's table of layers."""
     layers: dict[str, int] = {}
-    for line in DOCUMENT.read_text().splitlines():
-        row = re.match(r"\| (\d+) [^|]+\| ([^|]+) \|", line)
-        if row:
-            for module in re.findall(r"`([^`]+)`", row.group(2)):
-                assert module not in layers, f"{module} is in two layers"
-                layers[module] = int(row.group(1))
+    for number, _, modules in _rows():
+        for module in modules:
+            assert module not in layers, f"{module} is in two layers"
+            layers[module] = number
     return layers
 
 
@@ -68,6 +77,21 @@ def test_every_module_is_in_one_layer_and_every_named_module_exists() -> None:
     assert layers, "no table of layers in docs/architecture.md"
     assert sorted(set(modules) - set(layers)) == [], "modules missing from docs/architecture.md"
     assert sorted(set(layers) - set(modules)) == [], "docs/architecture.md names modules that do not exist"
+
+
+def test_the_folders_are_the_layers() -> None:
+    """A module's layer is its folder's; top-level modules are the foundation (the last layer), but __main__."""
+    rows = _rows()
+    folder_layer = {folder: number for number, folders, _ in rows for folder in folders}
+    foundation = max(number for number, _, _ in rows)
+    misplaced = []
+    for name, layer in _layers().items():
+        top = name.split(".")[0]
+        expected = folder_layer.get(top, foundation if name != "__main__" else 1)
+        if layer != expected:
+            misplaced.append(f"{name}: layer {layer}, but its place says {expected}")
+    assert sorted(folder_layer) == ["commands", "config", "data", "outputs", "storage", "tasks", "training"]
+    assert misplaced == []
 
 
 def test_no_module_imports_from_a_layer_above_its_own() -> None:

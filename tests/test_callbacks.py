@@ -14,11 +14,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from odeon_job.callbacks.figures import FigurePublisher
-from odeon_job.callbacks.history import History
-from odeon_job.callbacks.report import ValidationReport
-from odeon_job.loggers.tensorboard import TensorBoardOutput
-from odeon_job.module import SegmentationModule
+from odeon_job.outputs.callbacks.figures import FigurePublisher
+from odeon_job.outputs.callbacks.history import History
+from odeon_job.outputs.callbacks.report import ValidationReport
+from odeon_job.outputs.loggers.tensorboard import TensorBoardOutput
+from odeon_job.training.segmentation_module import SegmentationModule
 
 LABELS = ["bati", "route", "eau"]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typing
 
-from odeon_job import catalog, config
-from odeon_job.losses import LOSSES
-from odeon_job.models import MODELS
-from odeon_job.optim import OPTIMIZERS, SCHEDULERS
+from odeon_job import config
+from odeon_job.config import catalog
+from odeon_job.training.losses import LOSSES
+from odeon_job.training.models import MODELS
+from odeon_job.training.optimizers import OPTIMIZERS, SCHEDULERS
 
 
 def test_every_name_of_the_catalog_has_a_builder_and_no_builder_is_unnamed() -> None:

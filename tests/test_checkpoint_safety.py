@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 import torch
 
-from odeon_job import config as config_module
-from odeon_job.config import config_from_dict, upgrade_config
+from odeon_job.config import config_from_dict, upgrade_config, upgrades
 from odeon_job.errors import ConfigError
-from odeon_job.model_files import UnsafeModelFile
-from odeon_job.module import SegmentationModule, load_module
-from odeon_job.run import train
+from odeon_job.storage.model_files import UnsafeModelFile
+from odeon_job.tasks.train import train
+from odeon_job.training.segmentation_module import SegmentationModule, load_module
 
 from conftest import TinyDataset, make_config, stored_checkpoint_config, stored_checkpoint_dataset
 
@@ -152,15 +151,15 @@ def test_a_configuration_of_an_older_version_is_upgraded_and_a_newer_one_refused
         "train_setup": {"model_name": "unet"},
         "output_setup": {"output_folder": "o"},
     }
-    later = config_module.CONFIG_VERSION + 1
+    later = upgrades.CONFIG_VERSION + 1
     with pytest.raises(ConfigError, match=f"config_version {later} was written by a later version of odeon-job"):
         config_from_dict({**data, "config_version": later})
     # A future version that renamed a key: files (and checkpoints) of the versions before still read.
-    monkeypatch.setattr(config_module, "CONFIG_VERSION", later)
+    monkeypatch.setattr(upgrades, "CONFIG_VERSION", later)
     monkeypatch.setattr(
-        config_module,
+        upgrades,
         "UPGRADES",
-        {**config_module.UPGRADES, later - 1: lambda d: {**d, "renamed": d.pop("data_source")}},
+        {**upgrades.UPGRADES, later - 1: lambda d: {**d, "renamed": d.pop("data_source")}},
     )
     upgraded = upgrade_config({**data, "config_version": 1})
     assert upgraded["config_version"] == later and upgraded["renamed"] == {"train_file": "a.csv"}

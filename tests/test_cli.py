@@ -33,7 +33,7 @@ def _write_config(tmp_path: Path, config: dict[str, Any], name: str = "config.js
 def test_help_and_schema_do_not_import_torch() -> None:
     code = (
         "import sys, contextlib, io\n"
-        "from odeon_job.cli import main\n"
+        "from odeon_job.commands.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['schema']) == 0\n"
         "    try: main(['--help'])\n"
@@ -141,7 +141,7 @@ def test_validate_summarises_a_good_dataset_without_lightning(
     data = make_dataset(n=5, bands=4)
     path = _write_config(tmp_path, make_config(data.csv, str(tmp_path / "out"), data_source={"image_bands": [1, 2, 3]}))
     code = (
-        "import sys\nfrom odeon_job.cli import main\n"
+        "import sys\nfrom odeon_job.commands.cli import main\n"
         f"code = main(['validate', '-c', {path!r}])\n"
         "assert 'pytorch_lightning' not in sys.modules\nsys.exit(code)\n"
     )
@@ -208,7 +208,7 @@ def test_python_dash_m_runs_the_cli() -> None:
 
 
 def test_same_grid_is_judged_in_pixels_not_in_map_units() -> None:
-    from odeon_job.validate import same_grid
+    from odeon_job.tasks.validate import same_grid
 
     lambert = (0.2, 0.0, 651_000.0, 0.0, -0.2, 6_862_000.0)
     assert same_grid(lambert, lambert)
@@ -278,7 +278,7 @@ def test_validate_and_train_refuse_the_same_configurations_with_one_line(
     message: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from odeon_job.cli import main
+    from odeon_job.commands.cli import main
     from odeon_job.launch import INHERITED_CONFIG
 
     monkeypatch.setenv(INHERITED_CONFIG, "")  # main() hands its config to DDP children here: undone after
@@ -302,7 +302,7 @@ def test_validate_checks_gpu_settings_without_needing_a_gpu(
 ) -> None:
     """The chart's test pod (and a laptop) has no GPU: validate passes a GPU configuration there, while
     train on such a machine refuses it."""
-    from odeon_job.cli import main
+    from odeon_job.commands.cli import main
     from odeon_job.launch import INHERITED_CONFIG
 
     monkeypatch.setenv(INHERITED_CONFIG, "")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from odeon_job import demo
-from odeon_job.cli import main
+from odeon_job.commands import demo
+from odeon_job.commands.cli import main
 
 
 def test_demo_tiles_are_georeferenced_and_masks_one_hot(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from odeon_job.data.transforms import InputScaling
-from odeon_job.figures import (
+from odeon_job.training.metrics import confusion_metrics
+from odeon_job.training.plots import (
     Sample,
     coloured,
     confusion_figure,
@@ -17,7 +18,6 @@ from odeon_job.figures import (
     png_bytes,
     samples_figure,
 )
-from odeon_job.metrics import confusion_metrics
 
 
 @pytest.mark.parametrize("n_classes", [2, 20])

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from odeon_job.cli import build_parser
+from odeon_job.commands.cli import build_parser
 from odeon_job.config import apply_overrides, parse_config
 
 from pod_security import restricted_violations

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from odeon_job import jobs
+from odeon_job.commands import follow_job
 
 
 def _job(*conditions: tuple[str, str], replicas: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,10 +43,10 @@ def test_wait_prints_each_change_once_and_succeeds(caplog: pytest.LogCaptureFixt
     running = _job(("Created", "True"), ("Running", "True"), replicas={"Master": {"active": 1}})
     done = _job(("Created", "True"), ("Running", "False"), ("Succeeded", "True"), replicas={"Master": {"succeeded": 1}})
     with caplog.at_level("INFO", logger="odeon"):
-        result = jobs.wait(
+        result = follow_job.wait(
             _reader(created, created, running, running, done), "ml", "train-1", timeout=None, sleep=lambda seconds: None
         )
-    assert result == jobs.EXIT_SUCCEEDED
+    assert result == follow_job.EXIT_SUCCEEDED
     assert caplog.messages == [
         "pytorchjob ml/train-1: 2026-11-24T10:00:00Z Created: PyTorchJobCreated (job is Created)",
         "pytorchjob ml/train-1: 2026-11-24T10:00:01Z Running: PyTorchJobRunning (job is Running)",
@@ -59,7 +59,7 @@ def test_wait_prints_each_change_once_and_succeeds(caplog: pytest.LogCaptureFixt
 def test_wait_reports_a_failure_with_its_message(caplog: pytest.LogCaptureFixture) -> None:
     failed = _job(("Created", "True"), ("Restarting", "False"), ("Running", "False"), ("Failed", "True"))
     with caplog.at_level("INFO", logger="odeon"):
-        assert jobs.wait(_reader(failed), "ml", "train-1", timeout=None) == jobs.EXIT_FAILED
+        assert follow_job.wait(_reader(failed), "ml", "train-1", timeout=None) == follow_job.EXIT_FAILED
     assert caplog.messages[-1] == "odeon: pytorchjob ml/train-1 failed: job is Failed"
 
 
@@ -70,7 +70,7 @@ def test_wait_gives_up_at_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
         now[0] += seconds
 
     with caplog.at_level("INFO", logger="odeon"):
-        result = jobs.wait(
+        result = follow_job.wait(
             _reader(_job(("Created", "True"), ("Running", "True"))),
             "ml",
             "train-1",
@@ -79,7 +79,7 @@ def test_wait_gives_up_at_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
             clock=lambda: now[0],
             sleep=sleep,
         )
-    assert result == jobs.EXIT_TIMEOUT and now[0] == 30
+    assert result == follow_job.EXIT_TIMEOUT and now[0] == 30
     assert caplog.messages[-1].startswith("odeon: pytorchjob ml/train-1: not finished after 0:00:30 (now ")
 
 
@@ -90,21 +90,21 @@ def test_status_lists_conditions_and_pods() -> None:
         ("Restarting", "True"),
         replicas={"Master": {"active": 1}, "Worker": {"active": 2, "failed": 1}},
     )
-    result, lines = jobs.status(_reader(job), "ml", "train-1")
+    result, lines = follow_job.status(_reader(job), "ml", "train-1")
     assert result is None
     assert lines[0] == "pytorchjob ml/train-1" and lines[-1] == "  pods: Master: 1 active; Worker: 2 active, 1 failed"
-    assert jobs.state(job) is not None and jobs.state(job).type == "Restarting"  # type: ignore[union-attr]
-    assert jobs.status(_reader(_job()), "ml", "train-1")[1][-1].endswith("is the training operator running?)")
+    assert follow_job.state(job) is not None and follow_job.state(job).type == "Restarting"  # type: ignore[union-attr]
+    assert follow_job.status(_reader(_job()), "ml", "train-1")[1][-1].endswith("is the training operator running?)")
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"), [("3600", 3600), ("90s", 90), ("45m", 2700), ("6h", 21600), ("1.5d", 129600)]
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert jobs.parse_duration(text) == seconds
+    assert follow_job.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "soon", "-5m", "0"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        jobs.parse_duration(text)
+        follow_job.parse_duration(text)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from odeon_job.config import LossParams
-from odeon_job.losses import build_loss, soft_jaccard
+from odeon_job.training.losses import build_loss, soft_jaccard
 
 # Two pixels, two classes: pixel A is class 0 with logits (2, 0); pixel B is class 1 with logits (0, 1).
 LOGITS = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (B=1, C=2, H=1, W=2)
@@ -145,7 +145,7 @@ def test_a_split_s_loss_is_its_pixels_loss_whatever_the_batches(
     two "processes") give the loss computed over all the pixels at once; a mean of batch losses weighted by
     their scored pixels does not (with class weights, rare heavy classes in small batches)."""
     from odeon_job.data.masks import IGNORE_INDEX
-    from odeon_job.metrics import Sums
+    from odeon_job.training.metrics import Sums
 
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(7, 3, 6, 6, generator=generator) * 2

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from odeon_job.metrics import NAMES, confusion_metrics, mean_iou, row_normalised
+from odeon_job.training.metrics import NAMES, confusion_metrics, mean_iou, row_normalised
 
 LABELS = ("batiment", "eau", "foret", "route", "champ", "neige")
 
@@ -93,7 +93,7 @@ def test_rows_are_truth_and_columns_prediction() -> None:
 
 def test_sums_add_up_vectors_and_keep_a_nan() -> None:
     """A loss's sums over pixels, added over batches (and processes) in float64."""
-    from odeon_job.metrics import Sums
+    from odeon_job.training.metrics import Sums
 
     sums = Sums(2)
     sums.update(torch.tensor([1.0, 10.0]))
@@ -108,8 +108,8 @@ def test_the_metrics_and_the_bit_output_pick_the_same_class_where_probabilities_
     """Logits that differ in float32 but whose probabilities do not (a softmax of 0 vs 1e-9; sigmoids
     saturated at 1): the argmax of the logits said class 1, the bit output (argmax of probabilities) class 0, so
     a pixel scored as one class was written as another. One rule now: the first class of highest probability."""
-    from odeon_job.callbacks.predictions import encode
-    from odeon_job.module import SegmentationModule
+    from odeon_job.outputs.callbacks.predictions import encode
+    from odeon_job.training.segmentation_module import SegmentationModule
 
     module = SegmentationModule("lightunet", 3, ["a", "b"], loss=loss)
     tie = [0.0, 1e-9] if loss == "ce" else [30.0, 40.0]

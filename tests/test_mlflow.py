@@ -19,10 +19,10 @@ import pytest
 import rasterio
 import torch
 
-from odeon_job import cli
-from odeon_job.loggers.mlflow import MlflowOutput
+from odeon_job.commands import cli
+from odeon_job.outputs.loggers.mlflow import MlflowOutput
+from odeon_job.outputs.tracking import environment_tags, flatten, metric_name
 from odeon_job.redaction import redact
-from odeon_job.tracking import environment_tags, flatten, metric_name
 
 from conftest import TinyDataset, make_config, use_s3_endpoint
 from mlflow_server import MlflowServer, free_port
@@ -399,7 +399,7 @@ def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(
 
     from odeon_job.config import config_from_dict
     from odeon_job.errors import DataError
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     from conftest import overflowing_dataset
 
@@ -424,8 +424,8 @@ def test_lightning_closes_the_mlflow_run_failed_when_the_training_fails(
 _START_THE_RUN = """
 import sys
 from odeon_job.config import config_from_dict
-from odeon_job.loggers.mlflow import MlflowOutput
-from odeon_job.run_folder import RunFolder
+from odeon_job.outputs.loggers.mlflow import MlflowOutput
+from odeon_job.outputs.run_folder import RunFolder
 config = config_from_dict({config!r})
 MlflowOutput(config, RunFolder.of(config), resuming=False, test_follows=False).start()
 print("started", flush=True)
@@ -439,7 +439,7 @@ def test_a_kill_while_the_local_store_is_created_never_breaks_it(tmp_path: Path)
     from mlflow import MlflowClient
 
     from odeon_job.config import config_from_dict
-    from odeon_job.run_folder import RunFolder
+    from odeon_job.outputs.run_folder import RunFolder
 
     for number, moment in enumerate((0.05, 0.45, 0.85, 1.25)):
         # (a folder each: MLflow keeps the stores a process opened, by URI)
@@ -473,7 +473,7 @@ def test_a_half_built_store_with_no_run_is_built_again_and_one_with_runs_is_kept
     from mlflow import MlflowClient
 
     from odeon_job.errors import ConfigError
-    from odeon_job.loggers.sqlite_store import ensure_store
+    from odeon_job.outputs.loggers.sqlite_store import ensure_store
 
     path = tmp_path / "mlflow.db"
     ensure_store(str(path), str(tmp_path / "artifacts"))

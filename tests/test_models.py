@@ -9,10 +9,10 @@ import torchvision
 
 from odeon_job.config import ModelParams
 from odeon_job.errors import ConfigError
-from odeon_job.models import MODELS, build_model
-from odeon_job.models.blocks import adapt_first_conv
-from odeon_job.models.unet import UNet
-from odeon_job.models.weights import load_encoder_weights, load_init_weights
+from odeon_job.training.models import MODELS, build_model
+from odeon_job.training.models.blocks import adapt_first_conv
+from odeon_job.training.models.unet import UNet
+from odeon_job.training.models.weights import load_encoder_weights, load_init_weights
 
 
 def _count(module: torch.nn.Module) -> int:

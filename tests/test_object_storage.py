@@ -21,10 +21,12 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from odeon_job import cli, retries, s3_settings, storage
+from odeon_job import storage
+from odeon_job.commands import cli
 from odeon_job.config import load_config
 from odeon_job.data import raster
 from odeon_job.errors import DataError, StorageError
+from odeon_job.storage import retries, s3_settings
 
 from conftest import Scenes, TinyDataset, make_config, use_s3_endpoint
 from s3_server import Bucket, CountingProxy, MotoServer, new_bucket
@@ -169,7 +171,7 @@ def test_a_resumed_run_never_deletes_the_checkpoint_it_resumed_from() -> None:
     """Lightning keeps it for local files only (pytorch-lightning#21813); on s3:// it deleted it."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from odeon_job.callbacks.checkpoints import ExportingCheckpoint
+    from odeon_job.outputs.callbacks.checkpoints import ExportingCheckpoint
 
     resumed = "s3://bucket/runs/exp/v/odeon_val_loss_ckpt/model-epoch=1-val_loss=0.5000.ckpt"
     trainer = type("Trainer", (), {"ckpt_path": resumed})()
@@ -362,7 +364,7 @@ def _train_through_faults(
 ) -> None:
     """Train with every ``period``-th request through ``proxy`` failing (503); the run must count each retry once."""
     from odeon_job.config import config_from_dict
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     use_s3_endpoint(monkeypatch, proxy.endpoint)
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")

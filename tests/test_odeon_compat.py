@@ -20,9 +20,9 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from odeon_job.config import ModelParams, TrainSetup, config_from_dict
 from odeon_job.errors import ConfigError
-from odeon_job.models import build_model
-from odeon_job.models.weights import fit_to_weights, load_encoder_weights, load_init_weights, read_state_dict
-from odeon_job.run import train
+from odeon_job.tasks.train import train
+from odeon_job.training.models import build_model
+from odeon_job.training.models.weights import fit_to_weights, load_encoder_weights, load_init_weights, read_state_dict
 
 from conftest import TinyDataset, make_config
 
@@ -273,7 +273,7 @@ def test_our_odeon_pth_export_loads_strictly_in_odeon_and_predicts_the_same(
         assert sorted(p.name[: -len(".odeon.pth")] for p in folder.glob("*.odeon.pth")) == stems
     odeon_model = ref_lightunet(BANDS, 3)
     odeon_model.load_state_dict(torch.load(exported, weights_only=True), strict=True)
-    from odeon_job.module import load_module
+    from odeon_job.training.segmentation_module import load_module
 
     module = load_module(str(best)).eval()
     tile = torch.rand(1, BANDS, 32, 32)
@@ -398,7 +398,7 @@ def _odeon_entry(counts: list[list[int]], labels: list[str], loss: float, lr: fl
 
 
 def test_convert_history_turns_odeon_s_into_ours_and_back(tmp_path: Path) -> None:
-    from odeon_job import cli
+    from odeon_job.commands import cli
 
     labels = ["bati", "route", "eau"]  # "eau" absent from truth and prediction
     epochs = [[[50, 10, 0], [5, 35, 0], [0, 0, 0]], [[58, 2, 0], [1, 39, 0], [0, 0, 0]]]
@@ -434,7 +434,7 @@ def test_convert_history_turns_odeon_s_into_ours_and_back(tmp_path: Path) -> Non
 
 
 def test_convert_history_names_a_file_that_is_not_a_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from odeon_job import cli
+    from odeon_job.commands import cli
 
     (tmp_path / "bad.json").write_text(json.dumps({"1": {"loss": 0.5, "cm_macro": [[1, 2]]}}))
     assert cli.main(["convert-history", str(tmp_path / "bad.json"), str(tmp_path / "o.json"), "--to", "ours"]) == 2
@@ -448,7 +448,7 @@ def test_convert_history_names_a_file_that_is_not_a_history(tmp_path: Path, caps
 def test_validate_says_which_odeon_weights_do_not_fit_the_model(
     make_dataset: Callable[..., TinyDataset], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from odeon_job import cli
+    from odeon_job.commands import cli
 
     data = make_dataset(n=4)
     weights = tmp_path / "odeon.pth"
@@ -513,9 +513,9 @@ def test_a_resolution_is_read_one_way_or_refused_as_ambiguous(value: object) -> 
     lr=st.floats(1e-6, 1, allow_nan=False),
 )
 def test_a_history_goes_to_odeon_and_back_unchanged(counts: list[list[int]], loss: float, lr: float) -> None:
-    from odeon_job.metrics import confusion_metrics
-    from odeon_job.module import Evaluation
-    from odeon_job.odeon_history import from_odeon, to_odeon
+    from odeon_job.tasks.convert_history import from_odeon, to_odeon
+    from odeon_job.training.metrics import confusion_metrics
+    from odeon_job.training.segmentation_module import Evaluation
 
     labels = [f"c{i}" for i in range(len(counts))]
     confusion = torch.tensor(counts)
@@ -553,7 +553,7 @@ def test_convert_history_refuses_what_is_not_a_history_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
 ) -> None:
     """Each was a traceback, or (NaN, 1e300, negative counts) a history of -9223372036854775808 pixels, exit 0."""
-    from odeon_job import cli
+    from odeon_job.commands import cli
 
     (tmp_path / "bad.json").write_text(content)
     assert cli.main(["convert-history", str(tmp_path / "bad.json"), str(tmp_path / "o.json"), "--to", "ours"]) == 2
@@ -565,15 +565,16 @@ def test_convert_history_refuses_what_is_not_a_history_with_one_line(
 def test_convert_history_refuses_a_file_too_large_to_be_a_history_before_reading_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from odeon_job import cli, odeon_history
+    from odeon_job.commands import cli
+    from odeon_job.tasks import convert_history
 
-    monkeypatch.setattr(odeon_history, "MAX_HISTORY_BYTES", 1000)
+    monkeypatch.setattr(convert_history, "MAX_HISTORY_BYTES", 1000)
     (tmp_path / "big.json").write_text('{"1": {"loss": 0.5, "cm_macro": [[' + ", ".join(["7"] * 600) + "]]}}")
     assert cli.main(["convert-history", str(tmp_path / "big.json"), str(tmp_path / "o.json"), "--to", "odeon"]) == 2
     assert "more than the 1000 a history is read up to" in capsys.readouterr().err
     big = [[1] * 1025] * 1025  # more classes than any mask holds: refused before its figures are computed
     (tmp_path / "wide.json").write_text(json.dumps({"1": {"loss": 0.5, "cm_micro": big}}))
-    monkeypatch.setattr(odeon_history, "MAX_HISTORY_BYTES", 2**30)
+    monkeypatch.setattr(convert_history, "MAX_HISTORY_BYTES", 2**30)
     assert cli.main(["convert-history", str(tmp_path / "wide.json"), str(tmp_path / "o.json"), "--to", "odeon"]) == 2
     assert "cm_micro is not a square matrix of pixel counts (of at most 1024 classes)" in capsys.readouterr().err
 
@@ -581,7 +582,7 @@ def test_convert_history_refuses_a_file_too_large_to_be_a_history_before_reading
 def test_exports_odeon_would_not_take_as_expected_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     """An ODEON configuration's export_checkpoint "pth" for a U-Net gave files ODEON cannot load (46 missing, 46
     unexpected keys), silently; an odeon_pth of a model interpolating without align_corners predicts otherwise."""
-    from odeon_job.preflight import warn_about_exports
+    from odeon_job.tasks.preflight import warn_about_exports
 
     def warnings(train_setup: dict[str, object]) -> str:
         caplog.clear()

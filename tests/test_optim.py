@@ -7,7 +7,7 @@ import torch
 
 from odeon_job.config import config_from_dict
 from odeon_job.errors import ConfigError
-from odeon_job.optim import build_optimizer, build_scheduler
+from odeon_job.training.optimizers import build_optimizer, build_scheduler
 
 from conftest import make_config
 

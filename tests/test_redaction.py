@@ -15,8 +15,8 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from odeon_job import cli
-from odeon_job.callbacks.predictions import prediction_names
+from odeon_job.commands import cli
+from odeon_job.outputs.callbacks.predictions import prediction_names
 from odeon_job.redaction import redact, shorten
 
 from conftest import Scenes, make_config

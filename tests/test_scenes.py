@@ -17,7 +17,6 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
-from odeon_job.callbacks.stitching import Mosaic
 from odeon_job.config import config_from_dict
 from odeon_job.data import raster
 from odeon_job.data.dataset import SegmentationDataset
@@ -25,7 +24,8 @@ from odeon_job.data.samples import load_splits, read_samples
 from odeon_job.data.spec import describe_data
 from odeon_job.data.windows import GridWindows, plan_windows
 from odeon_job.errors import DataError
-from odeon_job.preflight import check_before_training
+from odeon_job.outputs.callbacks.stitching import Mosaic
+from odeon_job.tasks.preflight import check_before_training
 
 from conftest import CRS, ORIGIN, PIXEL, Scenes, make_config, write_scene
 from s3_server import Bucket, CountingProxy
@@ -185,7 +185,7 @@ def test_a_scene_training_stitches_one_cog_per_test_scene_on_its_grid(
     make_scenes: Callable[..., Scenes], tmp_path: Path, output_type: str
 ) -> None:
     from odeon_job.config import config_from_dict
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     scenes = make_scenes()
     config = _scene_config(scenes, str(tmp_path / "out"), test_file=scenes.csv, grid_overlap=32)
@@ -216,7 +216,7 @@ def test_scenes_on_s3_train_validate_and_stitch_fetching_only_the_blocks_they_to
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     from conftest import use_s3_endpoint
 
@@ -292,7 +292,7 @@ def test_two_processes_validate_each_scene_pixel_once_and_agree_with_one(
     import torch
 
     from odeon_job.data.masks import as_long_classes
-    from odeon_job.module import load_module
+    from odeon_job.training.segmentation_module import load_module
 
     scenes = make_scenes(sizes=((384, 320), (256, 448), (200, 200)))
 
@@ -358,7 +358,7 @@ def test_two_processes_validate_each_scene_pixel_once_and_agree_with_one(
 def test_validate_counts_the_windows_and_warns_of_scenes_stored_in_strips(
     make_scenes: Callable[..., Scenes], tmp_path: Path
 ) -> None:
-    from odeon_job.validate import format_summary, validate
+    from odeon_job.tasks.validate import format_summary, validate
 
     scenes = make_scenes()
     striped = tmp_path / "striped.tif"
@@ -410,7 +410,7 @@ def test_a_resumed_scene_training_gives_the_weights_of_an_uninterrupted_one(
     the weights of 4 epochs straight."""
     import torch
 
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     scenes = make_scenes()
 
@@ -441,7 +441,7 @@ def test_a_smoke_run_writes_only_the_scenes_it_predicted_whole(
 ) -> None:
     """train_setup.testing predicts a few test batches: a scene whose windows were not all predicted is not
     written (a hole-ridden GeoTIFF would look like a prediction), and the log says so."""
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     scenes = make_scenes(sizes=((128, 128), (640, 640)))  # 1 window, then 25: 4 batches of 2 reach the second
     config = _scene_config(scenes, str(tmp_path / "out"), test_file=scenes.csv)
@@ -470,7 +470,7 @@ def test_at_another_resolution_every_pixel_is_read_and_written_where_its_ground_
     x, every window reads each grid column at the same ground, and the stitched COG (scenes) and the tile's
     GeoTIFF (a CSV window read whole) put each pixel at the ground it was read from. GDAL's bilinear kernel alone
     is allowed: 0.03 of a grid pixel (it was 0.27 between windows and 0.34 in the COG)."""
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     csv = _ramp_scene(tmp_path, 133, 517)
     tile_csv = tmp_path / "tile.csv"

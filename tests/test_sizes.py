@@ -86,7 +86,7 @@ def _config_file(tmp_path: Path, config: dict[str, Any]) -> str:
 
 def test_validate_reads_a_huge_sparse_scene_in_windows_with_bounded_memory(tmp_path: Path) -> None:
     """A 12 000² scene (144 MB as one uint8 array) is counted in windows: memory stays a few windows' worth."""
-    from odeon_job.validate import validate
+    from odeon_job.tasks.validate import validate
 
     image = _sparse(tmp_path / "image.tif", 12_000, 12_000, count=3)
     mask = _sparse(tmp_path / "mask.tif", 12_000, 12_000)
@@ -182,7 +182,7 @@ def test_patch_size_is_bounded_by_what_goes_through_the_network_with_the_reason(
 def test_windows_are_padded_to_their_split_s_scenes_not_to_a_larger_patch(tmp_path: Path) -> None:
     """patch_size 4096 on a 224 x 160 scene: windows are the scene's size (no 4096² batch)."""
     from odeon_job.data.datamodule import SegmentationDataModule
-    from odeon_job.preflight import check_before_training
+    from odeon_job.tasks.preflight import check_before_training
 
     rng = np.random.default_rng(0)
     image = write_scene(tmp_path / "scene.tif", rng.integers(0, 255, (3, 160, 224), dtype=np.uint8))
@@ -213,7 +213,7 @@ def test_csv_window_values_beyond_any_raster_are_refused_with_the_row(value: str
 def test_a_scene_too_wide_to_stitch_is_refused_before_the_run_folder(tmp_path: Path) -> None:
     """Stitching holds patch_size rows across a scene's width: a 2,000,000-pixel-wide scene with windows of 512
     would hold 12 GiB; refused naming the row, with the hint to split it into rows."""
-    from odeon_job.run import train
+    from odeon_job.tasks.train import train
 
     image = _sparse(tmp_path / "wide.tif", 2_000_000, 512, count=3, block=512)
     mask = _sparse(tmp_path / "wide_mask.tif", 2_000_000, 512, block=512)
@@ -242,7 +242,7 @@ def test_a_scene_too_wide_to_stitch_is_refused_before_the_run_folder(tmp_path: P
         train(config_from_dict(config))
     assert not (tmp_path / "out").exists()
     (tmp_path / "test.csv").write_text(f"{image},{mask},0,0,200000,512\n")  # a narrower row of it: accepted
-    from odeon_job.preflight import check_before_training
+    from odeon_job.tasks.preflight import check_before_training
 
     check_before_training(config_from_dict(config))
 
@@ -250,7 +250,7 @@ def test_a_scene_too_wide_to_stitch_is_refused_before_the_run_folder(tmp_path: P
 def test_an_epoch_of_billions_of_windows_is_refused_with_the_way_to_size_it(tmp_path: Path) -> None:
     """A 10^6 x 10^6 sparse scene read in windows of 8 with train_windows "area": 1.6e10 windows an epoch, whose
     order alone would take 125 GB."""
-    from odeon_job.preflight import check_before_training
+    from odeon_job.tasks.preflight import check_before_training
 
     image = _sparse(tmp_path / "huge.tif", 10**6, 10**6, count=3, block=4096)
     mask = _sparse(tmp_path / "huge_mask.tif", 10**6, 10**6, block=4096)

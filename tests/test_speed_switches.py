@@ -13,9 +13,9 @@ from odeon_job.data.datamodule import SegmentationDataModule
 from odeon_job.data.samples import load_splits
 from odeon_job.data.spec import describe_data
 from odeon_job.errors import ConfigError
-from odeon_job.module import SegmentationModule
-from odeon_job.preflight import check_precision
-from odeon_job.run import train, trainer_options
+from odeon_job.tasks.preflight import check_precision
+from odeon_job.tasks.train import train, trainer_options
+from odeon_job.training.segmentation_module import SegmentationModule
 
 from conftest import TinyDataset, make_config
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from odeon_job import cli
-from odeon_job.stats import median_frequency_weights
+from odeon_job.commands import cli
+from odeon_job.tasks.stats import median_frequency_weights
 
 from conftest import Scenes, TinyDataset, make_config
 
@@ -73,7 +73,7 @@ def test_stats_of_scenes_are_numpy_s_over_every_pixel_and_a_sample_of_windows_is
     counts = np.bincount(np.concatenate([classes.ravel() for classes in scenes.classes]), minlength=3)
     assert printed["train_setup"]["class_imbalance"] == median_frequency_weights(counts)
 
-    from odeon_job.stats import chosen_items
+    from odeon_job.tasks.stats import chosen_items
 
     assert chosen_items(15, 4).tolist() == [0, 5, 9, 14] and chosen_items(3, 10).tolist() == [0, 1, 2]
     assert cli.main(["stats", "-c", str(path), "--windows", "4"]) == 0

@@ -11,15 +11,15 @@ import pytest
 import rasterio
 import torch
 
-from odeon_job import demo
-from odeon_job.callbacks.predictions import prediction_names
+from odeon_job.commands import demo
 from odeon_job.config import config_from_dict
 from odeon_job.errors import ConfigError, DataError, OdeonError, one_line
-from odeon_job.metrics import NAMES
-from odeon_job.models import build_model
-from odeon_job.module import SegmentationModule
-from odeon_job.preflight import TESTING_BATCHES, check_val_check_interval
-from odeon_job.run import train, trainer_options
+from odeon_job.outputs.callbacks.predictions import prediction_names
+from odeon_job.tasks.preflight import TESTING_BATCHES, check_val_check_interval
+from odeon_job.tasks.train import train, trainer_options
+from odeon_job.training.metrics import NAMES
+from odeon_job.training.models import build_model
+from odeon_job.training.segmentation_module import SegmentationModule
 
 from conftest import TinyDataset, make_config, onehot, overflowing_dataset, write_tif
 
@@ -662,7 +662,7 @@ def test_a_non_finite_training_loss_stops_with_one_line_naming_the_batch(tmp_pat
 
 
 def test_history_files_are_valid_json_even_with_non_finite_figures(tmp_path: Path) -> None:
-    from odeon_job.callbacks.history import json_safe
+    from odeon_job.outputs.callbacks.history import json_safe
 
     entries = {"0": {"loss": float("nan"), "cm_macro": [[float("inf"), 0.5]], "Average/IoU": None}}
     assert json.loads(json.dumps(json_safe(entries), allow_nan=False)) == {

@@ -28,8 +28,8 @@ from rasterio.windows import Window
 from odeon_job import storage
 from odeon_job.data.grid import Box, SceneGrid
 from odeon_job.errors import DataError, deepest_reason
-from odeon_job.retries import count_retries
-from odeon_job.s3_settings import gdal_s3_options
+from odeon_job.storage.retries import count_retries
+from odeon_job.storage.s3_settings import gdal_s3_options
 
 #: GDAL options for reading tiles; an environment variable of the same name overrides each.
 GDAL_DEFAULTS: dict[str, str | int] = {
@@ -41,7 +41,7 @@ GDAL_DEFAULTS: dict[str, str | int] = {
     # hands an int to GDALSetCacheMax64 (GDAL's own reading of "256" as MB applies to the environment variable).
     "GDAL_CACHEMAX": 256 * 1024 * 1024,
     # Retry HTTP 429/5xx with exponential backoff (0.5 s, 1 s, 2 s, ... 16 s): a remote read survives
-    # a short outage of the store. Each retry is counted (odeon_job.retries).
+    # a short outage of the store. Each retry is counted (odeon_job.storage.retries).
     "GDAL_HTTP_MAX_RETRY": "6",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
 }

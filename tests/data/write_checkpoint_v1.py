@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from odeon_job.config import config_from_dict  # noqa: E402
-from odeon_job.run import train  # noqa: E402
+from odeon_job.tasks.train import train  # noqa: E402
 
 from conftest import stored_checkpoint_config, stored_checkpoint_dataset  # noqa: E402
 

@@ -1,0 +1,353 @@
+"""The ``odeon`` command: argument parsing and error reporting only.
+
+A user's mistake (:class:`~odeon_job.errors.OdeonError`) prints ``odeon: error: ...``, one line per
+problem, and exits 2; ``-v`` adds the traceback and debug logs. Heavy packages (torch, Lightning)
+are imported only by the commands that train, so ``--help`` and ``schema`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from odeon_job.config import JobConfig
+    from odeon_job.tasks.train import TrainResult
+
+log = logging.getLogger("odeon")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _configure_logging(verbose: bool) -> None:
+    """The console: INFO (DEBUG with ``-v``) from the first process of each machine or pod (each pod has a
+    log of its own); only errors from the other processes, which share that log and would repeat every line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    log.handlers[:] = [handler]
+    level = logging.DEBUG if verbose else logging.INFO
+    log.setLevel(level if os.environ.get("LOCAL_RANK", "0") == "0" else logging.ERROR)
+    log.propagate = False
+    from odeon_job.redaction import redact_log_handlers
+
+    redact_log_handlers()
+
+
+def _config_source(args: argparse.Namespace) -> str:
+    from odeon_job.errors import ConfigError
+
+    source = args.config or os.environ.get("ODEON_CONFIG")
+    if not source:
+        raise ConfigError(
+            "no configuration: give -c CONFIG (a path, a URL, or - for the standard input) or set ODEON_CONFIG"
+        )
+    return source
+
+
+def _load_config(args: argparse.Namespace) -> JobConfig:
+    from odeon_job.config import load_config
+    from odeon_job.launch import hand_over_config, inherited_config
+
+    # The processes Lightning starts for DDP could not read the configuration again from the standard input
+    # (or could read a changed URL): the first process hands its validated one over.
+    config = inherited_config()
+    if config is None:
+        config = load_config(_config_source(args), args.overrides or ())
+        hand_over_config(config)
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from odeon_job.config import DEFAULT_GRACE_PERIOD
+    from odeon_job.tasks.shutdown import GracefulStop
+
+    stop = GracefulStop(DEFAULT_GRACE_PERIOD).install()  # before torch's imports: seconds of start-up
+    from odeon_job.tasks.train import train
+
+    result = train(_load_config(args), stop)
+    _report(result)
+    return 0
+
+
+def _report(result: TrainResult) -> None:
+    final = result.final
+    log.info("final validation: loss %.4f, mIoU %.4f", final["loss"], final["Average/IoU"])
+    if result.test_entry:
+        log.info(
+            "test (best val_loss checkpoint): loss %.4f, mIoU %.4f",
+            result.test_entry["loss"],
+            result.test_entry["Average/IoU"],
+        )
+    log.info("best val_loss checkpoint: %s", result.best_checkpoint)
+    log.info("run folder: %s", result.run_folder)
+
+
+def _print(text: str, **options: Any) -> None:
+    """``print`` for lines that may hold URLs (config sources, CSV rows, servers): credentials redacted."""
+    from odeon_job.redaction import redact
+
+    print(redact(text), **options)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from odeon_job.tasks.validate import format_summary, validate
+
+    config = _load_config(args)
+    summary = validate(config, args.rows)
+    _print(f"config: {_config_source(args)}: valid")
+    if args.services:
+        from odeon_job.tasks.reachability import check_services, mlflow_server
+
+        problems = check_services(config)
+        summary.problems.extend(problems)
+        if not problems:
+            server = mlflow_server(config)
+            _print(
+                f"output folder {config.output_setup.output_folder}: writable"
+                + (f"; MLflow at {server}: answers" if server else "")
+            )
+    for line in format_summary(summary):
+        _print(line)
+    for warning in summary.warnings[:20]:
+        log.warning("warning: %s", warning)
+    if summary.problems:
+        for problem in summary.problems[:20]:
+            _print(f"odeon: error: {problem}", file=sys.stderr)
+        more = len(summary.problems) - 20
+        if more > 0:
+            _print(f"odeon: error: ... and {more} more", file=sys.stderr)
+        _print(f"{len(summary.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_USER_ERROR
+    checked = sum(min(count, args.rows or count) for count in summary.counts.values())
+    _print(f"OK: {checked} samples checked")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from odeon_job.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from odeon_job.commands.demo import write_demo
+    from odeon_job.config import load_config
+    from odeon_job.tasks.train import train
+
+    log.info("writing the demo dataset under %s", os.path.join(args.output, "data"))
+    dataset, config_path = write_demo(args.output)
+    log.info("training with %s", config_path)
+    result = train(load_config(config_path))
+    _report(result)
+    log.info(
+        "final validation mIoU %.3f (predicting the majority class everywhere gives %.3f)",
+        result.final["Average/IoU"],
+        dataset.majority_miou,
+    )
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import json
+
+    from odeon_job.tasks.stats import compute_stats, describe, pasteable
+
+    stats = compute_stats(_load_config(args), args.rows, args.windows)
+    for line in describe(stats):
+        log.info("stats: %s", line)
+    print(json.dumps(pasteable(stats), indent=2))
+    return 0
+
+
+def _convert_history(args: argparse.Namespace) -> int:
+    from odeon_job.tasks.convert_history import convert_file
+
+    entries = convert_file(args.source, args.target, args.to, sanity_check=not args.no_sanity_check)
+    log.info(
+        "%s: %d entries written in %s's format", args.target, entries, "ODEON" if args.to == "odeon" else "odeon-job"
+    )
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    from odeon_job.commands import follow_job
+
+    read = follow_job.job_reader(args.context)
+    namespace = args.namespace or follow_job.default_namespace()
+    if args.job_command == "status":
+        result, lines = follow_job.status(read, namespace, args.name)
+        print("\n".join(lines))
+        return 0 if result is None else result
+    return follow_job.wait(read, namespace, args.name, args.timeout, args.interval)
+
+
+def _at_least_one(text: str) -> int:
+    """A count given on the command line: a whole number >= 1 (0 or -1 rows would silently mean none, or all but
+    the last)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logs, and tracebacks with errors")
+    with_config = argparse.ArgumentParser(add_help=False, parents=[common])
+    with_config.add_argument(
+        "-c",
+        "--config",
+        help="the JSON configuration: a path, a URL (s3://, gs://, "
+        "https://...) or - for the standard input (default: $ODEON_CONFIG)",
+    )
+    with_config.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one key of the configuration, such as train_setup.epochs=5 (the "
+        "value is read as JSON when it parses, else as a string); repeatable",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="odeon",
+        description="Train semantic-segmentation models on GeoTIFF tiles (ODEON's train tool as a batch job).",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("train", parents=[with_config], help="train a model as the configuration says").set_defaults(
+        handler=_train
+    )
+    validate = commands.add_parser(
+        "validate", parents=[with_config], help="check the configuration and every CSV row without training"
+    )
+    validate.add_argument("--rows", type=_at_least_one, metavar="N", help="check only the first N rows of each split")
+    validate.add_argument(
+        "--services",
+        action="store_true",
+        help="also check that the output folder takes a "
+        "write and that the MLflow server answers (the Helm chart's test)",
+    )
+    validate.set_defaults(handler=_validate)
+    commands.add_parser("schema", parents=[common], help="print the configuration's JSON Schema").set_defaults(
+        handler=_schema
+    )
+    demo = commands.add_parser(
+        "demo", parents=[common], help="write a small dataset and train on it (CPU, a few minutes)"
+    )
+    demo.add_argument(
+        "--output", default="odeon-demo", help="folder for the dataset and the run (default: %(default)s)"
+    )
+    demo.set_defaults(handler=_demo)
+
+    stats = commands.add_parser(
+        "stats",
+        parents=[with_config],
+        help="compute normalization_weights and "
+        "class_imbalance over every tile; prints the JSON to paste into the configuration",
+    )
+    stats.add_argument("--rows", type=_at_least_one, metavar="N", help="use only the first N rows of each split")
+    stats.add_argument(
+        "--windows",
+        type=_at_least_one,
+        metavar="N",
+        help="scenes (data_source.patch_size): read N "
+        "windows per split, spread over its scenes, instead of every pixel",
+    )
+    stats.set_defaults(handler=_stats)
+    convert = commands.add_parser(
+        "convert-history", parents=[common], help="turn an ODEON history (metrics.json) into ours, or ours into ODEON's"
+    )
+    convert.add_argument("source", help="the history to read (a path or URL)")
+    convert.add_argument("target", help="where to write the converted history")
+    convert.add_argument(
+        "--to",
+        choices=("ours", "odeon"),
+        required=True,
+        help="ours: ODEON's metrics.json → history_val.json; odeon: the reverse",
+    )
+    convert.add_argument(
+        "--no-sanity-check",
+        action="store_true",
+        help='with --to ours: ODEON\'s entry "0" is '
+        "an epoch (its trainer ran no sanity check), not the sanity check to leave out",
+    )
+    convert.set_defaults(handler=_convert_history)
+
+    from odeon_job.commands.follow_job import parse_duration
+
+    job = commands.add_parser(
+        "job",
+        parents=[common],
+        help="follow a training submitted as a Kubeflow PyTorchJob (helm install ... helm/odeon-train)",
+    )
+    job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
+    with_job = argparse.ArgumentParser(add_help=False, parents=[common])
+    with_job.add_argument("name", help="the PyTorchJob's name (the Helm release's)")
+    with_job.add_argument("-n", "--namespace", help="default: the pod's own namespace, else the kubeconfig's")
+    with_job.add_argument("--context", help="kubeconfig context (default: the current one)")
+    job_commands.add_parser(
+        "status", parents=[with_job], help="print the job's conditions and pods; exit 0 unless it failed"
+    )
+    wait = job_commands.add_parser(
+        "wait",
+        parents=[with_job],
+        help="print the job's conditions as they change "
+        "until it ends: exit 0 when it succeeded, 1 when it failed, 124 at --timeout",
+    )
+    wait.add_argument("--timeout", type=parse_duration, help="give up after this long (3600, 90m, 6h; default: never)")
+    wait.add_argument(
+        "--interval", type=parse_duration, default=5.0, help="seconds between two reads (default: %(default)s)"
+    )
+    job.set_defaults(handler=_job)
+    return parser
+
+
+#: An error line longer than this is cut (a user's value is quoted shorter still: errors.quote).
+MAX_ERROR_LINE = 2000
+
+
+def shorten_line(line: str) -> str:
+    """An error line as printed: redacted, then cut (never the reverse)."""
+    from odeon_job.redaction import shorten
+
+    return shorten(line, MAX_ERROR_LINE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    from odeon_job.errors import OdeonError, one_line
+    from odeon_job.redaction import redact
+    from odeon_job.tasks.shutdown import EXIT_TERMINATED, Terminated
+
+    try:
+        return args.handler(args)
+    except Terminated as stopped:
+        print(f"odeon: {redact(str(stopped))}", file=sys.stderr)
+        return EXIT_TERMINATED
+    except OdeonError as error:
+        if args.verbose:
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        for line in one_line(error).splitlines():
+            print(f"odeon: error: {shorten_line(line)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("odeon: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
