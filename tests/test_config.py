@@ -582,3 +582,27 @@ def test_a_mask_nodata_that_no_integer_pixel_can_hold_is_refused(value: str) -> 
         r"finite number, or \"file\"",
     ):
         parse_config(text)
+
+
+def test_the_mode_tiles_or_scenes_is_asked_of_the_configuration() -> None:
+    base = {
+        "data_source": {"train_file": "a.csv", "test_file": "t.csv"},
+        "train_setup": {"model_name": "lightunet"},
+        "output_setup": {"output_folder": "o", "get_prediction": True},
+    }
+    tiles = config_from_dict(base)
+    assert (tiles.data_source.reads_scenes, tiles.data_source.item_name, tiles.stitches_scenes) == (
+        False,
+        "tile",
+        False,
+    )
+    scenes = config_from_dict({**base, "data_source": {**base["data_source"], "patch_size": 64}})
+    assert (scenes.data_source.reads_scenes, scenes.data_source.item_name, scenes.stitches_scenes) == (
+        True,
+        "window",
+        True,
+    )
+    no_predictions = config_from_dict(
+        {**base, "output_setup": {"output_folder": "o"}, "data_source": {**base["data_source"], "patch_size": 64}}
+    )
+    assert no_predictions.data_source.reads_scenes and not no_predictions.stitches_scenes

@@ -180,6 +180,17 @@ class DataSource(Section):
             )
         return self
 
+    @property
+    def reads_scenes(self) -> bool:
+        """The job's two modes, asked here only: rows are scenes read in windows of ``patch_size`` (True), or
+        tiles read whole, as the specification says (False)."""
+        return self.patch_size is not None
+
+    @property
+    def item_name(self) -> str:
+        """What one item of a split is, for messages: a window of a scene, or a tile."""
+        return "window" if self.reads_scenes else "tile"
+
     @field_validator("data_augmentation")
     @classmethod
     def _train_only(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:

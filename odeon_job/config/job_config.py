@@ -188,6 +188,11 @@ class JobConfig(Section):
         setup["export_checkpoint"] = value
         return {**data, "output_setup": out, "train_setup": setup}
 
+    @property
+    def stitches_scenes(self) -> bool:
+        """Test predictions are stitched, one file per scene (scenes read in windows), not one per tile."""
+        return self.output_setup.get_prediction and self.data_source.reads_scenes
+
     @model_validator(mode="after")
     def _predictions_need_a_test_set(self) -> JobConfig:
         if self.output_setup.get_prediction and not self.data_source.test_file:

@@ -80,7 +80,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         }
         #: Test windows sharded by scene (each process stitches the scenes it predicts).
         self.test_by_scene = test_by_scene
-        self.patch_size = source.patch_size
         self.seed = seed
         self.batch_size = batch_size
         self.num_workers = num_workers

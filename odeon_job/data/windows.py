@@ -280,20 +280,21 @@ def plan_windows(splits: Splits, spec: DataSpec, source: DataSource, seed: int) 
     for split, samples in splits.items():
         if not samples:
             continue
-        if source.patch_size is None:
+        patch = source.patch_size  # None exactly when not source.reads_scenes (tiles)
+        if patch is None:
             plans[split] = WholeRows(len(samples))
             continue
         regions = scene_regions(samples, spec, split)
         if split == "train":
-            plans[split] = RandomWindows(regions, source.patch_size, source.train_windows, seed)
+            plans[split] = RandomWindows(regions, patch, source.train_windows, seed)
         else:
-            plans[split] = GridWindows(regions, source.patch_size, source.grid_overlap)
+            plans[split] = GridWindows(regions, patch, source.grid_overlap)
     return plans
 
 
 def describe_plans(plans: dict[str, WindowPlan], source: DataSource) -> str:
     """The windows of each split, in words, for the start-up log."""
-    if source.patch_size is None:
+    if not source.reads_scenes:
         return ""
     parts = [f"{split} {len(plan)}" for split, plan in plans.items()]
     overlap = f", grids overlapping by {source.grid_overlap} px" if source.grid_overlap else ""

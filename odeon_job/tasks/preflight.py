@@ -83,7 +83,7 @@ def check_shares(config: JobConfig, windows: dict[str, WindowPlan], world_size: 
     """Every process needs a validation (and test) batch: with fewer items than processes, one would have none
     and Lightning stops all of them with a traceback once the run folder is written."""
     source = config.data_source
-    unit = "tile(s)" if source.patch_size is None else "window(s)"
+    unit = f"{source.item_name}(s)"
     for split, field_name in (("val", "val_file" if source.val_file else "percentage_val"), ("test", "test_file")):
         if split in windows and len(windows[split]) < world_size:
             raise ConfigError(
@@ -96,11 +96,7 @@ def check_shares(config: JobConfig, windows: dict[str, WindowPlan], world_size: 
 def check_stitching(config: JobConfig, splits: Splits, world_size: int) -> None:
     """Each process stitches whole test scenes: every process needs one (one waiting on none would hang the
     others at the end of the test)."""
-    if (
-        config.output_setup.get_prediction
-        and config.data_source.patch_size is not None
-        and len(splits.test) < world_size
-    ):
+    if config.stitches_scenes and len(splits.test) < world_size:
         raise ConfigError(
             f"output_setup.get_prediction: each of the {world_size} processes stitches whole test "
             f"scenes, but the test CSV lists {len(splits.test)}: list at least {world_size} rows (rows "

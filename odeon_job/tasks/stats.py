@@ -88,7 +88,7 @@ def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: i
     from odeon_job.data.spec import describe_data
 
     source = config.data_source
-    if max_windows is not None and source.patch_size is None:
+    if max_windows is not None and not source.reads_scenes:
         raise ConfigError(
             "--windows samples the windows of scenes: set data_source.patch_size too (tiles are read "
             "whole; --rows takes the first rows of each split)"
@@ -98,14 +98,14 @@ def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: i
     weights: dict[str, dict[str, list[float]]] = {}
     counts = np.zeros(spec.n_classes, dtype=np.int64)
     ignored, marker = 0, ignore_value(spec.n_classes)
-    unit = "tiles" if source.patch_size is None else "windows"
+    unit = f"{source.item_name}s"
     for split, samples in splits.items():
         samples = samples[:max_rows] if max_rows else samples
         if not samples:
             continue
         plan = evaluation_plan(samples, spec, split, source.patch_size)
         dataset, moments = SegmentationDataset(samples, spec, split, windows=plan), BandMoments(spec.pixel_scale)
-        items = chosen_items(len(plan), max_windows if source.patch_size is not None else None)
+        items = chosen_items(len(plan), max_windows if source.reads_scenes else None)
         last = time.monotonic()
         for number, index in enumerate(items.tolist(), start=1):
             read = plan(index)

@@ -248,18 +248,13 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
     ]
     if model_file_extension(config) == ".pth":
         callbacks.append(BestPthFiles(folder, model_basename(config)))
-    if out.get_prediction and stitches_scenes(config):
+    if config.stitches_scenes:
         from odeon_job.outputs.callbacks.stitching import SceneStitcher
 
         callbacks.append(SceneStitcher(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
     elif out.get_prediction:
         callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
     return callbacks
-
-
-def stitches_scenes(config: JobConfig) -> bool:
-    """Whether test predictions are stitched, one file per scene (scenes read in windows), not one per tile."""
-    return config.output_setup.get_prediction and config.data_source.patch_size is not None
 
 
 def output_loggers(
@@ -356,7 +351,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         spec.n_classes,
         ", ".join(spec.class_labels),
     )
-    if config.data_source.patch_size is not None:
+    if config.data_source.reads_scenes:
         from odeon_job.data.windows import describe_plans
 
         log.info("data: %s", describe_plans(plan.windows, config.data_source))
@@ -374,7 +369,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         persistent_workers=device_setup.persistent_workers,
         prefetch_factor=device_setup.prefetch_factor,
         windows=plan.windows,
-        test_by_scene=stitches_scenes(config),
+        test_by_scene=config.stitches_scenes,
     )
     report_ignored_pixels(spec, datamodule.check_first_samples())
     module = build_module(config, plan, resume_from)

@@ -147,7 +147,7 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
     plan = check_before_training(config, on_this_machine=False)
     splits, spec = plan.splits, plan.spec
     summary = ValidationSummary(spec=spec, counts={split: len(samples) for split, samples in splits.items()})
-    scenes = config.data_source.patch_size is not None
+    scenes = config.data_source.reads_scenes
     if scenes:
         summary.windows = {split: len(plan) for split, plan in plan.windows.items()}
     jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]
