@@ -23,12 +23,13 @@ input, a clock of their own).
 
 from __future__ import annotations
 
+import datetime as _dt
 import importlib.util
 import logging
 import os
 from typing import Any
 
-from odeon_job.config import DeviceSetup, JobConfig, is_folder_name, parse_config, resolve_run_names
+from odeon_job.config import DeviceSetup, JobConfig, is_folder_name, parse_config
 from odeon_job.errors import ConfigError, quote
 
 log = logging.getLogger("odeon")
@@ -46,6 +47,12 @@ JOB_NAME_VARIABLE = "ODEON_JOB_NAME"
 def is_first_process() -> bool:
     """False in the other processes of a distributed run (started by Lightning, torchrun or a PyTorchJob)."""
     return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def is_first_on_this_machine() -> bool:
+    """True in the first process of this machine or pod (the one whose console lines are read: each pod has a log
+    of its own, shared by its processes); :func:`is_first_process` is the first of the whole run."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def inherited_config() -> JobConfig | None:
@@ -94,6 +101,17 @@ def with_run_names(config: JobConfig) -> JobConfig:
             f"own clock), or set {JOB_NAME_VARIABLE}"
         )
     return resolve_run_names(config)
+
+
+def resolve_run_names(config: JobConfig, now: _dt.datetime | None = None) -> JobConfig:
+    """Fill ``name_exp_log`` and ``version_name`` with the start date and time when absent."""
+    now = now or _dt.datetime.now()
+    output = config.output_setup
+    names = {
+        "name_exp_log": output.name_exp_log or now.strftime("%Y-%m-%d"),
+        "version_name": output.version_name or now.strftime("%H-%M-%S"),
+    }
+    return config.model_copy(update={"output_setup": output.model_copy(update=names)})
 
 
 def _gpu_devices(device: int | str | list[int] | None) -> int | list[int]:

@@ -20,9 +20,9 @@ from odeon_job.config import (
     load_config,
     parse_config,
     parse_json,
-    resolve_run_names,
 )
 from odeon_job.errors import ConfigError, StorageError
+from odeon_job.launch import resolve_run_names
 
 EXAMPLES = Path(__file__).parent / "spec_examples"
 

@@ -421,6 +421,20 @@ def test_a_rewritten_object_is_read_anew_after_clearing_gdals_cache(bucket: Buck
     assert first_pixel(url) == 2
 
 
+def test_a_staged_file_goes_up_and_comes_back_streamed_and_whole(bucket: Bucket, tmp_path: Path) -> None:
+    """put_file and get_file, the one way staged files (event files, a run's MLflow store, stitched predictions)
+    travel: the bytes arrive whole; a missing object is named."""
+    local = tmp_path / "staged.bin"
+    local.write_bytes(os.urandom(3 << 20))
+    url = bucket.url("staged/one.bin")
+    storage.put_file(str(local), url)
+    back = tmp_path / "back.bin"
+    storage.get_file(url, str(back))
+    assert back.read_bytes() == local.read_bytes()
+    with pytest.raises(StorageError, match="missing.bin"):
+        storage.get_file(bucket.url("staged/missing.bin"), str(tmp_path / "none.bin"))
+
+
 # --- permanent errors: one line naming the URL and the cause, exit 2 --------------------------------------
 
 

@@ -3,10 +3,13 @@ and overlaps, no raster needed."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import DataLoader
 
 from odeon_job.config import config_from_dict
 from odeon_job.data import sampler
@@ -163,3 +166,30 @@ def test_window_keys_are_checked_by_the_schema() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             config_from_dict(_config(**keys))
+
+
+class _Echo:
+    """A dataset that returns the item it is asked for."""
+
+    def __getitem__(self, item: object) -> object:
+        return item
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 9), st.integers(1, 4), st.integers(0, 3))
+def test_batches_per_epoch_are_counted_as_the_train_loader_makes_them(
+    length: int, batch_size: int, world: int, rank: int
+) -> None:
+    """preflight's count (val_check_interval, testing) and the loader's batches come from one rule."""
+    with mock.patch.object(sampler, "process_group", lambda: (rank % world, world)):
+        shuffle = EpochShuffleSampler(length, seed=5)
+        loader = DataLoader(
+            _Echo(),  # type: ignore[arg-type]  # a map-style dataset needs only __getitem__
+            batch_size=batch_size,
+            sampler=shuffle,
+            collate_fn=lambda items: items,
+            drop_last=sampler.last_batch_is_single(len(shuffle), batch_size),
+        )
+        made = [len(batch) for batch in loader]
+        assert len(made) == len(loader) == sampler.training_batches(length, batch_size, world)
+    assert batch_size == 1 or len(made) == 1 or min(made) > 1  # the rule's reason: no lone item in a batch

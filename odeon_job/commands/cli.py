@@ -32,9 +32,11 @@ def _configure_logging(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
     log.handlers[:] = [handler]
     level = logging.DEBUG if verbose else logging.INFO
-    log.setLevel(level if os.environ.get("LOCAL_RANK", "0") == "0" else logging.ERROR)
-    log.propagate = False
+    from odeon_job.launch import is_first_on_this_machine
     from odeon_job.redaction import redact_log_handlers
+
+    log.setLevel(level if is_first_on_this_machine() else logging.ERROR)
+    log.propagate = False
 
     redact_log_handlers()
 

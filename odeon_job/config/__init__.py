@@ -22,7 +22,6 @@ from odeon_job.config.loading import (
     parse_config,
     parse_json,
     read_config_text,
-    resolve_run_names,
 )
 from odeon_job.config.train_setup import (
     ODEON_U_NETS,
@@ -108,6 +107,5 @@ __all__ = [
     "parse_config",
     "parse_json",
     "read_config_text",
-    "resolve_run_names",
     "upgrade_config",
 ]

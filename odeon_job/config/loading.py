@@ -1,9 +1,8 @@
 """Reading a configuration: from a path, a URL or the standard input, with ``--set`` overrides, bounded in size
-and nesting, then validated; run names filled at start."""
+and nesting, then validated."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import typing
 from typing import Any
@@ -164,14 +163,3 @@ def config_from_dict(data: Any, source: str = "config") -> JobConfig:
         return JobConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError("\n".join(f"{source}: {line}" for line in describe_errors(error))) from error
-
-
-def resolve_run_names(config: JobConfig, now: _dt.datetime | None = None) -> JobConfig:
-    """Fill ``name_exp_log`` and ``version_name`` with the start date and time when absent."""
-    now = now or _dt.datetime.now()
-    output = config.output_setup
-    names = {
-        "name_exp_log": output.name_exp_log or now.strftime("%Y-%m-%d"),
-        "version_name": output.version_name or now.strftime("%H-%M-%S"),
-    }
-    return config.model_copy(update={"output_setup": output.model_copy(update=names)})

@@ -41,14 +41,14 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.length / process_group()[1])
+        return items_per_process(self.length, process_group()[1])
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         self.iterated_epoch = self.epoch
         rank, world = process_group()
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.length, generator=generator)
-        total = math.ceil(self.length / world) * world
+        total = items_per_process(self.length, world) * world
         order = order.repeat(math.ceil(total / self.length))[:total]  # repeat a few so all processes have as many
         # One int64 per item, not a Python tuple: an epoch of a million windows of scenes costs 8 MB, not 100.
         return self._items(order[rank::world].numpy(), self.epoch)
@@ -87,6 +87,19 @@ class GroupShardSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return (index for group in self._mine() for index in group)
+
+
+def items_per_process(length: int, world_size: int) -> int:
+    """Training items each process takes an epoch (the last few repeated so that every process has as many)."""
+    return math.ceil(length / world_size)
+
+
+def training_batches(length: int, batch_size: int, world_size: int) -> int:
+    """Training batches each process runs an epoch, as the train loader makes them from ``length`` items."""
+    per_process = items_per_process(length, world_size)
+    if last_batch_is_single(per_process, batch_size):
+        return per_process // batch_size
+    return math.ceil(per_process / batch_size)
 
 
 def last_batch_is_single(samples: int, batch_size: int) -> bool:

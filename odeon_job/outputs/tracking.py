@@ -45,9 +45,15 @@ class Store:
     upload_url: str | None = None
 
 
+def given_tracking_uri(config: JobConfig, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The tracking URI the user gave (``output_setup.mlflow_tracking_uri``, else ``$MLFLOW_TRACKING_URI``); None
+    when the job keeps its own store (in the output folder, or beside the run on object storage)."""
+    return config.output_setup.mlflow_tracking_uri or environ.get("MLFLOW_TRACKING_URI") or None
+
+
 def store_for(config: JobConfig, run_folder: RunFolder, environ: Mapping[str, str] = os.environ) -> Store:
     out = config.output_setup
-    uri = out.mlflow_tracking_uri or environ.get("MLFLOW_TRACKING_URI")
+    uri = given_tracking_uri(config, environ)
     if uri:
         return Store(uri)
     if storage.is_local(out.output_folder):
@@ -59,8 +65,7 @@ def store_for(config: JobConfig, run_folder: RunFolder, environ: Mapping[str, st
     local = os.path.join(storage.staging_folder("mlflow"), STORE_FILE)
     upload = run_folder.mlflow_store
     if storage.exists(upload):  # a resumed run continues in its own store
-        with open(local, "wb") as stream:
-            stream.write(storage.read_bytes(upload))
+        storage.get_file(upload, local)
     return Store(
         f"sqlite:///{local}", artifact_location=run_folder.mlflow_artifacts, local_file=local, upload_url=upload
     )

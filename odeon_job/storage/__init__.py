@@ -231,6 +231,13 @@ def read_bytes(url: str) -> bytes:
         return fs.cat_file(path)
 
 
+def get_file(url: str, local_path: str) -> None:
+    """Copy ``url`` into the local file ``local_path``, streamed (the way back of :func:`put_file`)."""
+    fs, path = filesystem(url)
+    with _reporting(url, "read"):
+        fs.get_file(path, local_path)
+
+
 def read_text(url: str) -> str:
     data = read_bytes(url)
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,15 +150,9 @@ def check_precision(config: JobConfig, accelerator: str) -> None:
 def batches_per_epoch(config: JobConfig, n_train_samples: int, world_size: int) -> int:
     """Training batches each process runs per epoch, as the data module makes them (``n_train_samples``: tiles,
     or windows of scenes, per epoch)."""
-    from odeon_job.data.sampler import last_batch_is_single
+    from odeon_job.data.sampler import training_batches
 
-    batch_size = config.train_setup.batch_size
-    per_process = math.ceil(n_train_samples / world_size)
-    batches = (
-        per_process // batch_size
-        if last_batch_is_single(per_process, batch_size)
-        else math.ceil(per_process / batch_size)
-    )
+    batches = training_batches(n_train_samples, config.train_setup.batch_size, world_size)
     return min(batches, TESTING_BATCHES) if config.train_setup.testing else batches
 
 

@@ -13,6 +13,7 @@ import uuid
 from odeon_job import storage
 from odeon_job.config import JobConfig
 from odeon_job.errors import OdeonError
+from odeon_job.outputs.tracking import given_tracking_uri
 
 PROBE_PREFIX = ".odeon-probe-"
 
@@ -31,7 +32,7 @@ def check_output_folder(config: JobConfig) -> str | None:
 def mlflow_server(config: JobConfig) -> str | None:
     """The MLflow server the run would log to, or None (MLflow off, or a store in the output folder)."""
     out = config.output_setup
-    uri = out.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = given_tracking_uri(config)
     return uri if out.use_mlflow and uri and not uri.startswith(("sqlite:", "file:")) else None
 
 

@@ -30,12 +30,20 @@ import torch
 from pytorch_lightning.loggers import Logger
 
 from odeon_job import storage
-from odeon_job.config import JobConfig
+from odeon_job.config import MONITOR_MODES, JobConfig
 from odeon_job.errors import StorageError
 from odeon_job.outputs.loggers import output_metrics
 from odeon_job.outputs.loggers.sqlite_store import ensure_store, sqlite_path
 from odeon_job.outputs.run_folder import RunFolder
-from odeon_job.outputs.tracking import Store, environment_tags, failure_reason, flatten, metric_name, store_for
+from odeon_job.outputs.tracking import (
+    Store,
+    environment_tags,
+    failure_reason,
+    flatten,
+    given_tracking_uri,
+    metric_name,
+    store_for,
+)
 from odeon_job.redaction import redact, redact_log_handlers
 from odeon_job.training.models.weights import read_state_dict
 from odeon_job.training.plots import png_bytes
@@ -89,7 +97,7 @@ class MlflowOutput(Logger):
         out = config.output_setup
         self.config, self.run_folder, self.resuming = config, run_folder, resuming
         self.test_follows, self.killed = test_follows, killed
-        self.store = Store(out.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "(local store)")
+        self.store = Store(given_tracking_uri(config) or "(local store)")
         self.experiment_name = out.mlflow_experiment or out.name_exp_log or "Default"
         self.run_name = out.mlflow_run_name or out.version_name
         self.required = out.mlflow_required
@@ -178,7 +186,7 @@ class MlflowOutput(Logger):
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         monitor = getattr(checkpoint_callback, "monitor", None)
-        if monitor in ("val_loss", "val_miou") and checkpoint_callback.best_model_path:
+        if monitor in MONITOR_MODES and checkpoint_callback.best_model_path:
             self.best_models[monitor] = checkpoint_callback.best_model_path
 
     def log_figure(self, split: str, name: str, image: np.ndarray, step: int) -> None:
@@ -296,8 +304,7 @@ class MlflowOutput(Logger):
     def _sync_store(self) -> None:
         """Upload a per-run store (remote output folder without a tracking server)."""
         if self.store.local_file and self.store.upload_url:
-            with open(self.store.local_file, "rb") as stream:
-                storage.write_bytes(self.store.upload_url, stream.read())
+            storage.put_file(self.store.local_file, self.store.upload_url)
 
     # --- metrics -----------------------------------------------------------------------------------------
 

@@ -30,11 +30,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard import SummaryWriter
 
 from odeon_job import storage
+from odeon_job.config import SPLITS
 from odeon_job.outputs.loggers import output_metrics
 
 log = logging.getLogger("odeon")
 
-SPLITS = ("train", "val", "test")
 #: Shown in the train run only with ``output_setup.log_learning_rate``.
 OPTIMIZER_STATE = ("learning rate", "momentum")
 
@@ -146,8 +146,7 @@ class TensorBoardOutput(Logger):
         local = os.path.join(self.staging, split)
         for name in sorted(os.listdir(local)) if os.path.isdir(local) else []:
             path = os.path.join(local, name)
-            with open(path, "rb") as stream:
-                storage.write_bytes(storage.join(self.folder, split, self._ordered_name(name)), stream.read())
+            storage.put_file(path, storage.join(self.folder, split, self._ordered_name(name)))
             os.remove(path)
 
     def _ordered_name(self, name: str) -> str:

@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-#: Where ODEON's networks keep their weights inside its LightningModule (``SegmentationTask.model``).
-ODEON_CHECKPOINT_PREFIX = "model."
-
 DEEPLAB_NOTE = (
     "ODEON's deeplab runs MobileNetV2 at output stride 32 and takes its low-level features after "
     "block 2; ours dilates the backbone to model_params.output_stride and takes block 3: the weights "
