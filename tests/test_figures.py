@@ -9,7 +9,7 @@ import torch
 from odeon_job.data.transforms import InputScaling
 from odeon_job.training.metrics import confusion_metrics
 from odeon_job.training.plots import (
-    Sample,
+    ShownTile,
     coloured,
     confusion_figure,
     curves_figure,
@@ -36,7 +36,7 @@ def test_a_confusion_matrix_is_drawn_for_few_and_many_classes(n_classes: int) ->
 def test_samples_iou_and_curves_are_drawn() -> None:
     labels = ["batiment", "route", "eau"]
     truth = torch.tensor([[0, 1], [2, -1]])
-    samples = [Sample(torch.rand(3, 2, 2), truth, torch.tensor([[0, 1], [1, 1]])) for _ in range(2)]
+    samples = [ShownTile(torch.rand(3, 2, 2), truth, torch.tensor([[0, 1], [1, 1]])) for _ in range(2)]
     assert samples_figure(samples, labels, "val", 1).shape[2] == 3
     confusion = torch.tensor([[5, 1, 0], [0, 4, 0], [0, 0, 0]])  # eau absent: its bar says so
     assert iou_figure(confusion_metrics(confusion, labels), labels, "test", None).shape[2] == 3
@@ -46,6 +46,32 @@ def test_samples_iou_and_curves_are_drawn() -> None:
         "1.1": {"loss": 0.4, "Average/IoU": 0.65},
     }
     assert curves_figure(history, {0: 1.0, 1: 0.6}).shape[2] == 3
+
+
+def test_the_samples_figure_puts_input_truth_and_prediction_where_they_belong() -> None:
+    """A known layout read back from the picture's pixels: a red input in the first column; the truth (class a on
+    the left half, b on the right) in the second; the prediction (all b) in the third."""
+    labels = ["a", "b"]
+    truth = torch.zeros(32, 32, dtype=torch.long)
+    truth[:, 16:] = 1
+    image = torch.zeros(3, 32, 32)
+    image[0] = 1.0
+    picture = samples_figure([ShownTile(image, truth, torch.ones(32, 32, dtype=torch.long))], labels, "val", 1)
+    width = picture.shape[1]
+
+    def where(colour: np.ndarray) -> np.ndarray:
+        return np.abs(picture.astype(int) - colour).max(axis=2) <= 2
+
+    red = where(np.array([255, 0, 0]))
+    rows = np.nonzero(red.any(axis=1))[0]
+    panels = slice(rows.min(), rows.max() + 1)  # the tiles' rows (the legend's patches lie below)
+    a, b = (where((colour * 255).round().astype(int))[panels] for colour in palette(2))
+    red_columns, a_columns, b_columns = (np.nonzero(mask.any(axis=0))[0] for mask in (red[panels], a, b))
+    assert red_columns.max() < width / 3  # the input, first
+    assert width / 3 < a_columns.min() and a_columns.max() < 2 * width / 3  # class a: the truth's left half only
+    assert a_columns.max() < b_columns.min()  # ... left of class b
+    assert b_columns.max() > 2 * width / 3 and b[:, : int(2 * width / 3)].any()  # b in the truth and the prediction
+    assert b[:, int(2 * width / 3) :].sum() > 1.5 * b[:, : int(2 * width / 3)].sum()  # all of the prediction is b
 
 
 def test_class_colours_are_distinct_and_ignored_pixels_black() -> None:

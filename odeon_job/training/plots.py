@@ -4,7 +4,7 @@ beside their truth and prediction, per-class IoU, and the training curves. Each 
 TensorBoard and MLflow show the same ones.
 
 The sample tiles come from the validation and test batches as they pass on the device (the module keeps
-the first few, see :class:`Sample`): drawing never reads a GeoTIFF nor runs the network again.
+the first few, see :class:`ShownTile`): drawing never reads a GeoTIFF nor runs the network again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SAMPLE_TILES = 4
 
 
 @dataclass
-class Sample:
+class ShownTile:
     """One tile as the network saw it: ``image`` (3, H, W) on the 0-1 scale (the first three bands, or the
     first band three times), ``truth`` and ``prediction`` (H, W) class indices (ignored pixels -1)."""
 
@@ -118,7 +118,7 @@ def confusion_table(confusion: torch.Tensor, labels: Sequence[str]) -> str:
     return header + "\n".join(rows)
 
 
-def samples_figure(samples: Sequence[Sample], labels: Sequence[str], split: str, epoch: int | None) -> np.ndarray:
+def samples_figure(samples: Sequence[ShownTile], labels: Sequence[str], split: str, epoch: int | None) -> np.ndarray:
     """One row per tile: input | truth | prediction, with one legend of the class colours."""
     colours = palette(len(labels))
     figure = _new_figure(9.0, 0.6 + 2.7 * len(samples))

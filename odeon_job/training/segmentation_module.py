@@ -42,7 +42,7 @@ from odeon_job.training.losses import build_loss
 from odeon_job.training.metrics import Scores, Sums, confusion_metrics, row_normalised
 from odeon_job.training.models import build_model
 from odeon_job.training.optimizers import build_optimizer, build_scheduler
-from odeon_job.training.plots import SAMPLE_TILES, Sample
+from odeon_job.training.plots import SAMPLE_TILES, ShownTile
 
 if TYPE_CHECKING:
     from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
@@ -59,7 +59,7 @@ class Evaluation:
     #: Pixels left out of the loss and the matrix (no selected class, or the mask's nodata).
     ignored: int = 0
     #: The first tiles of the run as the network saw them, for pictures (this process's).
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[ShownTile] = field(default_factory=list)
     #: The epoch a validation closed, counted from 1 as the console does (None for a test), for titles.
     epoch: int | None = None
 
@@ -176,7 +176,7 @@ class SegmentationModule(pl.LightningModule):
         #: The loss's sums over the training pixels of the epoch.
         self.train_loss_sums = Sums(sums)
         self.evaluation: dict[str, Evaluation] = {}
-        self.samples: dict[str, list[Sample]] = {"val": [], "test": []}
+        self.samples: dict[str, list[ShownTile]] = {"val": [], "test": []}
         #: Each epoch's mean training loss (epoch → loss), for the training curves.
         self.train_losses: dict[int, float] = {}
         #: The type of the tiles as read (uint8...), seen in the batches.
@@ -327,7 +327,7 @@ class SegmentationModule(pl.LightningModule):
         shapes = batch["shape"][:count].tolist() if "shape" in batch else [None] * count
         for image, truth, prediction, shape in zip(images, truths, predictions, shapes, strict=True):
             height, width = shape if shape is not None else truth.shape
-            kept.append(Sample(image[:, :height, :width], truth[:height, :width], prediction[:height, :width]))
+            kept.append(ShownTile(image[:, :height, :width], truth[:height, :width], prediction[:height, :width]))
 
     def _close_evaluation(self, split: str) -> None:
         totals = self.split_sums(split)
