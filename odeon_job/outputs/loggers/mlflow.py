@@ -15,18 +15,15 @@ end what was not logged. ``output_setup.mlflow_required`` turns any failure into
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 from pytorch_lightning.loggers import Logger
 
 from odeon_job import storage
@@ -34,6 +31,7 @@ from odeon_job.config import MONITOR_MODES, JobConfig
 from odeon_job.errors import StorageError
 from odeon_job.outputs.loggers import output_metrics
 from odeon_job.outputs.loggers.sqlite_store import ensure_store, sqlite_path
+from odeon_job.outputs.mlflow_model import log_model
 from odeon_job.outputs.run_folder import RunFolder
 from odeon_job.outputs.tracking import (
     Store,
@@ -45,7 +43,6 @@ from odeon_job.outputs.tracking import (
     store_for,
 )
 from odeon_job.redaction import redact, redact_log_handlers
-from odeon_job.training.models.weights import read_state_dict
 from odeon_job.training.plots import png_bytes
 
 if TYPE_CHECKING:
@@ -338,7 +335,13 @@ class MlflowOutput(Logger):
                 if best_models.get("val_loss"):
                     self._call(
                         "log and register the model",
-                        lambda: self._log_model(module, best_models["val_loss"], module.raw_image_dtype),
+                        lambda: log_model(
+                            module,
+                            best_models["val_loss"],
+                            self.store.tracking_uri,
+                            self._run,
+                            self.registered_model_name,
+                        ),
                     )
             if self.monitor is not None:
                 self.monitor.finish()
@@ -383,58 +386,10 @@ class MlflowOutput(Logger):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _log_model(self, module: SegmentationModule, best_model: str, raw_dtype: torch.dtype) -> None:
-        """The best val_loss model as an MLflow PyTorch model of raw pixels (see
-        :class:`~odeon_job.training.models.raw_pixels.RawPixelModel`), registered when a name is configured.
-
-        Saved as a pickled module with odeon_job's code beside it (``code_paths``), so it loads wherever
-        torch is installed: torch.export (MLflow's default) fixes the U-Nets' input size to the example's.
-        """
-        import mlflow
-        import numpy as np
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        import odeon_job
-        from odeon_job.training.models.raw_pixels import RawPixelModel
-        from odeon_job.training.segmentation_module import SOFTMAX_LOSSES
-
-        network = copy.deepcopy(module.model).cpu().eval()
-        network.load_state_dict(read_state_dict(best_model, "the best model"))
-        scaling = copy.deepcopy(module.input_scaling("test")).cpu()
-        model = RawPixelModel(network, scaling, softmax=module.loss_name in SOFTMAX_LOSSES).eval()
-        channels, classes = module.in_channels, module.n_classes
-        dtype = torch.empty(0, dtype=raw_dtype).numpy().dtype
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(dtype, (-1, channels, -1, -1))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]),
-        )
-        example = np.zeros((1, channels, 64, 64), dtype=dtype)
-        import torchvision
-
-        requirements = [
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"torchvision=={torchvision.__version__.split('+')[0]}",
-            f"numpy=={np.__version__}",
-        ]
-        with (
-            _global_tracking_uri(self.store.tracking_uri),
-            mlflow.start_run(run_id=self.run_id, log_system_metrics=False),
-        ):
-            mlflow.pytorch.log_model(
-                model,
-                name="model",
-                signature=signature,
-                input_example=example,
-                serialization_format="pickle",
-                pip_requirements=requirements,
-                code_paths=[os.path.dirname(odeon_job.__file__)],
-                registered_model_name=self.registered_model_name,
-            )
-
 
 class _Chosen(logging.Filter):
-    """Drops MLflow's advice against the pickle format, which :meth:`MlflowOutput._log_model` chose knowingly."""
+    """Drops MLflow's advice against the pickle format, which :func:`~odeon_job.outputs.mlflow_model.log_model`
+    chose knowingly."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "by Pickle or CloudPickle format" not in record.getMessage()
@@ -450,21 +405,3 @@ def _quiet_mlflow() -> None:
     pytorch_logger = logging.getLogger("mlflow.pytorch")
     if not any(isinstance(f, _Chosen) for f in pytorch_logger.filters):
         pytorch_logger.addFilter(_Chosen())
-
-
-@contextlib.contextmanager
-def _global_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API (needed by ``log_model``) with ``uri``, leaving no trace afterwards:
-    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, where the next
-    training of this process, and every process it starts, would find it."""
-    import mlflow
-
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        # Back to "not set" (the environment's value or MLflow's default): MLflow takes None, its stubs do not say so.
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-        if before is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = before

@@ -1,0 +1,88 @@
+"""The best model as an MLflow model: raw pixels in, class probabilities out (the scaling the network was trained
+with inside it), logged to the training's run and registered when ``output_setup.registered_model_name`` is set.
+Packaging, not logging: :class:`~odeon_job.outputs.loggers.mlflow.MlflowOutput` calls it once the run succeeded."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+
+from odeon_job.training.models.weights import read_state_dict
+
+if TYPE_CHECKING:
+    from odeon_job.training.segmentation_module import SegmentationModule
+
+
+def log_model(
+    module: SegmentationModule, best_model: str, tracking_uri: str, run_id: str, registered_model_name: str | None
+) -> None:
+    """The best val_loss model as an MLflow PyTorch model of raw pixels (see
+    :class:`~odeon_job.training.models.raw_pixels.RawPixelModel`), registered when a name is configured.
+
+    Saved as a pickled module with odeon_job's code beside it (``code_paths``), so it loads wherever
+    torch is installed: torch.export (MLflow's default) fixes the U-Nets' input size to the example's.
+    """
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import odeon_job
+    from odeon_job.training.models.raw_pixels import RawPixelModel
+    from odeon_job.training.segmentation_module import SOFTMAX_LOSSES
+
+    network = copy.deepcopy(module.model).cpu().eval()
+    network.load_state_dict(read_state_dict(best_model, "the best model"))
+    scaling = copy.deepcopy(module.input_scaling("test")).cpu()
+    model = RawPixelModel(network, scaling, softmax=module.loss_name in SOFTMAX_LOSSES).eval()
+    channels, classes = module.in_channels, module.n_classes
+    dtype = torch.empty(0, dtype=module.raw_image_dtype).numpy().dtype
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(dtype, (-1, channels, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes, -1, -1))]),
+    )
+    example = np.zeros((1, channels, 64, 64), dtype=dtype)
+    import torchvision
+
+    requirements = [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"torchvision=={torchvision.__version__.split('+')[0]}",
+        f"numpy=={np.__version__}",
+    ]
+    with (
+        _global_tracking_uri(tracking_uri),
+        mlflow.start_run(run_id=run_id, log_system_metrics=False),
+    ):
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            serialization_format="pickle",
+            pip_requirements=requirements,
+            code_paths=[os.path.dirname(odeon_job.__file__)],
+            registered_model_name=registered_model_name,
+        )
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (needed by ``log_model``) with ``uri``, leaving no trace afterwards:
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, where the next
+    training of this process, and every process it starts, would find it."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        # Back to "not set" (the environment's value or MLflow's default): MLflow takes None, its stubs do not say so.
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
