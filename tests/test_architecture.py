@@ -90,7 +90,7 @@ def test_the_folders_are_the_layers() -> None:
         expected = folder_layer.get(top, foundation if name != "__main__" else 1)
         if layer != expected:
             misplaced.append(f"{name}: layer {layer}, but its place says {expected}")
-    assert sorted(folder_layer) == ["commands", "config", "data", "outputs", "storage", "tasks", "training"]
+    assert sorted(folder_layer) == ["commands", "config", "data", "outputs", "process", "storage", "tasks", "training"]
     assert misplaced == []
 
 

@@ -279,7 +279,7 @@ def test_validate_and_train_refuse_the_same_configurations_with_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from odeon_job.commands.cli import main
-    from odeon_job.launch import INHERITED_CONFIG
+    from odeon_job.process.launch import INHERITED_CONFIG
 
     monkeypatch.setenv(INHERITED_CONFIG, "")  # main() hands its config to DDP children here: undone after
 
@@ -303,7 +303,7 @@ def test_validate_checks_gpu_settings_without_needing_a_gpu(
     """The chart's test pod (and a laptop) has no GPU: validate passes a GPU configuration there, while
     train on such a machine refuses it."""
     from odeon_job.commands.cli import main
-    from odeon_job.launch import INHERITED_CONFIG
+    from odeon_job.process.launch import INHERITED_CONFIG
 
     monkeypatch.setenv(INHERITED_CONFIG, "")
     data = make_dataset(n=8)  # 2 validation tiles: one for each GPU

@@ -22,7 +22,7 @@ from odeon_job.config import (
     parse_json,
 )
 from odeon_job.errors import ConfigError, StorageError
-from odeon_job.launch import resolve_run_names
+from odeon_job.process.launch import resolve_run_names
 
 EXAMPLES = Path(__file__).parent / "spec_examples"
 

@@ -9,7 +9,7 @@ import torch
 
 from odeon_job.config import DeviceSetup
 from odeon_job.errors import ConfigError
-from odeon_job.launch import prepare_launch, trainer_devices
+from odeon_job.process.launch import prepare_launch, trainer_devices
 
 
 def _devices(**device_setup: Any) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def test_the_processes_lightning_starts_read_the_configuration_as_the_first_did(
     """device: 2 on the CPU (no num_processes) is two processes; the configuration handed to the second process
     said num_processes: 1 as if the user had set it, and it refused to start after the run folder was written."""
     from odeon_job.config import config_from_dict
-    from odeon_job.launch import INHERITED_CONFIG, hand_over_config, inherited_config
+    from odeon_job.process.launch import INHERITED_CONFIG, hand_over_config, inherited_config
 
     from conftest import make_config
 

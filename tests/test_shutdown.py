@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from odeon_job.tasks.shutdown import EXIT_TERMINATED
+from odeon_job.process.shutdown import EXIT_TERMINATED
 
 from conftest import TinyDataset, make_config
 
@@ -194,7 +194,7 @@ def test_a_sigterm_landing_inside_a_library_s_except_exception_still_stops_start
     import logging
     import threading
 
-    from odeon_job.tasks.shutdown import GracefulStop, Terminated
+    from odeon_job.process.shutdown import GracefulStop, Terminated
 
     class SignalledWhileWriting(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

@@ -32,7 +32,7 @@ def _configure_logging(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
     log.handlers[:] = [handler]
     level = logging.DEBUG if verbose else logging.INFO
-    from odeon_job.launch import is_first_on_this_machine
+    from odeon_job.process.launch import is_first_on_this_machine
     from odeon_job.redaction import redact_log_handlers
 
     log.setLevel(level if is_first_on_this_machine() else logging.ERROR)
@@ -54,7 +54,7 @@ def _config_source(args: argparse.Namespace) -> str:
 
 def _load_config(args: argparse.Namespace) -> JobConfig:
     from odeon_job.config import load_config
-    from odeon_job.launch import hand_over_config, inherited_config
+    from odeon_job.process.launch import hand_over_config, inherited_config
 
     # The processes Lightning starts for DDP could not read the configuration again from the standard input
     # (or could read a changed URL): the first process hands its validated one over.
@@ -67,7 +67,7 @@ def _load_config(args: argparse.Namespace) -> JobConfig:
 
 def _train(args: argparse.Namespace) -> int:
     from odeon_job.config import DEFAULT_GRACE_PERIOD
-    from odeon_job.tasks.shutdown import GracefulStop
+    from odeon_job.process.shutdown import GracefulStop
 
     stop = GracefulStop(DEFAULT_GRACE_PERIOD).install()  # before torch's imports: seconds of start-up
     from odeon_job.tasks.train import train
@@ -332,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
     from odeon_job.errors import OdeonError, one_line
+    from odeon_job.process.shutdown import EXIT_TERMINATED, Terminated
     from odeon_job.redaction import redact
-    from odeon_job.tasks.shutdown import EXIT_TERMINATED, Terminated
 
     try:
         return args.handler(args)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from odeon_job import storage
 from odeon_job.config import JobConfig
 from odeon_job.errors import ConfigError
-from odeon_job.launch import hand_over_run_names, is_first_process
+from odeon_job.process.launch import hand_over_run_names, is_first_process
 from odeon_job.redaction import redact_values
 from odeon_job.storage.model_files import DamagedModelFile, load_plain
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from odeon_job import storage
 from odeon_job.config import JobConfig
-from odeon_job.launch import JOB_NAME_VARIABLE
 from odeon_job.outputs.run_folder import RunFolder
+from odeon_job.process.launch import JOB_NAME_VARIABLE
 from odeon_job.redaction import redact, shorten
 
 #: The SQLite store shared by the runs of a local output folder.

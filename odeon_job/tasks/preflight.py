@@ -48,7 +48,7 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True, share
     ``on_this_machine`` false (``odeon validate``): the GPUs asked for need not be visible here. ``shares``
     false: the caller checks the splits' shares per process itself (``check_shares``), once it has checked
     how this process was started (a pod count that contradicts the configuration is the first thing to say)."""
-    from odeon_job.launch import processes_per_node, trainer_devices
+    from odeon_job.process.launch import processes_per_node, trainer_devices
 
     splits = load_splits(config.data_source, config.train_setup.random_seed)
     spec = describe_data(config.data_source, splits.train[0], config.train_setup.per_class_weights)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from odeon_job import storage
 from odeon_job.config import JobConfig
 from odeon_job.errors import ConfigError, DataError
-from odeon_job.launch import is_first_process, with_run_names
 from odeon_job.outputs.run_folder import LAST_CHECKPOINT, RunFolder
+from odeon_job.process.launch import is_first_process, with_run_names
 from odeon_job.redaction import redact, redact_log_handlers, redact_values
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from odeon_job.data.dataset import SegmentationDataset
     from odeon_job.data.spec import DataSpec
     from odeon_job.outputs.callbacks.checkpoints import ExportingCheckpoint
+    from odeon_job.process.shutdown import GracefulStop
     from odeon_job.tasks.preflight import Plan
-    from odeon_job.tasks.shutdown import GracefulStop
     from odeon_job.training.segmentation_module import NonFiniteLoss, SegmentationModule
 
 log = logging.getLogger("odeon")
@@ -312,11 +312,12 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
 
     from odeon_job.data.datamodule import SegmentationDataModule
     from odeon_job.data.raster import clear_remote_cache
-    from odeon_job.launch import prepare_launch
     from odeon_job.outputs.callbacks.checkpoints import StorageCheckpointIO
     from odeon_job.outputs.callbacks.history import History
+    from odeon_job.outputs.callbacks.stop_handling import StopHandling
+    from odeon_job.process.launch import prepare_launch
+    from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
     from odeon_job.tasks.preflight import check_before_training, check_shares
-    from odeon_job.tasks.shutdown import GracefulStop, Terminated, is_sigterm_stop, stop_callback
     from odeon_job.training.segmentation_module import NonFiniteLoss
 
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
@@ -373,7 +374,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     )
     report_ignored_pixels(spec, datamodule.check_first_samples())
     module = build_module(config, plan, resume_from)
-    callbacks = [*output_callbacks(config, folder, datamodule), stop_callback(stop, folder.last_checkpoint)]
+    callbacks = [*output_callbacks(config, folder, datamodule), StopHandling(stop, folder.last_checkpoint)]
     loggers = output_loggers(config, folder, resume_from is not None, datamodule.has_test, stop)
     if setup.deterministic:
         log.info(

@@ -19,10 +19,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import pytorch_lightning as pl
+from typing import Any
 
 log = logging.getLogger("odeon")
 
@@ -85,25 +82,3 @@ def is_sigterm_stop(error: BaseException) -> bool:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     return isinstance(error, SIGTERMException)
-
-
-def stop_callback(stop: GracefulStop, checkpoint: str) -> pl.Callback:
-    """The Lightning side of ``stop``: from the first training batch on, SIGTERM is left to Lightning's
-    loops (registered at fit start); a run stopped before any validation saves its current state to
-    ``checkpoint``. Every process takes part (saving is collective under DDP); the first decides."""
-    import pytorch_lightning as pl
-
-    from odeon_job import storage
-
-    class StopHandling(pl.Callback):
-        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            stop.training = True
-
-        def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-            if not is_sigterm_stop(exception) or trainer.state.fn != "fit":
-                return
-            if trainer.strategy.broadcast(not storage.exists(checkpoint)):
-                trainer.save_checkpoint(checkpoint)
-                log.warning("SIGTERM before the first validation: saved the current state to %s", checkpoint)
-
-    return StopHandling()
