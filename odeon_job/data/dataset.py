@@ -159,21 +159,9 @@ class SegmentationDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         read = self.windows(index, epoch)
         image, mask = self.read(self.samples[read.row], read.window)
-        owned = mask.size
-        if read.owned is not None and read.owned != (0, 0, *mask.shape):
-            mask = mask_outside(mask, read.owned, ignore_value(self.spec.n_classes))
-            top, left, bottom, right = read.owned
-            owned = (bottom - top) * (right - left)
+        mask, owned = read.ignore_unowned(mask, ignore_value(self.spec.n_classes))
         image_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
         if self.transform is not None:
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
             image_t, mask_t = self.transform(image_t, mask_t, generator)
         return {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape), "owned": owned}
-
-
-def mask_outside(mask: np.ndarray, owned: tuple[int, int, int, int], marker: int) -> np.ndarray:
-    """``mask`` with the pixels outside ``owned`` (top, left, bottom, right) set to ``marker`` (ignored)."""
-    top, left, bottom, right = owned
-    kept = np.full_like(mask, marker)
-    kept[top:bottom, left:right] = mask[top:bottom, left:right]
-    return kept

@@ -58,6 +58,15 @@ class WindowRead:
         top, left, bottom, right = self.owned
         return array[..., top:bottom, left:right]
 
+    def ignore_unowned(self, mask: np.ndarray, marker: int) -> tuple[np.ndarray, int]:
+        """``mask`` (the window's class indices) with the pixels this item does not score set to ``marker``, and
+        how many it scores: the one crop behind the metrics (each pixel of a grid counted once)."""
+        if self.owned is None or self.owned == (0, 0, *mask.shape):
+            return mask, mask.size
+        kept = np.full_like(mask, marker)
+        kept[..., self.owned[0] : self.owned[2], self.owned[1] : self.owned[3]] = self.owned_part(mask)
+        return kept, self.owned_part(mask).size
+
 
 class WindowPlan(Protocol):
     def __len__(self) -> int: ...
