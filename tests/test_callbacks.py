@@ -110,3 +110,28 @@ def test_the_samples_are_the_validation_tiles_as_the_network_saw_them(tmp_path: 
     for sample, image, mask in zip(samples, val.images, val.masks, strict=True):
         assert torch.allclose(sample.image, image.float() / 255, atol=1e-5)
         assert torch.equal(sample.truth, mask.long())
+
+
+def test_the_private_lightning_methods_we_override_exist_with_our_signatures() -> None:
+    """ExportingCheckpoint and ReportingEarlyStopping override private methods of Lightning (no public hook does
+    what they do). pyproject.toml's range (>=2.5,<2.7) is where these exist with these signatures and the
+    callback, checkpoint and training tests pass (2.5.0, 2.6.0, 2.6.6; 2.4.0 resumes with an extra validation):
+    a Lightning that renames one fails here, instead of silently skipping our override."""
+    import inspect
+
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from odeon_job.outputs.callbacks.checkpoints import ExportingCheckpoint, LastCheckpoint
+    from odeon_job.outputs.callbacks.early_stopping import ReportingEarlyStopping
+
+    overrides = {
+        (ModelCheckpoint, ExportingCheckpoint, "_save_checkpoint"): ["self", "trainer", "filepath"],
+        (ModelCheckpoint, LastCheckpoint, "_save_checkpoint"): ["self", "trainer", "filepath"],
+        (ModelCheckpoint, ExportingCheckpoint, "_should_remove_checkpoint"): ["self", "trainer", "previous", "current"],
+        (ModelCheckpoint, ExportingCheckpoint, "_remove_checkpoint"): ["self", "trainer", "filepath"],
+        (EarlyStopping, ReportingEarlyStopping, "_evaluate_stopping_criteria"): ["self", "current"],
+    }
+    for (base, ours, name), parameters in overrides.items():
+        assert list(inspect.signature(getattr(base, name)).parameters) == parameters, f"Lightning's {name}"
+        assert list(inspect.signature(getattr(ours, name)).parameters) == parameters, f"our {name}"
+        assert getattr(ours, name) is not getattr(base, name)
