@@ -514,8 +514,8 @@ def test_a_resolution_is_read_one_way_or_refused_as_ambiguous(value: object) -> 
 )
 def test_a_history_goes_to_odeon_and_back_unchanged(counts: list[list[int]], loss: float, lr: float) -> None:
     from odeon_job.tasks.convert_history import from_odeon, to_odeon
+    from odeon_job.training.evaluation import Evaluation
     from odeon_job.training.metrics import confusion_metrics
-    from odeon_job.training.segmentation_module import Evaluation
 
     labels = [f"c{i}" for i in range(len(counts))]
     confusion = torch.tensor(counts)

@@ -662,7 +662,7 @@ def test_a_non_finite_training_loss_stops_with_one_line_naming_the_batch(tmp_pat
 
 
 def test_history_files_are_valid_json_even_with_non_finite_figures(tmp_path: Path) -> None:
-    from odeon_job.outputs.callbacks.history import json_safe
+    from odeon_job.training.evaluation import json_safe
 
     entries = {"0": {"loss": float("nan"), "cm_macro": [[float("inf"), 0.5]], "Average/IoU": None}}
     assert json.loads(json.dumps(json_safe(entries), allow_nan=False)) == {

@@ -1,8 +1,10 @@
 """The ``odeon`` command: argument parsing and error reporting only.
 
 A user's mistake (:class:`~odeon_job.errors.OdeonError`) prints ``odeon: error: ...``, one line per
-problem, and exits 2; ``-v`` adds the traceback and debug logs. Heavy packages (torch, Lightning)
-are imported only by the commands that train, so ``--help`` and ``schema`` answer at once.
+problem, and exits 2; ``-v`` adds the traceback and debug logs. The imports inside functions are kept there
+for start-up time: the configuration (pydantic), torch, Lightning, rasterio and MLflow are imported by the
+commands that need them, so ``--help``, ``schema`` and ``job`` answer at once and SIGTERM is handled before the
+seconds torch takes to import.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from odeon_job.commands import follow_job
+from odeon_job.commands.follow_job import parse_duration
+from odeon_job.errors import ConfigError, OdeonError, one_line
+from odeon_job.process.shutdown import EXIT_TERMINATED, GracefulStop, Terminated
+from odeon_job.redaction import redact, redact_log_handlers, shorten
 
 if TYPE_CHECKING:
     from odeon_job.config import JobConfig
@@ -33,7 +41,6 @@ def _configure_logging(verbose: bool) -> None:
     log.handlers[:] = [handler]
     level = logging.DEBUG if verbose else logging.INFO
     from odeon_job.process.launch import is_first_on_this_machine
-    from odeon_job.redaction import redact_log_handlers
 
     log.setLevel(level if is_first_on_this_machine() else logging.ERROR)
     log.propagate = False
@@ -42,7 +49,6 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _config_source(args: argparse.Namespace) -> str:
-    from odeon_job.errors import ConfigError
 
     source = args.config or os.environ.get("ODEON_CONFIG")
     if not source:
@@ -67,7 +73,6 @@ def _load_config(args: argparse.Namespace) -> JobConfig:
 
 def _train(args: argparse.Namespace) -> int:
     from odeon_job.config import DEFAULT_GRACE_PERIOD
-    from odeon_job.process.shutdown import GracefulStop
 
     stop = GracefulStop(DEFAULT_GRACE_PERIOD).install()  # before torch's imports: seconds of start-up
     from odeon_job.tasks.train import train
@@ -92,7 +97,6 @@ def _report(result: TrainResult) -> None:
 
 def _print(text: str, **options: Any) -> None:
     """``print`` for lines that may hold URLs (config sources, CSV rows, servers): credentials redacted."""
-    from odeon_job.redaction import redact
 
     print(redact(text), **options)
 
@@ -181,7 +185,6 @@ def _convert_history(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> int:
-    from odeon_job.commands import follow_job
 
     read = follow_job.job_reader(args.context)
     namespace = args.namespace or follow_job.default_namespace()
@@ -288,8 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(handler=_convert_history)
 
-    from odeon_job.commands.follow_job import parse_duration
-
     job = commands.add_parser(
         "job",
         parents=[common],
@@ -323,7 +324,6 @@ MAX_ERROR_LINE = 2000
 
 def shorten_line(line: str) -> str:
     """An error line as printed: redacted, then cut (never the reverse)."""
-    from odeon_job.redaction import shorten
 
     return shorten(line, MAX_ERROR_LINE)
 
@@ -331,9 +331,6 @@ def shorten_line(line: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    from odeon_job.errors import OdeonError, one_line
-    from odeon_job.process.shutdown import EXIT_TERMINATED, Terminated
-    from odeon_job.redaction import redact
 
     try:
         return args.handler(args)

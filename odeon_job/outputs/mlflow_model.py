@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+import odeon_job
+from odeon_job.training.models.raw_pixels import RawPixelModel
 from odeon_job.training.models.weights import read_state_dict
+from odeon_job.training.segmentation_module import SOFTMAX_LOSSES
 
 if TYPE_CHECKING:
     from odeon_job.training.segmentation_module import SegmentationModule
@@ -31,10 +34,6 @@ def log_model(
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
-
-    import odeon_job
-    from odeon_job.training.models.raw_pixels import RawPixelModel
-    from odeon_job.training.segmentation_module import SOFTMAX_LOSSES
 
     network = copy.deepcopy(module.model).cpu().eval()
     network.load_state_dict(read_state_dict(best_model, "the best model"))

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
 
 from odeon_job.errors import StorageError, deepest_reason
+from odeon_job.redaction import redact
+from odeon_job.storage.s3_settings import configure_fsspec, credentials_hint
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -167,8 +169,6 @@ def _reporting(url: str, action: str) -> Iterator[None]:
             raise
         reason = describe_failure(error)
         if isinstance(error, PermissionError) and scheme(url) in ("s3", "s3a"):
-            from odeon_job.storage.s3_settings import credentials_hint
-
             reason += credentials_hint()
         if isinstance(error, (FileNotFoundError, IsADirectoryError)):
             raise StorageError(f"{url}: {reason}") from error
@@ -182,8 +182,6 @@ _OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs")
 def refuse_credentials(url: str) -> None:
     """An object-store URL carries no ``key:secret@``: the store would read it as a bucket name and echo it."""
     if scheme(url) in _OBJECT_STORES and "@" in url.split("/", 3)[2]:
-        from odeon_job.redaction import redact
-
         raise StorageError(
             f"{redact(url)}: credentials in an {scheme(url)}:// URL are never used: give them in the "
             "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, from a Kubernetes Secret)"
@@ -197,8 +195,6 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     refuse_credentials(url)
 
     if scheme(url) in ("s3", "s3a"):
-        from odeon_job.storage.s3_settings import configure_fsspec
-
         configure_fsspec()  # endpoint, region, retries from the environment, read at each call
     with _reporting(url, "open"):
         return url_to_fs(url)

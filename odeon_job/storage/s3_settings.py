@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from odeon_job.storage.retries import count_retries
+
 log = logging.getLogger("odeon")
 
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -94,7 +96,6 @@ def configure_fsspec(environ: Mapping[str, str] = os.environ) -> None:
             fsspec.config.conf[protocol] = options
         else:
             fsspec.config.conf.pop(protocol, None)
-    from odeon_job.storage.retries import count_retries
 
     count_retries()
 

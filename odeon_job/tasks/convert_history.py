@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
+from odeon_job import storage
 from odeon_job.errors import DataError, quote
+from odeon_job.training.evaluation import Evaluation, json_safe
 from odeon_job.training.metrics import NAMES, confusion_metrics
-from odeon_job.training.segmentation_module import Evaluation
 
 #: ODEON's small term added to every denominator.
 SMOOTH = 1e-6
@@ -172,8 +173,6 @@ def _epoch_key(key: str) -> tuple[int, int]:
 
 def convert_file(source: str, target: str, to: str, sanity_check: bool = True) -> int:
     """Convert the history at ``source`` (``to``: "odeon" or "ours") into ``target``; returns its entries."""
-    from odeon_job import storage
-    from odeon_job.outputs.callbacks.history import json_safe
 
     size = storage.size(source)
     if size is not None and size > MAX_HISTORY_BYTES:

@@ -12,11 +12,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from odeon_job.config import JobConfig
+import torch
+
+from odeon_job.config import ODEON_U_NETS, JobConfig
+from odeon_job.data.sampler import training_batches
 from odeon_job.data.samples import Splits, load_splits
 from odeon_job.data.spec import DataSpec, describe_data
 from odeon_job.data.windows import GridWindows, WindowPlan, plan_windows
 from odeon_job.errors import ConfigError
+from odeon_job.process.launch import processes_per_node, trainer_devices
+from odeon_job.training.models.weights import fit_to_weights, read_state_dict
+from odeon_job.training.optimizers import build_optimizer, build_scheduler
 
 log = logging.getLogger("odeon")
 
@@ -48,7 +54,6 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True, share
     ``on_this_machine`` false (``odeon validate``): the GPUs asked for need not be visible here. ``shares``
     false: the caller checks the splits' shares per process itself (``check_shares``), once it has checked
     how this process was started (a pod count that contradicts the configuration is the first thing to say)."""
-    from odeon_job.process.launch import processes_per_node, trainer_devices
 
     splits = load_splits(config.data_source, config.train_setup.random_seed)
     spec = describe_data(config.data_source, splits.train[0], config.train_setup.per_class_weights)
@@ -150,7 +155,6 @@ def check_precision(config: JobConfig, accelerator: str) -> None:
 def batches_per_epoch(config: JobConfig, n_train_samples: int, world_size: int) -> int:
     """Training batches each process runs per epoch, as the data module makes them (``n_train_samples``: tiles,
     or windows of scenes, per epoch)."""
-    from odeon_job.data.sampler import training_batches
 
     batches = training_batches(n_train_samples, config.train_setup.batch_size, world_size)
     return min(batches, TESTING_BATCHES) if config.train_setup.testing else batches
@@ -170,9 +174,6 @@ def check_val_check_interval(config: JobConfig, n_train_samples: int, world_size
 
 def check_optimization(config: JobConfig) -> None:
     """The optimizer and scheduler take their arguments: built once on a dummy parameter."""
-    import torch
-
-    from odeon_job.training.optimizers import build_optimizer, build_scheduler
 
     setup = config.train_setup
     lr = setup.learning_rate
@@ -190,7 +191,6 @@ def check_optimization(config: JobConfig) -> None:
 def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:
     """``init_weights`` and ``encoder_weights``, each read once and loaded as plain tensors (their fit to the
     model is checked when the model is built)."""
-    from odeon_job.training.models.weights import read_state_dict
 
     setup = config.train_setup
     files = (("init_weights", setup.init_weights), ("encoder_weights", setup.encoder_weights))
@@ -199,7 +199,6 @@ def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:
 
 def fit_model_to_weights(config: JobConfig, weights: dict[str, dict[str, Any]]) -> JobConfig:
     """``config`` with the model parameters ODEON ``init_weights`` need (ours leave it as it is)."""
-    from odeon_job.training.models.weights import fit_to_weights
 
     if "init_weights" not in weights:
         return config
@@ -209,7 +208,6 @@ def fit_model_to_weights(config: JobConfig, weights: dict[str, dict[str, Any]]) 
 
 def warn_about_exports(config: JobConfig) -> None:
     """Exports ODEON would not take as the user may expect (once fitted to ODEON weights: their align_corners)."""
-    from odeon_job.config import ODEON_U_NETS
 
     setup = config.train_setup
     exports = setup.export_checkpoint or []

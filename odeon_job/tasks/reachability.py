@@ -13,7 +13,7 @@ import uuid
 from odeon_job import storage
 from odeon_job.config import JobConfig
 from odeon_job.errors import OdeonError
-from odeon_job.outputs.tracking import given_tracking_uri
+from odeon_job.outputs.tracking import failure_reason, given_tracking_uri
 
 PROBE_PREFIX = ".odeon-probe-"
 
@@ -42,8 +42,6 @@ def check_mlflow(config: JobConfig) -> str | None:
     if uri is None:
         return None
     from mlflow import MlflowClient
-
-    from odeon_job.outputs.tracking import failure_reason
 
     saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="15")

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from odeon_job.config import JobConfig
+from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.masks import ignore_value
-from odeon_job.data.samples import Sample
-from odeon_job.data.spec import DataSpec
+from odeon_job.data.samples import Sample, load_splits
+from odeon_job.data.spec import DataSpec, describe_data
 from odeon_job.data.windows import GridWindows, WholeRows, WindowPlan, scene_regions
 from odeon_job.errors import ConfigError
 
@@ -83,9 +84,6 @@ def chosen_items(total: int, at_most: int | None) -> np.ndarray:
 def compute_stats(config: JobConfig, max_rows: int | None = None, max_windows: int | None = None) -> dict[str, Any]:
     """The normalization weights of every split and the training masks' class statistics (``max_rows``: the first
     rows of each split only; ``max_windows``: that many windows of scenes per split, spread over them)."""
-    from odeon_job.data.dataset import SegmentationDataset
-    from odeon_job.data.samples import load_splits
-    from odeon_job.data.spec import describe_data
 
     source = config.data_source
     if max_windows is not None and not source.reads_scenes:

@@ -14,27 +14,47 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 from odeon_job import storage
 from odeon_job.config import JobConfig
+from odeon_job.data.datamodule import SegmentationDataModule
+from odeon_job.data.dataset import SegmentationDataset
+from odeon_job.data.masks import count_ignored
+from odeon_job.data.raster import clear_remote_cache, gdal_options
+from odeon_job.data.spec import DataSpec
+from odeon_job.data.windows import describe_plans
 from odeon_job.errors import ConfigError, DataError
+from odeon_job.outputs.callbacks.checkpoints import (
+    BestPthFiles,
+    ExportingCheckpoint,
+    LastCheckpoint,
+    StorageCheckpointIO,
+)
+from odeon_job.outputs.callbacks.early_stopping import ReportingEarlyStopping
+from odeon_job.outputs.callbacks.epoch_order import EpochOrder
+from odeon_job.outputs.callbacks.figures import FigurePublisher
+from odeon_job.outputs.callbacks.history import History
+from odeon_job.outputs.callbacks.predictions import PredictionWriter
+from odeon_job.outputs.callbacks.report import ValidationReport
+from odeon_job.outputs.callbacks.stitching import SceneStitcher
+from odeon_job.outputs.callbacks.stop_handling import StopHandling
+from odeon_job.outputs.loggers.mlflow import MlflowOutput
+from odeon_job.outputs.loggers.tensorboard import TensorBoardOutput
 from odeon_job.outputs.run_folder import LAST_CHECKPOINT, RunFolder
-from odeon_job.process.launch import is_first_process, with_run_names
+from odeon_job.process.launch import is_first_process, prepare_launch, with_run_names
+from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
 from odeon_job.redaction import redact, redact_log_handlers, redact_values
-
-if TYPE_CHECKING:
-    import pytorch_lightning as pl
-    from pytorch_lightning import Callback
-    from pytorch_lightning.loggers import Logger
-
-    from odeon_job.data.datamodule import SegmentationDataModule
-    from odeon_job.data.dataset import SegmentationDataset
-    from odeon_job.data.spec import DataSpec
-    from odeon_job.outputs.callbacks.checkpoints import ExportingCheckpoint
-    from odeon_job.process.shutdown import GracefulStop
-    from odeon_job.tasks.preflight import Plan
-    from odeon_job.training.segmentation_module import NonFiniteLoss, SegmentationModule
+from odeon_job.storage.retries import transient_retries
+from odeon_job.storage.s3_settings import s3_endpoint
+from odeon_job.tasks.preflight import TESTING_BATCHES, Plan, check_before_training, check_shares
+from odeon_job.training.models.weights import load_encoder_weights, load_init_weights, read_state_dict
+from odeon_job.training.segmentation_module import NonFiniteLoss, SegmentationModule
 
 log = logging.getLogger("odeon")
 
@@ -70,7 +90,6 @@ def model_basename(config: JobConfig) -> str:
 
 def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
     """The Trainer arguments that follow from ``train_setup`` and ``output_setup`` (devices aside)."""
-    from odeon_job.tasks.preflight import TESTING_BATCHES
 
     setup, out = config.train_setup, config.output_setup
     limit = TESTING_BATCHES if setup.testing else None
@@ -97,7 +116,6 @@ def checkpoint_callbacks(config: JobConfig, folder: RunFolder) -> list[Exporting
     ``save_last`` file only when that callback saved a top-k file at the same step, so a resumed run
     would restart from the last improvement rather than the last validation.
     """
-    from odeon_job.outputs.callbacks.checkpoints import ExportingCheckpoint, LastCheckpoint
 
     base, top_k = model_basename(config), config.output_setup.save_top_k
     exports = config.train_setup.export_checkpoint or []
@@ -135,9 +153,6 @@ def checkpoint_callbacks(config: JobConfig, folder: RunFolder) -> list[Exporting
 
 def optional_callbacks(config: JobConfig) -> list[Callback]:
     """Progress bars and early stopping, when the configuration asks for them."""
-    from pytorch_lightning.callbacks import TQDMProgressBar
-
-    from odeon_job.outputs.callbacks.early_stopping import ReportingEarlyStopping
 
     callbacks: list[Callback] = []
     if config.output_setup.progress > 0:
@@ -150,7 +165,6 @@ def optional_callbacks(config: JobConfig) -> list[Callback]:
 
 def wandb_logger(config: JobConfig, folder: RunFolder) -> Any:
     """A Weights & Biases logger, offline unless an API key is set (``WANDB_API_KEY``)."""
-    from pytorch_lightning.loggers import WandbLogger
 
     out = config.output_setup
     offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
@@ -177,8 +191,6 @@ def log_settings(config: JobConfig, plan: Plan) -> None:
     """What ``-v`` shows before training: the resolved settings, the data per split, storage settings."""
     if not log.isEnabledFor(logging.DEBUG):
         return
-    from odeon_job.data.raster import gdal_options
-    from odeon_job.storage.s3_settings import s3_endpoint
 
     log.debug("settings: %s", json.dumps(redact_values(config.model_dump(mode="json")), sort_keys=True))
     for split, samples in plan.splits.items():
@@ -196,7 +208,6 @@ def log_settings(config: JobConfig, plan: Plan) -> None:
 
 def report_ignored_pixels(spec: DataSpec, firsts: dict[str, dict[str, Any]]) -> None:
     """Say which pixels the loss and metrics leave out, and how many of each split's first tile."""
-    from odeon_job.data.masks import count_ignored
 
     shares = {
         split: count_ignored(item["mask"].numpy(), spec.n_classes) / max(1, item["mask"].numel())
@@ -212,8 +223,6 @@ def report_ignored_pixels(spec: DataSpec, firsts: dict[str, dict[str, Any]]) -> 
 
 def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> SegmentationModule:
     """The LightningModule, with the user's initial weights (unless resuming)."""
-    from odeon_job.training.models.weights import load_encoder_weights, load_init_weights
-    from odeon_job.training.segmentation_module import SegmentationModule
 
     setup = config.train_setup
     # Hyperparameters are saved in every checkpoint: URLs without their credentials.
@@ -227,12 +236,6 @@ def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> Segm
 
 def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule) -> list[Callback]:
     """History, console report, model files, early stopping, progress bars, predictions."""
-    from odeon_job.outputs.callbacks.checkpoints import BestPthFiles
-    from odeon_job.outputs.callbacks.epoch_order import EpochOrder
-    from odeon_job.outputs.callbacks.figures import FigurePublisher
-    from odeon_job.outputs.callbacks.history import History
-    from odeon_job.outputs.callbacks.predictions import PredictionWriter
-    from odeon_job.outputs.callbacks.report import ValidationReport
 
     out, has_test = config.output_setup, datamodule.has_test
     history = History(
@@ -249,8 +252,6 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
     if model_file_extension(config) == ".pth":
         callbacks.append(BestPthFiles(folder, model_basename(config)))
     if config.stitches_scenes:
-        from odeon_job.outputs.callbacks.stitching import SceneStitcher
-
         callbacks.append(SceneStitcher(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
     elif out.get_prediction:
         callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
@@ -265,12 +266,8 @@ def output_loggers(
     out = config.output_setup
     loggers: list[Logger] = []
     if out.use_tensorboard:
-        from odeon_job.outputs.loggers.tensorboard import TensorBoardOutput
-
         loggers.append(TensorBoardOutput(folder.tensorboard, out.log_learning_rate))
     if out.use_mlflow and is_first_process():
-        from odeon_job.outputs.loggers.mlflow import MlflowOutput
-
         pth_model = folder.pth_file(model_basename(config)) if model_file_extension(config) == ".pth" else None
         loggers.append(
             MlflowOutput(
@@ -284,7 +281,6 @@ def output_loggers(
 
 def best_model(callbacks: list[Callback]) -> str:
     """The best val_loss model: ``{name}.pth`` in .pth mode, else the best val_loss checkpoint ("" before any)."""
-    from odeon_job.outputs.callbacks.checkpoints import BestPthFiles, ExportingCheckpoint
 
     for callback in callbacks:
         if isinstance(callback, BestPthFiles):
@@ -296,7 +292,6 @@ def evaluate_best_model(
     trainer: pl.Trainer, module: SegmentationModule, datamodule: SegmentationDataModule, model_file: str
 ) -> None:
     """Evaluate the best val_loss model on the test split (figures, history, predictions)."""
-    from odeon_job.training.models.weights import read_state_dict
 
     if model_file.endswith(".pth"):  # .pth mode: the best weights are in {name}.pth
         module.model.load_state_dict(read_state_dict(model_file, "the best model"))
@@ -308,22 +303,10 @@ def evaluate_best_model(
 def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     """Train as ``config`` says; returns where the run went and its figures. ``stop``: SIGTERM's
     handler when the caller installed it earlier (the command line does, before the heavy imports)."""
-    import pytorch_lightning as pl
-
-    from odeon_job.data.datamodule import SegmentationDataModule
-    from odeon_job.data.raster import clear_remote_cache
-    from odeon_job.outputs.callbacks.checkpoints import StorageCheckpointIO
-    from odeon_job.outputs.callbacks.history import History
-    from odeon_job.outputs.callbacks.stop_handling import StopHandling
-    from odeon_job.process.launch import prepare_launch
-    from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
-    from odeon_job.tasks.preflight import check_before_training, check_shares
-    from odeon_job.training.segmentation_module import NonFiniteLoss
 
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
     stop = stop or GracefulStop(config.device_setup.stop_grace_period).install()
     stop.grace_period = config.device_setup.stop_grace_period
-    from odeon_job.storage.retries import transient_retries
 
     retries_before = transient_retries()
     _quiet_lightning()
@@ -353,8 +336,6 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         ", ".join(spec.class_labels),
     )
     if config.data_source.reads_scenes:
-        from odeon_job.data.windows import describe_plans
-
         log.info("data: %s", describe_plans(plan.windows, config.data_source))
 
     pl.seed_everything(setup.random_seed, workers=True, verbose=False)
@@ -437,7 +418,6 @@ def non_finite_loss_error(error: NonFiniteLoss, dataset: SegmentationDataset, lr
 def report_retries(before: int) -> None:
     """Say how many transient storage failures this run retried (each was survived, or the run stopped);
     ``before``: the process's count when the run started (a process may train more than once)."""
-    from odeon_job.storage.retries import transient_retries
 
     retries = transient_retries() - before
     if retries:

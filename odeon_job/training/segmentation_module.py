@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import pytorch_lightning as pl
@@ -38,8 +37,10 @@ from odeon_job.data.masks import IGNORE_INDEX, as_long_classes
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import InputScaling, scaling_arguments
 from odeon_job.errors import ConfigError
+from odeon_job.storage.model_files import load_plain
+from odeon_job.training.evaluation import Evaluation
 from odeon_job.training.losses import build_loss
-from odeon_job.training.metrics import Scores, Sums, confusion_metrics, row_normalised
+from odeon_job.training.metrics import Sums, confusion_metrics
 from odeon_job.training.models import build_model
 from odeon_job.training.optimizers import build_optimizer, build_scheduler
 from odeon_job.training.plots import SAMPLE_TILES, ShownTile
@@ -49,37 +50,6 @@ if TYPE_CHECKING:
 
 #: Losses whose classes compete (softmax); the others score each class on its own (sigmoid).
 SOFTMAX_LOSSES = tuple(name for name, loss in catalog.LOSSES.items() if loss.softmax)
-
-
-@dataclass
-class Evaluation:
-    loss: float
-    confusion: torch.Tensor  # pixel counts, rows = truth, columns = prediction (CPU, int64)
-    metrics: Scores
-    #: Pixels left out of the loss and the matrix (no selected class, or the mask's nodata).
-    ignored: int = 0
-    #: The first tiles of the run as the network saw them, for pictures (this process's).
-    samples: list[ShownTile] = field(default_factory=list)
-    #: The epoch a validation closed, counted from 1 as the console does (None for a test), for titles.
-    epoch: int | None = None
-
-    @property
-    def miou(self) -> float:
-        value = self.metrics["Average/IoU"]
-        return value if value is not None else 0.0
-
-    def entry(self, learning_rate: float | None = None) -> dict[str, Any]:
-        """The history entry: every figure, both confusion matrices, the loss (and learning rate)."""
-        entry: dict[str, Any] = {
-            **self.metrics,
-            "cm_micro": self.confusion.tolist(),
-            "cm_macro": row_normalised(self.confusion),
-            "loss": self.loss,
-            "ignored pixels": self.ignored,
-        }
-        if learning_rate is not None:
-            entry["learning rate"] = learning_rate
-        return entry
 
 
 class NonFiniteLoss(Exception):
@@ -438,7 +408,6 @@ def upgrade_hyperparameters(hyperparameters: dict[str, Any]) -> dict[str, Any]:
 def load_module(url: str, map_location: Any = "cpu") -> SegmentationModule:
     """The module of the checkpoint at ``url`` (local or remote, any version), weights loaded, in eval mode;
     loaded with weights_only=True: nothing in the file runs."""
-    from odeon_job.storage.model_files import load_plain
 
     checkpoint = load_plain(url, map_location=map_location)
     module = SegmentationModule(**upgrade_hyperparameters(dict(checkpoint["hyper_parameters"])))

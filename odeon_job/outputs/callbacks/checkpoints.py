@@ -27,6 +27,7 @@ from pytorch_lightning.plugins import CheckpointIO
 from odeon_job import storage
 from odeon_job.outputs.run_folder import RunFolder, export_path, previous_path
 from odeon_job.storage.model_files import load_plain
+from odeon_job.training.models.odeon_names import to_odeon
 from odeon_job.training.segmentation_module import segmentation_module
 
 
@@ -39,8 +40,6 @@ def tensors_bytes(data: Any) -> bytes:
 def exported_state(model: torch.nn.Module, export: str) -> dict[str, torch.Tensor]:
     """What an export of ``model`` holds: its state dict, under ODEON's names for ``odeon_pth``."""
     if export == "odeon_pth":
-        from odeon_job.training.models.odeon_names import to_odeon
-
         return to_odeon(model.state_dict())
     return model.state_dict()
 

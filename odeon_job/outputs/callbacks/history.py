@@ -4,18 +4,18 @@
 file. Keys are epochs as strings ("0" is the first epoch); a second validation within the same epoch
 (``val_check_interval`` < 1 or a number of batches) is keyed "<epoch>.1", a third "<epoch>.2", ...
 ``history_test.json`` has one entry, keyed like the validation that chose the tested checkpoint
-(the lowest val_loss). Entries: see :meth:`odeon_job.training.segmentation_module.Evaluation.entry`.
+(the lowest val_loss). Entries: see :meth:`odeon_job.training.evaluation.Evaluation.entry`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import pytorch_lightning as pl
 
 from odeon_job import storage
+from odeon_job.training.evaluation import json_safe
 from odeon_job.training.segmentation_module import segmentation_module
 
 
@@ -28,17 +28,6 @@ def learning_rate(trainer: pl.Trainer) -> float | None:
     if used is not None:
         return used
     return float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: JSON has no such numbers (Python's ``NaN`` is not JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
 
 
 class History(pl.Callback):
