@@ -12,7 +12,7 @@ from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.masks import UINT8_IGNORE, first_argmax
 from odeon_job.data.samples import Sample
 from odeon_job.data.spec import describe_data
-from odeon_job.data.transforms import build_transform, input_scaling
+from odeon_job.data.transforms import InputScaling, build_transform, scaling_arguments
 from odeon_job.errors import DataError
 
 from conftest import make_config, onehot, write_tif
@@ -40,7 +40,7 @@ def _network_input(sample: Sample, split: str = "train", **source: Any) -> torch
     """The item's image as the module scales it on its device."""
     data_source = _source(**source)
     scale = describe_data(data_source, sample).pixel_scale
-    return input_scaling(split, data_source, scale)(_item(sample, split, **source)["image"])
+    return InputScaling(**scaling_arguments(split, data_source, scale))(_item(sample, split, **source)["image"])
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from odeon_job.config import config_from_dict
-from odeon_job.data.transforms import InputScaling, Radiometry, Rotation, Rotation90, build_transform, input_scaling
+from odeon_job.data.transforms import InputScaling, Radiometry, Rotation, Rotation90, build_transform, scaling_arguments
 
 from conftest import make_config
 
@@ -163,7 +163,7 @@ def test_augmentations_apply_to_train_only_and_scaling_uses_the_split_statistics
     assert train.transforms[1].scale == 255.0
     assert build_transform("val", source, 255.0).transforms == []
     one = torch.full((3, 1, 1), 255, dtype=torch.uint8)
-    assert input_scaling("train", source, 255.0)(one).flatten().tolist() == pytest.approx([1.0] * 3)
-    assert input_scaling("val", source, 255.0)(one).flatten().tolist() == pytest.approx([3.0] * 3)
+    assert InputScaling(**scaling_arguments("train", source, 255.0))(one).flatten().tolist() == pytest.approx([1.0] * 3)
+    assert InputScaling(**scaling_arguments("val", source, 255.0))(one).flatten().tolist() == pytest.approx([3.0] * 3)
     # No test statistics: train's.
-    assert input_scaling("test", source, 255.0)(one).flatten().tolist() == pytest.approx([1.0] * 3)
+    assert InputScaling(**scaling_arguments("test", source, 255.0))(one).flatten().tolist() == pytest.approx([1.0] * 3)

@@ -161,8 +161,3 @@ def scaling_arguments(split: Split, source: DataSource, scale: float) -> dict[st
     """:class:`InputScaling`'s arguments for ``split`` as plain values (a checkpoint keeps them)."""
     stats = normalization_for(split, source)
     return {"scale": scale, "mean": stats.mean if stats else None, "std": stats.std if stats else None}
-
-
-def input_scaling(split: Split, source: DataSource, scale: float) -> InputScaling:
-    """The scaling of ``split``'s images: to 0-1 by ``scale``, then by the split's statistics."""
-    return InputScaling(**scaling_arguments(split, source, scale))

@@ -37,7 +37,7 @@ def log_model(
 
     network = copy.deepcopy(module.model).cpu().eval()
     network.load_state_dict(read_state_dict(best_model, "the best model"))
-    scaling = copy.deepcopy(module.input_scaling("test")).cpu()
+    scaling = copy.deepcopy(module.scaling("test")).cpu()
     model = RawPixelModel(network, scaling, softmax=module.loss_name in SOFTMAX_LOSSES).eval()
     channels, classes = module.in_channels, module.n_classes
     dtype = torch.empty(0, dtype=module.raw_image_dtype).numpy().dtype

@@ -176,7 +176,7 @@ class RunFolder:
                     found.append(path)
         return found
 
-    def plan_start(self, config: JobConfig) -> RunStart:
+    def decide_start(self, config: JobConfig) -> RunStart:
         """Where the run starts (``continue_training``), after checking the folder.
 
         A folder our run started (its config.json) that holds no checkpoint yet is reused, whatever

@@ -31,7 +31,7 @@ TESTING_BATCHES = 4
 
 
 @dataclass
-class Plan:
+class Findings:
     """What the checks found out, for the training to use."""
 
     #: The configuration, its model parameters fitted to ODEON ``init_weights`` (see ``fit_to_weights``).
@@ -48,7 +48,7 @@ class Plan:
     windows: dict[str, WindowPlan] = field(default_factory=dict)
 
 
-def check_before_training(config: JobConfig, on_this_machine: bool = True, shares: bool = True) -> Plan:
+def check_before_training(config: JobConfig, on_this_machine: bool = True, shares: bool = True) -> Findings:
     """Run every check that does not need the run folder; raises the first problem as an OdeonError.
 
     ``on_this_machine`` false (``odeon validate``): the GPUs asked for need not be visible here. ``shares``
@@ -72,7 +72,7 @@ def check_before_training(config: JobConfig, on_this_machine: bool = True, share
     config = fit_model_to_weights(config, weights)
     check_wandb(config)
     warn_about_exports(config)
-    return Plan(
+    return Findings(
         config=config,
         splits=splits,
         spec=spec,
@@ -116,16 +116,16 @@ MAX_STITCH_BYTES = 4 * 2**30
 def check_stitching_memory(config: JobConfig, splits: Splits, windows: dict[str, WindowPlan], spec: DataSpec) -> None:
     """A test scene is stitched in a band of patch_size rows across its width: refused before it is allocated when
     that band is larger than :data:`MAX_STITCH_BYTES`, naming the row and how to split it."""
-    plan = windows.get("test")
-    if not config.output_setup.get_prediction or not isinstance(plan, GridWindows):
+    grid = windows.get("test")
+    if not config.output_setup.get_prediction or not isinstance(grid, GridWindows):
         return
-    widths = plan.regions[:, 3]
+    widths = grid.regions[:, 3]
     row = int(widths.argmax())
-    needed = (spec.n_classes + 1) * min(plan.patch, int(plan.regions[row, 2])) * int(widths[row]) * 4
+    needed = (spec.n_classes + 1) * min(grid.patch, int(grid.regions[row, 2])) * int(widths[row]) * 4
     if needed > MAX_STITCH_BYTES:
         raise ConfigError(
             f"output_setup.get_prediction: {splits.test[row].origin}: stitching its prediction holds "
-            f"{plan.patch} rows of {int(widths[row])} pixels for {spec.n_classes} classes, "
+            f"{grid.patch} rows of {int(widths[row])} pixels for {spec.n_classes} classes, "
             f"{needed / 2**30:.1f} GiB (at most {MAX_STITCH_BYTES / 2**30:.0f}): split the scene into "
             "narrower rows (image,mask,col_off,row_off,width,height)"
         )

@@ -52,7 +52,7 @@ from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
 from odeon_job.redaction import redact, redact_log_handlers, redact_values
 from odeon_job.storage.retries import transient_retries
 from odeon_job.storage.s3_settings import s3_endpoint
-from odeon_job.tasks.preflight import TESTING_BATCHES, Plan, check_before_training, check_shares
+from odeon_job.tasks.preflight import TESTING_BATCHES, Findings, check_before_training, check_shares
 from odeon_job.training.models.weights import load_encoder_weights, load_init_weights, read_state_dict
 from odeon_job.training.segmentation_module import NonFiniteLoss, SegmentationModule
 
@@ -187,17 +187,17 @@ def _quiet_lightning() -> None:
             handler.addFilter(_NoTips())
 
 
-def log_settings(config: JobConfig, plan: Plan) -> None:
+def log_settings(config: JobConfig, findings: Findings) -> None:
     """What ``-v`` shows before training: the resolved settings, the data per split, storage settings."""
     if not log.isEnabledFor(logging.DEBUG):
         return
 
     log.debug("settings: %s", json.dumps(redact_values(config.model_dump(mode="json")), sort_keys=True))
-    for split, samples in plan.splits.items():
+    for split, samples in findings.splits.items():
         first = f", first {samples[0].origin}: {samples[0].image}" if samples else ""
         log.debug("data: %s: %d sample(s)%s", split, len(samples), first)
-    log.debug("data: %s", plan.spec)
-    log.debug("devices: %s, %d process(es) in all", plan.devices, plan.world_size)
+    log.debug("data: %s", findings.spec)
+    log.debug("devices: %s, %d process(es) in all", findings.devices, findings.world_size)
     endpoint = s3_endpoint()
     log.debug(
         "storage: S3 endpoint %s; GDAL options %s",
@@ -221,16 +221,16 @@ def report_ignored_pixels(spec: DataSpec, firsts: dict[str, dict[str, Any]]) -> 
         )
 
 
-def build_module(config: JobConfig, plan: Plan, resume_from: str | None) -> SegmentationModule:
+def build_module(config: JobConfig, findings: Findings, resume_from: str | None) -> SegmentationModule:
     """The LightningModule, with the user's initial weights (unless resuming)."""
 
     setup = config.train_setup
     # Hyperparameters are saved in every checkpoint: URLs without their credentials.
-    module = SegmentationModule.from_config(redact_values(config.model_dump(mode="json")), plan.spec)
+    module = SegmentationModule.from_config(redact_values(config.model_dump(mode="json")), findings.spec)
     if setup.encoder_weights and not resume_from:
-        load_encoder_weights(module.model, setup.encoder_weights, plan.weights["encoder_weights"])
+        load_encoder_weights(module.model, setup.encoder_weights, findings.weights["encoder_weights"])
     if setup.init_weights and not resume_from:
-        load_init_weights(module.model, setup.init_weights, plan.weights["init_weights"])
+        load_init_weights(module.model, setup.init_weights, findings.weights["init_weights"])
     return module
 
 
@@ -315,17 +315,17 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     config = with_run_names(config)
     setup, device_setup = config.train_setup, config.device_setup
     folder = RunFolder.of(config)
-    start = folder.plan_start(config)
+    start = folder.decide_start(config)
     resume_from = start.resume_from
 
     started = time.monotonic()
-    plan = check_before_training(config, shares=False)  # what `odeon validate` checks too
-    config = plan.config  # model parameters fitted to ODEON weights
+    findings = check_before_training(config, shares=False)  # what `odeon validate` checks too
+    config = findings.config  # model parameters fitted to ODEON weights
     setup = config.train_setup
-    splits, spec, devices = plan.splits, plan.spec, plan.devices
+    splits, spec, devices = findings.splits, findings.spec, findings.devices
     prepare_launch(devices)
-    check_shares(config, plan.windows, plan.world_size)
-    log_settings(config, plan)
+    check_shares(config, findings.windows, findings.world_size)
+    log_settings(config, findings)
     log.info(
         "data: %d train, %d val, %d test samples; %d bands, %d classes (%s)",
         len(splits.train),
@@ -336,7 +336,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         ", ".join(spec.class_labels),
     )
     if config.data_source.reads_scenes:
-        log.info("data: %s", describe_plans(plan.windows, config.data_source))
+        log.info("data: %s", describe_plans(findings.windows, config.data_source))
 
     pl.seed_everything(setup.random_seed, workers=True, verbose=False)
     pin_memory = devices["accelerator"] == "gpu" if device_setup.pin_memory is None else device_setup.pin_memory
@@ -350,11 +350,11 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
         seed=setup.random_seed,
         persistent_workers=device_setup.persistent_workers,
         prefetch_factor=device_setup.prefetch_factor,
-        windows=plan.windows,
+        windows=findings.windows,
         test_by_scene=config.stitches_scenes,
     )
     report_ignored_pixels(spec, datamodule.check_first_samples())
-    module = build_module(config, plan, resume_from)
+    module = build_module(config, findings, resume_from)
     callbacks = [*output_callbacks(config, folder, datamodule), StopHandling(stop, folder.last_checkpoint)]
     loggers = output_loggers(config, folder, resume_from is not None, datamodule.has_test, stop)
     if setup.deterministic:

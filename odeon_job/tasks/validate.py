@@ -144,12 +144,12 @@ def validate(config: JobConfig, rows: int | None = None) -> ValidationSummary:
     that stop the scan itself."""
     # Every check `odeon train` runs before its first step, but GPUs: validate may run on a laptop, or in the
     # chart's test pod, which has none.
-    plan = check_before_training(config, on_this_machine=False)
-    splits, spec = plan.splits, plan.spec
+    findings = check_before_training(config, on_this_machine=False)
+    splits, spec = findings.splits, findings.spec
     summary = ValidationSummary(spec=spec, counts={split: len(samples) for split, samples in splits.items()})
     scenes = config.data_source.reads_scenes
     if scenes:
-        summary.windows = {split: len(plan) for split, plan in plan.windows.items()}
+        summary.windows = {split: len(plan) for split, plan in findings.windows.items()}
     jobs = [(sample, split) for split, samples in splits.items() for sample in samples[:rows]]
     datasets = {split: SegmentationDataset(samples, spec, split) for split, samples in splits.items()}
     with ThreadPoolExecutor(max_workers=PARALLEL_OPENS) as pool:

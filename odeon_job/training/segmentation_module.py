@@ -179,9 +179,9 @@ class SegmentationModule(pl.LightningModule):
 
     def scale_images(self, images: torch.Tensor, split: str) -> torch.Tensor:
         """Raw images (as the dataset gives them) → the network's input, with ``split``'s statistics."""
-        return self.input_scaling(split)(images.to(self.device))
+        return self.scaling(split)(images.to(self.device))
 
-    def input_scaling(self, split: str) -> InputScaling:
+    def scaling(self, split: str) -> InputScaling:
         # (a ModuleList types its items as Module; they are the InputScaling built in __init__, in SPLITS order)
         return cast(InputScaling, self.input_scalings[SPLITS.index(split)])
 
@@ -291,7 +291,7 @@ class SegmentationModule(pl.LightningModule):
         count = min(SAMPLE_TILES - len(kept), len(batch["image"]))
         if count <= 0:
             return
-        images = self.input_scaling(split).unit_from_input(batch["image"][:count].detach()).float().cpu()
+        images = self.scaling(split).unit_from_input(batch["image"][:count].detach()).float().cpu()
         images = images[:, :3] if images.shape[1] >= 3 else images[:, :1].repeat(1, 3, 1, 1)
         truths, predictions = batch["mask"][:count].cpu(), self.predicted_classes(logits[:count]).cpu()
         shapes = batch["shape"][:count].tolist() if "shape" in batch else [None] * count
