@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from odeon_job.commands import cli
-from odeon_job.outputs.callbacks.predictions import prediction_names
+from odeon_job.outputs.run_folder import prediction_names
 from odeon_job.redaction import redact, shorten
 
 from conftest import Scenes, make_config

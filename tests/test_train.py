@@ -14,7 +14,7 @@ import torch
 from odeon_job.commands import demo
 from odeon_job.config import config_from_dict
 from odeon_job.errors import ConfigError, DataError, OdeonError, one_line
-from odeon_job.outputs.callbacks.predictions import prediction_names
+from odeon_job.outputs.run_folder import prediction_names
 from odeon_job.tasks.preflight import TESTING_BATCHES, check_val_check_interval
 from odeon_job.tasks.train import train, trainer_options
 from odeon_job.training.metrics import NAMES

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 from odeon_job import storage
@@ -31,6 +32,29 @@ VAL_MIOU_CKPT_FOLDER = "odeon_val_miou_ckpt"
 LAST_CHECKPOINT = "last.ckpt"
 #: ``export_checkpoint`` format → the suffix of its file beside each checkpoint.
 EXPORT_SUFFIXES = {".pth": ".pth", "odeon_pth": ".odeon.pth"}
+#: The run's own MLflow store (a local output folder keeps one store for all its runs, under the same name).
+STORE_FILE = "mlflow.db"
+
+
+def model_file_extension(config: JobConfig) -> str:
+    """``model_out_ext``, else ``model_filename``'s extension when it is .pth or .ckpt, else .ckpt."""
+    out = config.output_setup
+    extension = os.path.splitext(out.model_filename or "")[1]
+    return out.model_out_ext or (extension if extension in (".pth", ".ckpt") else ".ckpt")
+
+
+def model_basename(config: JobConfig) -> str:
+    """The base name of saved models: ``model_filename`` without folder and extension, else the model's name."""
+    name = config.output_setup.model_filename
+    return os.path.splitext(os.path.basename(name))[0] if name else config.train_setup.model_name
+
+
+def prediction_names(images: list[str]) -> list[str]:
+    """Output file names: the input's, or ``<row>_<name>`` for all when two inputs share a name."""
+    names = [storage.basename(image) for image in images]
+    if max(Counter(names).values(), default=0) > 1:
+        return [f"{row:06d}_{name}" for row, name in enumerate(names, 1)]
+    return names
 
 
 def export_path(checkpoint: str, export: str = ".pth") -> str:
@@ -114,7 +138,7 @@ class RunFolder:
     @property
     def mlflow_store(self) -> str:
         """The run's own MLflow store, when its output folder is remote."""
-        return self.path("mlflow.db")
+        return self.path(STORE_FILE)
 
     @property
     def mlflow_artifacts(self) -> str:

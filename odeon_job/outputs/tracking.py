@@ -21,12 +21,11 @@ from typing import Any
 
 from odeon_job import storage
 from odeon_job.config import JobConfig
-from odeon_job.outputs.run_folder import RunFolder
+from odeon_job.outputs.run_folder import STORE_FILE, RunFolder
 from odeon_job.process.launch import JOB_NAME_VARIABLE
 from odeon_job.redaction import redact, shorten
 
 #: The SQLite store shared by the runs of a local output folder.
-STORE_FILE = "mlflow.db"
 #: MLflow accepts metric and parameter names matching ``^[/\w.\- ]*$``.
 _NOT_ALLOWED = re.compile(r"[^/\w.\- ]")
 #: MLflow's limit on a parameter value's length.

@@ -46,7 +46,7 @@ from odeon_job.outputs.callbacks.stitching import SceneStitcher
 from odeon_job.outputs.callbacks.stop_handling import StopHandling
 from odeon_job.outputs.loggers.mlflow import MlflowOutput
 from odeon_job.outputs.loggers.tensorboard import TensorBoardOutput
-from odeon_job.outputs.run_folder import LAST_CHECKPOINT, RunFolder
+from odeon_job.outputs.run_folder import LAST_CHECKPOINT, RunFolder, model_basename, model_file_extension
 from odeon_job.process.launch import is_first_process, prepare_launch, with_run_names
 from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
 from odeon_job.redaction import redact, redact_log_handlers, redact_values
@@ -74,18 +74,6 @@ class TrainResult:
     @property
     def test_entry(self) -> dict[str, Any] | None:
         return next(iter(self.test.values()), None)
-
-
-def model_file_extension(config: JobConfig) -> str:
-    """``model_out_ext``, else ``model_filename``'s extension when it is .pth or .ckpt, else .ckpt."""
-    out = config.output_setup
-    extension = os.path.splitext(out.model_filename or "")[1]
-    return out.model_out_ext or (extension if extension in (".pth", ".ckpt") else ".ckpt")
-
-
-def model_basename(config: JobConfig) -> str:
-    name = config.output_setup.model_filename
-    return os.path.splitext(os.path.basename(name))[0] if name else config.train_setup.model_name
 
 
 def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:

@@ -13,7 +13,6 @@ Under DDP each process writes the predictions of its own share of the test tiles
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -23,15 +22,8 @@ from rasterio.io import MemoryFile
 from odeon_job import storage
 from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.raster import grid_of, open_raster
+from odeon_job.outputs.run_folder import prediction_names
 from odeon_job.training.segmentation_module import segmentation_module
-
-
-def prediction_names(images: list[str]) -> list[str]:
-    """Output file names: the input's, or ``<row>_<name>`` for all when two inputs share a name."""
-    names = [storage.basename(image) for image in images]
-    if max(Counter(names).values(), default=0) > 1:
-        return [f"{row:06d}_{name}" for row, name in enumerate(names, 1)]
-    return names
 
 
 def predicted_class(probabilities: np.ndarray) -> np.ndarray:

@@ -26,7 +26,8 @@ from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.grid import Box
 from odeon_job.data.raster import check_written, failures_reported, grid_of, open_raster
 from odeon_job.data.windows import GridWindows
-from odeon_job.outputs.callbacks.predictions import encode, prediction_names
+from odeon_job.outputs.callbacks.predictions import encode
+from odeon_job.outputs.run_folder import prediction_names
 from odeon_job.training.segmentation_module import segmentation_module
 
 log = logging.getLogger("odeon")
