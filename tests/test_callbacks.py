@@ -113,10 +113,11 @@ def test_the_samples_are_the_validation_tiles_as_the_network_saw_them(tmp_path: 
 
 
 def test_the_private_lightning_methods_we_override_exist_with_our_signatures() -> None:
-    """ExportingCheckpoint and ReportingEarlyStopping override private methods of Lightning (no public hook does
-    what they do). pyproject.toml's range (>=2.5,<2.7) is where these exist with these signatures and the
-    callback, checkpoint and training tests pass (2.5.0, 2.6.0, 2.6.6; 2.4.0 resumes with an extra validation):
-    a Lightning that renames one fails here, instead of silently skipping our override."""
+    """ExportingCheckpoint and ReportingEarlyStopping override private methods of Lightning, and EpochOrder reads
+    one private attribute (no public hook does what they do). pyproject.toml's range (>=2.5,<2.7) is where these
+    exist with these signatures and the callback, checkpoint and training tests pass (2.5.0, 2.6.0, 2.6.6; on
+    2.4.0 a resumed run validates once more): a Lightning that renames one fails here, instead of silently
+    skipping our override."""
     import inspect
 
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -135,3 +136,6 @@ def test_the_private_lightning_methods_we_override_exist_with_our_signatures() -
         assert list(inspect.signature(getattr(base, name)).parameters) == parameters, f"Lightning's {name}"
         assert list(inspect.signature(getattr(ours, name)).parameters) == parameters, f"our {name}"
         assert getattr(ours, name) is not getattr(base, name)
+    # EpochOrder re-seeds the iterator Lightning made before set_epoch on resume (it warns where there is none).
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert hasattr(trainer.fit_loop, "_data_fetcher")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -116,19 +117,39 @@ def test_every_optimizer_takes_its_arguments_and_steps(name: str, arguments: dic
     assert (parameter < 1).all()
 
 
+def _cosine(t: int, period: int, high: float, low: float = 0.0) -> float:
+    return low + (high - low) * (1 + math.cos(math.pi * t / period)) / 2
+
+
 @pytest.mark.parametrize(
-    ("config", "cls", "interval"),
+    ("config", "cls", "interval", "expected"),
     [
-        ({"scheduler": "cycliclr", "max_lr": 0.1, "step_size_up": 2}, torch.optim.lr_scheduler.CyclicLR, "step"),
-        ({"scheduler": "cosineannealinglr", "eta_min": 1e-5}, torch.optim.lr_scheduler.CosineAnnealingLR, "epoch"),
+        # triangular cycle from train_setup.lr (0.01) up to max_lr in 2 steps and back
+        (
+            {"scheduler": "cycliclr", "max_lr": 0.1, "step_size_up": 2},
+            torch.optim.lr_scheduler.CyclicLR,
+            "step",
+            [0.055, 0.1, 0.055, 0.01],
+        ),
+        # one half cosine over the run's 4 epochs, down to eta_min
+        (
+            {"scheduler": "cosineannealinglr", "eta_min": 1e-5},
+            torch.optim.lr_scheduler.CosineAnnealingLR,
+            "epoch",
+            [_cosine(t, 4, 0.01, 1e-5) for t in (1, 2, 3, 4)],
+        ),
+        # restarts every 2 epochs
         (
             {"scheduler": "cosineannealingwarmrestarts", "T_0": 2},
             torch.optim.lr_scheduler.CosineAnnealingWarmRestarts,
             "epoch",
+            [0.005, 0.01, 0.005, 0.01],
         ),
     ],
 )
-def test_every_scheduler_steps(config: dict[str, Any], cls: type, interval: str) -> None:
+def test_every_scheduler_follows_its_schedule(
+    config: dict[str, Any], cls: type, interval: str, expected: list[float]
+) -> None:
     setup = _setup(scheduler_config=config, lr=0.01, epochs=4, optimizer_config={"optimizer": "sgd", "momentum": 0.9})
     optimizer = build_optimizer(_parameters(), setup.optimizer_config, setup.lr)
     built = build_scheduler(optimizer, setup.scheduler_config, setup.lr, setup.epochs)
@@ -138,7 +159,7 @@ def test_every_scheduler_steps(config: dict[str, Any], cls: type, interval: str)
         optimizer.step()
         built["scheduler"].step()
         rates.append(optimizer.param_groups[0]["lr"])
-    assert len(set(rates)) > 1  # the learning rate moves
+    assert rates == pytest.approx(expected, rel=1e-6)
 
 
 def test_scheduler_defaults_follow_train_setup() -> None:

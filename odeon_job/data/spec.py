@@ -30,7 +30,8 @@ class DataSpec:
     image_max_value: float | None
     #: Pixel size (x, y) each split is read at; None keeps the files' own.
     resolution: dict[str, tuple[float, float] | None]
-    #: The mask value whose pixels are ignored: a number, "file" (each mask's own nodata) or "none".
+    #: The mask value whose pixels are ignored: a number, "file" (each mask's own nodata), "none", or "auto" (the
+    #: default: the file's own unless it could also be a class, see ``data_source.mask_nodata``).
     mask_nodata: float | str = "auto"
 
     @property

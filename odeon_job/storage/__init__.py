@@ -1,4 +1,6 @@
-"""Every path the job touches goes through here: a local path is a URL without a scheme.
+"""Every file the job reads or writes at a user's path or URL goes through here: a local path is a URL without a
+scheme. (Files of this machine alone are opened directly: staging files under ``TMPDIR`` before they are put
+here, the pod's service-account namespace, the demo's generated dataset.)
 
 Built on fsspec, so ``s3://``, ``gs://``, ``az://`` and ``https://`` work wherever a local path
 does. Rasters are not read through fsspec file objects (rasterio would read whole objects into

@@ -73,12 +73,6 @@ def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Scores:
     return result
 
 
-def mean_iou(confusion: torch.Tensor) -> float:
-    """``Average/IoU``: the mean IoU of the classes present in truth or prediction (0 when none is)."""
-    value = confusion_metrics(confusion, [str(i) for i in range(confusion.shape[0])])["Average/IoU"]
-    return value if value is not None else 0.0
-
-
 def row_normalised(confusion: torch.Tensor) -> list[list[float]]:
     """Each row divided by its sum (the fraction of a true class predicted as each class); empty rows 0."""
     cm = confusion.to(torch.float64).cpu()

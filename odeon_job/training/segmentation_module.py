@@ -83,7 +83,8 @@ class SegmentationModule(pl.LightningModule):
     """Its hyperparameters, saved in every checkpoint, are plain values (numbers, strings, lists, dicts):
     a checkpoint loads with ``torch.load(..., weights_only=True)`` and rebuilds the model by itself
     (``SegmentationModule.load_from_checkpoint(path)``, or :func:`load_module` for any version's file).
-    ``config_json`` is the run's whole configuration (URLs redacted), for the record; nothing reads it."""
+    ``config_json`` is the run's whole configuration (URLs redacted), for the record: the module does not read it
+    back (the ``.pth`` mode's ``<name>-train.pth`` carries it, see ``BestPthFiles``)."""
 
     #: The network as it runs (torch.compile's wrapper, or the network): kept out of the module's children.
     network: Callable[[torch.Tensor], torch.Tensor]
