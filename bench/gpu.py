@@ -45,6 +45,7 @@ from odeon_job.commands.demo import CLASS_LABELS, demo_config, write_dataset  # 
 from odeon_job.config import config_from_dict  # noqa: E402
 from odeon_job.data.spec import DataSpec  # noqa: E402
 from odeon_job.tasks import train as training_task  # noqa: E402
+from odeon_job.tasks import training_outputs  # noqa: E402
 from odeon_job.training.segmentation_module import SegmentationModule  # noqa: E402
 
 from s3_bench import moto_with, on_s3  # noqa: E402
@@ -196,8 +197,8 @@ class EpochClock(pl.Callback):
 @contextlib.contextmanager
 def extra_callback(callback: pl.Callback) -> Iterator[None]:
     """Add ``callback`` to the job's own (through the hook that adds the optional ones)."""
-    original = training_task.optional_callbacks
-    with mock.patch.object(training_task, "optional_callbacks", lambda config: [*original(config), callback]):
+    original = training_outputs.optional_callbacks
+    with mock.patch.object(training_outputs, "optional_callbacks", lambda config: [*original(config), callback]):
         yield
 
 

@@ -73,6 +73,7 @@ def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[st
     from odeon_job.data.spec import describe_data
     from odeon_job.data.windows import plan_windows
     from odeon_job.tasks import train as training_task
+    from odeon_job.tasks import training_outputs
 
     read = {"patch_size": 256, "train_windows": windows} if windows else {"mask_bands": [1]}
     config = config_from_dict(
@@ -105,8 +106,8 @@ def odeon_side(data: str, batch: int, workers: int, windows: int = 0) -> dict[st
     del loader
 
     timer = epoch_timer(pl)
-    original = training_task.optional_callbacks
-    training_task.optional_callbacks = lambda config: [*original(config), timer]  # type: ignore[assignment]
+    original = training_outputs.optional_callbacks
+    training_outputs.optional_callbacks = lambda config: [*original(config), timer]  # type: ignore[assignment]
     training_task.train(config)
     return {"epoch_s": timer.end - timer.start, "loader_tiles_per_s": rate}
 

@@ -10,18 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning import Callback
-from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.loggers import Logger, WandbLogger
 
-from odeon_job import storage
 from odeon_job.config import JobConfig
 from odeon_job.data.datamodule import SegmentationDataModule
 from odeon_job.data.dataset import SegmentationDataset
@@ -31,28 +26,18 @@ from odeon_job.data.spec import DataSpec
 from odeon_job.data.windows import describe_plans
 from odeon_job.errors import ConfigError, DataError
 from odeon_job.outputs.callbacks.checkpoints import (
-    BestPthFiles,
-    ExportingCheckpoint,
-    LastCheckpoint,
     StorageCheckpointIO,
 )
-from odeon_job.outputs.callbacks.early_stopping import ReportingEarlyStopping
-from odeon_job.outputs.callbacks.epoch_order import EpochOrder
-from odeon_job.outputs.callbacks.figures import FigurePublisher
 from odeon_job.outputs.callbacks.history import History
-from odeon_job.outputs.callbacks.predictions import PredictionWriter
-from odeon_job.outputs.callbacks.report import ValidationReport
-from odeon_job.outputs.callbacks.stitching import SceneStitcher
 from odeon_job.outputs.callbacks.stop_handling import StopHandling
-from odeon_job.outputs.loggers.mlflow import MlflowOutput
-from odeon_job.outputs.loggers.tensorboard import TensorBoardOutput
-from odeon_job.outputs.run_folder import LAST_CHECKPOINT, RunFolder, model_basename, model_file_extension
-from odeon_job.process.launch import is_first_process, prepare_launch, with_run_names
+from odeon_job.outputs.run_folder import RunFolder
+from odeon_job.process.launch import prepare_launch, with_run_names
 from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
 from odeon_job.redaction import redact, redact_log_handlers, redact_values
 from odeon_job.storage.retries import transient_retries
 from odeon_job.storage.s3_settings import s3_endpoint
 from odeon_job.tasks.preflight import TESTING_BATCHES, Findings, check_before_training, check_shares
+from odeon_job.tasks.training_outputs import best_model, output_callbacks, output_loggers
 from odeon_job.training.models.weights import load_encoder_weights, load_init_weights, read_state_dict
 from odeon_job.training.segmentation_module import NonFiniteLoss, SegmentationModule
 
@@ -93,71 +78,6 @@ def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
         "precision": setup.precision,
         "use_distributed_sampler": False,  # our samplers shard the data themselves
     }
-
-
-def checkpoint_callbacks(config: JobConfig, folder: RunFolder) -> list[ExportingCheckpoint]:
-    """``.ckpt`` mode: the top-k lowest ``val_loss`` and top-k highest ``val_miou`` checkpoints.
-    ``.pth`` mode: none of those. Both: ``last.ckpt``, rewritten at every validation, for resuming.
-    ``export_checkpoint`` adds .pth exports.
-
-    ``last.ckpt`` has a callback of its own: Lightning (2.6) rewrites a ModelCheckpoint's
-    ``save_last`` file only when that callback saved a top-k file at the same step, so a resumed run
-    would restart from the last improvement rather than the last validation.
-    """
-
-    base, top_k = model_basename(config), config.output_setup.save_top_k
-    exports = config.train_setup.export_checkpoint or []
-    loss_folder = folder.val_loss_checkpoints
-    last = LastCheckpoint(
-        dirpath=loss_folder,
-        filename=os.path.splitext(LAST_CHECKPOINT)[0],
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-        exports=exports,
-    )
-    if model_file_extension(config) == ".pth":
-        return [last]
-    return [
-        ExportingCheckpoint(
-            dirpath=loss_folder,
-            filename=f"{base}-{{epoch}}-{{val_loss:.4f}}",
-            monitor="val_loss",
-            mode="min",
-            save_top_k=top_k,
-            exports=exports,
-        ),
-        ExportingCheckpoint(
-            dirpath=folder.val_miou_checkpoints,
-            filename=f"{base}-{{epoch}}-{{val_miou:.4f}}",
-            monitor="val_miou",
-            mode="max",
-            save_top_k=top_k,
-            exports=exports,
-        ),
-        last,
-    ]
-
-
-def optional_callbacks(config: JobConfig) -> list[Callback]:
-    """Progress bars and early stopping, when the configuration asks for them."""
-
-    callbacks: list[Callback] = []
-    if config.output_setup.progress > 0:
-        callbacks.append(TQDMProgressBar(refresh_rate=config.output_setup.progress))
-    stop = config.train_setup.early_stopping
-    if stop is not None:
-        callbacks.append(ReportingEarlyStopping(**stop.arguments))
-    return callbacks
-
-
-def wandb_logger(config: JobConfig, folder: RunFolder) -> Any:
-    """A Weights & Biases logger, offline unless an API key is set (``WANDB_API_KEY``)."""
-
-    out = config.output_setup
-    offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
-    save_dir = folder.url if storage.is_local(folder.url) else storage.staging_folder("wandb")  # wandb: local files
-    return WandbLogger(project=out.name_exp_log, name=out.version_name, save_dir=save_dir, offline=offline)
 
 
 class _NoTips(logging.Filter):
@@ -220,60 +140,6 @@ def build_module(config: JobConfig, findings: Findings, resume_from: str | None)
     if setup.init_weights and not resume_from:
         load_init_weights(module.model, setup.init_weights, findings.weights["init_weights"])
     return module
-
-
-def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule) -> list[Callback]:
-    """History, console report, model files, early stopping, progress bars, predictions."""
-
-    out, has_test = config.output_setup, datamodule.has_test
-    history = History(
-        folder.history_val if out.save_history else None, folder.history_test if out.save_history and has_test else None
-    )
-    callbacks: list[Callback] = [
-        EpochOrder(),
-        history,
-        FigurePublisher(history),
-        ValidationReport(),
-        *checkpoint_callbacks(config, folder),
-        *optional_callbacks(config),
-    ]
-    if model_file_extension(config) == ".pth":
-        callbacks.append(BestPthFiles(folder, model_basename(config)))
-    if config.stitches_scenes:
-        callbacks.append(SceneStitcher(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
-    elif out.get_prediction:
-        callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
-    return callbacks
-
-
-def output_loggers(
-    config: JobConfig, folder: RunFolder, resuming: bool, test_follows: bool, stop: GracefulStop
-) -> list[Logger]:
-    """TensorBoard, MLflow (first process) and Weights & Biases, as the configuration asks: Lightning drives
-    them, from the start of the training to the end of the test."""
-    out = config.output_setup
-    loggers: list[Logger] = []
-    if out.use_tensorboard:
-        loggers.append(TensorBoardOutput(folder.tensorboard, out.log_learning_rate))
-    if out.use_mlflow and is_first_process():
-        pth_model = folder.pth_file(model_basename(config)) if model_file_extension(config) == ".pth" else None
-        loggers.append(
-            MlflowOutput(
-                config, folder, resuming, test_follows, killed=lambda: stop.received_at is not None, pth_model=pth_model
-            )
-        )
-    if out.use_wandb:
-        loggers.append(wandb_logger(config, folder))
-    return loggers
-
-
-def best_model(callbacks: list[Callback]) -> str:
-    """The best val_loss model: ``{name}.pth`` in .pth mode, else the best val_loss checkpoint ("" before any)."""
-
-    for callback in callbacks:
-        if isinstance(callback, BestPthFiles):
-            return callback.model_path
-    return next(c.best_model_path for c in callbacks if isinstance(c, ExportingCheckpoint) and c.monitor == "val_loss")
 
 
 def evaluate_best_model(
