@@ -197,7 +197,7 @@ def bytes_ratio(s3_csv: str, local_csv: str, args: argparse.Namespace) -> tuple[
         raster.open_rasters().close()  # datasets opened by the timed runs, their blocks cached
         raster.clear_remote_cache()
         loader, dataset = odeon_loader(s3_csv, args.windows, 0, args.batch)
-        proxy.responses.clear()
+        proxy.clear()
         one_epoch(loader, 7)
         fetched = sum(size for method, path, size in proxy.responses if method == "GET" and path.endswith(".tif"))
     finally:

@@ -316,7 +316,7 @@ def test_a_training_tile_comes_in_one_request_a_metadata_open_in_a_small_one(
     assert np.array_equal(item["image"].numpy(), image)
     assert [path.rsplit("/", 1)[-1] for _, path, _ in proxy.requests] == ["img.tif", "msk.tif"]  # one GET each
 
-    proxy.requests.clear()
+    proxy.clear()
     raster.clear_remote_cache()
     assert raster.raster_info(urls[0], "row 1").count == 3  # what odeon validate does for every row
     assert [byte_range for _, _, byte_range in proxy.requests] == ["bytes=0-16383"]
