@@ -95,6 +95,7 @@ def test_every_default_is_the_specification_s() -> None:
         "image_bands": None,
         "mask_bands": None,
         "class_labels": None,
+        "class_colors": None,
         "resolution": None,
         "normalization_weights": None,
         "data_augmentation": None,

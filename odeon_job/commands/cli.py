@@ -162,6 +162,36 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from odeon_job.config import DEFAULT_GRACE_PERIOD, load_predict_config
+
+    stop = GracefulStop(DEFAULT_GRACE_PERIOD).install()
+    options = {
+        "model": args.model,
+        "images": args.images,
+        "output": args.output,
+        "output_type": args.output_type,
+        "patch_size": args.patch_size,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+    }
+    if args.device is not None:
+        options["device_setup"] = {"device": args.device, "accelerator": args.accelerator}
+    elif args.accelerator is not None:
+        options["device_setup"] = {"accelerator": args.accelerator}
+    config = load_predict_config(args.config or os.environ.get("ODEON_CONFIG"), options, args.overrides or ())
+    from odeon_job.tasks.predict import predict
+
+    result = predict(config, stop)
+    log.info(
+        "predict: %d map(s) written, %d already there, in %s",
+        len(result.written),
+        len(result.skipped),
+        redact(result.output),
+    )
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     import json
 
@@ -256,6 +286,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="odeon-demo", help="folder for the dataset and the run (default: %(default)s)"
     )
     demo.set_defaults(handler=_demo)
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[with_config],
+        help="apply a trained model to images without masks: one georeferenced map per image",
+    )
+    predict.add_argument(
+        "--model",
+        help="a run folder, a .ckpt, a .pth beside its run's config.json, or an MLflow model URI "
+        "(models:/NAME/VERSION, models:/NAME@ALIAS, runs:/ID/model)",
+    )
+    predict.add_argument(
+        "--images", help="a CSV of images (one per row), a folder, a glob or an s3:// prefix of GeoTIFFs"
+    )
+    predict.add_argument("--output", help="the folder the maps go to (local or s3://)")
+    predict.add_argument(
+        "--output-type",
+        choices=("class", "float32", "uint8", "bit"),
+        help="class: one band of classes, coloured and named (default); float32/uint8: a probability band per "
+        "class; bit: one 1-bit band per class",
+    )
+    predict.add_argument("--patch-size", type=_at_least_one, help="window size (default: the model's)")
+    predict.add_argument("--overlap", type=int, help="pixels shared by neighbouring windows (default: 0)")
+    predict.add_argument("--batch-size", type=_at_least_one, help="windows per batch (default: 8)")
+    predict.add_argument("--accelerator", help="cpu, gpu or auto (default: a GPU when one is visible)")
+    predict.add_argument("--device", type=int, help="devices (processes) to use: 1 (default), -1 for all GPUs")
+    predict.set_defaults(handler=_predict)
 
     stats = commands.add_parser(
         "stats",

@@ -19,10 +19,12 @@ from odeon_job.config.loading import (
     apply_overrides,
     config_from_dict,
     load_config,
+    load_predict_config,
     parse_config,
     parse_json,
     read_config_text,
 )
+from odeon_job.config.predict_config import OutputType, PredictConfig
 from odeon_job.config.train_setup import (
     ODEON_U_NETS,
     PRETRAINABLE_ENCODERS,
@@ -100,6 +102,9 @@ __all__ = [
     "is_folder_name",
     "json_schema",
     "load_config",
+    "load_predict_config",
+    "OutputType",
+    "PredictConfig",
     "lowercase",
     "no_duplicates",
     "odeon_error",

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from odeon_job.config.colors import COLOR_PATTERN
 from odeon_job.config.values import (
     MAX_ITEM_SIDE,
     SPLITS,
@@ -99,6 +100,11 @@ class DataSource(Section):
         "absent. A single band is read as class indices 0..n-1.",
     )
     class_labels: list[str] | None = Field(None, description="One label per class; 'class 1'...'class n' when absent.")
+    class_colors: list[Annotated[str, Field(pattern=COLOR_PATTERN.pattern)]] | None = Field(
+        None,
+        description='Extension: one colour per class, "#rrggbb", for class maps, their styles and every figure; '
+        "a palette colour-blind readers can tell apart when absent.",
+    )
     resolution: Annotated[PixelSize | dict[Split, PixelSize] | None, BeforeValidator(_resolution)] = Field(
         None,
         description="Pixel size to read the tiles at (resampled when it differs from the files'), "

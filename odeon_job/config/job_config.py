@@ -59,7 +59,11 @@ class OutputSetup(Section):
         None, description="Version folder inside the experiment; the start time (HH-MM-SS) when absent."
     )
     get_prediction: bool = Field(False, description="Write a GeoTIFF prediction for each test tile.")
-    prediction_output_type: Literal["bit", "uint8", "float32"] = Field("uint8", description="bit, uint8 or float32.")
+    prediction_output_type: Literal["bit", "uint8", "float32", "class"] = Field(
+        "uint8",
+        description="bit, uint8 or float32 (a band per class), or (an extension) class: one band of class indices "
+        "with the classes' colours and names, the map a GIS opens.",
+    )
     use_tensorboard: bool = Field(True, description="Log to TensorBoard.")
     use_wandb: bool = Field(False, description="Log to Weights & Biases.")
     log_learning_rate: bool = Field(False, description="Log the learning rate (and momentum).")
@@ -248,6 +252,9 @@ def count_problem(
                 f"{len(labels)} labels but {masks} {mask_bands} bands (one band per class)",
             )
         classes = mask_bands
+    known = classes if classes is not None else (len(labels) if labels is not None else None)
+    if source.class_colors is not None and known is not None and len(source.class_colors) != known:
+        return "data_source.class_colors", f"{len(source.class_colors)} colours but there are {known} classes"
     for field, values in weights.items():
         if values is not None and classes is not None and len(values) != classes:
             return field, f"{len(values)} weights but there are {classes} classes"

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from odeon_job import storage
 from odeon_job.config.job_config import JobConfig
+from odeon_job.config.predict_config import PredictConfig
 from odeon_job.config.upgrades import upgrade_config
 from odeon_job.config.wording import describe_errors
 from odeon_job.errors import ConfigError, quote
@@ -59,6 +60,24 @@ def load_config(source: str, overrides: typing.Sequence[str] = ()) -> JobConfig:
         data = apply_overrides(data, overrides, name)
         name += " with --set"
     return config_from_dict(data, name)
+
+
+def load_predict_config(
+    source: str | None, options: dict[str, Any], overrides: typing.Sequence[str] = ()
+) -> PredictConfig:
+    """``odeon predict``'s configuration: the file at ``source`` (if any), the command line's ``options`` (those
+    given) over it, then ``--set`` ``overrides``; validated, errors worded as the training's."""
+    name = "<stdin>" if source == STDIN else source or "the command line"
+    data = parse_json(read_config_text(source), name) if source else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: the configuration must be a JSON object, got {type(data).__name__}")
+    data.update({key: value for key, value in options.items() if value is not None})
+    if overrides:
+        data = apply_overrides(data, overrides, name)
+    try:
+        return PredictConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError("\n".join(f"{name}: {line}" for line in describe_errors(error))) from error
 
 
 def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str = "config") -> Any:

@@ -25,7 +25,8 @@ from odeon_job.data.windows import GridWindows, WindowPlan
 
 class PadToLargest:
     """Collate samples into a batch; tiles of different sizes are padded (bottom and right) to the largest
-    of the batch, images with 0 and masks with the ignore marker, so padding counts in no loss or metric.
+    of the batch, images with 0 and masks with the ignore marker, so padding counts in no loss or metric (and the
+    image's validity, where items have one, with False).
     Each item's ``shape`` keeps its own size (predictions are cropped back to it).
 
     ``at_least`` (height, width): windows of scenes are padded to the split's largest window whatever their batch,
@@ -43,7 +44,8 @@ class PadToLargest:
                 {
                     **item,
                     "image": _pad(item["image"], height, width, 0),
-                    "mask": _pad(item["mask"], height, width, self.mask_ignore),
+                    **({"mask": _pad(item["mask"], height, width, self.mask_ignore)} if "mask" in item else {}),
+                    **({"valid": _pad(item["valid"], height, width, False)} if "valid" in item else {}),
                 }
                 for item in items
             ]

@@ -20,6 +20,7 @@ from odeon_job.data.raster import (
     open_raster,
     open_rasters,
     raster_info_of,
+    read_valid,
     read_window,
 )
 from odeon_job.data.samples import Sample
@@ -46,7 +47,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 class SegmentationDataset(Dataset):
     """Items → ``{"image": (C, H, W) in raw units, "mask": uint8 (H, W) class indices, "index": int,
-    "shape": (H, W), "owned": int}`` (``shape``: the item's own size, where a batch of mixed sizes pads it;
+    "shape": (H, W), "owned": int}``, and for the test split ``"valid"``: bool (H, W), False where the image is
+    nodata (``shape``: the item's own size, where a batch of mixed sizes pads it;
     ``owned``: how many of its pixels it scores, the others being marked ignored: a grid window's share of
     its overlaps).
 
@@ -75,6 +77,10 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
+    @property
+    def image_bands(self) -> tuple[int, ...]:
+        return self.spec.image_bands
+
     def read(self, sample: Sample, window: Box | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The image in raw units and the mask as class indices, at the split's resolution: all of the row (a
         tile, or the window its CSV names) or ``window`` of its scene.
@@ -83,26 +89,37 @@ class SegmentationDataset(Dataset):
         error); with ``image_max_value``, float32 whatever each file's type, so that files of several
         types still make one batch. The module scales it on its device (``InputScaling``).
         """
+        image, mask, _ = self._read(sample, window, with_valid=False)
+        return image, mask
+
+    def _read(
+        self, sample: Sample, window: Box | None, with_valid: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`read`, and where the image has data (``with_valid``: what predictions mark as nodata)."""
         if window is None and sample.window is None:
-            image, mask = self._read_tile(sample)
+            image, mask, valid = self._read_tile(sample, with_valid)
         else:
-            image, mask = self._read_window(sample, window)
+            image, mask, valid = self._read_window(sample, window, with_valid)
         if self.spec.image_max_value is not None:
             image = image.astype(np.float32, copy=False)
             check_finite(image, sample)
-        return image, mask
+        return image, mask, valid
 
-    def _read_tile(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    def _read_tile(self, sample: Sample, with_valid: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A whole file, opened for this read alone (a tile is read once an epoch: keeping it open gains nothing)."""
+        bands = self.spec.image_bands
         with open_raster(sample.image, sample.origin, whole_file=True) as src:
             grid = self._image_grid(src, sample)
             region = grid.region(None)
             check_whole_tile(region, sample)
-            image = read_window(src, self.spec.image_bands, region, grid, sample.origin, Resampling.bilinear)
+            image = read_window(src, bands, region, grid, sample.origin, Resampling.bilinear)
+            valid = read_valid(src, bands, region, grid) if with_valid else None
         with open_raster(sample.mask, sample.origin, whole_file=True) as src:
-            return image, self._mask_classes(src, sample, region, grid)
+            return image, self._mask_classes(src, sample, region, grid), valid
 
-    def _read_window(self, sample: Sample, window: Box | None) -> tuple[np.ndarray, np.ndarray]:
+    def _read_window(
+        self, sample: Sample, window: Box | None, with_valid: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A window of a scene, from datasets kept open by this worker (only the blocks it touches are fetched)."""
         rasters = open_rasters()
         src = rasters.get(sample.image, sample.origin)
@@ -110,8 +127,10 @@ class SegmentationDataset(Dataset):
         if window is None:  # the CSV's window of a tile read whole
             window = row_region(sample, raster_info_of(src), self.resolution)
             check_whole_tile(window, sample)
-        image = read_window(src, self.spec.image_bands, window, grid, sample.origin, Resampling.bilinear)
-        return image, self._mask_classes(rasters.get(sample.mask, sample.origin), sample, window, grid)
+        bands = self.spec.image_bands
+        image = read_window(src, bands, window, grid, sample.origin, Resampling.bilinear)
+        valid = read_valid(src, bands, window, grid) if with_valid else None
+        return image, self._mask_classes(rasters.get(sample.mask, sample.origin), sample, window, grid), valid
 
     def read_classes(self, sample: Sample, window: Box) -> np.ndarray:
         """The mask alone as class indices, in ``window`` of the row's grid (``odeon validate`` counts classes so,
@@ -158,10 +177,13 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         read = self.windows(index, epoch)
-        image, mask = self.read(self.samples[read.row], read.window)
+        image, mask, valid = self._read(self.samples[read.row], read.window, with_valid=self.split == "test")
         mask, owned = read.ignore_unowned(mask, ignore_value(self.spec.n_classes))
         image_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
         if self.transform is not None:
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
             image_t, mask_t = self.transform(image_t, mask_t, generator)
-        return {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape), "owned": owned}
+        item = {"image": image_t, "mask": mask_t, "index": index, "shape": torch.tensor(mask_t.shape), "owned": owned}
+        if valid is not None:  # the test split's: its predictions mark the image's nodata (no transform there)
+            item["valid"] = torch.from_numpy(valid)
+        return item

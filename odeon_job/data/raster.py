@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.session import DummySession
 from rasterio.windows import Window
@@ -283,6 +283,24 @@ def read_window(
         )
     except RasterioError as error:
         raise DataError(f"{origin}: cannot read {src.name}: {deepest_reason(error)}") from error
+
+
+def read_valid(src: rasterio.io.DatasetReader, bands: Sequence[int], box: Box, grid: SceneGrid) -> np.ndarray:
+    """(height, width) bool of ``box`` (as :func:`read_window` reads it): False where the image is nodata in every
+    one of ``bands`` (its nodata value, or its mask band). A file that declares neither costs no read."""
+    row, col, height, width = box
+    if all(MaskFlags.all_valid in src.mask_flag_enums[band - 1] for band in bands):
+        return np.ones((height, width), dtype=bool)
+    if grid.native:
+        masks = src.read_masks(list(bands), window=Window(col, row, width, height))
+    else:
+        masks = src.read_masks(
+            list(bands),
+            window=Window(*grid.file_window(box)),
+            out_shape=(len(bands), height, width),
+            resampling=Resampling.nearest,
+        )
+    return np.asarray(masks.any(axis=0))
 
 
 def compressed_bytes_touched(src: rasterio.io.DatasetReader, window: tuple[int, int, int, int]) -> int:

@@ -78,15 +78,16 @@ class GroupShardSampler(Sampler[int]):
     def __init__(self, groups: Sequence[range]) -> None:
         self.groups = groups
 
-    def _mine(self) -> Sequence[range]:
+    def mine(self) -> Sequence[range]:
+        """This process's groups (once the process group is up: before, all of them)."""
         rank, world = process_group()
         return self.groups[rank::world]
 
     def __len__(self) -> int:
-        return sum(len(group) for group in self._mine())
+        return sum(len(group) for group in self.mine())
 
     def __iter__(self) -> Iterator[int]:
-        return (index for group in self._mine() for index in group)
+        return (index for group in self.mine() for index in group)
 
 
 def items_per_process(length: int, world_size: int) -> int:

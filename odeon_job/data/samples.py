@@ -106,7 +106,7 @@ class Splits:
         return [("train", self.train), ("val", self.val), ("test", self.test)]
 
 
-def _is_header(fields: list[str]) -> bool:
+def is_header(fields: list[str]) -> bool:
     """A header names its columns: no field of it looks like a path (no '.', '/' or '\\')."""
     return not any(c in field for field in fields for c in "./\\")
 
@@ -125,7 +125,7 @@ def _plain_columns(text: str) -> Columns | None:
     lines = text[:-1] if text.endswith("\n") else text
     fields = lines.replace("\n", ",").split(",")
     images, masks = fields[0::2], fields[1::2]
-    if _is_header([images[0], masks[0]]):
+    if is_header([images[0], masks[0]]):
         return None
     return images, masks, np.arange(1, len(images) + 1), None
 
@@ -137,7 +137,7 @@ Columns = tuple[list[str], list[str], np.ndarray, np.ndarray | None]
 WINDOW_LIMIT = 2**31
 
 
-def _window_of(fields: list[str], where: str) -> list[int]:
+def window_of(fields: list[str], where: str) -> list[int]:
     """The window columns of a row (col_off, row_off, width, height): whole numbers, offsets >= 0, sizes >= 1, all
     below :data:`WINDOW_LIMIT` (no raster is larger)."""
     values = []
@@ -170,7 +170,7 @@ def _csv_columns(csv_url: str, text: str) -> Columns:
             line, start = reader.line_num, line + 1  # a quoted field may span lines: the row starts at `start`
             if not any(fields):
                 continue
-            if first and _is_header(fields):
+            if first and is_header(fields):
                 first = False
                 continue
             first = False
@@ -180,7 +180,7 @@ def _csv_columns(csv_url: str, text: str) -> Columns:
                     f"{quote(','.join(fields), 120)}{_separator_hint(fields)} (a row may add a window of "
                     "its scene: image,mask,col_off,row_off,width,height)"
                 )
-            windows.append(_window_of(fields[2:], f"{csv_url} row {start}") if len(fields) == 6 else [-1] * 4)
+            windows.append(window_of(fields[2:], f"{csv_url} row {start}") if len(fields) == 6 else [-1] * 4)
             images.append(fields[0])
             masks.append(fields[1])
             rows.append(start)

@@ -88,7 +88,9 @@ def image_scale(dtype: str, configured: float | None, sample: Sample) -> float:
     )
 
 
-def _resolutions(source: DataSource) -> dict[str, tuple[float, float] | None]:
+def split_resolutions(source: DataSource) -> dict[str, tuple[float, float] | None]:
+    """The (x, y) pixel size each split is read at (None: the files' own)."""
+
     def pair(value: float | list[float] | None) -> tuple[float, float] | None:
         if value is None:
             return None
@@ -130,6 +132,6 @@ def describe_data(
         class_labels=tuple(labels),
         mask_encoding=encoding,
         image_max_value=source.image_max_value,
-        resolution=_resolutions(source),
+        resolution=split_resolutions(source),
         mask_nodata=source.mask_nodata,
     )

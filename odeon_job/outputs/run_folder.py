@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -147,6 +148,16 @@ class RunFolder:
     def pth_file(self, name: str, kind: str | None = None) -> str:
         """``.pth`` mode's files: ``{name}.pth`` (the network), ``optimizer_{name}.pth``, ``train_{name}.pth``."""
         return self.path(f"{kind}_{name}.pth" if kind else f"{name}.pth")
+
+    def best_checkpoint(self) -> str | None:
+        """The best val_loss checkpoint kept here (the lowest ``val_loss`` of its name, the earliest epoch of equal
+        ones, as Lightning keeps them), None when there is none."""
+        ranked = []
+        for url in storage.glob(self.path(VAL_LOSS_CKPT_FOLDER, "*.ckpt")):
+            found = re.search(r"-epoch=(\d+)-val_loss=([0-9.]+|nan)\.ckpt$", url)
+            if found and found.group(2) != "nan":
+                ranked.append((float(found.group(2)), int(found.group(1)), url))
+        return min(ranked)[2] if ranked else None
 
     def config_files(self) -> list[str]:
         """``config.json`` and every ``config_resumed_*.json``."""

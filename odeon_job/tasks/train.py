@@ -85,7 +85,7 @@ class _NoTips(logging.Filter):
         return "Tip:" not in str(record.msg)
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     """Drop Lightning's advertisement and a deprecation warning it triggers in torch: nothing to act on."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # The module's on_after_batch_transfer (masks to int64) is meant to win over the datamodule's.
@@ -163,7 +163,7 @@ def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     stop.grace_period = config.device_setup.stop_grace_period
 
     retries_before = transient_retries()
-    _quiet_lightning()
+    quiet_lightning()
     redact_log_handlers()  # Lightning's handlers, installed by its import
     clear_remote_cache()  # GDAL would serve the old bytes of objects rewritten since this process read them
     config = with_run_names(config)

@@ -9,7 +9,6 @@ the first few, see :class:`ShownTile`): drawing never reads a GeoTIFF nor runs t
 
 from __future__ import annotations
 
-import colorsys
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from odeon_job.config.colors import rgb
 from odeon_job.training.metrics import row_normalised
 
 #: Sample tiles shown per validation (and test).
@@ -34,13 +34,9 @@ class ShownTile:
     prediction: torch.Tensor
 
 
-def palette(n: int) -> np.ndarray:
-    """``n`` well separated RGB colours (0-1), the same for the same ``n``."""
-    hues = [(0.05 + i * 0.618034) % 1.0 for i in range(n)]
-    return np.array(
-        [colorsys.hsv_to_rgb(h, 0.75 if i % 2 else 0.95, 0.95 if i % 2 else 0.7) for i, h in enumerate(hues)],
-        dtype=np.float32,
-    )
+def palette(colors: Sequence[str]) -> np.ndarray:
+    """The classes' "#rrggbb" colours (the model's) as (n, 3) RGB, 0-1: a class has the colour of its maps."""
+    return np.array([rgb(color) for color in colors], dtype=np.float32) / 255
 
 
 def coloured(classes: torch.Tensor, colours: np.ndarray) -> np.ndarray:
@@ -118,9 +114,11 @@ def confusion_table(confusion: torch.Tensor, labels: Sequence[str]) -> str:
     return header + "\n".join(rows)
 
 
-def samples_figure(samples: Sequence[ShownTile], labels: Sequence[str], split: str, epoch: int | None) -> np.ndarray:
+def samples_figure(
+    samples: Sequence[ShownTile], labels: Sequence[str], colors: Sequence[str], split: str, epoch: int | None
+) -> np.ndarray:
     """One row per tile: input | truth | prediction, with one legend of the class colours."""
-    colours = palette(len(labels))
+    colours = palette(colors)
     figure = _new_figure(9.0, 0.6 + 2.7 * len(samples))
     grid = figure.subplots(len(samples), 3, squeeze=False)
     for row, sample in enumerate(samples):
@@ -144,12 +142,15 @@ def samples_figure(samples: Sequence[ShownTile], labels: Sequence[str], split: s
     return to_array(figure)
 
 
-def iou_figure(metrics: Mapping[str, float | None], labels: Sequence[str], split: str, epoch: int | None) -> np.ndarray:
-    """Per-class IoU bars, classes absent from truth and prediction marked as such, the mean as a line."""
+def iou_figure(
+    metrics: Mapping[str, float | None], labels: Sequence[str], colors: Sequence[str], split: str, epoch: int | None
+) -> np.ndarray:
+    """Per-class IoU bars in the classes' colours, classes absent from truth and prediction marked as such, the mean
+    as a line."""
     values = [metrics.get(f"{label}/IoU") for label in labels]
     figure = _new_figure(max(5.0, 1.0 + 0.45 * len(labels)), 4.0)
     axes = figure.add_subplot()
-    colours = palette(len(labels))
+    colours = palette(colors)
     axes.bar(range(len(labels)), [v or 0.0 for v in values], color=colours)
     for index, value in enumerate(values):
         axes.text(

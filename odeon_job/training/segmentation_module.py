@@ -33,6 +33,7 @@ from odeon_job.config import (
     catalog,
     upgrade_config,
 )
+from odeon_job.config.colors import class_colors as class_colors_of
 from odeon_job.data.masks import IGNORE_INDEX, as_long_classes
 from odeon_job.data.spec import DataSpec
 from odeon_job.data.transforms import InputScaling, scaling_arguments
@@ -107,6 +108,7 @@ class SegmentationModule(pl.LightningModule):
         compile: bool = False,
         config_version: int = CONFIG_VERSION,
         config_json: str | None = None,
+        class_colors: list[str] | None = None,
     ) -> None:
         super().__init__()
         if config_version > CONFIG_VERSION:
@@ -116,6 +118,8 @@ class SegmentationModule(pl.LightningModule):
             )
         self.save_hyperparameters()
         self.class_labels = tuple(class_labels)
+        #: "#rrggbb" per class (checkpoints written before colours existed get the default palette).
+        self.class_colors = tuple(class_colors_of(class_colors, len(class_labels)))
         self.in_channels, self.loss_name, self.channels_last = in_channels, loss, channels_last
         self.optimizer_config = OptimizerConfig.model_validate(optimizer) if optimizer else None
         self.scheduler_config = SchedulerConfig.model_validate(scheduler) if scheduler else None
@@ -175,7 +179,8 @@ class SegmentationModule(pl.LightningModule):
         being run, and masks become the int64 that the loss and metrics want."""
         self.raw_image_dtype = batch["image"].dtype  # what the MLflow model of raw pixels takes
         batch["image"] = self.scale_images(batch["image"], self._running_split())
-        batch["mask"] = as_long_classes(batch["mask"])
+        if "mask" in batch:  # (images to predict have none)
+            batch["mask"] = as_long_classes(batch["mask"])
         return batch
 
     def scale_images(self, images: torch.Tensor, split: str) -> torch.Tensor:
@@ -188,7 +193,7 @@ class SegmentationModule(pl.LightningModule):
 
     def _running_split(self) -> str:
         trainer = self.trainer
-        if trainer.testing:
+        if trainer.testing or trainer.predicting:  # new images are read as the test split was
             return "test"
         return "val" if trainer.validating or trainer.sanity_checking else "train"
 
@@ -352,6 +357,10 @@ class SegmentationModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._close_evaluation("test")
 
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """The logits of a batch of images (``odeon predict``: the stitcher turns them into maps)."""
+        return self(batch["image"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["config_version"] = CONFIG_VERSION
 
@@ -395,6 +404,7 @@ def module_arguments(config: dict[str, Any], spec: DataSpec | dict[str, Any]) ->
         "compile": setup.compile,
         "config_version": CONFIG_VERSION,
         "config_json": json.dumps(config, sort_keys=True),
+        "class_colors": class_colors_of(source.class_colors, spec.n_classes),
     }
 
 

@@ -52,17 +52,25 @@ class FigurePublisher(pl.Callback):
     def _publish(self, trainer: pl.Trainer, module: SegmentationModule, split: str) -> None:
         if not trainer.is_global_zero or not shows_pictures(trainer):
             return
-        evaluation, labels = module.evaluation[split], module.class_labels
+        evaluation, labels, colors = module.evaluation[split], module.class_labels, module.class_colors
         publish_figure(
             trainer,
             split,
             "confusion matrix",
             confusion_figure(evaluation.confusion, labels, split, evaluation.epoch, evaluation.miou),
         )
-        publish_figure(trainer, split, "IoU per class", iou_figure(evaluation.metrics, labels, split, evaluation.epoch))
+        publish_figure(
+            trainer,
+            split,
+            "IoU per class",
+            iou_figure(evaluation.metrics, labels, colors, split, evaluation.epoch),
+        )
         if evaluation.samples:
             publish_figure(
-                trainer, split, "samples", samples_figure(evaluation.samples, labels, split, evaluation.epoch)
+                trainer,
+                split,
+                "samples",
+                samples_figure(evaluation.samples, labels, colors, split, evaluation.epoch),
             )
         for logger in trainer.loggers:
             if isinstance(logger, TextLogger):  # the numbers behind the confusion matrix's colours

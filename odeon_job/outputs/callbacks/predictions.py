@@ -1,12 +1,8 @@
 """Predictions of the test tiles, written during the test run as GeoTIFFs beside the other outputs.
 
-Each file has the input tile's name, CRS and transform (scaled when the split is read at another
-``resolution``) and one band per class:
-
-- ``float32``: the probabilities (softmax for ce and focal, a sigmoid per class for bce and combo);
-- ``uint8``: the same scaled to 0-255;
-- ``bit``: the one-hot class (the first of highest probability, as the metrics count it), one 1-bit band per
-  class (GeoTIFF ``NBITS=1``).
+Each file has the input tile's name, CRS and transform (scaled when the split is read at another ``resolution``)
+and holds ``prediction_output_type`` (:mod:`odeon_job.outputs.prediction_files`), its sidecar files first: a file
+that exists is whole, with its style.
 
 Under DDP each process writes the predictions of its own share of the test tiles.
 """
@@ -22,25 +18,30 @@ from rasterio.io import MemoryFile
 from odeon_job import storage
 from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.raster import grid_of, open_raster
+from odeon_job.outputs.prediction_files import (
+    Legend,
+    describe,
+    encode,
+    file_options,
+    mask_of,
+    sidecar_name,
+    sidecars,
+)
 from odeon_job.outputs.run_folder import prediction_names
 from odeon_job.training.segmentation_module import segmentation_module
 
 
-def predicted_class(probabilities: np.ndarray) -> np.ndarray:
-    """(classes, H, W) probabilities → (H, W) classes: the first class of highest probability (the metrics' rule,
-    ``SegmentationModule.predicted_classes``)."""
-    return probabilities.argmax(axis=0)
+def legend_of(module: pl.LightningModule) -> Legend:
+    """The classes' names and colours, as the model holds them."""
+    module = segmentation_module(module)
+    return Legend(module.class_labels, module.class_colors)
 
 
-def encode(probabilities: np.ndarray, output_type: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """(classes, H, W) probabilities → the array to write and its extra GeoTIFF options."""
-    if output_type == "float32":
-        return probabilities.astype(np.float32), {}
-    if output_type == "uint8":
-        return np.round(probabilities * 255).astype(np.uint8), {}
-    classes = predicted_class(probabilities)
-    onehot = (classes[None] == np.arange(probabilities.shape[0])[:, None, None]).astype(np.uint8)
-    return onehot, {"nbits": 1}
+def batch_validity(batch: Any, count: int) -> list[np.ndarray | None]:
+    """Each item's (H, W) validity of the image (None where the batch has none)."""
+    if "valid" not in batch:
+        return [None] * count
+    return list(batch["valid"].cpu().numpy())
 
 
 class PredictionWriter(pl.Callback):
@@ -58,32 +59,48 @@ class PredictionWriter(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         probabilities = segmentation_module(pl_module).probabilities(outputs["logits"]).float().cpu().numpy()
-        for index, (height, width), sample_probabilities in zip(
-            batch["index"].tolist(), batch["shape"].tolist(), probabilities, strict=True
-        ):
-            self.write(index, sample_probabilities[:, :height, :width])  # without a batch's padding
+        legend = legend_of(pl_module)
+        items = zip(
+            batch["index"].tolist(),
+            batch["shape"].tolist(),
+            probabilities,
+            batch_validity(batch, len(probabilities)),
+            strict=True,
+        )
+        for index, (height, width), sample_probabilities, valid in items:  # without a batch's padding
+            self.write(
+                index,
+                sample_probabilities[:, :height, :width],
+                valid[:height, :width] if valid is not None else None,
+                legend,
+            )
 
-    def write(self, index: int, probabilities: np.ndarray) -> None:
+    def write(self, index: int, probabilities: np.ndarray, valid: np.ndarray | None, legend: Legend) -> None:
         sample = self.dataset.samples[index]
         with open_raster(sample.image, sample.origin) as src:
             crs, grid = src.crs, grid_of(src, self.dataset.resolution)
         region = grid.region(sample.window)  # the part of the scene the CSV row names, as it was read
-        data, options = encode(probabilities, self.output_type)
+        data = encode(probabilities, self.output_type, valid)
         rows, columns = data.shape[-2:]
         assert (rows, columns) == region[2:], "a tile's prediction has the size it was read at"
         profile = {
             "driver": "GTiff",
             "width": columns,
             "height": rows,
-            "count": data.shape[0],
-            "dtype": data.dtype,
             "crs": crs,
             "transform": grid.window_transform(region),
             "compress": "deflate",
-            **options,
+            **file_options(self.output_type, len(legend.labels)),
         }
+        mask = mask_of(self.output_type, valid) if valid is not None and not valid.all() else None
         with MemoryFile() as memory:
             with memory.open(**profile) as dst:
                 dst.write(data)
+                describe(dst, self.output_type, legend)
+                if mask is not None:
+                    dst.write_mask(mask)
             payload = memory.read()
-        storage.write_bytes(storage.join(self.folder, self.names[index]), payload)
+        target = storage.join(self.folder, self.names[index])
+        for suffix, content in sidecars(self.output_type, legend).items():
+            storage.write_bytes(sidecar_name(target, suffix), content)
+        storage.write_bytes(target, payload)

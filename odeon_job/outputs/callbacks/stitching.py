@@ -1,12 +1,13 @@
 """Predictions of scenes: the test windows of each CSV row stitched into one georeferenced GeoTIFF.
 
 Overlapping windows are averaged on their probabilities, then written in ``prediction_output_type``
-(:func:`odeon_job.outputs.callbacks.predictions.encode`). The grid's windows come row by row, so rows above the
-current window are final: they are written to a local tiled GeoTIFF as soon as they are, and memory holds
+(:mod:`odeon_job.outputs.prediction_files`), the image's nodata marked. The grid's windows come row by row, so
+rows above the current window are final: they are written to a local tiled GeoTIFF as soon as they are, and memory holds
 one band of ``patch_size`` rows across the scene, never the scene. The finished file is turned into a
 Cloud-Optimized GeoTIFF and put where the run's outputs go (local or object storage) in one piece.
 
-Under DDP each process predicts whole scenes (``GroupShardSampler``), so one process writes each file.
+Under DDP each process predicts whole scenes (``GroupShardSampler``), so one process writes each file. The same
+callback stitches the test phase's scenes and those of ``odeon predict`` (the batches of ``Trainer.predict``).
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
 import rasterio
 import rasterio.shutil
+import torch
+from rasterio.enums import MaskFlags
 
 from odeon_job import storage
-from odeon_job.data.dataset import SegmentationDataset
 from odeon_job.data.grid import Box
 from odeon_job.data.raster import check_written, failures_reported, grid_of, open_raster
-from odeon_job.data.windows import GridWindows
-from odeon_job.outputs.callbacks.predictions import encode
+from odeon_job.data.samples import Sample
+from odeon_job.data.windows import GridWindows, WindowPlan
+from odeon_job.outputs.callbacks.predictions import batch_validity, legend_of
+from odeon_job.outputs.prediction_files import Legend, describe, encode, file_options, mask_of, sidecar_name, sidecars
 from odeon_job.outputs.run_folder import prediction_names
 from odeon_job.training.segmentation_module import segmentation_module
 
@@ -37,14 +42,24 @@ class Mosaic:
     """One row's region being stitched: a band of rows of summed probabilities and window counts."""
 
     def __init__(
-        self, path: str, region: Box, classes: int, band_rows: int, output_type: str, profile: dict[str, Any]
+        self,
+        path: str,
+        region: Box,
+        band_rows: int,
+        output_type: str,
+        legend: Legend,
+        profile: dict[str, Any],
+        masked: bool,
     ) -> None:
         self.top_row, self.left, self.height, self.width = region
         self.output_type, self.band_rows = output_type, band_rows
+        classes = len(legend.labels)
         self.sums = np.zeros((classes, band_rows, self.width), np.float32)
         self.counts = np.zeros((band_rows, self.width), np.float32)
+        self.valid = np.zeros((band_rows, self.width), bool)  # the image has data (in any window reading it)
         self.done = 0  # rows of the region written so far (the band starts there)
-        sample, options = encode(np.zeros((classes, 1, 1), np.float32), output_type)  # the type written
+        #: An internal mask band is written (a masked output type, of an image that has nodata).
+        self.masked = masked and mask_of(output_type, np.ones((1, 1), bool)) is not None
         self.path = path
         self.file = rasterio.open(
             path,
@@ -52,26 +67,28 @@ class Mosaic:
             driver="GTiff",
             width=self.width,
             height=self.height,
-            count=classes,
-            dtype=sample.dtype,
             tiled=True,
             blockxsize=256,
             blockysize=256,
             BIGTIFF="IF_SAFER",
             **profile,
-            **options,
+            **file_options(output_type, classes),
         )
+        describe(self.file, output_type, legend)
 
-    def add(self, window: Box, probabilities: np.ndarray) -> None:
-        """Add a window's (classes, h, w) probabilities; windows come row by row (their tops never go back)."""
+    def add(self, window: Box, probabilities: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add a window's (classes, h, w) probabilities (and (h, w) validity of the image; None: all valid);
+        windows come row by row (their tops never go back)."""
         row, col, height, width = window
         row, col = row - self.top_row, col - self.left
         if row < self.done:
             raise RuntimeError(f"a window at row {row} came after rows up to {self.done} were written")
         if row > self.done:
             self._write_rows(row)
-        self.sums[:, row - self.done : row - self.done + height, col : col + width] += probabilities
-        self.counts[row - self.done : row - self.done + height, col : col + width] += 1
+        rows, columns = slice(row - self.done, row - self.done + height), slice(col, col + width)
+        self.sums[:, rows, columns] += probabilities
+        self.counts[rows, columns] += 1
+        self.valid[rows, columns] |= True if valid is None else valid
 
     def _write_rows(self, until: int) -> None:
         """Write the band's rows up to region row ``until`` (final: no later window reaches them), then shift."""
@@ -79,12 +96,14 @@ class Mosaic:
         counts = self.counts[:rows]
         if (counts == 0).any():
             raise RuntimeError(f"rows {self.done}..{until} of a stitched scene were not all predicted")
-        data, _ = encode(self.sums[:, :rows] / counts, self.output_type)
-        self.file.write(data, window=rasterio.windows.Window(0, self.done, self.width, rows))
-        self.sums[:, : self.band_rows - rows] = self.sums[:, rows:].copy()
-        self.sums[:, self.band_rows - rows :] = 0
-        self.counts[: self.band_rows - rows] = self.counts[rows:].copy()
-        self.counts[self.band_rows - rows :] = 0
+        valid = self.valid[:rows]
+        window = rasterio.windows.Window(0, self.done, self.width, rows)
+        self.file.write(encode(self.sums[:, :rows] / counts, self.output_type, valid), window=window)
+        if self.masked:
+            self.file.write_mask(mask_of(self.output_type, valid), window=window)
+        for array in (self.sums, self.counts, self.valid):
+            array[..., : self.band_rows - rows, :] = array[..., rows:, :].copy()
+            array[..., self.band_rows - rows :, :] = 0
         self.done = until
 
     def finish(self) -> None:
@@ -98,16 +117,44 @@ class Mosaic:
             self.file.close()
 
 
+class WindowedScenes(Protocol):
+    """What the stitcher reads of a dataset of scenes in windows: the test split's, or ``odeon predict``'s."""
+
+    @property
+    def samples(self) -> Sequence[Sample]: ...
+
+    @property
+    def resolution(self) -> tuple[float, float] | None: ...
+
+    @property
+    def windows(self) -> WindowPlan: ...
+
+    @property
+    def image_bands(self) -> tuple[int, ...]: ...
+
+
 class SceneStitcher(pl.Callback):
-    def __init__(self, folder: str, output_type: str, dataset: SegmentationDataset) -> None:
+    """Stitches the windows of each row of ``dataset`` (``names``: its output files, by row) as the test or the
+    prediction batches pass; ``on_scene``: called with each scene's row once its file is out."""
+
+    def __init__(
+        self,
+        folder: str,
+        output_type: str,
+        dataset: WindowedScenes,
+        names: Sequence[str] | None = None,
+        on_scene: Callable[[int], None] | None = None,
+    ) -> None:
         if not isinstance(dataset.windows, GridWindows):
             raise TypeError("scenes are stitched from a grid of windows")
         self.folder, self.output_type, self.dataset, self.plan = folder, output_type, dataset, dataset.windows
-        self.names = prediction_names([sample.image for sample in dataset.samples])
+        self.names = names if names is not None else prediction_names([sample.image for sample in dataset.samples])
+        self.on_scene = on_scene
         self.row: int | None = None
         self.added = 0  # windows of the row's scene added so far
         self.mosaic: Mosaic | None = None
         self.staging: str | None = None
+        self.legend: Legend | None = None
 
     def on_test_batch_end(
         self,
@@ -118,28 +165,56 @@ class SceneStitcher(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        probabilities = segmentation_module(pl_module).probabilities(outputs["logits"]).float().cpu().numpy()
+        self._add_batch(pl_module, outputs["logits"], batch)
+
+    def on_predict_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._add_batch(pl_module, outputs, batch)
+
+    def _add_batch(self, pl_module: pl.LightningModule, logits: torch.Tensor, batch: Any) -> None:
+        probabilities = segmentation_module(pl_module).probabilities(logits).float().cpu().numpy()
+        self.legend = legend_of(pl_module)
         with storage.writing_staged(self._staged()):
-            items = zip(batch["index"].tolist(), batch["shape"].tolist(), probabilities, strict=True)
-            for index, (height, width), window_probabilities in items:
+            items = zip(
+                batch["index"].tolist(),
+                batch["shape"].tolist(),
+                probabilities,
+                batch_validity(batch, len(probabilities)),
+                strict=True,
+            )
+            for index, (height, width), window_probabilities, valid in items:
                 read = self.plan(index)
                 if read.row != self.row:
                     self._finish()
                     self._start(read.row)
                 assert self.mosaic is not None and read.window is not None
-                self.mosaic.add(read.window, window_probabilities[:, :height, :width])
+                self.mosaic.add(
+                    read.window,
+                    window_probabilities[:, :height, :width],
+                    valid[:height, :width] if valid is not None else None,
+                )
                 self.added += 1
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         with storage.writing_staged(self._staged()):
             self._finish()
 
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.on_test_epoch_end(trainer, pl_module)
+
     def _staged(self) -> str:
         """The file being stitched (for messages)."""
         return self.mosaic.path if self.mosaic is not None else self.staging or "the staging folder"
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        """A failed or stopped test leaves no partial scene behind (nothing was put yet) and no local files."""
+        """A failed or stopped run leaves no partial scene behind (nothing was put yet) and no local files."""
         if self.mosaic is not None:
             self.mosaic.close()
         self._clean()
@@ -148,17 +223,20 @@ class SceneStitcher(pl.Callback):
         sample, resolution = self.dataset.samples[row], self.dataset.resolution
         with open_raster(sample.image, sample.origin) as src:
             crs, grid = src.crs, grid_of(src, resolution)
+            masked = not all(MaskFlags.all_valid in src.mask_flag_enums[band - 1] for band in self.dataset.image_bands)
         top, left, height, width = (int(v) for v in self.plan.regions[row])
         region: Box = (top, left, height, width)
         self.staging = self.staging or storage.staging_folder("prediction")
         self.row, self.added = row, 0
+        assert self.legend is not None
         self.mosaic = Mosaic(
             os.path.join(self.staging, "stitched.tif"),
             region,
-            self.dataset.spec.n_classes,
             self.plan.patch,
             self.output_type,
+            self.legend,
             {"crs": crs, "transform": grid.window_transform(region), "compress": "deflate", "predictor": 1},
+            masked,
         )
 
     def _finish(self) -> None:
@@ -177,15 +255,20 @@ class SceneStitcher(pl.Callback):
             self.mosaic, self.row = None, None
             return
         self.mosaic.finish()
-        assert self.staging is not None
+        assert self.staging is not None and self.legend is not None
         cog = os.path.join(self.staging, "cog.tif")
         options = {"nbits": 1} if self.output_type == "bit" else {}
         with storage.writing_staged(cog), failures_reported(cog):
             rasterio.shutil.copy(self.mosaic.path, cog, driver="COG", compress="DEFLATE", **options)
             check_written(cog)
-        storage.put_file(cog, storage.join(self.folder, self.names[self.row]))
+        target = storage.join(self.folder, self.names[self.row])
+        for suffix, content in sidecars(self.output_type, self.legend).items():  # first: a scene's file is whole
+            storage.write_bytes(sidecar_name(target, suffix), content)
+        storage.put_file(cog, target)
         for path in (self.mosaic.path, cog):
             os.unlink(path)
+        if self.on_scene is not None:
+            self.on_scene(self.row)
         self.mosaic, self.row = None, None
 
     def _clean(self) -> None:
