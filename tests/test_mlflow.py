@@ -142,6 +142,13 @@ def test_a_training_is_recorded_in_the_tracking_server(
         assert np.allclose(model(raw)[0].numpy(), predicted, atol=1e-5)
     model_info = mlflow.models.get_model_info("models:/odeon-test-model/1")
     assert model_info.signature.inputs.inputs[0].type == np.dtype("uint8")
+    # It says what it takes and gives (classes, colours, bands), and odeon predict maps images with it alone.
+    assert model_info.metadata["class_labels"] == ["class 1", "class 2", "class 3"]
+    assert model_info.metadata["image_bands"] == [1, 2, 3] and len(model_info.metadata["class_colors"]) == 3
+    maps = tmp_path / "maps"
+    arguments = ["--images", test.images[0], "--output-type", "float32", "--patch-size", "32"]
+    assert cli.main(["predict", "--model", "models:/odeon-test-model/1", "--output", str(maps), *arguments]) == 0
+    assert np.allclose(rasterio.open(maps / Path(test.images[0]).name).read(), predicted, atol=1e-5)
 
 
 @pytest.fixture

@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
+import tempfile
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import odeon_job
+from odeon_job.config import CONFIG_VERSION
 from odeon_job.training.models.raw_pixels import RawPixelModel
-from odeon_job.training.models.weights import read_state_dict
+from odeon_job.training.models.weights import CHECKPOINT_PREFIX, read_state_dict
 from odeon_job.training.segmentation_module import SOFTMAX_LOSSES
 
 if TYPE_CHECKING:
     from odeon_job.training.segmentation_module import SegmentationModule
+
+#: The checkpoint an MLflow model of this job carries beside the network (``extra_files``).
+MLFLOW_CHECKPOINT = "model.ckpt"
 
 
 def log_model(
@@ -56,7 +62,10 @@ def log_model(
     with (
         _global_tracking_uri(tracking_uri),
         mlflow.start_run(run_id=run_id, log_system_metrics=False),
+        tempfile.TemporaryDirectory(prefix="odeon-model-") as folder,
     ):
+        checkpoint = os.path.join(folder, MLFLOW_CHECKPOINT)
+        torch.save(model_checkpoint(module, network), checkpoint)
         mlflow.pytorch.log_model(
             model,
             name="model",
@@ -66,7 +75,30 @@ def log_model(
             pip_requirements=requirements,
             code_paths=[os.path.dirname(odeon_job.__file__)],
             registered_model_name=registered_model_name,
+            extra_files=[checkpoint],
+            metadata=model_metadata(module),
         )
+
+
+def model_checkpoint(module: SegmentationModule, network: torch.nn.Module) -> dict[str, Any]:
+    """The smallest checkpoint that rebuilds the model (``load_module``): hyperparameters and weights, no optimizer
+    state; ``odeon predict`` and ``odeon evaluate`` take a model URI through it, safely (``weights_only``)."""
+    state = {name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}
+    state.update({CHECKPOINT_PREFIX + name: tensor.detach().cpu() for name, tensor in network.state_dict().items()})
+    return {"hyper_parameters": dict(module.hparams), "state_dict": state, "config_version": CONFIG_VERSION}
+
+
+def model_metadata(module: SegmentationModule) -> dict[str, Any]:
+    """What a served or predicted model needs to be read: its classes, their colours, the bands it takes."""
+    source = json.loads(module.hparams.get("config_json") or "{}").get("data_source", {})
+    return {
+        "class_labels": list(module.class_labels),
+        "class_colors": list(module.class_colors),
+        "image_bands": source.get("image_bands") or list(range(1, module.in_channels + 1)),
+        "image_max_value": source.get("image_max_value"),
+        "resolution": source.get("resolution"),
+        "patch_size": source.get("patch_size"),
+    }
 
 
 @contextlib.contextmanager

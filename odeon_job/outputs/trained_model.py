@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from odeon_job import storage
-from odeon_job.config import DataSource
+from odeon_job.config import DataSource, upgrade_config
 from odeon_job.data.spec import DataSpec, split_resolutions
 from odeon_job.errors import ConfigError, OdeonError
+from odeon_job.outputs.mlflow_model import MLFLOW_CHECKPOINT
 from odeon_job.outputs.run_folder import RunFolder
 from odeon_job.storage.model_files import DamagedModelFile, load_plain
 from odeon_job.training.models.weights import read_state_dict
 from odeon_job.training.segmentation_module import SegmentationModule, load_module, module_arguments
 
-#: The checkpoint an MLflow model of this job carries (weights and hyperparameters, no optimizer state).
-MLFLOW_CHECKPOINT = "model.ckpt"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
@@ -77,7 +76,7 @@ def _load_checkpoint(url: str) -> SegmentationModule:
 
 
 def _with_source(module: SegmentationModule, url: str) -> TrainedModel:
-    config = json.loads(module.hparams.get("config_json") or "{}")
+    config = upgrade_config(json.loads(module.hparams.get("config_json") or "{}"), url)
     if "data_source" not in config:
         raise ConfigError(
             f"model: {url} does not say how its images were read (a checkpoint without its configuration)"
