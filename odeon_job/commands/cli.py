@@ -192,6 +192,35 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from odeon_job.config import DeviceSetup
+    from odeon_job.tasks.evaluate import EXIT_WORSE, comparison_lines, evaluate, is_worse
+
+    devices = DeviceSetup.model_validate(
+        {key: value for key, value in (("accelerator", args.accelerator), ("device", args.device)) if value is not None}
+        | {"num_workers": args.num_workers}
+    )
+    new = evaluate(args.model, args.data, args.output, args.output_type, args.batch_size, devices)
+    log.info(
+        "evaluate: mIoU %.4f, loss %.4f; report in %s", new.entry["Average/IoU"], new.entry["loss"], redact(new.output)
+    )
+    if not args.against:
+        return 0
+    import os.path
+
+    against = evaluate(
+        args.against, args.data, os.path.join(args.output, "against"), args.output_type, args.batch_size, devices
+    )
+    labels = [key[: -len("/IoU")] for key in new.entry if key.endswith("/IoU") and key != "Average/IoU"]
+    for line in comparison_lines(new, against, labels, args.metric):
+        print(line)
+    if is_worse(new.entry, against.entry, args.metric, args.margin):
+        print(f"gate: {args.metric} of {redact(args.model)} is worse than {redact(args.against)}'s: not promoted")
+        return EXIT_WORSE
+    print(f"gate: {args.metric} of {redact(args.model)} is as good or better: promote it")
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     import json
 
@@ -313,6 +342,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--accelerator", help="cpu, gpu or auto (default: a GPU when one is visible)")
     predict.add_argument("--device", type=int, help="devices (processes) to use: 1 (default), -1 for all GPUs")
     predict.set_defaults(handler=_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score a trained model on a labelled CSV without training: the test phase's history, figures and maps",
+    )
+    evaluate.add_argument("--model", required=True, help="a run folder, a .ckpt, a .pth or an MLflow model URI")
+    evaluate.add_argument("--data", required=True, help="a CSV of image,mask rows (tiles, or scenes in windows)")
+    evaluate.add_argument("--output", required=True, help="a new folder for the report (local or s3://)")
+    evaluate.add_argument(
+        "--output-type", choices=("class", "float32", "uint8", "bit"), default="class", help="the maps written"
+    )
+    evaluate.add_argument("--batch-size", type=_at_least_one, help="default: the training's")
+    evaluate.add_argument("--accelerator", help="cpu, gpu or auto (default: a GPU when one is visible)")
+    evaluate.add_argument("--device", type=int, help="devices (processes) to use (default: 1)")
+    evaluate.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default: %(default)s)")
+    evaluate.add_argument(
+        "--against",
+        metavar="MODEL2",
+        help="the model in place (e.g. models:/NAME@champion): both are scored on the same data; exit 3 when "
+        "MODEL is worse (CI's promotion gate)",
+    )
+    evaluate.add_argument(
+        "--metric", default="Average/IoU", help="the figure the gate compares (default: %(default)s; loss: lower wins)"
+    )
+    evaluate.add_argument(
+        "--margin", type=float, default=0.0, help="how much worse MODEL may be and still pass (default: 0)"
+    )
+    evaluate.set_defaults(handler=_evaluate)
 
     stats = commands.add_parser(
         "stats",

@@ -3,8 +3,8 @@ for starting and resuming there.
 
 A run folder holds ``config.json`` (``config_resumed_*.json`` for each resume), ``history_val.json`` and
 ``history_test.json``, the checkpoint folders ``odeon_val_loss_ckpt`` (with ``last.ckpt``, where a run
-resumes from) and ``odeon_val_miou_ckpt``, ``tensorboard/``, ``predictions/``, and, for MLflow,
-``mlflow_run.json`` (the run's record) and, when the output folder is remote, the run's own store
+resumes from) and ``odeon_val_miou_ckpt``, ``tensorboard/``, ``predictions/``, ``figures/`` (PNG pictures),
+and, for MLflow, ``mlflow_run.json`` (the run's record) and, when the output folder is remote, the run's own store
 ``mlflow.db`` and ``mlflow-artifacts/``. Nothing else names them.
 """
 
@@ -130,6 +130,10 @@ class RunFolder:
     @property
     def predictions(self) -> str:
         return self.path("predictions")
+
+    @property
+    def figures(self) -> str:
+        return self.path("figures")
 
     @property
     def mlflow_record(self) -> str:

@@ -25,6 +25,7 @@ from odeon_job.outputs.callbacks.history import History
 from odeon_job.outputs.callbacks.predictions import PredictionWriter
 from odeon_job.outputs.callbacks.report import ValidationReport
 from odeon_job.outputs.callbacks.stitching import SceneStitcher
+from odeon_job.outputs.loggers.figure_folder import FigureFolder
 from odeon_job.outputs.loggers.mlflow import MlflowOutput
 from odeon_job.outputs.loggers.tensorboard import TensorBoardOutput
 from odeon_job.outputs.run_folder import LAST_CHECKPOINT, RunFolder, model_basename, model_file_extension
@@ -114,6 +115,21 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
     ]
     if model_file_extension(config) == ".pth":
         callbacks.append(BestPthFiles(folder, model_basename(config)))
+    return [*callbacks, *prediction_callbacks(config, folder, datamodule)]
+
+
+def test_callbacks(
+    config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule, history: History
+) -> list[Callback]:
+    """What a test alone leaves (``odeon evaluate``), as the training's test phase: ``history`` (the test entry), the
+    pictures, the predictions."""
+    return [history, FigurePublisher(history), *prediction_callbacks(config, folder, datamodule)]
+
+
+def prediction_callbacks(config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule) -> list[Callback]:
+    """The test's predictions: stitched scenes, or one file per tile, when the configuration asks for them."""
+    out = config.output_setup
+    callbacks: list[Callback] = []
     if config.stitches_scenes:
         callbacks.append(SceneStitcher(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
     elif out.get_prediction:
@@ -124,10 +140,10 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
 def output_loggers(
     config: JobConfig, folder: RunFolder, resuming: bool, test_follows: bool, stop: GracefulStop
 ) -> list[Logger]:
-    """TensorBoard, MLflow (first process) and Weights & Biases, as the configuration asks: Lightning drives
-    them, from the start of the training to the end of the test."""
+    """The run folder's ``figures/``, then TensorBoard, MLflow (first process) and Weights & Biases, as the
+    configuration asks: Lightning drives them, from the start of the training to the end of the test."""
     out = config.output_setup
-    loggers: list[Logger] = []
+    loggers: list[Logger] = [FigureFolder(folder.figures)]
     if out.use_tensorboard:
         loggers.append(TensorBoardOutput(folder.tensorboard, out.log_learning_rate))
     if out.use_mlflow and is_first_process():

@@ -41,7 +41,7 @@ class FigurePublisher(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The training curves, once, over the whole run (a resumed one included)."""
-        if self.history.entries and trainer.is_global_zero and shows_pictures(trainer):
+        if self.history.entries and trainer.is_global_zero and shows_pictures(trainer, "val", "training curves"):
             publish_figure(
                 trainer,
                 "val",
@@ -50,7 +50,7 @@ class FigurePublisher(pl.Callback):
             )
 
     def _publish(self, trainer: pl.Trainer, module: SegmentationModule, split: str) -> None:
-        if not trainer.is_global_zero or not shows_pictures(trainer):
+        if not trainer.is_global_zero or not shows_pictures(trainer, split):
             return
         evaluation, labels, colors = module.evaluation[split], module.class_labels, module.class_colors
         publish_figure(

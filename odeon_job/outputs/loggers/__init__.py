@@ -60,11 +60,31 @@ def output_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return shown
 
 
-def shows_pictures(trainer: pl.Trainer) -> bool:
-    """Whether a logger of ``trainer`` shows pictures (so that none is drawn for nothing)."""
+#: A figure's file name (MLflow artifacts, the run folder's ``figures/``): ``confusion_matrix_val.png``...
+FIGURE_FILES = {"confusion matrix": "confusion_matrix", "IoU per class": "iou", "samples": "samples"}
+
+
+def figure_file(split: str, name: str) -> str:
+    """The PNG file of the figure ``name`` of ``split`` (``training curves``: one for the run)."""
+    file = FIGURE_FILES.get(name, name.replace(" ", "_"))
+    return f"{file}_{split}.png" if name in FIGURE_FILES else f"{file}.png"
+
+
+def _shows(logger: object, split: str, name: str | None) -> bool:
+    """Whether ``logger`` shows the picture ``name`` of ``split`` (None: any of them); a logger may take some only
+    (its ``shows_figure``)."""
     from pytorch_lightning.loggers import WandbLogger
 
-    return any(isinstance(logger, (FigureLogger, WandbLogger)) for logger in trainer.loggers)
+    if not isinstance(logger, (FigureLogger, WandbLogger)):
+        return False
+    shows_figure = getattr(logger, "shows_figure", None)
+    return shows_figure is None or bool(shows_figure(split, name))
+
+
+def shows_pictures(trainer: pl.Trainer, split: str, name: str | None = None) -> bool:
+    """Whether a logger of ``trainer`` shows the picture ``name`` of ``split`` (None: any picture of ``split``), so
+    that none is drawn for nothing."""
+    return any(_shows(logger, split, name) for logger in trainer.loggers)
 
 
 def publish_figure(trainer: pl.Trainer, split: str, name: str, image: np.ndarray) -> None:
@@ -74,6 +94,8 @@ def publish_figure(trainer: pl.Trainer, split: str, name: str, image: np.ndarray
     if not trainer.is_global_zero:
         return
     for logger in trainer.loggers:
+        if not _shows(logger, split, name):
+            continue
         if isinstance(logger, FigureLogger):
             logger.log_figure(split, name, image, trainer.global_step)
         elif isinstance(logger, WandbLogger):

@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import Logger
 from odeon_job import storage
 from odeon_job.config import MONITOR_MODES, JobConfig
 from odeon_job.errors import StorageError
-from odeon_job.outputs.loggers import output_metrics
+from odeon_job.outputs.loggers import figure_file, output_metrics
 from odeon_job.outputs.loggers.sqlite_store import ensure_store, sqlite_path
 from odeon_job.outputs.mlflow_model import log_model
 from odeon_job.outputs.run_folder import RunFolder
@@ -73,9 +73,6 @@ BATCH = 1000
 
 
 #: The artifact file of each picture (``figures/<name>_<split>.png``, the curves without a split).
-FIGURE_FILES = {"confusion matrix": "confusion_matrix", "IoU per class": "iou", "samples": "samples"}
-
-
 class MlflowOutput(Logger):
     """``test_follows``: a test runs after the training (the run closes after it); ``killed``: whether a
     failure is a SIGTERM stop (KILLED rather than FAILED); ``pth_model``: the best model in ``.pth`` mode
@@ -188,8 +185,7 @@ class MlflowOutput(Logger):
 
     def log_figure(self, split: str, name: str, image: np.ndarray, step: int) -> None:
         """Kept (the latest of each) and logged as artifacts when the run closes."""
-        file = FIGURE_FILES.get(name, name.replace(" ", "_"))
-        self.figures[f"{file}_{split}.png" if name in FIGURE_FILES else f"{file}.png"] = png_bytes(image)
+        self.figures[figure_file(split, name)] = png_bytes(image)
 
     def finalize(self, status: str) -> None:
         """Lightning's end of a training or test: the run closes after the last of them, or at a failure."""
