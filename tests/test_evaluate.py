@@ -85,3 +85,58 @@ def test_evaluate_refuses_a_folder_that_holds_files_and_an_unknown_metric(
     arguments = ["--data", test.csv, "--against", run, "--metric", "Average/Nonsense"]
     assert cli.main(["evaluate", "--model", run, "--output", str(tmp_path / "o"), *arguments]) == 2
     assert "is not a figure of the evaluation" in capsys.readouterr().err
+
+
+def test_the_pipeline_s_promotion_gate_moves_the_alias_only_to_a_better_version(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path
+) -> None:
+    """The retrain:promote job's own script (.gitlab-ci.yml), run by bash against a real MLflow store: the first
+    version takes the alias, a worse one does not (exit 3, the alias stays)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    import yaml
+    from mlflow import MlflowClient
+
+    data, test = make_dataset(n=8), make_dataset(n=3, name="test", seed=1)
+    output = tmp_path / "runs"
+    store = f"sqlite:///{output}/mlflow.db"
+    script = yaml.safe_load((Path(__file__).parents[1] / ".gitlab-ci.yml").read_text())["retrain:promote"]["script"]
+    variables = {
+        "MODEL_NAME": "landcover",
+        "GATE_DATA": test.csv,
+        "GATE_OUTPUT": str(tmp_path / "gates"),
+        "CHAMPION_ALIAS": "champion",
+        "CI_PIPELINE_ID": "1",
+        "MLFLOW_TRACKING_URI": store,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+
+    def retrain(version: str, epochs: int, lr: float, pipeline: str) -> subprocess.CompletedProcess[str]:
+        config = make_config(
+            data.csv,
+            str(output),
+            data_source={"class_labels": ["a", "b", "c"]},
+            train_setup={"epochs": epochs, "lr": lr},
+            output_setup={"use_mlflow": True, "registered_model_name": "landcover", "version_name": version},
+        )
+        train(config_from_dict(config))
+        lines = "".join(f"{k}={shlex.quote(v)}\n" for k, v in {**variables, "CI_PIPELINE_ID": pipeline}.items())
+        return subprocess.run(
+            ["bash", "-c", "set -eu\n" + lines + "export MLFLOW_TRACKING_URI PATH MODEL_NAME CHAMPION_ALIAS\n"
+             + "\n".join(script)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    first = retrain("good", 6, 0.01, "1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "no champion yet: version 1 takes the alias" in first.stdout
+    client = MlflowClient(store)
+    assert str(client.get_model_version_by_alias("landcover", "champion").version) == "1"
+    worse = retrain("poor", 1, 1e-7, "2")
+    assert worse.returncode == 3, worse.stdout + worse.stderr
+    assert "not promoted" in worse.stdout
+    assert str(client.get_model_version_by_alias("landcover", "champion").version) == "1"
+    assert (tmp_path / "gates" / "2" / "history_test.json").exists()
