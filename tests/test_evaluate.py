@@ -3,17 +3,20 @@ figures and maps as the training's test), and the promotion gate: exit 3 when th
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 
 from odeon_job.commands import cli
 from odeon_job.config import config_from_dict
 from odeon_job.tasks.train import train
 
-from conftest import TinyDataset, make_config
+from conftest import Scenes, TinyDataset, make_config
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +57,8 @@ def test_evaluate_reproduces_the_training_s_test_and_the_gate_keeps_the_better_m
         "training_curves.png",
     ]
 
+    assert_error_maps_count_the_confusion_matrix(report, evaluated, n_classes=3)
+
     poor_miou = json.loads((Path(poor) / "history_test.json").read_text())
     assert next(iter(poor_miou.values()))["Average/IoU"] < trained["Average/IoU"] - 0.05
     capsys.readouterr()
@@ -71,6 +76,60 @@ def test_evaluate_reproduces_the_training_s_test_and_the_gate_keeps_the_better_m
     assert (
         cli.main([*gate, "--model", poor, "--against", good, "--output", str(tmp_path / "g4"), "--metric", "loss"]) == 3
     )
+
+
+def assert_error_maps_count_the_confusion_matrix(report: Path, entry: dict, n_classes: int) -> None:
+    """Every error map's codes, counted over the test, are the confusion matrix; scenes.csv's rows add up to it; each
+    error map lies on its prediction's grid and says what its codes mean."""
+    confusion = np.zeros((n_classes, n_classes), np.int64)
+    rows = list(csv.DictReader((report / "scenes.csv").open()))
+    assert len(rows) == len(list((report / "predictions").glob("*.tif")))
+    for row in rows:
+        with (
+            rasterio.open(report / "errors" / row["map"]) as errors,
+            rasterio.open(report / "predictions" / row["map"]) as maps,
+        ):
+            codes = errors.read(1)
+            assert errors.transform == maps.transform and errors.crs == maps.crs and errors.shape == maps.shape
+            assert errors.colormap(1)[0][:3] == (255, 255, 255)  # right pixels: white (transparent in QGIS)
+        for t in range(n_classes):
+            for p in range(n_classes):
+                code = 0 if t == p else 1 + t * (n_classes - 1) + p - (p > t)
+                count = int((codes == code).sum())
+                confusion[t, p] += count if t != p else 0
+        right = int((codes == 0).sum())
+        assert int(row["right pixels"]) == right and int(row["scored pixels"]) == int((codes != 255).sum())
+        confusion[np.diag_indices(n_classes)] += 0
+    expected = np.array(entry["cm_micro"])
+    off_diagonal = ~np.eye(n_classes, dtype=bool)
+    assert (confusion[off_diagonal] == expected[off_diagonal]).all()
+    assert sum(int(row["right pixels"]) for row in rows) == np.trace(expected)
+    assert sum(int(row["scored pixels"]) for row in rows) == expected.sum()
+    qml = (report / "errors" / rows[0]["map"].replace(".tif", ".qml")).read_text()
+    assert 'label="a → b"' in qml and 'alpha="0" label="right"' in qml
+
+
+def test_a_scene_report_s_error_maps_count_what_the_metrics_count_with_overlapping_windows(
+    make_scenes: Callable[..., Scenes], tmp_path: Path
+) -> None:
+    """Scenes in windows that overlap: each pixel is scored by the window that owns it, and so is it in the error
+    map (not the averaged class map's prediction)."""
+    scenes = make_scenes()
+    config = make_config(
+        scenes.csv,
+        str(tmp_path / "out"),
+        data_source={
+            "val_file": scenes.csv,
+            "test_file": scenes.csv,
+            "patch_size": 128,
+            "grid_overlap": 48,
+            "class_labels": ["a", "b", "c"],
+        },
+        output_setup={"get_prediction": True, "prediction_output_type": "class"},
+    )
+    run = Path(train(config_from_dict(config)).run_folder)
+    entry = next(iter(json.loads((run / "history_test.json").read_text()).values()))
+    assert_error_maps_count_the_confusion_matrix(run, entry, n_classes=3)
 
 
 def test_evaluate_refuses_a_folder_that_holds_files_and_an_unknown_metric(

@@ -87,7 +87,7 @@ def describe(dst: Any, output_type: str, legend: Legend) -> None:
     if output_type == "class":
         dst.set_band_description(1, "class")
         table = {index: (*rgb(color), 255) for index, color in enumerate(legend.colors)}
-        table[CLASS_NODATA] = (0, 0, 0, 0)
+        table[CLASS_NODATA] = (0, 0, 0, 0)  # (a TIFF palette keeps no alpha: nodata is what hides these)
         dst.write_colormap(1, table)
         dst.update_tags(1, **{f"CLASS_{index}": label for index, label in enumerate(legend.labels)})
         return
@@ -106,13 +106,65 @@ def sidecars(output_type: str, legend: Legend) -> dict[str, bytes]:
     return {".qml": qgis_style(legend), ".aux.xml": gdal_categories(legend.labels)}
 
 
+# --- error maps: where the model is wrong, and how ---------------------------------------------------------------
+
+
+def error_type(n_classes: int) -> tuple[str, int]:
+    """The type of an error map of ``n_classes`` classes and its nodata: uint8 while the n(n-1) pairs fit."""
+    return ("uint8", 255) if n_classes * (n_classes - 1) < 255 else ("uint16", 65535)
+
+
+def error_codes(truth: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
+    """(H, W) truth and predicted classes → the error map: 0 where right, ``1 + t(n-1) + p'`` for truth t predicted as
+    p (p' = p, less one past t), nodata where the truth is no class (ignored, or not scored here)."""
+    dtype, nodata = error_type(n_classes)
+    scored = (truth >= 0) & (truth < n_classes)
+    t, p = truth.astype(np.int64), prediction.astype(np.int64)
+    codes = np.where(t == p, 0, 1 + t * (n_classes - 1) + p - (p > t))
+    return np.where(scored, codes, nodata).astype(dtype)
+
+
+def error_legend(legend: Legend) -> Legend:
+    """The codes of :func:`error_codes` in words ("water → forest") and colours (the predicted class's)."""
+    labels, colors = ["right"], ["#ffffff"]
+    for t, truth in enumerate(legend.labels):
+        for p, predicted in enumerate(legend.labels):
+            if p != t:
+                labels.append(f"{truth} → {predicted}")
+                colors.append(legend.colors[p])
+    return Legend(tuple(labels), tuple(colors))
+
+
+def describe_errors(dst: Any, legend: Legend) -> None:
+    """An error map's band name, colour table (right pixels white: a TIFF palette has no alpha; the QGIS style makes
+    them transparent, so the image shows through) and code names."""
+    dst.set_band_description(1, "error (truth → prediction)")
+    codes = error_legend(legend)
+    if dst.dtypes[0] == "uint8":
+        dst.write_colormap(1, {code: (*rgb(color), 255) for code, color in enumerate(codes.colors)})
+    dst.update_tags(1, **{f"CODE_{code}": label for code, label in enumerate(codes.labels)})
+
+
+def error_sidecars(legend: Legend) -> dict[str, bytes]:
+    """An error map's QGIS style and GDAL category names, by suffix (right pixels transparent in QGIS too)."""
+    codes = error_legend(legend)
+    return {".qml": qgis_style(codes, transparent=(0,)), ".aux.xml": gdal_categories(codes.labels)}
+
+
+def row_confusion(truth: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, n) pixel counts, rows = truth, columns = prediction, of the scored pixels of one test row."""
+    scored = (truth >= 0) & (truth < n_classes)
+    pairs = truth[scored].astype(np.int64) * n_classes + prediction[scored].astype(np.int64)
+    return np.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
 def sidecar_name(target: str, suffix: str) -> str:
     """Where the sidecar ``suffix`` of the prediction ``target`` goes, as QGIS and GDAL look for it: ``x.tif`` →
     ``x.qml``, ``x.tif.aux.xml``."""
     return posixpath.splitext(target)[0] + suffix if suffix == ".qml" else target + suffix
 
 
-def qgis_style(legend: Legend) -> bytes:
+def qgis_style(legend: Legend, transparent: Sequence[int] = ()) -> bytes:
     """A QGIS layer style (``.qml``) showing band 1 as paletted classes, named and coloured; QGIS applies the style
     named after a file when it opens the file."""
     qgis = ElementTree.Element("qgis", version="3.28.0", styleCategories="Symbology")
@@ -123,7 +175,8 @@ def qgis_style(legend: Legend) -> bytes:
     ElementTree.SubElement(renderer, "rasterTransparency")
     palette = ElementTree.SubElement(renderer, "colorPalette")
     for index, (label, color) in enumerate(zip(legend.labels, legend.colors, strict=True)):
-        ElementTree.SubElement(palette, "paletteEntry", value=str(index), color=color, alpha="255", label=label)
+        alpha = "0" if index in transparent else "255"
+        ElementTree.SubElement(palette, "paletteEntry", value=str(index), color=color, alpha=alpha, label=label)
     return _xml(qgis, doctype="<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n")
 
 

@@ -3,9 +3,9 @@ for starting and resuming there.
 
 A run folder holds ``config.json`` (``config_resumed_*.json`` for each resume), ``history_val.json`` and
 ``history_test.json``, the checkpoint folders ``odeon_val_loss_ckpt`` (with ``last.ckpt``, where a run
-resumes from) and ``odeon_val_miou_ckpt``, ``tensorboard/``, ``predictions/``, ``figures/`` (PNG pictures),
-and, for MLflow, ``mlflow_run.json`` (the run's record) and, when the output folder is remote, the run's own store
-``mlflow.db`` and ``mlflow-artifacts/``. Nothing else names them.
+resumes from) and ``odeon_val_miou_ckpt``, ``tensorboard/``, ``predictions/``, ``errors/`` and ``scenes.csv``
+(the test report), ``figures/`` (PNG pictures), and, for MLflow, ``mlflow_run.json`` (the run's record) and, when
+the output folder is remote, the run's own store ``mlflow.db`` and ``mlflow-artifacts/``. Nothing else names them.
 """
 
 from __future__ import annotations
@@ -134,6 +134,16 @@ class RunFolder:
     @property
     def figures(self) -> str:
         return self.path("figures")
+
+    @property
+    def errors(self) -> str:
+        """The test's error maps, one per row (beside ``predictions/``)."""
+        return self.path("errors")
+
+    @property
+    def scenes_table(self) -> str:
+        """The test's figures row by row."""
+        return self.path("scenes.csv")
 
     @property
     def mlflow_record(self) -> str:

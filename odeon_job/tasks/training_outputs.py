@@ -22,13 +22,20 @@ from odeon_job.outputs.callbacks.early_stopping import ReportingEarlyStopping
 from odeon_job.outputs.callbacks.epoch_order import EpochOrder
 from odeon_job.outputs.callbacks.figures import FigurePublisher
 from odeon_job.outputs.callbacks.history import History
-from odeon_job.outputs.callbacks.predictions import PredictionWriter
+from odeon_job.outputs.callbacks.predictions import ErrorReport, PredictionWriter
 from odeon_job.outputs.callbacks.report import ValidationReport
+from odeon_job.outputs.callbacks.row_scores import RowScores
 from odeon_job.outputs.callbacks.stitching import SceneStitcher
 from odeon_job.outputs.loggers.figure_folder import FigureFolder
 from odeon_job.outputs.loggers.mlflow import MlflowOutput
 from odeon_job.outputs.loggers.tensorboard import TensorBoardOutput
-from odeon_job.outputs.run_folder import LAST_CHECKPOINT, RunFolder, model_basename, model_file_extension
+from odeon_job.outputs.run_folder import (
+    LAST_CHECKPOINT,
+    RunFolder,
+    model_basename,
+    model_file_extension,
+    prediction_names,
+)
 from odeon_job.process.launch import is_first_process
 from odeon_job.process.shutdown import GracefulStop
 
@@ -127,14 +134,21 @@ def test_callbacks(
 
 
 def prediction_callbacks(config: JobConfig, folder: RunFolder, datamodule: SegmentationDataModule) -> list[Callback]:
-    """The test's predictions: stitched scenes, or one file per tile, when the configuration asks for them."""
+    """The test's predictions (stitched scenes, or one file per tile) and its report (an error map per row,
+    ``scenes.csv``), when the configuration asks for predictions."""
     out = config.output_setup
-    callbacks: list[Callback] = []
+    if not out.get_prediction or not datamodule.has_test:
+        return []
+    dataset = datamodule.datasets["test"]
+    names = prediction_names([sample.image for sample in dataset.samples])
+    scores = RowScores(folder.scenes_table, dataset.samples, names, dataset.spec.class_labels)
+    report = ErrorReport(folder.errors, scores)
+    writer: Callback
     if config.stitches_scenes:
-        callbacks.append(SceneStitcher(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
-    elif out.get_prediction:
-        callbacks.append(PredictionWriter(folder.predictions, out.prediction_output_type, datamodule.datasets["test"]))
-    return callbacks
+        writer = SceneStitcher(folder.predictions, out.prediction_output_type, dataset, names, report=report)
+    else:
+        writer = PredictionWriter(folder.predictions, out.prediction_output_type, dataset, report)
+    return [writer, scores]
 
 
 def output_loggers(

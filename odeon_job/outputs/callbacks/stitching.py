@@ -30,16 +30,90 @@ from odeon_job.data.grid import Box
 from odeon_job.data.raster import check_written, failures_reported, grid_of, open_raster
 from odeon_job.data.samples import Sample
 from odeon_job.data.windows import GridWindows, WindowPlan
-from odeon_job.outputs.callbacks.predictions import batch_validity, legend_of
-from odeon_job.outputs.prediction_files import Legend, describe, encode, file_options, mask_of, sidecar_name, sidecars
+from odeon_job.outputs.callbacks.predictions import ErrorReport, batch_truth, batch_validity, legend_of
+from odeon_job.outputs.prediction_files import (
+    Legend,
+    describe,
+    describe_errors,
+    encode,
+    error_codes,
+    error_sidecars,
+    error_type,
+    file_options,
+    mask_of,
+    predicted_class,
+    row_confusion,
+    sidecar_name,
+    sidecars,
+)
 from odeon_job.outputs.run_folder import prediction_names
 from odeon_job.training.segmentation_module import segmentation_module
 
 log = logging.getLogger("odeon")
 
 
+class ErrorBand:
+    """A test scene's error map being stitched beside its prediction: each window's own prediction on the pixels it
+    owns (those the metrics score, once each), against the truth; written as its rows are final, and counted."""
+
+    def __init__(self, path: str, width: int, band_rows: int, legend: Legend, profile: dict[str, Any]) -> None:
+        self.n_classes = len(legend.labels)
+        self.truth = np.full((band_rows, width), -1, np.int64)
+        self.prediction = np.zeros((band_rows, width), np.int64)
+        self.confusion = np.zeros((self.n_classes, self.n_classes), np.int64)
+        dtype, nodata = error_type(self.n_classes)
+        self.path = path
+        self.file = rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=profile.pop("height"),
+            count=1,
+            dtype=dtype,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            BIGTIFF="IF_SAFER",
+            **profile,
+        )
+        describe_errors(self.file, legend)
+
+    def add(
+        self,
+        rows: slice,
+        columns: slice,
+        owned: tuple[int, int, int, int],
+        probabilities: np.ndarray,
+        truth: np.ndarray,
+    ) -> None:
+        """The window's pixels it owns (``owned``: top, left, bottom, right in the window) into the band at
+        (``rows``, ``columns``)."""
+        top, left, bottom, right = owned
+        band_rows = slice(rows.start + top, rows.start + bottom)
+        band_columns = slice(columns.start + left, columns.start + right)
+        self.truth[band_rows, band_columns] = truth[top:bottom, left:right]
+        self.prediction[band_rows, band_columns] = predicted_class(probabilities[:, top:bottom, left:right])
+
+    def write(self, window: rasterio.windows.Window, rows: int) -> None:
+        truth, prediction = self.truth[:rows], self.prediction[:rows]
+        self.file.write(error_codes(truth, prediction, self.n_classes)[None], window=window)
+        self.confusion += row_confusion(truth, prediction, self.n_classes)
+
+    def shift(self, rows: int) -> None:
+        for array, empty in ((self.truth, -1), (self.prediction, 0)):
+            array[: len(array) - rows] = array[rows:].copy()
+            array[len(array) - rows :] = empty
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
 class Mosaic:
-    """One row's region being stitched: a band of rows of summed probabilities and window counts."""
+    """One row's region being stitched: a band of rows of summed probabilities and window counts (and, for a test
+    with masks, its :class:`ErrorBand`)."""
 
     def __init__(
         self,
@@ -50,6 +124,7 @@ class Mosaic:
         legend: Legend,
         profile: dict[str, Any],
         masked: bool,
+        errors_path: str | None = None,
     ) -> None:
         self.top_row, self.left, self.height, self.width = region
         self.output_type, self.band_rows = output_type, band_rows
@@ -75,10 +150,22 @@ class Mosaic:
             **file_options(output_type, classes),
         )
         describe(self.file, output_type, legend)
+        self.errors = (
+            ErrorBand(errors_path, self.width, band_rows, legend, {**profile, "height": self.height})
+            if errors_path is not None
+            else None
+        )
 
-    def add(self, window: Box, probabilities: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Add a window's (classes, h, w) probabilities (and (h, w) validity of the image; None: all valid);
-        windows come row by row (their tops never go back)."""
+    def add(
+        self,
+        window: Box,
+        probabilities: np.ndarray,
+        valid: np.ndarray | None = None,
+        truth: np.ndarray | None = None,
+        owned: tuple[int, int, int, int] | None = None,
+    ) -> None:
+        """Add a window's (classes, h, w) probabilities (and (h, w) validity of the image, None: all valid; truth,
+        scored where the window ``owned`` the pixels); windows come row by row (their tops never go back)."""
         row, col, height, width = window
         row, col = row - self.top_row, col - self.left
         if row < self.done:
@@ -89,6 +176,8 @@ class Mosaic:
         self.sums[:, rows, columns] += probabilities
         self.counts[rows, columns] += 1
         self.valid[rows, columns] |= True if valid is None else valid
+        if self.errors is not None and truth is not None:
+            self.errors.add(rows, columns, owned or (0, 0, height, width), probabilities, truth)
 
     def _write_rows(self, until: int) -> None:
         """Write the band's rows up to region row ``until`` (final: no later window reaches them), then shift."""
@@ -101,6 +190,9 @@ class Mosaic:
         self.file.write(encode(self.sums[:, :rows] / counts, self.output_type, valid), window=window)
         if self.masked:
             self.file.write_mask(mask_of(self.output_type, valid), window=window)
+        if self.errors is not None:
+            self.errors.write(window, rows)
+            self.errors.shift(rows)
         for array in (self.sums, self.counts, self.valid):
             array[..., : self.band_rows - rows, :] = array[..., rows:, :].copy()
             array[..., self.band_rows - rows :, :] = 0
@@ -111,10 +203,15 @@ class Mosaic:
             self._write_rows(min(self.height, self.done + self.band_rows))
         with failures_reported(self.path):  # the last blocks are written now
             self.file.close()
+        if self.errors is not None:
+            with failures_reported(self.errors.path):
+                self.errors.file.close()
 
     def close(self) -> None:
         if not self.file.closed:
             self.file.close()
+        if self.errors is not None:
+            self.errors.close()
 
 
 class WindowedScenes(Protocol):
@@ -133,6 +230,20 @@ class WindowedScenes(Protocol):
     def image_bands(self) -> tuple[int, ...]: ...
 
 
+def publish_cog(path: str, target: str, sidecar_files: dict[str, bytes], options: dict[str, Any] | None = None) -> None:
+    """The local GeoTIFF ``path`` as a Cloud-Optimized GeoTIFF at ``target`` (local or object storage), its sidecar
+    files first (a map that exists is whole, with its style); the local files are removed."""
+    cog = os.path.join(os.path.dirname(path), "cog.tif")
+    with storage.writing_staged(cog), failures_reported(cog):
+        rasterio.shutil.copy(path, cog, driver="COG", compress="DEFLATE", **(options or {}))
+        check_written(cog)
+    for suffix, content in sidecar_files.items():
+        storage.write_bytes(sidecar_name(target, suffix), content)
+    storage.put_file(cog, target)
+    for local in (path, cog):
+        os.unlink(local)
+
+
 class SceneStitcher(pl.Callback):
     """Stitches the windows of each row of ``dataset`` (``names``: its output files, by row) as the test or the
     prediction batches pass; ``on_scene``: called with each scene's row once its file is out."""
@@ -144,12 +255,13 @@ class SceneStitcher(pl.Callback):
         dataset: WindowedScenes,
         names: Sequence[str] | None = None,
         on_scene: Callable[[int], None] | None = None,
+        report: ErrorReport | None = None,
     ) -> None:
         if not isinstance(dataset.windows, GridWindows):
             raise TypeError("scenes are stitched from a grid of windows")
         self.folder, self.output_type, self.dataset, self.plan = folder, output_type, dataset, dataset.windows
         self.names = names if names is not None else prediction_names([sample.image for sample in dataset.samples])
-        self.on_scene = on_scene
+        self.on_scene, self.report = on_scene, report
         self.row: int | None = None
         self.added = 0  # windows of the row's scene added so far
         self.mosaic: Mosaic | None = None
@@ -187,9 +299,10 @@ class SceneStitcher(pl.Callback):
                 batch["shape"].tolist(),
                 probabilities,
                 batch_validity(batch, len(probabilities)),
+                batch_truth(batch, len(probabilities)),
                 strict=True,
             )
-            for index, (height, width), window_probabilities, valid in items:
+            for index, (height, width), window_probabilities, valid, truth in items:
                 read = self.plan(index)
                 if read.row != self.row:
                     self._finish()
@@ -199,6 +312,8 @@ class SceneStitcher(pl.Callback):
                     read.window,
                     window_probabilities[:, :height, :width],
                     valid[:height, :width] if valid is not None else None,
+                    truth[:height, :width] if truth is not None else None,
+                    read.owned,
                 )
                 self.added += 1
 
@@ -237,6 +352,7 @@ class SceneStitcher(pl.Callback):
             self.legend,
             {"crs": crs, "transform": grid.window_transform(region), "compress": "deflate", "predictor": 1},
             masked,
+            os.path.join(self.staging, "errors.tif") if self.report is not None else None,
         )
 
     def _finish(self) -> None:
@@ -252,21 +368,19 @@ class SceneStitcher(pl.Callback):
             )
             self.mosaic.close()
             os.unlink(self.mosaic.path)
+            if self.mosaic.errors is not None:
+                os.unlink(self.mosaic.errors.path)
             self.mosaic, self.row = None, None
             return
         self.mosaic.finish()
         assert self.staging is not None and self.legend is not None
-        cog = os.path.join(self.staging, "cog.tif")
         options = {"nbits": 1} if self.output_type == "bit" else {}
-        with storage.writing_staged(cog), failures_reported(cog):
-            rasterio.shutil.copy(self.mosaic.path, cog, driver="COG", compress="DEFLATE", **options)
-            check_written(cog)
         target = storage.join(self.folder, self.names[self.row])
-        for suffix, content in sidecars(self.output_type, self.legend).items():  # first: a scene's file is whole
-            storage.write_bytes(sidecar_name(target, suffix), content)
-        storage.put_file(cog, target)
-        for path in (self.mosaic.path, cog):
-            os.unlink(path)
+        publish_cog(self.mosaic.path, target, sidecars(self.output_type, self.legend), options)
+        if self.mosaic.errors is not None and self.report is not None:
+            errors_target = storage.join(self.report.folder, self.names[self.row])
+            publish_cog(self.mosaic.errors.path, errors_target, error_sidecars(self.legend))
+            self.report.scores.add(self.row, self.mosaic.errors.confusion)
         if self.on_scene is not None:
             self.on_scene(self.row)
         self.mosaic, self.row = None, None
