@@ -312,3 +312,51 @@ def test_the_retrain_job_s_helm_command_renders_a_valid_pytorchjob(tmp_path: Pat
     container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/odeon:0123abcd"
     assert "s3://bucket/configs/unet.json" in json.dumps(job)
+
+
+PREDICT = ["--set", "command=predict", "--set", "workers=1", "--set", "cpuProcessesPerPod=2"]
+
+
+def _predict_config(documents: list[dict[str, Any]], container: dict[str, Any]) -> Any:
+    """The predict configuration a pod reads: its ConfigMap's predict.json (mounted where -c says) with its --set."""
+    from odeon_job.config import load_predict_config
+
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "predict" and args.config == "/etc/odeon/predict.json"
+    (config_map,) = [d for d in documents if d["kind"] == "ConfigMap"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["config"] == "/etc/odeon"
+    data = json.loads(config_map["data"]["predict.json"])
+    return load_predict_config(None, apply_overrides(data, args.overrides), ())
+
+
+def test_the_chart_runs_predict_in_the_training_s_pytorchjob_shape() -> None:
+    documents = render(*PREDICT)
+    job = pytorchjob(documents)
+    assert [e.message for e in pytorchjob_validator().iter_errors(job)] == []
+    specs = pod_specs(documents)
+    assert len(specs) == 2 and not [d for d in documents if d["kind"] == "Pod"]  # no training check hook
+    for spec in specs:
+        assert restricted_violations(spec) == []
+        config = _predict_config(documents, spec["containers"][0])
+        assert config.model == "models:/landcover@champion" and config.output_type == "class"
+        device = config.device_setup
+        assert (device.num_nodes, device.num_processes, device.strategy) == (2, 2, "ddp")
+
+
+def test_the_chart_runs_predict_as_a_plain_job_of_one_pod() -> None:
+    documents = render(*PREDICT, "--set", "predict.kind=job", "--set", "predict.config.output_type=float32")
+    assert not [d for d in documents if d["kind"] == "PyTorchJob"]
+    (job,) = [d for d in documents if d["kind"] == "Job"]
+    assert job["apiVersion"] == "batch/v1" and job["spec"]["backoffLimit"] == 3
+    crd = yaml.safe_load(CRD.read_text())
+    replica = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+    replica = replica["properties"]["spec"]["properties"]["pytorchReplicaSpecs"]["additionalProperties"]
+    template_schema = jsonschema.Draft7Validator(_closed(replica["properties"]["template"]))
+    assert [e.message for e in template_schema.iter_errors(job["spec"]["template"])] == []  # the pod's own schema
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "OnFailure" and restricted_violations(spec) == []
+    config = _predict_config(documents, spec["containers"][0])
+    assert config.output_type == "float32" and config.device_setup.num_nodes == 1  # one pod, whatever workers says
+    assert config.device_setup.num_processes == 2 and config.device_setup.strategy == "ddp"
+    assert helm("lint", "--strict", str(CHART), *PREDICT, "--set", "predict.kind=job").returncode == 0

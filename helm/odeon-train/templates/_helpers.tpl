@@ -22,11 +22,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{- define "odeon-train.configFile" -}}/etc/odeon/config.json{{- end -}}
 
-{{/* `odeon train` arguments: what the pod shape and the values decide, then the user's overrides. */}}
-{{- define "odeon-train.trainArgs" -}}
+{{/* The device settings the pod shape decides, as `--set` values (a JSON list), for train and predict alike. */}}
+{{- define "odeon-train.deviceSets" -}}
 {{- $processes := include "odeon-train.processesPerPod" . | int -}}
-{{- $world := mul (add .Values.workers 1) $processes -}}
-{{- $sets := list (printf "device_setup.num_nodes=%d" (add .Values.workers 1)) -}}
+{{- $nodes := ternary 1 (add .Values.workers 1) (eq (include "odeon-train.kind" .) "Job") -}}
+{{- $world := mul $nodes $processes -}}
+{{- $sets := list (printf "device_setup.num_nodes=%d" (int $nodes)) -}}
 {{- if gt (int .Values.gpusPerPod) 0 -}}
 {{- $sets = concat $sets (list "device_setup.accelerator=gpu" (printf "device_setup.device=%d" (int .Values.gpusPerPod))) -}}
 {{- else -}}
@@ -34,11 +35,30 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- if gt (int $world) 1 }}{{ $sets = append $sets "device_setup.strategy=ddp" }}{{ end -}}
 {{- $sets = append $sets (printf "device_setup.stop_grace_period=%v" .Values.stopGracePeriodSeconds) -}}
+{{- toJson $sets -}}
+{{- end -}}
+
+{{/* The kind of resource the pods run in: a PyTorchJob, or (predict.kind job) a plain batch/v1 Job. */}}
+{{- define "odeon-train.kind" -}}
+{{- if and (eq .Values.command "predict") (eq .Values.predict.kind "job") }}Job{{ else }}PyTorchJob{{ end -}}
+{{- end -}}
+
+{{- define "odeon-train.predictFile" -}}/etc/odeon/predict.json{{- end -}}
+
+{{/* The command's arguments: what the pod shape and the values decide, then the user's overrides. */}}
+{{- define "odeon-train.args" -}}
+{{- $sets := include "odeon-train.deviceSets" . | fromJsonArray -}}
+{{- if eq .Values.command "predict" -}}
+- predict
+- -c
+- {{ include "odeon-train.predictFile" . }}
+{{- else -}}
 {{- if .Values.resume }}{{ $sets = append $sets "train_setup.continue_training=auto" }}{{ end -}}
 {{- with .Values.mlflow.experiment }}{{ $sets = append $sets (printf "output_setup.mlflow_experiment=%s" .) }}{{ end -}}
 {{- with .Values.mlflow.registeredModelName }}{{ $sets = append $sets (printf "output_setup.registered_model_name=%s" .) }}{{ end -}}
 {{- if .Values.mlflow.required }}{{ $sets = append $sets "output_setup.mlflow_required=true" }}{{ end -}}
 - train
+{{- end }}
 {{- range (concat $sets .Values.overrides) }}
 - --set
 - {{ . | quote }}
@@ -158,7 +178,7 @@ spec:
       command: ["tini", "--", "odeon"]
       {{- end }}
       args:
-        {{- include "odeon-train.trainArgs" . | nindent 8 }}
+        {{- include "odeon-train.args" . | nindent 8 }}
       ports:
         - name: pytorchjob-port
           containerPort: 23456
@@ -179,7 +199,7 @@ spec:
           mountPath: /tmp
         - name: dshm
           mountPath: /dev/shm
-        {{- if not .Values.configUrl }}
+        {{- if or (not .Values.configUrl) (eq .Values.command "predict") }}
         - name: config
           mountPath: /etc/odeon
           readOnly: true
@@ -192,7 +212,7 @@ spec:
       emptyDir:
         medium: Memory
         sizeLimit: {{ .Values.shmSize }}
-    {{- if not .Values.configUrl }}
+    {{- if or (not .Values.configUrl) (eq .Values.command "predict") }}
     - name: config
       configMap:
         name: {{ include "odeon-train.fullname" . }}-config
