@@ -62,3 +62,24 @@ def test_demo_learns_well_above_the_majority_class(
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"checkpoints", "figures", "run"}
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [model.source_run_id for model in models] == [run.info.run_id]
+
+    # The test report: a class map (the demo's colours) and an error map per test tile, scenes.csv, the figures.
+    predictions = sorted((runs[0] / "predictions").glob("*.tif"))
+    assert len(predictions) == 4 and len(list((runs[0] / "errors").glob("*.tif"))) == 4
+    with rasterio.open(predictions[0]) as first:
+        assert first.count == 1 and first.nodata == 255
+        assert [first.colormap(1)[i][:3] for i in range(5)] == [
+            tuple(int(color[i : i + 2], 16) for i in (1, 3, 5)) for color in demo.CLASS_COLORS
+        ]
+    assert len((runs[0] / "scenes.csv").read_text().splitlines()) == 5
+    assert {p.name for p in (runs[0] / "figures").iterdir()} >= {"confusion_matrix_test.png", "training_curves.png"}
+    # odeon predict with the run folder maps the test images as the test phase did (each tile in one window)
+    images = [
+        str(tmp_path / "data" / row.split(",")[0]) for row in (tmp_path / "data" / "test.csv").read_text().split()
+    ]
+    (tmp_path / "images.csv").write_text("\n".join(images) + "\n")
+    arguments = ["--images", str(tmp_path / "images.csv"), "--output", str(tmp_path / "maps")]
+    assert main(["predict", "--model", str(runs[0]), *arguments, "--num-workers", "0"]) == 0
+    for path in predictions:
+        with rasterio.open(path) as tested, rasterio.open(tmp_path / "maps" / path.name) as predicted:
+            assert (tested.read() == predicted.read()).all() and tested.transform == predicted.transform

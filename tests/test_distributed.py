@@ -99,6 +99,7 @@ def test_two_processes_give_the_confusion_matrix_of_one(
     run = tmp_path / "out" / "exp" / "p2"
     assert sorted(os.listdir(run)) == [
         "config.json",
+        "figures",  # the training curves, drawn once, by the first process
         "history_val.json",
         "mlflow_run.json",
         "odeon_val_loss_ckpt",
@@ -150,7 +151,13 @@ def test_two_pods_give_the_confusion_matrix_of_one(
         assert two[epoch]["cm_micro"] == one[epoch]["cm_micro"]
         assert two[epoch]["loss"] == pytest.approx(one[epoch]["loss"], rel=1e-5)
     run = tmp_path / "out" / "exp" / "pods"
-    assert sorted(os.listdir(run)) == ["config.json", "history_val.json", "odeon_val_loss_ckpt", "odeon_val_miou_ckpt"]
+    assert sorted(os.listdir(run)) == [
+        "config.json",
+        "figures",
+        "history_val.json",
+        "odeon_val_loss_ckpt",
+        "odeon_val_miou_ckpt",
+    ]
     # save_top_k 3: both epochs, last.ckpt and the one before it
     checkpoints = sorted(os.listdir(run / "odeon_val_loss_ckpt"))
     assert len(checkpoints) == 4 and checkpoints[:2] == ["last-previous.ckpt", "last.ckpt"]

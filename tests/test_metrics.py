@@ -108,7 +108,7 @@ def test_the_metrics_and_the_bit_output_pick_the_same_class_where_probabilities_
     """Logits that differ in float32 but whose probabilities do not (a softmax of 0 vs 1e-9; sigmoids
     saturated at 1): the argmax of the logits said class 1, the bit output (argmax of probabilities) class 0, so
     a pixel scored as one class was written as another. One rule now: the first class of highest probability."""
-    from odeon_job.outputs.callbacks.predictions import encode
+    from odeon_job.outputs.prediction_files import encode
     from odeon_job.training.segmentation_module import SegmentationModule
 
     module = SegmentationModule("lightunet", 3, ["a", "b"], loss=loss)
@@ -123,6 +123,6 @@ def test_the_metrics_and_the_bit_output_pick_the_same_class_where_probabilities_
     }
     module._evaluate(batch, "test")
     confusion = module.split_sums("test").confusion.compute()
-    written, _ = encode(module.probabilities(logits)[0].numpy(), "bit")
+    written = encode(module.probabilities(logits)[0].numpy(), "bit")
     assert int(confusion[0, 0]) == 4  # scored as class 0 ...
     assert written[0].all() and not written[1].any()  # ... and written as class 0

@@ -19,8 +19,10 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 import torch
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from odeon_job.commands import cli
 from odeon_job.config import config_from_dict, load_predict_config
@@ -276,6 +278,25 @@ def test_kill_9_mid_run_then_a_rerun_gives_complete_identical_maps_skipping_fini
     assert not [name for name in os.listdir(maps) if name.startswith(".") or "part" in name]
 
 
+def test_sigterm_stops_with_143_and_one_line_leaving_whole_maps(trained: Trained, tmp_path: Path) -> None:
+    for i in range(6):
+        write_image(tmp_path / "in" / f"s{i}.tif", 256, 256, seed=i)
+    common = ["--model", trained.run, "--images", str(tmp_path / "in"), "--patch-size", "64", "--batch-size", "1"]
+    maps = tmp_path / "out"
+    running = _odeon(*common, "--output", str(maps))
+    while running.poll() is None and not (maps.exists() and list(maps.glob("*.tif"))):
+        time.sleep(0.02)
+    running.send_signal(signal.SIGTERM)
+    output = running.communicate(timeout=120)[0]
+    assert running.returncode == 143, output
+    assert "odeon: stopped by SIGTERM; the maps written are whole: run again to map the others" in output
+    assert "Traceback" not in output
+    for path in maps.glob("*.tif"):
+        read(path)
+    assert not [name for name in os.listdir(maps) if name.startswith(".")]
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"odeon-prediction-{running.pid}-*"))
+
+
 def test_two_processes_write_the_maps_one_process_writes(trained: Trained, tmp_path: Path) -> None:
     for i in range(3):
         write_image(tmp_path / "in" / f"s{i}.tif", 128, 192, seed=i)
@@ -341,3 +362,46 @@ def test_bad_inputs_are_one_line_before_any_work(
     assert "patch_size" in line
     assert not (tmp_path / "busy" / "scene.tif").exists() and not os.listdir(tmp_path / "empty")
     assert json.loads((tmp_path / "out" / "odeon-predict.json").read_text())["output_type"] == "class"
+
+
+def test_a_scene_on_s3_is_fetched_once_and_a_csv_window_maps_only_its_part(
+    trained: Trained, tmp_path: Path, bucket: Bucket, proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mapping a whole scene from S3 in overlapping windows fetches at most 1.5 times the stored bytes of its blocks
+    (each block once: neighbours' shared blocks come from GDAL's cache); a CSV row naming a window of the scene maps
+    only that part, on the scene's grid."""
+    from odeon_job.data.raster import compressed_bytes_touched
+
+    from conftest import use_s3_endpoint
+
+    scene = tmp_path / "orthos" / "large.tif"
+    pixels = np.random.default_rng(0).integers(1, 255, (3, 1536, 1536), dtype=np.uint8)  # incompressible
+    write_image(scene, 1536, 1536, nodata_corner=False, nodata=None, blockxsize=256, blockysize=256)
+    with rasterio.open(scene, "r+") as dst:
+        dst.write(pixels)
+        transform = dst.transform
+    rasterio.shutil.copy(
+        scene, tmp_path / "fresh.tif", driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="deflate"
+    )
+    bucket.put("orthos/large.tif", (tmp_path / "fresh.tif").read_bytes())
+    bucket.put("lists/part.csv", "image,col_off,row_off,width,height\n../orthos/large.tif,512,256,512,384\n")
+    with rasterio.open(tmp_path / "fresh.tif") as src:
+        touched = compressed_bytes_touched(src, (0, 0, 1536, 1536))
+    use_s3_endpoint(monkeypatch, proxy.endpoint)
+    proxy.clear()
+    result = run_predict(
+        model=trained.run, images=bucket.url("orthos/"), output=str(tmp_path / "whole"), patch_size=256, overlap=64
+    )
+    served = proxy.bytes_served
+    assert result.written == ["large.tif"]
+    assert touched > 6_000_000 and served <= 1.5 * touched, (served, touched)
+    result = run_predict(
+        model=trained.run, images=bucket.url("lists/part.csv"), output=str(tmp_path / "part"), patch_size=256
+    )
+    assert result.written == ["large_512_256.tif"]
+    with (
+        rasterio.open(tmp_path / "part" / "large_512_256.tif") as part,
+        rasterio.open(tmp_path / "whole" / "large.tif") as whole,
+    ):
+        assert part.shape == (384, 512) and part.transform == transform * transform.translation(512, 256)
+        assert (part.read() == whole.read(window=Window(512, 256, 512, 384))).mean() > 0.9  # (window edges differ)

@@ -25,6 +25,7 @@ from odeon_job.data.spec import describe_data
 from odeon_job.data.windows import GridWindows, plan_windows
 from odeon_job.errors import DataError
 from odeon_job.outputs.callbacks.stitching import Mosaic
+from odeon_job.outputs.prediction_files import Legend
 from odeon_job.tasks.preflight import check_before_training
 
 from conftest import CRS, ORIGIN, PIXEL, Scenes, make_config, write_scene
@@ -163,9 +164,9 @@ def test_a_mosaic_averages_overlaps_and_holds_one_band_of_rows(tmp_path: Path) -
     plan = GridWindows(np.array([[0, 0, height, width]]), patch, 24)
     expected_sum, expected_count = np.zeros((2, height, width)), np.zeros((height, width))
     path = str(tmp_path / "stitched.tif")
-    mosaic = Mosaic(
-        path, (0, 0, height, width), 2, patch, "float32", {"crs": CRS, "transform": from_origin(*ORIGIN, PIXEL, PIXEL)}
-    )
+    legend = Legend(("a", "b"), ("#000000", "#ffffff"))
+    profile = {"crs": CRS, "transform": from_origin(*ORIGIN, PIXEL, PIXEL)}
+    mosaic = Mosaic(path, (0, 0, height, width), patch, "float32", legend, profile, masked=False)
     assert mosaic.sums.shape == (2, patch, width)
     for index in range(len(plan)):
         r, c, h, w = plan(index).window

@@ -175,10 +175,17 @@ def _predict(args: argparse.Namespace) -> int:
         "overlap": args.overlap,
         "batch_size": args.batch_size,
     }
-    if args.device is not None:
-        options["device_setup"] = {"device": args.device, "accelerator": args.accelerator}
-    elif args.accelerator is not None:
-        options["device_setup"] = {"accelerator": args.accelerator}
+    devices = {
+        key: value
+        for key, value in (
+            ("accelerator", args.accelerator),
+            ("device", args.device),
+            ("num_workers", args.num_workers),
+        )
+        if value is not None
+    }
+    if devices:
+        options["device_setup"] = devices
     config = load_predict_config(args.config or os.environ.get("ODEON_CONFIG"), options, args.overrides or ())
     from odeon_job.tasks.predict import predict
 
@@ -341,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_at_least_one, help="windows per batch (default: 8)")
     predict.add_argument("--accelerator", help="cpu, gpu or auto (default: a GPU when one is visible)")
     predict.add_argument("--device", type=int, help="devices (processes) to use: 1 (default), -1 for all GPUs")
+    predict.add_argument("--num-workers", type=int, help="DataLoader workers reading windows (default: 4)")
     predict.set_defaults(handler=_predict)
 
     evaluate = commands.add_parser(

@@ -17,6 +17,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 CLASS_LABELS = ("sol_nu", "batiment", "surface_eau", "vegetation", "route")
+#: The classes' colours on maps and figures (Okabe & Ito's where they fit: told apart by colour-blind readers).
+CLASS_COLORS = ("#d9b77e", "#d55e00", "#0072b2", "#009e73", "#6e6e6e")
 #: Mean colour (R, G, B) and texture amplitude of each class.
 _COLOURS = np.array([(170, 140, 100), (185, 75, 60), (45, 75, 125), (70, 125, 55), (95, 95, 100)], np.float32)
 _TEXTURE = np.array([12, 6, 3, 22, 5], np.float32)
@@ -184,6 +186,7 @@ def demo_config(dataset: DemoDataset, output_folder: str, epochs: int = 15) -> d
             "image_bands": [1, 2, 3],
             "mask_bands": list(range(1, len(CLASS_LABELS) + 1)),
             "class_labels": list(CLASS_LABELS),
+            "class_colors": list(CLASS_COLORS),
             # val and test fall back to the train statistics
             "normalization_weights": {
                 "train": {
@@ -207,6 +210,9 @@ def demo_config(dataset: DemoDataset, output_folder: str, epochs: int = 15) -> d
             "output_folder": os.path.abspath(output_folder),
             "name_exp_log": "demo",
             "progress": 0,
+            # the test report: a class map and an error map per test tile, scenes.csv, figures/
+            "get_prediction": True,
+            "prediction_output_type": "class",
         },
         "device_setup": {"accelerator": "cpu", "num_workers": 2},
     }

@@ -71,7 +71,11 @@ def load_predict_config(
     data = parse_json(read_config_text(source), name) if source else {}
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: the configuration must be a JSON object, got {type(data).__name__}")
-    data.update({key: value for key, value in options.items() if value is not None})
+    for key, value in options.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}  # (device_setup: the command line's keys over the file's)
+        elif value is not None:
+            data[key] = value
     if overrides:
         data = apply_overrides(data, overrides, name)
     try:

@@ -151,7 +151,8 @@ def predict(config: PredictConfig, stop: GracefulStop | None = None) -> PredictR
     output = config.output.rstrip("/")
     record = record_of(config, model, patch)
     rerun = check_output_folder(output, record, names, config.output_type)
-    done = [storage.exists(storage.join(output, name)) for name in names]
+    present = {storage.basename(url) for url in storage.glob(storage.join(output, "*.tif"))} if rerun else set()
+    done = [name in present for name in names]  # (one listing, not a request per image)
     dataset = ImageDataset(samples, spec, patch, config.overlap)  # every header read and checked: errors first
     devices = trainer_devices(config.device_setup)
     prepare_launch(devices)
@@ -206,7 +207,8 @@ def predict(config: PredictConfig, stop: GracefulStop | None = None) -> PredictR
         if len(sampler) or trainer.world_size > 1:
             trainer.predict(model.module, dataloaders=loader, return_predictions=False)
     except BaseException as error:
-        if not is_sigterm_stop(error):
+        # SIGTERM stops at once (nothing is trained: the handler raises Terminated), or through Lightning's loops.
+        if not isinstance(error, Terminated) and not is_sigterm_stop(error):
             raise
         raise Terminated("stopped by SIGTERM; the maps written are whole: run again to map the others") from None
     finally:
