@@ -119,3 +119,23 @@ def test_a_presigned_scene_url_leaves_its_signature_in_no_line_and_no_file(
             assert signature not in path.name
             if path.is_file():
                 assert signature.encode() not in path.read_bytes(), path
+    # odeon predict and odeon evaluate, at the same URLs: no signature in a line, a file, or a file's name
+    images = tmp_path / "images.csv"
+    images.write_text("".join(f"{signed[f'signed/img/scene{i}.tif']}\n" for i in range(2)))
+    outputs = {"maps": tmp_path / "maps", "report": tmp_path / "report"}
+    for command in (
+        ["predict", "--model", str(run), "--images", str(images), "--output", str(outputs["maps"])],
+        ["evaluate", "--model", str(run), "--data", str(csv), "--output", str(outputs["report"])],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "odeon_job", *command, "-v"], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        for signature in signatures:
+            assert signature not in done.stdout + done.stderr
+    assert sorted(p.name for p in outputs["maps"].glob("*.tif")) == ["scene0.tif", "scene1.tif"]
+    for folder in outputs.values():
+        for path in folder.rglob("*"):
+            for signature in signatures:
+                assert signature not in path.name
+                assert not path.is_file() or signature.encode() not in path.read_bytes(), path

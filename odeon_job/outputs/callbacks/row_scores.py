@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from odeon_job import storage
 from odeon_job.data.samples import Sample
+from odeon_job.redaction import redact
 
 
 class RowScores(pl.Callback):
@@ -65,8 +66,8 @@ class RowScores(pl.Callback):
             present = [iou for iou in ious if iou is not None]
             writer.writerow(
                 [
-                    self.samples[row].origin,
-                    self.samples[row].image,
+                    redact(self.samples[row].origin),  # (a presigned URL's signature never reaches a file)
+                    redact(self.samples[row].image),
                     self.names[row],
                     int(scored),
                     int(right),
