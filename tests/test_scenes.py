@@ -527,10 +527,10 @@ def test_at_another_resolution_every_pixel_is_read_and_written_where_its_ground_
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 600 KB tmpfs, for a disk that fills up (root only: skipped where mounting is not allowed)."""
+    """A 160 KB tmpfs, for a disk that fills up (root only: skipped where mounting is not allowed)."""
     folder = tmp_path / "tiny"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(folder)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:

@@ -139,10 +139,8 @@ def check_written(path: str) -> None:
             for _, window in src.block_windows(1):
                 src.read(window=window)
     except RasterioError as error:
-        usage = os.statvfs(os.path.dirname(path) or ".")
-        full = usage.f_bavail * usage.f_frsize < 1 << 20
         raise RasterioIOError(
-            ("no space left on device: " if full else "")
+            ("no space left on device: " if storage.is_nearly_full(os.path.dirname(path) or ".") else "")
             + "the file written is incomplete ("
             + deepest_reason(error)
             + ")"

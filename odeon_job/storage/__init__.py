@@ -355,10 +355,22 @@ def writing_staged(path: str) -> Iterator[None]:
     except Exception as error:
         if not (_is_storage_failure(error) or type(error).__module__.split(".")[0] == "rasterio"):
             raise
+        reason = deepest_reason(error)
+        if "no space left" not in reason.lower() and is_nearly_full(os.path.dirname(path) or "."):
+            reason = f"no space left on device ({reason})"  # (libtiff says only "Write error")
         raise StorageError(
-            f"{path}: cannot write: {deepest_reason(error)} (files are staged under TMPDIR, "
+            f"{path}: cannot write: {reason} (files are staged under TMPDIR, "
             f"{tempfile.gettempdir()}: make room there, or set TMPDIR to a larger folder)"
         ) from error
+
+
+def is_nearly_full(folder: str) -> bool:
+    """Whether the file system of ``folder`` has less than 1 MB left (what a failed write there most likely meant)."""
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize < 1 << 20
 
 
 def staging_folder(purpose: str) -> str:
