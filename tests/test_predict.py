@@ -351,6 +351,12 @@ def test_bad_inputs_are_one_line_before_any_work(
     write_tif(tmp_path / "deep" / "u16.tif", np.ones((3, 32, 32), np.uint16))
     line = _error_lines(capsys, "--model", trained.run, "--images", str(tmp_path / "deep"), "--output", out)[0]
     assert "u16.tif is uint16" in line
+    from test_sizes import _sparse  # a header declaring 2,000,000 columns (a few KB on disk)
+
+    (tmp_path / "wide").mkdir()
+    wide = _sparse(tmp_path / "wide" / "wide.tif", 2_000_000, 600, count=3)
+    line = _error_lines(capsys, "--model", trained.run, "--images", wide, "--output", out)[0]
+    assert "wide.tif: stitching its map holds 512 rows of 2000000 pixels" in line and "GiB" in line
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     line = _error_lines(capsys, "--model", trained.run, "--images", scene, "--output", str(tmp_path / "busy"))[0]

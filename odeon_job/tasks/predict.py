@@ -24,8 +24,8 @@ from odeon_job.data.datamodule import PadToLargest
 from odeon_job.data.images import ImageDataset, list_images, output_names
 from odeon_job.data.raster import clear_remote_cache
 from odeon_job.data.sampler import GroupShardSampler
-from odeon_job.errors import ConfigError
-from odeon_job.outputs.callbacks.stitching import SceneStitcher
+from odeon_job.errors import ConfigError, DataError
+from odeon_job.outputs.callbacks.stitching import MAX_STITCH_BYTES, SceneStitcher, widest_band
 from odeon_job.outputs.prediction_files import SIDECAR_SUFFIXES, sidecar_name
 from odeon_job.outputs.trained_model import TrainedModel, load_trained_model
 from odeon_job.process.launch import is_first_process, prepare_launch, trainer_devices
@@ -154,6 +154,13 @@ def predict(config: PredictConfig, stop: GracefulStop | None = None) -> PredictR
     present = {storage.basename(url) for url in storage.glob(storage.join(output, "*.tif"))} if rerun else set()
     done = [name in present for name in names]  # (one listing, not a request per image)
     dataset = ImageDataset(samples, spec, patch, config.overlap)  # every header read and checked: errors first
+    row, needed = widest_band(dataset.windows, spec.n_classes)
+    if needed > MAX_STITCH_BYTES:  # a header may declare any width: refused before a band is allocated
+        raise DataError(
+            f"{samples[row].origin}: stitching its map holds {patch} rows of {int(dataset.windows.regions[row, 3])} "
+            f"pixels for {spec.n_classes} classes, {needed / 2**30:.1f} GiB (at most {MAX_STITCH_BYTES / 2**30:.0f}): "
+            "list parts of it in a CSV (image,col_off,row_off,width,height)"
+        )
     devices = trainer_devices(config.device_setup)
     prepare_launch(devices)
     log.info(

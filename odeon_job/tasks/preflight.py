@@ -20,6 +20,7 @@ from odeon_job.data.samples import Splits, load_splits
 from odeon_job.data.spec import DataSpec, describe_data
 from odeon_job.data.windows import GridWindows, WindowPlan, plan_windows
 from odeon_job.errors import ConfigError
+from odeon_job.outputs.callbacks.stitching import MAX_STITCH_BYTES, widest_band
 from odeon_job.process.launch import processes_per_node, trainer_devices
 from odeon_job.training.models.weights import fit_to_weights, read_state_dict
 from odeon_job.training.optimizers import build_optimizer, build_scheduler
@@ -108,20 +109,14 @@ def check_stitching(config: JobConfig, splits: Splits, world_size: int) -> None:
         )
 
 
-#: The most memory one stitched scene may hold: a band of patch_size rows across its width, per class (float32
-#: sums) and one for the window counts.
-MAX_STITCH_BYTES = 4 * 2**30
-
-
 def check_stitching_memory(config: JobConfig, splits: Splits, windows: dict[str, WindowPlan], spec: DataSpec) -> None:
     """A test scene is stitched in a band of patch_size rows across its width: refused before it is allocated when
     that band is larger than :data:`MAX_STITCH_BYTES`, naming the row and how to split it."""
     grid = windows.get("test")
     if not config.output_setup.get_prediction or not isinstance(grid, GridWindows):
         return
+    row, needed = widest_band(grid, spec.n_classes)
     widths = grid.regions[:, 3]
-    row = int(widths.argmax())
-    needed = (spec.n_classes + 1) * min(grid.patch, int(grid.regions[row, 2])) * int(widths[row]) * 4
     if needed > MAX_STITCH_BYTES:
         raise ConfigError(
             f"output_setup.get_prediction: {splits.test[row].origin}: stitching its prediction holds "
