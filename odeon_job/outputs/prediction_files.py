@@ -22,6 +22,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from odeon_job.config.colors import rgb
+from odeon_job.data.windows import GridWindows
 
 #: The class maps' nodata: no class of a model (at most 254 classes in a class map).
 CLASS_NODATA = 255
@@ -104,6 +105,19 @@ def sidecars(output_type: str, legend: Legend) -> dict[str, bytes]:
     if output_type != "class":
         return {}
     return {".qml": qgis_style(legend), ".aux.xml": gdal_categories(legend.labels)}
+
+
+#: The most memory one stitched scene may hold: a band of patch_size rows across its width, per class (float32
+#: sums) and one for the window counts.
+MAX_STITCH_BYTES = 4 * 2**30
+
+
+def widest_band(grid: GridWindows, n_classes: int) -> tuple[int, int]:
+    """The row of ``grid`` whose stitching (``outputs.callbacks.stitching``) holds the most memory, and how many
+    bytes (checked against :data:`MAX_STITCH_BYTES` before anything is allocated: a header may declare any width)."""
+    widths = grid.regions[:, 3]
+    row = int(widths.argmax())
+    return row, (n_classes + 1) * min(grid.patch, int(grid.regions[row, 2])) * int(widths[row]) * 4
 
 
 # --- error maps: where the model is wrong, and how ---------------------------------------------------------------

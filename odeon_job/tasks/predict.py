@@ -25,8 +25,8 @@ from odeon_job.data.images import ImageDataset, list_images, output_names
 from odeon_job.data.raster import clear_remote_cache
 from odeon_job.data.sampler import GroupShardSampler
 from odeon_job.errors import ConfigError, DataError
-from odeon_job.outputs.callbacks.stitching import MAX_STITCH_BYTES, SceneStitcher, widest_band
-from odeon_job.outputs.prediction_files import SIDECAR_SUFFIXES, sidecar_name
+from odeon_job.outputs.callbacks.stitching import SceneStitcher
+from odeon_job.outputs.prediction_files import MAX_STITCH_BYTES, SIDECAR_SUFFIXES, sidecar_name, widest_band
 from odeon_job.outputs.trained_model import TrainedModel, load_trained_model
 from odeon_job.process.launch import is_first_process, prepare_launch, trainer_devices
 from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop

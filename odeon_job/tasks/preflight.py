@@ -20,7 +20,7 @@ from odeon_job.data.samples import Splits, load_splits
 from odeon_job.data.spec import DataSpec, describe_data
 from odeon_job.data.windows import GridWindows, WindowPlan, plan_windows
 from odeon_job.errors import ConfigError
-from odeon_job.outputs.callbacks.stitching import MAX_STITCH_BYTES, widest_band
+from odeon_job.outputs.prediction_files import MAX_STITCH_BYTES, widest_band
 from odeon_job.process.launch import processes_per_node, trainer_devices
 from odeon_job.training.models.weights import fit_to_weights, read_state_dict
 from odeon_job.training.optimizers import build_optimizer, build_scheduler

@@ -52,19 +52,6 @@ from odeon_job.training.segmentation_module import segmentation_module
 log = logging.getLogger("odeon")
 
 
-#: The most memory one stitched scene may hold: a band of patch_size rows across its width, per class (float32
-#: sums) and one for the window counts.
-MAX_STITCH_BYTES = 4 * 2**30
-
-
-def widest_band(grid: GridWindows, n_classes: int) -> tuple[int, int]:
-    """The row of ``grid`` whose stitching holds the most memory, and how many bytes (checked against
-    :data:`MAX_STITCH_BYTES` before anything is allocated: a header may declare any width)."""
-    widths = grid.regions[:, 3]
-    row = int(widths.argmax())
-    return row, (n_classes + 1) * min(grid.patch, int(grid.regions[row, 2])) * int(widths[row]) * 4
-
-
 class ErrorBand:
     """A test scene's error map being stitched beside its prediction: each window's own prediction on the pixels it
     owns (those the metrics score, once each), against the truth; written as its rows are final, and counted."""
