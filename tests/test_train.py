@@ -476,6 +476,7 @@ def test_every_model_trains_on_the_demo_dataset(
 ) -> None:
     config = demo.demo_config(demo_tiles, str(tmp_path), epochs=1)
     config["data_source"]["test_file"] = None
+    config["output_setup"]["get_prediction"] = False  # (the demo maps its test tiles: here there are none)
     config["train_setup"].update(
         model_name=model,
         loss=loss,
