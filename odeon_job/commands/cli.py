@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config.add_argument(
         "-c",
         "--config",
-        help="the JSON configuration: a path, a URL (s3://, gs://, "
+        help="the configuration, JSON (or YAML when named .yaml/.yml): a path, a URL (s3://, gs://, "
         "https://...) or - for the standard input (default: $ODEON_CONFIG)",
     )
     with_config.add_argument(

@@ -14,6 +14,7 @@ from odeon_job.config.job_config import JobConfig
 from odeon_job.config.predict_config import PredictConfig
 from odeon_job.config.upgrades import upgrade_config
 from odeon_job.config.wording import describe_errors
+from odeon_job.config.yaml_text import KeyPath, parse_yaml
 from odeon_job.errors import ConfigError, quote
 
 #: ``-c -``: the configuration is read from the standard input.
@@ -44,7 +45,7 @@ def read_config_text(source: str) -> str:
         if len(text) > MAX_CONFIG_BYTES:
             raise _too_large("-c -", f"more than {MAX_CONFIG_BYTES}")
         if not text.strip():
-            raise ConfigError("-c -: the standard input is empty (pipe the JSON configuration into odeon)")
+            raise ConfigError("-c -: the standard input is empty (pipe the configuration, JSON or YAML, into odeon)")
         return text
     size = storage.size(source)
     if size is not None and size > MAX_CONFIG_BYTES:
@@ -52,14 +53,58 @@ def read_config_text(source: str) -> str:
     return storage.read_text(source)
 
 
+#: The endings of a YAML configuration's name; any other name is read as JSON, the specification's format.
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _is_yaml_name(source: str) -> bool:
+    return source.split("?", 1)[0].lower().endswith(YAML_SUFFIXES)
+
+
+def parse_config_text(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
+    """The data of a configuration, JSON or YAML by its name (``-c -``: JSON when it opens with ``{``), and the
+    line of each key where the format keeps it (YAML). A file whose text is the other format gets a hint."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise _too_large(source, len(text))
+    as_yaml = _is_yaml_name(source) or (source == "<stdin>" and not text.lstrip().startswith(("{", "[")))
+    if as_yaml:
+        try:
+            return parse_yaml(text, source)
+        except ConfigError:
+            if _parses(json.loads, text):
+                raise ConfigError(f"{source}: invalid YAML, but valid JSON: name the file .json") from None
+            raise
+    try:
+        return parse_json(text, source), {}
+    except ConfigError as error:
+        if isinstance(error.__cause__, json.JSONDecodeError) and _parses(yaml_mapping, text):
+            raise ConfigError(
+                f"{source}: not JSON (line {error.__cause__.lineno}, column {error.__cause__.colno}: "
+                f"{error.__cause__.msg}), but it reads as YAML: name the file .yaml to have it read as YAML"
+            ) from error
+        raise
+
+
+def _parses(parse: typing.Callable[[str], Any], text: str) -> bool:
+    try:
+        return isinstance(parse(text), dict)
+    except Exception:  # noqa: BLE001 (any failure means "not that format")
+        return False
+
+
+def yaml_mapping(text: str) -> Any:
+    return parse_yaml(text, "text")[0]
+
+
 def load_config(source: str, overrides: typing.Sequence[str] = ()) -> JobConfig:
-    """Read, parse and validate the configuration at ``source``, with ``--set`` ``overrides`` applied."""
+    """Read, parse and validate the configuration at ``source`` (JSON, or YAML by its name), with ``--set``
+    ``overrides`` applied."""
     name = "<stdin>" if source == STDIN else source
-    data = parse_json(read_config_text(source), name)
+    data, lines = parse_config_text(read_config_text(source), name)
     if overrides:
         data = apply_overrides(data, overrides, name)
         name += " with --set"
-    return config_from_dict(data, name)
+    return config_from_dict(data, name, lines)
 
 
 def load_predict_config(
@@ -68,7 +113,7 @@ def load_predict_config(
     """``odeon predict``'s configuration: the file at ``source`` (if any), the command line's ``options`` (those
     given) over it, then ``--set`` ``overrides``; validated, errors worded as the training's."""
     name = "<stdin>" if source == STDIN else source or "the command line"
-    data = parse_json(read_config_text(source), name) if source else {}
+    data, lines = parse_config_text(read_config_text(source), name) if source else ({}, {})
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: the configuration must be a JSON object, got {type(data).__name__}")
     for key, value in options.items():
@@ -81,7 +126,7 @@ def load_predict_config(
     try:
         return PredictConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError("\n".join(f"{name}: {line}" for line in describe_errors(error))) from error
+        raise ConfigError("\n".join(_with_source(name, describe_errors(error, lines)))) from error
 
 
 def apply_overrides(data: Any, overrides: typing.Sequence[str], source: str = "config") -> Any:
@@ -178,11 +223,16 @@ def parse_json(text: str, source: str = "config") -> Any:
     return data
 
 
-def config_from_dict(data: Any, source: str = "config") -> JobConfig:
+def config_from_dict(data: Any, source: str = "config", lines: dict[KeyPath, int] | None = None) -> JobConfig:
+    """Validate parsed configuration ``data``; ``lines``: the line of each key, for the error lines (YAML)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the configuration must be a JSON object, got {type(data).__name__}")
     data = upgrade_config(data, source)
     try:
         return JobConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError("\n".join(f"{source}: {line}" for line in describe_errors(error))) from error
+        raise ConfigError("\n".join(_with_source(source, describe_errors(error, lines or {})))) from error
+
+
+def _with_source(source: str, problems: list[tuple[int | None, str]]) -> list[str]:
+    return [f"{source}{f', line {line}' if line else ''}: {text}" for line, text in problems]

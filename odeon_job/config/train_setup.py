@@ -295,6 +295,8 @@ class TrainSetup(Section):
     @classmethod
     def _dot_pth(cls, value: Any) -> Any:
         values = one_or_list(value)
+        if not isinstance(values, list):
+            return values  # (the schema then names the wrong type)
         return (
             [v if not isinstance(v, str) or v.startswith(".") or v == "odeon_pth" else "." + v for v in values]
             if values

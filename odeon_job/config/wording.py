@@ -3,6 +3,7 @@ close."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import typing
@@ -15,9 +16,23 @@ from odeon_job.errors import did_you_mean, quote
 from odeon_job.redaction import shorten
 
 
-def describe_errors(error: ValidationError) -> list[str]:
-    """One line per problem: the JSON path, what is wrong, and a suggestion when one is close."""
-    return [_describe(detail) for detail in error.errors(include_url=False)]
+def describe_errors(
+    error: ValidationError, lines: typing.Mapping[tuple[str | int, ...], int] | None = None
+) -> list[tuple[int | None, str]]:
+    """One line per problem: the JSON path, what is wrong, and a suggestion when one is close; with the line of
+    the file it concerns where ``lines`` (a key's path → its line, kept by the YAML reader) knows it."""
+    return [
+        (_line_of(tuple(detail["loc"]), lines or {}), _describe(detail)) for detail in error.errors(include_url=False)
+    ]
+
+
+def _line_of(loc: tuple[Any, ...], lines: typing.Mapping[tuple[str | int, ...], int]) -> int | None:
+    path = tuple(part for part in loc if part != "[key]")
+    while path:  # the deepest key the file has (a missing key: its object's)
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
 
 
 def _json_path(loc: tuple[Any, ...]) -> str:
@@ -33,7 +48,7 @@ def _describe(detail: Any) -> str:
     loc, kind, message = tuple(detail["loc"]), detail["type"], detail["msg"]
     path = _json_path(loc)
     if kind == "extra_forbidden":
-        return f"{path}: unknown key{did_you_mean(str(loc[-1]), _keys_beside(loc))}"
+        return f"{path}: unknown key{did_you_mean(str(loc[-1]), _keys_beside(loc))}{_belongs_elsewhere(loc)}"
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "literal_error":
@@ -54,6 +69,35 @@ def _describe(detail: Any) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
     return shorten(text, 60)
+
+
+def _belongs_elsewhere(loc: tuple[Any, ...]) -> str:
+    """Where the unknown key ``loc[-1]`` is a key, when it is one of another section (or of the top level)."""
+    key, here = str(loc[-1]), ".".join(str(part) for part in loc[:-1])
+    homes = [path for path in _key_homes().get(key, []) if path != here]
+    if not homes:
+        return ""
+    places = " or ".join(home or "the top level" for home in homes)
+    return f"; it belongs in {places} ({f'{homes[0]}.' if homes[0] else ''}{key})"
+
+
+@functools.cache
+def _key_homes() -> dict[str, list[str]]:
+    """Every key of the configuration, with the dotted paths of the objects that hold it ("" the top level)."""
+    homes: dict[str, list[str]] = {}
+    stack: list[tuple[type[BaseModel], str]] = [(JobConfig, "")]
+    while stack:
+        model, path = stack.pop(0)
+        for name, field in model.model_fields.items():
+            homes.setdefault(name, []).append(path)
+            inner = _model_in(field.annotation)
+            if inner is not None and not _is_mapping(field.annotation):  # (a dict of models is not a section)
+                stack.append((inner, f"{path}.{name}" if path else name))
+    return homes
+
+
+def _is_mapping(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict or any(_is_mapping(arg) for arg in typing.get_args(annotation))
 
 
 def _keys_beside(loc: tuple[Any, ...]) -> list[str]:
