@@ -495,7 +495,8 @@ def test_every_model_trains_on_the_demo_dataset(
     assert all(np.isfinite(entry["loss"]) and np.isfinite(entry["Average/IoU"]) for entry in result.history.values())
 
 
-def test_train_options_reach_the_trainer() -> None:
+def test_train_options_reach_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("odeon_job.tasks.train.draws_bars", lambda: True)  # (a terminal: bars)
     config = config_from_dict(
         make_config(
             "x.csv",

@@ -209,7 +209,7 @@ def demo_config(dataset: DemoDataset, output_folder: str, epochs: int = 15) -> d
         "output_setup": {
             "output_folder": os.path.abspath(output_folder),
             "name_exp_log": "demo",
-            "progress": 0,
+            "progress_every": 10,  # (a line every 10 s where no terminal shows the bar)
             # the test report: a class map and an error map per test tile, scenes.csv, figures/
             "get_prediction": True,
             "prediction_output_type": "class",

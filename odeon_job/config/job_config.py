@@ -69,7 +69,18 @@ class OutputSetup(Section):
     log_learning_rate: bool = Field(False, description="Log the learning rate (and momentum).")
     save_history: bool = Field(True, description="Write the per-epoch validation metrics as JSON.")
     save_top_k: int = Field(3, ge=1, description="Checkpoints kept per monitored metric (val_loss, val_miou).")
-    progress: int = Field(1, ge=0, description="Progress bar refresh rate in batches; 0 hides the bars.")
+    progress: int = Field(
+        1,
+        ge=0,
+        description="Progress bar refresh rate in batches, on a terminal; elsewhere (a pod's log, a pipe) a plain "
+        "line every progress_every seconds; 0 shows no progress.",
+    )
+    progress_every: float = Field(
+        30.0,
+        gt=0,
+        description="Extension: seconds between two progress lines where no terminal shows a bar (epoch, step, "
+        "samples/s, epoch and run ETA).",
+    )
     use_mlflow: bool = Field(
         True,
         description="Extension: record the run in MLflow (a local SQLite store "

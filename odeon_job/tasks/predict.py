@@ -25,6 +25,7 @@ from odeon_job.data.images import ImageDataset, list_images, output_names
 from odeon_job.data.raster import clear_remote_cache
 from odeon_job.data.sampler import GroupShardSampler
 from odeon_job.errors import ConfigError, DataError
+from odeon_job.outputs.callbacks.progress_lines import format_duration
 from odeon_job.outputs.callbacks.stitching import SceneStitcher
 from odeon_job.outputs.prediction_files import MAX_STITCH_BYTES, SIDECAR_SUFFIXES, sidecar_name, widest_band
 from odeon_job.outputs.trained_model import TrainedModel, load_trained_model
@@ -124,17 +125,10 @@ class PredictProgress(pl.Callback):
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.done / elapsed
         left = (self.windows - self.done) / rate if rate > 0 else float("inf")
-        eta = f", ETA {_duration(left)}" if self.done < self.windows and rate > 0 else ""
+        eta = f", ETA {format_duration(left)}" if self.done < self.windows and rate > 0 else ""
         return (
             f"images {self.images_done}/{self.images}, windows {self.done}/{self.windows} ({rate:.1f} windows/s){eta}"
         )
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def predict(config: PredictConfig, stop: GracefulStop | None = None) -> PredictResult:

@@ -29,6 +29,7 @@ from odeon_job.outputs.callbacks.checkpoints import (
     StorageCheckpointIO,
 )
 from odeon_job.outputs.callbacks.history import History
+from odeon_job.outputs.callbacks.progress_lines import draws_bars
 from odeon_job.outputs.callbacks.stop_handling import StopHandling
 from odeon_job.outputs.run_folder import RunFolder
 from odeon_job.process.launch import prepare_launch, with_run_names
@@ -69,7 +70,7 @@ def trainer_options(config: JobConfig, n_train_samples: int) -> dict[str, Any]:
     return {
         "max_epochs": setup.epochs,
         "deterministic": "warn" if setup.deterministic else False,
-        "enable_progress_bar": out.progress > 0,
+        "enable_progress_bar": out.progress > 0 and draws_bars(),
         "val_check_interval": setup.val_check_interval,
         "limit_train_batches": limit,
         "limit_val_batches": limit,

@@ -23,6 +23,7 @@ from odeon_job.outputs.callbacks.epoch_order import EpochOrder
 from odeon_job.outputs.callbacks.figures import FigurePublisher
 from odeon_job.outputs.callbacks.history import History
 from odeon_job.outputs.callbacks.predictions import ErrorReport, PredictionWriter
+from odeon_job.outputs.callbacks.progress_lines import ProgressLines, draws_bars
 from odeon_job.outputs.callbacks.report import ValidationReport
 from odeon_job.outputs.callbacks.row_scores import RowScores
 from odeon_job.outputs.callbacks.stitching import SceneStitcher
@@ -85,11 +86,14 @@ def checkpoint_callbacks(config: JobConfig, folder: RunFolder) -> list[Exporting
 
 
 def optional_callbacks(config: JobConfig) -> list[Callback]:
-    """Progress bars and early stopping, when the configuration asks for them."""
+    """Progress (bars on a terminal, lines elsewhere) and early stopping, when the configuration asks for them."""
 
     callbacks: list[Callback] = []
-    if config.output_setup.progress > 0:
-        callbacks.append(TQDMProgressBar(refresh_rate=config.output_setup.progress))
+    out = config.output_setup
+    if out.progress > 0:
+        callbacks.append(
+            TQDMProgressBar(refresh_rate=out.progress) if draws_bars() else ProgressLines(out.progress_every)
+        )
     stop = config.train_setup.early_stopping
     if stop is not None:
         callbacks.append(ReportingEarlyStopping(**stop.arguments))
