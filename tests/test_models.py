@@ -12,7 +12,7 @@ from odeon_job.errors import ConfigError
 from odeon_job.training.models import MODELS, build_model
 from odeon_job.training.models.blocks import adapt_first_conv
 from odeon_job.training.models.unet import UNet
-from odeon_job.training.models.weights import load_encoder_weights, load_init_weights
+from odeon_job.training.models.weights import encoder_weights_file, load_encoder_weights, load_init_weights
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -223,3 +223,46 @@ def test_init_weights_that_fit_nothing_or_are_not_weights(tmp_path: Path) -> Non
         r"rebuild.*nothing in it was run",
     ):
         load_init_weights(build_model("lightunet", 3, 2), str(tmp_path / "pickled_module.pth"))
+
+
+@pytest.mark.parametrize(
+    ("name", "file_name", "torchvision_model"),
+    [
+        ("resnet18", "resnet18-f37072fd.pth", lambda: torchvision.models.resnet18(weights=None)),
+        ("deeplab", "mobilenet_v2-7ebf99e0.pth", lambda: torchvision.models.mobilenet_v2(weights=None)),
+    ],
+)
+def test_imagenet_encoder_weights_by_name_come_from_torchvision_s_cache(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, file_name: str, torchvision_model
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    with pytest.raises(ConfigError) as missing:  # offline and not placed: one line, the file and the folder
+        encoder_weights_file(name, "imagenet")
+    assert f"reads torchvision's {file_name} from {checkpoints}" in str(missing.value)
+    assert "\n" not in str(missing.value) and "https://download.pytorch.org/models/" + file_name in str(missing.value)
+
+    checkpoints.mkdir(parents=True)
+    placed = torchvision_model().state_dict()  # a generated state dict under the name torchvision expects
+    torch.save(placed, checkpoints / file_name)
+    path = encoder_weights_file(name, "ImageNet")
+    assert path == str(checkpoints / file_name)
+    model = build_model(name, 3, 2)
+    load_encoder_weights(model, path)  # type: ignore[arg-type]
+    loaded = model.backbone.state_dict() if name == "deeplab" else model.encoder.state_dict()
+    key = "17.conv.2.weight" if name == "deeplab" else "layer4.0.conv1.weight"
+    assert torch.equal(loaded[key], placed[f"features.{key}" if name == "deeplab" else key])
+    assert encoder_weights_file(name, "/some/where.pth") == "/some/where.pth"  # a path is a path
+
+
+def test_imagenet_encoder_weights_for_a_model_without_encoder_are_refused_by_the_schema() -> None:
+    from odeon_job.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=r"train_setup.encoder_weights: .*lightunet"):
+        config_from_dict(
+            {
+                "data_source": {"train_file": "t.csv"},
+                "train_setup": {"model_name": "lightunet", "encoder_weights": "imagenet"},
+                "output_setup": {"output_folder": "o"},
+            }
+        )

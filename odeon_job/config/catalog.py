@@ -18,6 +18,8 @@ class Model:
     params: tuple[str, ...]
     #: Whether ``encoder_weights`` (a torchvision ImageNet-style state dict) fills its encoder.
     pretrainable_encoder: bool = False
+    #: The torchvision weights enum whose ``DEFAULT`` ImageNet weights ``encoder_weights: "imagenet"`` names.
+    imagenet_weights: str | None = None
     #: Whether it has ODEON's U-Net layer names (``init_weights`` translation, ``odeon_pth`` exports).
     odeon_u_net: bool = False
 
@@ -37,8 +39,11 @@ _U_NET = ("upsampling", "align_corners")
 MODELS: dict[str, Model] = {
     "unet": Model(_U_NET, odeon_u_net=True),
     "lightunet": Model(_U_NET, odeon_u_net=True),
-    **{f"resnet{depth}": Model(_U_NET, pretrainable_encoder=True) for depth in (18, 34, 50, 101, 152)},
-    "deeplab": Model(("output_stride",), pretrainable_encoder=True),
+    **{
+        f"resnet{depth}": Model(_U_NET, pretrainable_encoder=True, imagenet_weights=f"ResNet{depth}_Weights")
+        for depth in (18, 34, 50, 101, 152)
+    },
+    "deeplab": Model(("output_stride",), pretrainable_encoder=True, imagenet_weights="MobileNet_V2_Weights"),
 }
 
 LOSSES: dict[str, Loss] = {

@@ -220,8 +220,9 @@ class TrainSetup(Section):
     )
     encoder_weights: str | None = Field(
         None,
-        description="Extension: path or URL of a torchvision "
-        "ImageNet-style state dict for a resnet or deeplab encoder.",
+        description='Extension: "imagenet" (torchvision\'s ImageNet weights of the encoder, from the file torchvision '
+        "keeps under TORCH_HOME: never downloaded), or the path or URL of a torchvision ImageNet-style state dict, "
+        "for a resnet or deeplab encoder.",
     )
     epochs: int = Field(1000, ge=1, description="Number of training epochs.")
     batch_size: int = Field(3, ge=1, description="Samples per mini-batch (per process).")

@@ -22,7 +22,7 @@ from odeon_job.data.windows import GridWindows, WindowPlan, plan_windows
 from odeon_job.errors import ConfigError
 from odeon_job.outputs.prediction_files import MAX_STITCH_BYTES, widest_band
 from odeon_job.process.launch import processes_per_node, trainer_devices
-from odeon_job.training.models.weights import fit_to_weights, read_state_dict
+from odeon_job.training.models.weights import encoder_weights_file, fit_to_weights, read_state_dict
 from odeon_job.training.optimizers import build_optimizer, build_scheduler
 
 log = logging.getLogger("odeon")
@@ -188,7 +188,8 @@ def read_weights_files(config: JobConfig) -> dict[str, dict[str, Any]]:
     model is checked when the model is built)."""
 
     setup = config.train_setup
-    files = (("init_weights", setup.init_weights), ("encoder_weights", setup.encoder_weights))
+    encoder = encoder_weights_file(setup.model_name, setup.encoder_weights)
+    files = (("init_weights", setup.init_weights), ("encoder_weights", encoder))
     return {key: read_state_dict(url, f"train_setup.{key}") for key, url in files if url}
 
 

@@ -11,11 +11,12 @@ to the number of bands.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
 
-from odeon_job.config import TrainSetup
+from odeon_job.config import TrainSetup, catalog
 from odeon_job.errors import ConfigError, StorageError
 from odeon_job.storage.model_files import load_plain
 from odeon_job.training.models.odeon_names import (
@@ -91,6 +92,32 @@ def load_init_weights(model: nn.Module, url: str, state: dict[str, torch.Tensor]
             url,
             _listed(left),
         )
+
+
+#: ``encoder_weights`` naming torchvision's ImageNet weights of the model's encoder.
+IMAGENET = "imagenet"
+
+
+def encoder_weights_file(model_name: str, encoder_weights: str | None) -> str | None:
+    """Where ``encoder_weights`` are read from: the path or URL given, or for ``"imagenet"`` the file torchvision
+    keeps in its cache (``$TORCH_HOME/hub/checkpoints``), which must be there: nothing is downloaded."""
+    if encoder_weights is None or encoder_weights.lower() != IMAGENET:
+        return encoder_weights
+    enum_name = catalog.MODELS[model_name].imagenet_weights
+    if enum_name is None:
+        raise ConfigError(f'train_setup.encoder_weights: "imagenet": {model_name} has no pretrainable encoder')
+    import torchvision
+
+    url = getattr(torchvision.models, enum_name).DEFAULT.url
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    path = os.path.join(folder, os.path.basename(url))
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f'train_setup.encoder_weights: "imagenet" for {model_name} reads torchvision\'s {os.path.basename(url)} '
+            f"from {folder}, which does not hold it (nothing is downloaded at run time): fetch {url} there, or set "
+            "TORCH_HOME to the folder whose hub/checkpoints holds it"
+        )
+    return path
 
 
 def _listed(names: list[str], shown: int = 5) -> str:
