@@ -48,7 +48,7 @@ data="$(mktemp -d)"
 trap 'rm -rf "$data"; "${P[@]}" rm -f odeon-image-test >/dev/null 2>&1 || true' EXIT
 chmod 777 "$data"
 "${run[@]}" -v "$data:/data" --entrypoint python "$IMAGE" -c \
-  "from odeon_job.demo import write_demo; write_demo('/data')" >/dev/null
+  "from odeon_job.commands.demo import write_demo; write_demo('/data')" >/dev/null
 train=(-v "$data:/data" -e ODEON_CONFIG=/data/demo_config.json "$IMAGE" train --set output_setup.version_name=sigterm
        --set train_setup.continue_training=auto)
 "${P[@]}" run -d "${options[@]}" --name odeon-image-test "${train[@]}" --set train_setup.epochs=50 >/dev/null
@@ -68,4 +68,17 @@ epochs=$(( $(python3 -c "import json; print(len(json.load(open('$history'))))") 
 "${run[@]}" "${train[@]}" --set "train_setup.epochs=$epochs" 2>&1 | tail -1
 [ "$(python3 -c "import json; print(len(json.load(open('$history'))))")" = "$epochs" ] \
   || { echo "image-test: the resumed training did not finish its epochs"; exit 1; }
-echo "image-test: resumed to epoch $epochs; passed"
+echo "image-test: resumed to epoch $epochs"
+
+# The README's `docker run` line: data mounted read-only, a host folder for the outputs, the configuration mounted
+# as a file, --user a host user (here 4321, not the image's 10001): every file written is that user's.
+owner=4321
+mkdir -p "$data/user-runs" && chown "$owner:$owner" "$data/user-runs"
+"${P[@]}" run --rm "${U[@]}" --network=none --read-only --tmpfs /tmp:rw,size=4g,mode=1777 --shm-size=1g \
+  --user "$owner:$owner" -v "$data:/data:ro" -v "$data/user-runs:/runs" \
+  -v "$data/demo_config.json:/etc/odeon/config.json:ro" -e ODEON_CONFIG=/etc/odeon/config.json \
+  "$IMAGE" train --set output_setup.output_folder=/runs --set train_setup.epochs=1 2>&1 | tail -1
+[ -f "$data/user-runs/demo/"*/config.json ] || { echo "image-test: the documented docker run wrote no run"; exit 1; }
+strangers=$(find "$data/user-runs" ! -user "$owner" | head -3)
+[ -z "$strangers" ] || { echo "image-test: files not owned by --user $owner: $strangers"; exit 1; }
+echo "image-test: the README's docker run line wrote $(find "$data/user-runs" -type f | wc -l) files as uid $owner; passed"

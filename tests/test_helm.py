@@ -360,3 +360,48 @@ def test_the_chart_runs_predict_as_a_plain_job_of_one_pod() -> None:
     assert config.output_type == "float32" and config.device_setup.num_nodes == 1  # one pod, whatever workers says
     assert config.device_setup.num_processes == 2 and config.device_setup.strategy == "ddp"
     assert helm("lint", "--strict", str(CHART), *PREDICT, "--set", "predict.kind=job").returncode == 0
+
+
+# --- what a user reads: the chart's README, k8s/ rendered from the chart -----------------------------------
+
+#: Values documented as one row (their inner keys are the user's: a configuration, resources, labels).
+WHOLE_VALUES = {"config", "predict.config", "resources", "nodeSelector", "affinity", "podAnnotations", "podLabels"}
+
+
+def _documented_values(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Each value's path → its default as the README's table shows it."""
+    rows: dict[str, str] = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and path not in WHOLE_VALUES:
+            rows.update(_documented_values(value, path))
+        else:
+            rows[path] = "see `values.yaml`" if isinstance(value, dict) and value else f"`{json.dumps(value)}`"
+    return rows
+
+
+def test_the_chart_readme_lists_every_value_with_its_default() -> None:
+    readme = helm("show", "readme", str(CHART)).stdout  # what `helm show readme` prints
+    table = {
+        row.split("|")[1].strip().strip("`"): row.split("|")[2].strip()
+        for row in readme.splitlines()
+        if row.startswith("| `")
+    }
+    expected = _documented_values(yaml.safe_load((CHART / "values.yaml").read_text()))
+    assert table == expected
+
+
+def test_plain_manifests_are_the_chart_rendered_with_placeholders(tmp_path: Path) -> None:
+    for folder in ("helm", "k8s", ".ci"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    subprocess.run(
+        ["bash", str(tmp_path / ".ci" / "k8s-from-chart.sh")],
+        env={**os.environ, "HELM": helm_binary()},
+        check=True,
+        timeout=120,
+    )
+    for name in ("configmap.yaml", "pytorchjob.yaml"):
+        assert (tmp_path / "k8s" / name).read_text() == (ROOT / "k8s" / name).read_text(), f"make k8s: {name}"
+    text = "".join(path.read_text() for path in (ROOT / "k8s").glob("*.yaml"))
+    assert "example.com" not in text and "my-bucket" not in text
+    assert "https://s3.REPLACE-ME.invalid" in text and "https://mlflow.REPLACE-ME.invalid" in text
