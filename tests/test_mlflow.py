@@ -3,6 +3,7 @@ moto's S3), a local store, an outage in the middle of a training, and resuming."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -87,12 +88,20 @@ def test_a_training_is_recorded_in_the_tracking_server(
     record = json.loads((run_folder / "mlflow_run.json").read_text())
     assert record["tracking_uri"] == mlflow_server.url
     run = client.get_run(record["run_id"])
-    assert run.info.run_name == "v" and run.info.status == "FINISHED"
+    assert run.info.run_name == "exp/v" and run.info.status == "FINISHED"  # the run folder's names
     assert client.get_experiment(run.info.experiment_id).name == "tracking-test"
 
     params = run.data.params
     assert params["train_setup.epochs"] == "2" and params["train_setup.model_name"] == "lightunet"
     assert params["data_source.train_file"] == data.csv and params["output_setup.use_mlflow"] == "true"
+    assert "null" not in params.values() and "data_source.val_file" not in params  # unset keys are no parameters
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}  # the Datasets column: the CSVs
+    assert set(inputs) == {"train+val: samples.csv", "test: samples.csv"}
+    train_input = inputs["train+val: samples.csv"]
+    assert json.loads(train_input.dataset.profile) == {"num_rows": 8}
+    assert json.loads(train_input.dataset.source) == {"uri": data.csv}
+    assert train_input.dataset.digest == hashlib.sha256(Path(data.csv).read_bytes()).hexdigest()[:16]
+    assert {tag.key: tag.value for tag in train_input.tags}["mlflow.data.context"] == "train,val"
     tags = run.data.tags
     assert tags["mlflow.source.git.commit"] == "0123abcd" and tags["image.tag"] == "registry.example/odeon:1.2.3"
     assert tags["odeon.run_folder"] == str(run_folder)
@@ -114,6 +123,7 @@ def test_a_training_is_recorded_in_the_tracking_server(
         "run/config.json",
         "run/history_val.json",
         "run/history_test.json",
+        "run/model_card.md",
         "figures/confusion_matrix_val.png",
         "figures/confusion_matrix_test.png",
         "figures/iou_val.png",
@@ -133,6 +143,8 @@ def test_a_training_is_recorded_in_the_tracking_server(
     # The best val_loss model, registered, predicts what its checkpoint predicts.
     (version,) = client.search_model_versions("name='odeon-test-model'")
     assert version.run_id == run.info.run_id
+    assert version.description == (run_folder / "model_card.md").read_text()  # the card describes the model
+    assert "models:/odeon-test-model/VERSION" in version.description
     # It takes raw pixels (the test split's scaling is inside) and gives what odeon predicted for the tile.
     model = mlflow.pytorch.load_model("models:/odeon-test-model/1")
     raw = torch.from_numpy(rasterio.open(test.images[0]).read())[None]

@@ -28,10 +28,16 @@ MLFLOW_CHECKPOINT = "model.ckpt"
 
 
 def log_model(
-    module: SegmentationModule, best_model: str, tracking_uri: str, run_id: str, registered_model_name: str | None
+    module: SegmentationModule,
+    best_model: str,
+    tracking_uri: str,
+    run_id: str,
+    registered_model_name: str | None,
+    model_card: str | None = None,
 ) -> None:
     """The best val_loss model as an MLflow PyTorch model of raw pixels (see
-    :class:`~odeon_job.training.models.raw_pixels.RawPixelModel`), registered when a name is configured.
+    :class:`~odeon_job.training.models.raw_pixels.RawPixelModel`), registered when a name is configured, the
+    run's ``model_card`` (Markdown) as the registered version's description.
 
     Saved as a pickled module with odeon_job's code beside it (``code_paths``), so it loads wherever
     torch is installed: torch.export (MLflow's default) fixes the U-Nets' input size to the example's.
@@ -66,7 +72,7 @@ def log_model(
     ):
         checkpoint = os.path.join(folder, MLFLOW_CHECKPOINT)
         torch.save(model_checkpoint(module, network), checkpoint)
-        mlflow.pytorch.log_model(
+        info = mlflow.pytorch.log_model(
             model,
             name="model",
             signature=signature,
@@ -78,6 +84,11 @@ def log_model(
             extra_files=[checkpoint],
             metadata=model_metadata(module),
         )
+        version = getattr(info, "registered_model_version", None)
+        if registered_model_name and model_card and version is not None:
+            mlflow.MlflowClient(tracking_uri).update_model_version(
+                registered_model_name, str(version), description=model_card
+            )
 
 
 def model_checkpoint(module: SegmentationModule, network: torch.nn.Module) -> dict[str, Any]:

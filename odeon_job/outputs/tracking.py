@@ -78,7 +78,9 @@ def metric_name(name: str) -> str:
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """The resolved configuration as MLflow parameters: ``section.key`` → value as text (JSON for lists),
-    URLs without credentials, long values cut to MLflow's limit."""
+    URLs without credentials, long values cut to MLflow's limit; keys left unset (null) are not parameters."""
+    if data is None:
+        return {}
     if isinstance(data, dict):
         params: dict[str, str] = {}
         for key, value in data.items():
@@ -89,6 +91,49 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     if len(text) > PARAM_VALUE_LIMIT:
         text = text[: PARAM_VALUE_LIMIT - 3] + "..."
     return {metric_name(prefix): text}
+
+
+def run_name(config: JobConfig) -> str:
+    """The MLflow run's name: ``mlflow_run_name``, else the run folder's ``name_exp_log/version_name`` (both
+    resolved by then), so the store and the output folder name a run alike."""
+    out = config.output_setup
+    return out.mlflow_run_name or f"{out.name_exp_log}/{out.version_name}"
+
+
+@dataclass(frozen=True)
+class CsvInput:
+    """A CSV the training read, as an MLflow dataset input: its splits, where it is, a digest of its bytes and its
+    rows."""
+
+    splits: tuple[str, ...]
+    url: str
+    digest: str
+    rows: int
+
+    @property
+    def name(self) -> str:
+        return f"{'+'.join(self.splits)}: {storage.basename(self.url)}"
+
+
+def csv_inputs(config: JobConfig) -> list[CsvInput]:
+    """The configuration's CSVs (the train CSV also names the validation split it holds out, when there is no
+    ``val_file``), each read once for its digest and rows."""
+    import hashlib
+
+    from odeon_job.data.samples import read_samples
+
+    source = config.data_source
+    files = {"train": source.train_file, "val": source.val_file, "test": source.test_file}
+    by_url: dict[str, list[str]] = {}
+    for split, url in files.items():
+        held_out = url is None and split == "val"  # (percentage_val of the train CSV)
+        if url or held_out:
+            by_url.setdefault(url or source.train_file, []).append(split)
+    inputs = []
+    for url, splits in by_url.items():
+        digest = hashlib.sha256(storage.read_bytes(url)).hexdigest()[:16]
+        inputs.append(CsvInput(tuple(splits), redact(url), digest, len(read_samples(url))))
+    return inputs
 
 
 #: Tag → the environment variables that give it (the first one set wins).

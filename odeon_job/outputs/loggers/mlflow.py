@@ -35,11 +35,13 @@ from odeon_job.outputs.mlflow_model import log_model
 from odeon_job.outputs.run_folder import RunFolder
 from odeon_job.outputs.tracking import (
     Store,
+    csv_inputs,
     environment_tags,
     failure_reason,
     flatten,
     given_tracking_uri,
     metric_name,
+    run_name,
     store_for,
 )
 from odeon_job.redaction import redact, redact_log_handlers
@@ -93,7 +95,7 @@ class MlflowOutput(Logger):
         self.test_follows, self.killed = test_follows, killed
         self.store = Store(given_tracking_uri(config) or "(local store)")
         self.experiment_name = out.mlflow_experiment or out.name_exp_log or "Default"
-        self.run_name = out.mlflow_run_name or out.version_name
+        self.run_name = run_name(config)
         self.required = out.mlflow_required
         self.registered_model_name = out.registered_model_name
         self.run_id: str | None = None
@@ -224,6 +226,8 @@ class MlflowOutput(Logger):
             json.dumps({"tracking_uri": redact(self.store.tracking_uri), "run_id": self.run_id}, indent=1) + "\n",
         )
         self._call("log the parameters", self._log_params)
+        if not self.resuming:
+            self._call("log the dataset inputs (the CSVs)", self._log_inputs)
         self._start_system_metrics()
         self._sync_store()
         log.info(
@@ -278,6 +282,22 @@ class MlflowOutput(Logger):
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), 100):  # MLflow's limit of parameters per call
             self.client.log_batch(self._run, params=items[start : start + 100])
+
+    def _log_inputs(self) -> None:
+        """The CSVs as MLflow dataset inputs (the run page's Datasets column): name, digest, source, rows."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for csv in csv_inputs(self.config):
+            dataset = Dataset(
+                name=csv.name,
+                digest=csv.digest,
+                source_type="s3" if csv.url.startswith("s3://") else "http" if "://" in csv.url else "local",
+                source=json.dumps({"uri": csv.url}),
+                profile=json.dumps({"num_rows": csv.rows}),
+            )
+            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", ",".join(csv.splits))]))
+        self.client.log_inputs(self._run, datasets=inputs)
 
     def _start_system_metrics(self) -> None:
         try:
@@ -337,6 +357,7 @@ class MlflowOutput(Logger):
                             self.store.tracking_uri,
                             self._run,
                             self.registered_model_name,
+                            self._model_card(),
                         ),
                     )
             if self.monitor is not None:
@@ -347,6 +368,10 @@ class MlflowOutput(Logger):
         if self.store.local_file:  # a per-run store, uploaded: its staging folder goes with the run
             shutil.rmtree(os.path.dirname(self.store.local_file), ignore_errors=True)
         self._summary()
+
+    def _model_card(self) -> str | None:
+        card = self.run_folder.model_card
+        return storage.read_text(card) if storage.exists(card) else None
 
     def _summary(self) -> None:
         unsent = len(self.pending) + self.unsent_metrics
@@ -367,7 +392,13 @@ class MlflowOutput(Logger):
                 with open(path, "wb") as stream:
                     stream.write(data)
 
-            for name in [*self.run_folder.config_files(), self.run_folder.history_val, self.run_folder.history_test]:
+            run_files = [
+                *self.run_folder.config_files(),
+                self.run_folder.history_val,
+                self.run_folder.history_test,
+                self.run_folder.model_card,
+            ]
+            for name in run_files:
                 if storage.exists(name):
                     put(f"run/{os.path.basename(name)}", storage.read_bytes(name))
             for monitor, path in best_models.items():
@@ -376,7 +407,7 @@ class MlflowOutput(Logger):
             for name, data in self.figures.items():
                 put(f"figures/{name}", data)
             self._call(
-                "log the artifacts (configs, history, checkpoints, figures)",
+                "log the artifacts (configs, history, model card, checkpoints, figures)",
                 lambda: self.client.log_artifacts(self._run, folder),
             )
         finally:
