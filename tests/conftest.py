@@ -109,6 +109,16 @@ def make_dataset(tmp_path: Path) -> Callable[..., TinyDataset]:
     return make
 
 
+def split_csvs(make_dataset: Callable[..., TinyDataset], root: Path, n: int = 4) -> None:
+    """``root/data/train.csv``, ``val.csv`` and ``test.csv`` (``n`` tiles each, 3 bands, 3 classes), their rows
+    relative to ``root/data``: the layout the README and examples/ use."""
+    for split, seed in (("train", 0), ("val", 1), ("test", 2)):
+        data = make_dataset(n=n, name=f"data/{split}", seed=seed)
+        pairs = (row.split(",") for row in Path(data.csv).read_text().split())
+        lines = (f"{split}/{image},{split}/{mask}\n" for image, mask in pairs)
+        (root / "data" / f"{split}.csv").write_text("".join(lines))
+
+
 def write_scene(
     path: Path, data: np.ndarray, block: int = 128, *, origin: tuple[float, float] = ORIGIN, pixel: float = PIXEL
 ) -> str:

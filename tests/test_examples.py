@@ -18,7 +18,7 @@ import yaml
 from odeon_job.commands import cli
 from odeon_job.config import load_config
 
-from conftest import TinyDataset, make_config, paint, scene_class_map, write_scene
+from conftest import make_config, paint, scene_class_map, split_csvs, write_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -30,17 +30,6 @@ def test_every_example_is_tested_here() -> None:
         assert f'"{example.name}"' in text, f"{example.name} has no test"
 
 
-def _split_csvs(make_dataset: Any, root: Path) -> None:
-    """``data/train.csv``, ``val.csv`` and ``test.csv`` under ``root``, their rows relative to ``data/``."""
-    for split, seed in (("train", 0), ("val", 1), ("test", 2)):
-        data: TinyDataset = make_dataset(n=4, name=f"data/{split}", seed=seed)
-        rows = Path(data.csv).read_text().split()
-        pairs = (row.split(",") for row in rows)
-        (root / "data" / f"{split}.csv").write_text(
-            "".join(f"{split}/{image},{split}/{mask}\n" for image, mask in pairs)
-        )
-
-
 def _validates(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["validate", "-c", str(path)]) == 0, capsys.readouterr().err
     assert "OK:" in capsys.readouterr().out
@@ -50,7 +39,7 @@ def _validates(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_tile_examples_validate_as_written(
     name: str, make_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _split_csvs(make_dataset, tmp_path)
+    split_csvs(make_dataset, tmp_path)
     monkeypatch.chdir(tmp_path)
     _validates(EXAMPLES / name, capsys)
     if name == "from-odeon.json":  # ODEON's place for it, read where it belongs

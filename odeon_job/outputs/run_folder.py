@@ -111,6 +111,10 @@ class RunFolder:
         return self.path("history_test.json")
 
     @property
+    def model_card(self) -> str:
+        return self.path("model_card.md")
+
+    @property
     def val_loss_checkpoints(self) -> str:
         return self.path(VAL_LOSS_CKPT_FOLDER)
 

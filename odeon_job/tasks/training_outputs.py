@@ -22,6 +22,7 @@ from odeon_job.outputs.callbacks.early_stopping import ReportingEarlyStopping
 from odeon_job.outputs.callbacks.epoch_order import EpochOrder
 from odeon_job.outputs.callbacks.figures import FigurePublisher
 from odeon_job.outputs.callbacks.history import History
+from odeon_job.outputs.callbacks.model_card import ModelCardWriter
 from odeon_job.outputs.callbacks.predictions import ErrorReport, PredictionWriter
 from odeon_job.outputs.callbacks.progress_lines import ProgressLines, draws_bars
 from odeon_job.outputs.callbacks.report import ValidationReport
@@ -121,6 +122,7 @@ def output_callbacks(config: JobConfig, folder: RunFolder, datamodule: Segmentat
         history,
         FigurePublisher(history),
         ValidationReport(),
+        ModelCardWriter(config, folder, history),
         *checkpoint_callbacks(config, folder),
         *optional_callbacks(config),
     ]
