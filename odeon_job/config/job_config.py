@@ -92,7 +92,9 @@ class OutputSetup(Section):
         "$MLFLOW_TRACKING_URI, else the local store, when absent.",
     )
     mlflow_experiment: str | None = Field(None, description="Extension: MLflow experiment; name_exp_log when absent.")
-    mlflow_run_name: str | None = Field(None, description="Extension: MLflow run name; version_name when absent.")
+    mlflow_run_name: str | None = Field(
+        None, description="Extension: MLflow run name; name_exp_log/version_name (the run folder's) when absent."
+    )
     registered_model_name: str | None = Field(
         None, description="Extension: register the best model under this name in MLflow's model registry."
     )
