@@ -207,3 +207,20 @@ def test_yaml_from_object_storage(bucket: Any, make_dataset: Any, capsys: pytest
     url = bucket.put("c.yaml", yaml.safe_dump(config))
     assert cli.main(["validate", "-c", url]) == 0
     assert "OK: 4 samples checked" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_same_configuration_as_yaml_and_as_json_gives_the_same_run(make_dataset: Any, tmp_path: Path) -> None:
+    from conftest import make_config
+
+    data = make_dataset(n=6)
+    runs = {}
+    for name, dump in (("c.json", json.dumps), ("c.yaml", yaml.safe_dump)):
+        config = make_config(data.csv, str(tmp_path / name), train_setup={"epochs": 2, "deterministic": True})
+        path = _write(tmp_path, name, dump(config))
+        assert cli.main(["train", "-c", path]) == 0
+        run = tmp_path / name / "exp" / "v"
+        saved = json.loads((run / "config.json").read_text())
+        saved["output_setup"]["output_folder"] = "(the run's)"
+        runs[name] = (saved, json.loads((run / "history_val.json").read_text()))
+    assert runs["c.yaml"] == runs["c.json"]  # the same resolved configuration, the same figures epoch by epoch

@@ -155,6 +155,7 @@ def test_two_pods_give_the_confusion_matrix_of_one(
         "config.json",
         "figures",
         "history_val.json",
+        "model_card.md",
         "odeon_val_loss_ckpt",
         "odeon_val_miou_ckpt",
     ]

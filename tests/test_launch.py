@@ -175,3 +175,29 @@ def test_the_processes_lightning_starts_read_the_configuration_as_the_first_did(
     child = inherited_config()
     assert child is not None and child == config
     assert trainer_devices(child.device_setup)["devices"] == 2
+
+
+def test_what_a_command_hands_its_processes_does_not_outlive_it(
+    make_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training run inside a longer process (a notebook, a test, evaluate) left ODEON_RUN_NAMES behind: the
+    next training's DDP processes, or pods started from that process, took the old run's names."""
+    import json as json_module
+
+    from conftest import make_config
+    from odeon_job.commands import cli
+    from odeon_job.process.launch import INHERITED_CONFIG, RUN_NAMES_VARIABLE
+    from odeon_job.tasks.train import train
+
+    monkeypatch.delenv(INHERITED_CONFIG, raising=False)
+    monkeypatch.delenv(RUN_NAMES_VARIABLE, raising=False)
+    data = make_dataset(n=4)
+    path = tmp_path / "c.json"
+    path.write_text(json_module.dumps(make_config(data.csv, str(tmp_path / "out"))))
+    assert cli.main(["train", "-c", str(path)]) == 0
+    assert RUN_NAMES_VARIABLE not in os.environ and INHERITED_CONFIG not in os.environ
+    monkeypatch.setenv(RUN_NAMES_VARIABLE, "a/b")  # one the caller set stays as it was
+    from odeon_job.config import load_config
+
+    train(load_config(str(path), ["output_setup.version_name=w"]))
+    assert os.environ[RUN_NAMES_VARIABLE] == "a/b" and INHERITED_CONFIG not in os.environ

@@ -455,8 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
 
+    from odeon_job.process.launch import handing_over
+
     try:
-        return args.handler(args)
+        with handing_over():
+            return args.handler(args)
     except Terminated as stopped:
         print(f"odeon: {redact(str(stopped))}", file=sys.stderr)
         return EXIT_TERMINATED

@@ -23,10 +23,12 @@ input, a clock of their own).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from odeon_job.config import DeviceSetup, JobConfig, is_folder_name, parse_config
@@ -68,6 +70,25 @@ def hand_over_config(config: JobConfig) -> None:
     each process reads them as the first did (every key written out would read as set by the user: ``device: 2``
     on the CPU met a ``num_processes: 1`` of its own making in the other processes)."""
     os.environ[INHERITED_CONFIG] = config.model_dump_json(exclude_unset=True)
+
+
+#: What this process hands the processes it starts, through the environment they inherit.
+HANDED_OVER = (INHERITED_CONFIG, RUN_NAMES_VARIABLE)
+
+
+@contextlib.contextmanager
+def handing_over() -> Iterator[None]:
+    """What a command hands its processes lasts as long as the command: a training run inside a longer process (a
+    notebook, a test, ``evaluate``) would otherwise leave its run's names for the next one's processes to take."""
+    saved = {name: os.environ.get(name) for name in HANDED_OVER}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def hand_over_run_names(config: JobConfig) -> None:

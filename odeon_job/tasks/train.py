@@ -32,7 +32,7 @@ from odeon_job.outputs.callbacks.history import History
 from odeon_job.outputs.callbacks.progress_lines import draws_bars
 from odeon_job.outputs.callbacks.stop_handling import StopHandling
 from odeon_job.outputs.run_folder import RunFolder
-from odeon_job.process.launch import prepare_launch, with_run_names
+from odeon_job.process.launch import handing_over, prepare_launch, with_run_names
 from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
 from odeon_job.redaction import redact, redact_log_handlers, redact_values
 from odeon_job.storage.retries import transient_retries
@@ -158,6 +158,11 @@ def evaluate_best_model(
 def train(config: JobConfig, stop: GracefulStop | None = None) -> TrainResult:
     """Train as ``config`` says; returns where the run went and its figures. ``stop``: SIGTERM's
     handler when the caller installed it earlier (the command line does, before the heavy imports)."""
+    with handing_over():  # (the run's names, handed to its DDP processes, go with it)
+        return _train(config, stop)
+
+
+def _train(config: JobConfig, stop: GracefulStop | None) -> TrainResult:
 
     own_stop = stop is None  # installed here, so restored here: train() may run inside a longer process
     stop = stop or GracefulStop(config.device_setup.stop_grace_period).install()
