@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from odeon_job.config import DeviceSetup
+from odeon_job.commands import cli
+from odeon_job.config import DeviceSetup, load_config
 from odeon_job.errors import ConfigError
-from odeon_job.process.launch import prepare_launch, trainer_devices
+from odeon_job.process.launch import INHERITED_CONFIG, RUN_NAMES_VARIABLE, prepare_launch, trainer_devices
+from odeon_job.tasks.train import train
+
+from conftest import make_config
 
 
 def _devices(**device_setup: Any) -> dict[str, Any]:
@@ -182,22 +188,13 @@ def test_what_a_command_hands_its_processes_does_not_outlive_it(
 ) -> None:
     """A training run inside a longer process (a notebook, a test, evaluate) left ODEON_RUN_NAMES behind: the
     next training's DDP processes, or pods started from that process, took the old run's names."""
-    import json as json_module
-
-    from conftest import make_config
-    from odeon_job.commands import cli
-    from odeon_job.process.launch import INHERITED_CONFIG, RUN_NAMES_VARIABLE
-    from odeon_job.tasks.train import train
-
     monkeypatch.delenv(INHERITED_CONFIG, raising=False)
     monkeypatch.delenv(RUN_NAMES_VARIABLE, raising=False)
     data = make_dataset(n=4)
     path = tmp_path / "c.json"
-    path.write_text(json_module.dumps(make_config(data.csv, str(tmp_path / "out"))))
+    path.write_text(json.dumps(make_config(data.csv, str(tmp_path / "out"))))
     assert cli.main(["train", "-c", str(path)]) == 0
     assert RUN_NAMES_VARIABLE not in os.environ and INHERITED_CONFIG not in os.environ
     monkeypatch.setenv(RUN_NAMES_VARIABLE, "a/b")  # one the caller set stays as it was
-    from odeon_job.config import load_config
-
     train(load_config(str(path), ["output_setup.version_name=w"]))
     assert os.environ[RUN_NAMES_VARIABLE] == "a/b" and INHERITED_CONFIG not in os.environ
