@@ -143,6 +143,7 @@ def test_every_default_is_the_specification_s() -> None:
         "save_history": True,
         "save_top_k": 3,
         "progress": 1,
+        "progress_every": 30.0,  # not in the specification: the plain progress lines where no terminal draws a bar
         "use_mlflow": True,
         "mlflow_tracking_uri": None,
         "mlflow_experiment": None,

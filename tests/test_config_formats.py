@@ -216,10 +216,10 @@ def test_the_same_configuration_as_yaml_and_as_json_gives_the_same_run(make_data
     data = make_dataset(n=6)
     runs = {}
     for name, dump in (("c.json", json.dumps), ("c.yaml", yaml.safe_dump)):
-        config = make_config(data.csv, str(tmp_path / name), train_setup={"epochs": 2, "deterministic": True})
+        config = make_config(data.csv, str(tmp_path / f"out-{name}"), train_setup={"epochs": 2, "deterministic": True})
         path = _write(tmp_path, name, dump(config))
         assert cli.main(["train", "-c", path]) == 0
-        run = tmp_path / name / "exp" / "v"
+        run = tmp_path / f"out-{name}" / "exp" / "v"
         saved = json.loads((run / "config.json").read_text())
         saved["output_setup"]["output_folder"] = "(the run's)"
         runs[name] = (saved, json.loads((run / "history_val.json").read_text()))

@@ -56,7 +56,7 @@ def test_demo_learns_well_above_the_majority_class(
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
-    assert run.info.run_name == runs[0].name and run.info.status == "FINISHED"
+    assert run.info.run_name == f"demo/{runs[0].name}" and run.info.status == "FINISHED"
     recorded = [m.value for m in client.get_metric_history(run.info.run_id, "val/Average/IoU")]
     assert recorded == [entry["Average/IoU"] for entry in history.values()]
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"checkpoints", "figures", "run"}

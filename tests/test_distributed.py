@@ -102,6 +102,7 @@ def test_two_processes_give_the_confusion_matrix_of_one(
         "figures",  # the training curves, drawn once, by the first process
         "history_val.json",
         "mlflow_run.json",
+        "model_card.md",  # written once, by the first process
         "odeon_val_loss_ckpt",
         "odeon_val_miou_ckpt",
     ]
@@ -112,8 +113,8 @@ def test_two_processes_give_the_confusion_matrix_of_one(
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
-    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("p1", "FINISHED"), ("p2", "FINISHED")]
-    p2 = next(r for r in runs if r.info.run_name == "p2")
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("exp/p1", "FINISHED"), ("exp/p2", "FINISHED")]
+    p2 = next(r for r in runs if r.info.run_name == "exp/p2")
     assert [m.value for m in client.get_metric_history(p2.info.run_id, "val/loss")] == [two["loss"]]
 
 

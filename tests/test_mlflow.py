@@ -460,10 +460,12 @@ def test_a_kill_while_the_local_store_is_created_never_breaks_it(tmp_path: Path)
     from odeon_job.config import config_from_dict
     from odeon_job.outputs.run_folder import RunFolder
 
+    csv = tmp_path / "t.csv"  # read once the store is open: its digest and rows are the run's dataset input
+    csv.write_text("a.tif,a_mask.tif\n")
     for number, moment in enumerate((0.05, 0.45, 0.85, 1.25)):
         # (a folder each: MLflow keeps the stores a process opened, by URI)
         out = tmp_path / f"out{number}"
-        config = make_config("t.csv", str(out), output_setup={"use_mlflow": True, "mlflow_required": True})
+        config = make_config(str(csv), str(out), output_setup={"use_mlflow": True, "mlflow_required": True})
         child = subprocess.Popen(
             [sys.executable, "-c", _START_THE_RUN.format(config=config)],
             stderr=subprocess.DEVNULL,

@@ -106,17 +106,17 @@ def test_sigterm_before_the_first_validation_saves_a_checkpoint(
         data.csv,
         str(tmp_path / "out"),
         train_setup={"epochs": 3},
-        output_setup={"use_tensorboard": False, "progress": 1},
+        output_setup={"use_tensorboard": False, "progress": 1, "progress_every": 0.01},
         device_setup={"stop_grace_period": GRACE},
     )
-    job = _start(config, tmp_path, stdout=subprocess.PIPE)
-    assert job.stdout is not None
+    job = _start(config, tmp_path)
+    assert job.stderr is not None
     seen = ""
-    while not re.search(r"Epoch 0: .*\| *[1-9]\d*/150 ", seen):  # the progress bar's first training steps
-        chunk = os.read(job.stdout.fileno(), 4096).decode(errors="replace")
+    while not re.search(r"epoch 1/3, step [1-9]\d*/150 ", seen):  # a plain progress line: training has begun
+        chunk = os.read(job.stderr.fileno(), 4096).decode(errors="replace")
         assert chunk, seen[-3000:]
         seen += chunk
-    stderr = _terminate(job)
+    stderr = seen + _terminate(job)
     assert job.returncode == EXIT_TERMINATED, stderr[-3000:]
     assert FORCED_EXIT not in stderr
     last = tmp_path / "out" / "exp" / "v" / "odeon_val_loss_ckpt" / "last.ckpt"
