@@ -41,7 +41,10 @@ class GracefulStop:
     def __init__(self, grace_period: float) -> None:
         self.grace_period = grace_period
         self.received_at: float | None = None
-        self.training = False  # once True, Lightning's own handler stops the loops; this one only times them
+        # Once True, a loop stops after its current batch (Lightning's, for training; PredictionStop, for predict)
+        # and this handler only times it: raised in the middle of a batch, Terminated cut the hand-over of a
+        # DataLoader worker's tensor, and the worker printed a ConnectionResetError traceback.
+        self.loop_running = False
         self._previous: Any = None
 
     def install(self) -> GracefulStop:
@@ -63,7 +66,7 @@ class GracefulStop:
         timer = threading.Timer(self.grace_period, self._force_exit)
         timer.daemon = True
         timer.start()
-        if not self.training:
+        if not self.loop_running:
             raise Terminated("stopped by SIGTERM before training started; nothing was trained")
 
     def _force_exit(self) -> None:

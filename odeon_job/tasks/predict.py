@@ -27,6 +27,7 @@ from odeon_job.data.sampler import GroupShardSampler
 from odeon_job.errors import ConfigError, DataError
 from odeon_job.outputs.callbacks.progress_lines import format_duration
 from odeon_job.outputs.callbacks.stitching import SceneStitcher
+from odeon_job.outputs.callbacks.stop_handling import PredictionStop
 from odeon_job.outputs.prediction_files import MAX_STITCH_BYTES, SIDECAR_SUFFIXES, sidecar_name, widest_band
 from odeon_job.outputs.trained_model import TrainedModel, load_trained_model
 from odeon_job.process.launch import is_first_process, prepare_launch, trainer_devices
@@ -40,6 +41,8 @@ log = logging.getLogger("odeon")
 RECORD_FILE = "odeon-predict.json"
 #: Windows of this many pixels when neither the command nor the model gives a patch size.
 DEFAULT_PATCH = 512
+#: The line a prediction stopped by SIGTERM ends with.
+STOPPED = "stopped by SIGTERM; the maps written are whole: run again to map the others"
 
 
 @dataclass
@@ -188,10 +191,11 @@ def predict(config: PredictConfig, stop: GracefulStop | None = None) -> PredictR
         progress.image_done(row)
 
     stitcher = SceneStitcher(output, config.output_type, dataset, names=names, on_scene=scene_done)
+    stopping = PredictionStop(stop, STOPPED)  # (after the stitcher: the batch in hand is written first)
     try:
         trainer = pl.Trainer(
             **devices,
-            callbacks=[stitcher, progress],
+            callbacks=[stitcher, progress, stopping],
             logger=False,
             enable_progress_bar=False,
             enable_checkpointing=False,
@@ -208,10 +212,10 @@ def predict(config: PredictConfig, stop: GracefulStop | None = None) -> PredictR
         if len(sampler) or trainer.world_size > 1:
             trainer.predict(model.module, dataloaders=loader, return_predictions=False)
     except BaseException as error:
-        # SIGTERM stops at once (nothing is trained: the handler raises Terminated), or through Lightning's loops.
+        # SIGTERM stops at once while starting (the handler raises Terminated), or after the batch in hand.
         if not isinstance(error, Terminated) and not is_sigterm_stop(error):
             raise
-        raise Terminated("stopped by SIGTERM; the maps written are whole: run again to map the others") from None
+        raise Terminated(STOPPED) from None
     finally:
         if own_stop:
             stop.restore()

@@ -1,6 +1,7 @@
 """The Lightning side of a SIGTERM stop (:mod:`odeon_job.process.shutdown` holds the signal side): from the first
 training batch on, SIGTERM is left to Lightning's loops (registered at fit start); a run stopped before any
-validation saves its current state, so that a restarted pod resumes rather than starts over."""
+validation saves its current state, so that a restarted pod resumes rather than starts over. Lightning's prediction
+loop does not look at SIGTERM: :class:`PredictionStop` stops it after the batch in hand."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 import pytorch_lightning as pl
 
 from odeon_job import storage
-from odeon_job.process.shutdown import GracefulStop, is_sigterm_stop
+from odeon_job.process.shutdown import GracefulStop, Terminated, is_sigterm_stop
 
 log = logging.getLogger("odeon")
 
@@ -22,7 +23,7 @@ class StopHandling(pl.Callback):
         self.stop, self.checkpoint = stop, checkpoint
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.stop.training = True
+        self.stop.loop_running = True
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not is_sigterm_stop(exception) or trainer.state.fn != "fit":
@@ -30,3 +31,26 @@ class StopHandling(pl.Callback):
         if trainer.strategy.broadcast(not storage.exists(self.checkpoint)):
             trainer.save_checkpoint(self.checkpoint)
             log.warning("SIGTERM before the first validation: saved the current state to %s", self.checkpoint)
+
+
+class PredictionStop(pl.Callback):
+    """Stops a prediction at SIGTERM once the batch in hand is written (the callbacks before this one, such as the
+    stitcher, have handled it): ``message`` says what is left."""
+
+    def __init__(self, stop: GracefulStop, message: str) -> None:
+        self.stop, self.message = stop, message
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop.loop_running = True
+
+    def on_predict_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self.stop.received_at is not None:
+            raise Terminated(self.message)
