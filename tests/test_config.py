@@ -608,3 +608,13 @@ def test_the_mode_tiles_or_scenes_is_asked_of_the_configuration() -> None:
         {**base, "output_setup": {"output_folder": "o"}, "data_source": {**base["data_source"], "patch_size": 64}}
     )
     assert no_predictions.data_source.reads_scenes and not no_predictions.stitches_scenes
+
+
+@pytest.mark.parametrize("label", ["Average", "Overall"])
+def test_a_class_may_not_take_the_name_of_the_figures_over_all_classes(label: str) -> None:
+    """A class labelled "Average" wrote its own IoU over Average/IoU: val_miou, the best checkpoint and the gate
+    silently followed one class."""
+    with pytest.raises(ConfigError, match=rf'data_source\.class_labels: "{label}" names the figures over all classes'):
+        config_from_dict(_with(ONE_HOT, ("data_source", "class_labels"), ["a", label, "c", "d"]))
+    labels = ["a", label.lower(), "c", "d"]  # (metric names are case-sensitive: "average" is a class like another)
+    assert config_from_dict(_with(ONE_HOT, ("data_source", "class_labels"), labels)).data_source.class_labels == labels

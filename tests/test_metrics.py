@@ -126,3 +126,9 @@ def test_the_metrics_and_the_bit_output_pick_the_same_class_where_probabilities_
     written = encode(module.probabilities(logits)[0].numpy(), "bit")
     assert int(confusion[0, 0]) == 4  # scored as class 0 ...
     assert written[0].all() and not written[1].any()  # ... and written as class 0
+
+
+def test_a_label_that_names_the_figures_over_all_classes_is_refused_not_merged() -> None:
+    """Average/IoU would have been the class's own IoU (an older checkpoint may still carry such a label)."""
+    with pytest.raises(ValueError, match='class label "Average"'):
+        confusion_metrics(torch.eye(2, dtype=torch.int64), ["Average", "b"])

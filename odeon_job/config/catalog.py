@@ -9,6 +9,7 @@ a test checks that both sides hold the same ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -32,6 +33,19 @@ class Loss:
     softmax: bool = True
     #: Whether ``class_imbalance`` weights it.
     class_weights: bool = False
+
+
+#: The names of the figures over all classes in every metric name (``Average/IoU``, ``Overall/Accuracy``): no class
+#: label may take one, or its own figures would be written over them.
+SUMMARY_NAMES = ("Average", "Overall")
+
+
+def summary_name_clash(labels: Iterable[str]) -> str | None:
+    """Why ``labels`` cannot name classes (one of them is a :data:`SUMMARY_NAMES`), or None."""
+    for label in labels:
+        if label in SUMMARY_NAMES:
+            return f'"{label}" names the figures over all classes ({label}/IoU...): give the class another label'
+    return None
 
 
 _U_NET = ("upsampling", "align_corners")

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from odeon_job.config import catalog
 from odeon_job.config.colors import COLOR_PATTERN
 from odeon_job.config.values import (
     MAX_ITEM_SIDE,
@@ -155,6 +156,14 @@ class DataSource(Section):
     @classmethod
     def _unique(cls, values: list[Any] | None) -> list[Any] | None:
         return no_duplicates(values)
+
+    @field_validator("class_labels")
+    @classmethod
+    def _not_a_summary(cls, labels: list[str] | None) -> list[str] | None:
+        clash = catalog.summary_name_clash(labels) if labels else None
+        if clash:
+            raise odeon_error(clash)
+        return labels
 
     @field_validator("mask_nodata")
     @classmethod

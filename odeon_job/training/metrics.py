@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
+from odeon_job.config.catalog import summary_name_clash
+
 NAMES = ("Accuracy", "Precision", "Recall", "Specificity", "F1-Score", "IoU")
 
 #: Every score of a run by name ("Overall/Accuracy", "batiment/IoU"...); None for an absent class.
@@ -48,6 +50,9 @@ def _figures(
 
 def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Scores:
     """``{"Overall/Accuracy": …, "Average/IoU": …, "<label>/F1-Score": …}`` for every figure."""
+    clash = summary_name_clash(labels)
+    if clash:  # (the configuration refuses such labels; a checkpoint made before it did may carry one)
+        raise ValueError(f"class label {clash}")
     cm = confusion.to(torch.float64).cpu()
     tp = cm.diagonal()
     fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
