@@ -618,3 +618,11 @@ def test_a_class_may_not_take_the_name_of_the_figures_over_all_classes(label: st
         config_from_dict(_with(ONE_HOT, ("data_source", "class_labels"), ["a", label, "c", "d"]))
     labels = ["a", label.lower(), "c", "d"]  # (metric names are case-sensitive: "average" is a class like another)
     assert config_from_dict(_with(ONE_HOT, ("data_source", "class_labels"), labels)).data_source.class_labels == labels
+
+
+@pytest.mark.parametrize("label", ["", "  ", "a\nb", "tab\there"])
+def test_a_class_label_is_a_visible_name_on_one_line(label: str) -> None:
+    """An empty label made metric names such as val//IoU; a newline broke the model card's tables, the QGIS style
+    and every log line naming the classes."""
+    with pytest.raises(ConfigError, match=r"data_source\.class_labels: .* a class label is a name"):
+        config_from_dict(_with(ONE_HOT, ("data_source", "class_labels"), [label, "b", "c", "d"]))

@@ -40,9 +40,12 @@ class Loss:
 SUMMARY_NAMES = ("Average", "Overall")
 
 
-def summary_name_clash(labels: Iterable[str]) -> str | None:
-    """Why ``labels`` cannot name classes (one of them is a :data:`SUMMARY_NAMES`), or None."""
+def label_problem(labels: Iterable[str]) -> str | None:
+    """Why ``labels`` cannot name classes, or None: each is part of every metric name (``<label>/IoU``), a table
+    row, a style entry and log lines, so it is visible, on one line, and not one of :data:`SUMMARY_NAMES`."""
     for label in labels:
+        if not label.strip() or not label.isprintable():
+            return f"{label!r}: a class label is a name of visible characters on one line"
         if label in SUMMARY_NAMES:
             return f'"{label}" names the figures over all classes ({label}/IoU...): give the class another label'
     return None

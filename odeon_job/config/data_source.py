@@ -160,7 +160,7 @@ class DataSource(Section):
     @field_validator("class_labels")
     @classmethod
     def _not_a_summary(cls, labels: list[str] | None) -> list[str] | None:
-        clash = catalog.summary_name_clash(labels) if labels else None
+        clash = catalog.label_problem(labels) if labels else None
         if clash:
             raise odeon_error(clash)
         return labels

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from odeon_job.config.catalog import summary_name_clash
+from odeon_job.config.catalog import label_problem
 
 NAMES = ("Accuracy", "Precision", "Recall", "Specificity", "F1-Score", "IoU")
 
@@ -50,7 +50,7 @@ def _figures(
 
 def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Scores:
     """``{"Overall/Accuracy": …, "Average/IoU": …, "<label>/F1-Score": …}`` for every figure."""
-    clash = summary_name_clash(labels)
+    clash = label_problem(labels)
     if clash:  # (the configuration refuses such labels; a checkpoint made before it did may carry one)
         raise ValueError(f"class label {clash}")
     cm = confusion.to(torch.float64).cpu()
