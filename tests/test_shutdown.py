@@ -218,3 +218,38 @@ def test_a_sigterm_landing_inside_a_library_s_except_exception_still_stops_start
         for timer in threading.enumerate():  # the forced exit the signal armed must not fire in this process
             if isinstance(timer, threading.Timer):
                 timer.cancel()
+
+
+def test_sigterm_during_the_sanity_check_stops_after_the_batch_in_hand(
+    make_dataset: Callable[..., TinyDataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning's loops are running from the sanity check on: a SIGTERM there used to raise in the middle of the
+    batch (with DataLoader workers, one of them could print a ConnectionResetError traceback); it now stops once
+    the batch in hand is done, as it does during training."""
+    from odeon_job.config import config_from_dict
+    from odeon_job.process.shutdown import GracefulStop, Terminated
+    from odeon_job.tasks.train import train
+    from odeon_job.training.segmentation_module import SegmentationModule
+
+    finished: list[int] = []
+    step = SegmentationModule.validation_step
+
+    def signalled_step(self: SegmentationModule, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)  # (the handler runs here, in this thread, at once)
+            time.sleep(0.05)
+        step(self, batch, batch_idx)
+        finished.append(batch_idx)
+
+    monkeypatch.setattr(SegmentationModule, "validation_step", signalled_step)
+    monkeypatch.setattr(GracefulStop, "_force_exit", lambda self: None)  # (its deadline must not end pytest)
+    data = make_dataset(n=8)
+    config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 2}, output_setup={"use_mlflow": False})
+    with pytest.raises(Terminated, match="stopped by SIGTERM"):
+        train(config_from_dict(config))
+    assert finished == [0]  # the batch in hand was finished, and no other began
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (the handlers were put back)
+    monkeypatch.setattr(SegmentationModule, "validation_step", step)
+    config["train_setup"]["continue_training"] = True  # what it saved resumes
+    result = train(config_from_dict(config))
+    assert list(result.history) == ["0", "1"]

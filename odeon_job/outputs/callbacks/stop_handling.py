@@ -1,5 +1,5 @@
-"""The Lightning side of a SIGTERM stop (:mod:`odeon_job.process.shutdown` holds the signal side): from the first
-training batch on, SIGTERM is left to Lightning's loops (registered at fit start); a run stopped before any
+"""The Lightning side of a SIGTERM stop (:mod:`odeon_job.process.shutdown` holds the signal side): from the sanity
+check on, SIGTERM is left to Lightning's loops (registered at fit start); a run stopped before any
 validation saves its current state, so that a restarted pod resumes rather than starts over. Lightning's prediction
 loop does not look at SIGTERM: :class:`PredictionStop` stops it after the batch in hand."""
 
@@ -21,6 +21,9 @@ class StopHandling(pl.Callback):
 
     def __init__(self, stop: GracefulStop, checkpoint: str) -> None:
         self.stop, self.checkpoint = stop, checkpoint
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop.loop_running = True  # (Lightning's evaluation loop stops after the batch in hand too)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.stop.loop_running = True
