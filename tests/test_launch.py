@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,10 @@ def test_what_a_command_hands_its_processes_does_not_outlive_it(
     data = make_dataset(n=4)
     path = tmp_path / "c.json"
     path.write_text(json.dumps(make_config(data.csv, str(tmp_path / "out"))))
+    handler = signal.getsignal(signal.SIGTERM)
     assert cli.main(["train", "-c", str(path)]) == 0
     assert RUN_NAMES_VARIABLE not in os.environ and INHERITED_CONFIG not in os.environ
+    assert signal.getsignal(signal.SIGTERM) == handler  # nor does its SIGTERM handler
     monkeypatch.setenv(RUN_NAMES_VARIABLE, "a/b")  # one the caller set stays as it was
     train(load_config(str(path), ["output_setup.version_name=w"]))
     assert os.environ[RUN_NAMES_VARIABLE] == "a/b" and INHERITED_CONFIG not in os.environ

@@ -245,10 +245,11 @@ def test_sigterm_during_the_sanity_check_stops_after_the_batch_in_hand(
     monkeypatch.setattr(GracefulStop, "_force_exit", lambda self: None)  # (its deadline must not end pytest)
     data = make_dataset(n=8)
     config = make_config(data.csv, str(tmp_path / "out"), train_setup={"epochs": 2}, output_setup={"use_mlflow": False})
+    handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Terminated, match="stopped by SIGTERM"):
         train(config_from_dict(config))
     assert finished == [0]  # the batch in hand was finished, and no other began
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (the handlers were put back)
+    assert signal.getsignal(signal.SIGTERM) == handler  # (the handlers were put back)
     monkeypatch.setattr(SegmentationModule, "validation_step", step)
     config["train_setup"]["continue_training"] = True  # what it saved resumes
     result = train(config_from_dict(config))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from odeon_job.commands import follow_job
 from odeon_job.commands.follow_job import parse_duration
 from odeon_job.errors import ConfigError, OdeonError, one_line
-from odeon_job.process.shutdown import EXIT_TERMINATED, GracefulStop, Terminated
+from odeon_job.process.shutdown import EXIT_TERMINATED, GracefulStop, Terminated, handler_kept
 from odeon_job.redaction import redact, redact_log_handlers, shorten
 
 if TYPE_CHECKING:
@@ -458,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from odeon_job.process.launch import handing_over
 
     try:
-        with handing_over():
+        with handing_over(), handler_kept():
             return args.handler(args)
     except Terminated as stopped:
         print(f"odeon: {redact(str(stopped))}", file=sys.stderr)

@@ -12,12 +12,14 @@ run stopped before its first validation saves one on the way out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -78,6 +80,19 @@ class GracefulStop:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(EXIT_TERMINATED)
+
+
+@contextlib.contextmanager
+def handler_kept() -> Iterator[None]:
+    """The SIGTERM handler found on entry is the one on exit: a command run inside a longer process (a notebook, a
+    test, ``cli.main`` called twice) leaves it as it found it. A forced exit already armed still runs."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if in_main_thread else None
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def is_sigterm_stop(error: BaseException) -> bool:
