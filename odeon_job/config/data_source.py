@@ -159,10 +159,10 @@ class DataSource(Section):
 
     @field_validator("class_labels")
     @classmethod
-    def _not_a_summary(cls, labels: list[str] | None) -> list[str] | None:
-        clash = catalog.label_problem(labels) if labels else None
-        if clash:
-            raise odeon_error(clash)
+    def _usable_labels(cls, labels: list[str] | None) -> list[str] | None:
+        problem = catalog.label_problem(labels) if labels else None
+        if problem:
+            raise odeon_error(problem)
         return labels
 
     @field_validator("mask_nodata")

@@ -50,9 +50,9 @@ def _figures(
 
 def confusion_metrics(confusion: torch.Tensor, labels: Sequence[str]) -> Scores:
     """``{"Overall/Accuracy": …, "Average/IoU": …, "<label>/F1-Score": …}`` for every figure."""
-    clash = label_problem(labels)
-    if clash:  # (the configuration refuses such labels; a checkpoint made before it did may carry one)
-        raise ValueError(f"class label {clash}")
+    problem = label_problem(labels)
+    if problem:  # (the configuration refuses such labels; a checkpoint made before it did may carry one)
+        raise ValueError(f"class label {problem}")
     cm = confusion.to(torch.float64).cpu()
     tp = cm.diagonal()
     fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
